@@ -1,0 +1,292 @@
+//! How data moves: every receiver, processor and exporter hands batches to
+//! the next stage through [`Consumer`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A bearer token as the caller sent it. Its `Debug` and `Display` show at
+/// most the first four characters, so it can never leak into a log line.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BearerToken(String);
+
+impl BearerToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+    /// The token itself, for the one place that must send it on.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The redacted form used in logs: `abcd***`.
+    pub fn redacted(&self) -> String {
+        let prefix: String = self.0.chars().take(4).collect();
+        format!("{prefix}***")
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerToken({})", self.redacted())
+    }
+}
+
+impl fmt::Display for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Who sent a request, as established by a server authenticator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthData {
+    /// The caller's bearer token, when it sent one.
+    pub token: Option<BearerToken>,
+    /// Request headers the authenticator chose to keep (lower-case names).
+    pub headers: Vec<(String, String)>,
+}
+
+/// What travels beside a batch: where it came from and who sent it.
+///
+/// Cheap to clone; fan-out copies it to every branch.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// The peer address of the connection, when known.
+    pub client_addr: Option<SocketAddr>,
+    /// Set by the receiver's authenticator (`auth.authenticator`).
+    pub auth: Option<Arc<AuthData>>,
+    /// Request headers, lower-case names, kept when the receiver has
+    /// `include_metadata: true`.
+    pub metadata: Arc<Vec<(String, String)>>,
+}
+
+impl RequestContext {
+    /// The first value of header `name` (case-insensitive) captured by the
+    /// receiver, looking in the metadata and then in the authenticator's headers.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let auth_headers = self.auth.iter().flat_map(|a| a.headers.iter());
+        self.metadata
+            .iter()
+            .chain(auth_headers)
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The caller's bearer token, when an authenticator captured one.
+    pub fn bearer_token(&self) -> Option<&BearerToken> {
+        self.auth.as_ref().and_then(|a| a.token.as_ref())
+    }
+}
+
+/// A batch of one signal with its request context.
+#[derive(Clone, Debug)]
+pub struct Batch<T> {
+    /// The payload: `Metrics`, `Logs` or `Traces` from [`crate::pdata`].
+    pub data: T,
+    /// Where the payload came from.
+    pub context: RequestContext,
+}
+
+impl<T> Batch<T> {
+    /// A batch with an empty context, as an embedding program would build one.
+    pub fn new(data: T) -> Self {
+        Self {
+            data,
+            context: RequestContext::default(),
+        }
+    }
+}
+
+/// What kind of permanent failure, so a receiver can answer the OTLP status
+/// that fits it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PermanentKind {
+    /// The data itself is unacceptable (HTTP 400, gRPC InvalidArgument).
+    InvalidData,
+    /// The caller's credentials were refused downstream (401, Unauthenticated).
+    Unauthenticated,
+    /// The caller may not send this (403, PermissionDenied).
+    PermissionDenied,
+    /// Anything else that retrying will not fix (500, Internal).
+    Other,
+}
+
+/// Why a consumer did not take a batch.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerError {
+    /// Try again later; the sender should retry (HTTP 503 with `Retry-After`,
+    /// gRPC Unavailable).
+    #[error("{message} (retryable)")]
+    Retryable {
+        /// What went wrong.
+        message: String,
+        /// How long the sender should wait, when the consumer knows.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying will not help.
+    #[error("{message}")]
+    Permanent {
+        /// What went wrong.
+        message: String,
+        /// Which kind of refusal this is.
+        kind: PermanentKind,
+    },
+}
+
+impl ConsumerError {
+    /// A retryable error without a retry hint.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A permanent error of kind [`PermanentKind::Other`].
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            message: message.into(),
+            kind: PermanentKind::Other,
+        }
+    }
+    /// Whether the sender should retry.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+}
+
+/// The one data-flow contract: take a batch, or say why not.
+///
+/// Implemented by processors, exporters and [`FanOut`]; called by receivers.
+/// `T` is one of the payloads of [`crate::pdata`].
+#[async_trait]
+pub trait Consumer<T: Send + 'static>: Send + Sync {
+    /// Takes ownership of a batch. Returning `Ok` means the consumer is now
+    /// responsible for it.
+    async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError>;
+}
+
+/// Sends each batch to several consumers (a receiver feeding several
+/// pipelines, or a pipeline feeding several exporters).
+///
+/// Every branch gets the batch even if an earlier one fails. The result is
+/// `Ok` only if all succeed; otherwise the first permanent error if any,
+/// else the first retryable one.
+pub struct FanOut<T> {
+    consumers: Vec<Arc<dyn Consumer<T>>>,
+}
+
+impl<T> FanOut<T> {
+    /// A fan-out over `consumers`, in order.
+    pub fn new(consumers: Vec<Arc<dyn Consumer<T>>>) -> Self {
+        Self { consumers }
+    }
+}
+
+#[async_trait]
+impl<T: Clone + Send + Sync + 'static> Consumer<T> for FanOut<T> {
+    async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
+        let Some((last, rest)) = self.consumers.split_last() else {
+            return Ok(());
+        };
+        let mut first_error: Option<ConsumerError> = None;
+        let mut note = |r: Result<(), ConsumerError>| {
+            if let Err(e) = r {
+                let replace = match &first_error {
+                    None => true,
+                    Some(prev) => prev.is_retryable() && !e.is_retryable(),
+                };
+                if replace {
+                    first_error = Some(e);
+                }
+            }
+        };
+        for c in rest {
+            note(c.consume(batch.clone()).await);
+        }
+        note(last.consume(batch).await);
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Builds the consumer for a list: the single consumer itself, or a
+/// [`FanOut`] when there are several.
+pub fn fan_out<T: Clone + Send + Sync + 'static>(
+    mut consumers: Vec<Arc<dyn Consumer<T>>>,
+) -> Arc<dyn Consumer<T>> {
+    if consumers.len() == 1 {
+        if let Some(only) = consumers.pop() {
+            return only;
+        }
+    }
+    Arc::new(FanOut::new(consumers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Recorder {
+        seen: Mutex<Vec<u32>>,
+        answer: Result<(), ConsumerError>,
+    }
+
+    #[async_trait]
+    impl Consumer<u32> for Recorder {
+        async fn consume(&self, batch: Batch<u32>) -> Result<(), ConsumerError> {
+            self.seen.lock().unwrap().push(batch.data);
+            self.answer.clone()
+        }
+    }
+
+    fn recorder(answer: Result<(), ConsumerError>) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            seen: Mutex::new(vec![]),
+            answer,
+        })
+    }
+
+    #[tokio::test]
+    async fn fan_out_delivers_to_all_and_prefers_permanent_errors() {
+        let a = recorder(Err(ConsumerError::retryable("a busy")));
+        let b = recorder(Err(ConsumerError::permanent("b broken")));
+        let c = recorder(Ok(()));
+        let fan = fan_out(vec![
+            a.clone() as Arc<dyn Consumer<u32>>,
+            b.clone(),
+            c.clone(),
+        ]);
+        let err = fan.consume(Batch::new(7)).await.unwrap_err();
+        assert_eq!(err, ConsumerError::permanent("b broken"));
+        for r in [&a, &b, &c] {
+            assert_eq!(*r.seen.lock().unwrap(), vec![7]);
+        }
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug_and_display() {
+        let t = BearerToken::new("secret-token-value");
+        assert_eq!(format!("{t}"), "secr***");
+        assert_eq!(format!("{t:?}"), "BearerToken(secr***)");
+        assert_eq!(t.expose(), "secret-token-value");
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive_and_reads_auth_headers() {
+        let ctx = RequestContext {
+            metadata: Arc::new(vec![("x-team".into(), "core".into())]),
+            auth: Some(Arc::new(AuthData {
+                token: None,
+                headers: vec![("x-user".into(), "ana@example.com".into())],
+            })),
+            ..Default::default()
+        };
+        assert_eq!(ctx.header("X-Team"), Some("core"));
+        assert_eq!(ctx.header("x-user"), Some("ana@example.com"));
+        assert_eq!(ctx.header("x-none"), None);
+    }
+}

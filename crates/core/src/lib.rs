@@ -1,0 +1,32 @@
+//! The collector model shared by every component of `otelcol-multitudes`.
+//!
+//! The split follows the OpenTelemetry Collector's own:
+//!
+//! - [`pdata`]: the OTLP data model (the generated `opentelemetry-proto`
+//!   types) and small helpers over it;
+//! - [`consumer`]: the one trait data flows through, [`consumer::Consumer`],
+//!   with the request context that travels beside each batch and the typed
+//!   errors receivers turn into OTLP status codes;
+//! - [`component`]: component ids, factories and lifecycle, and the
+//!   [`component::Host`] a component sees while it runs;
+//! - [`config`]: YAML loading with merging, `--set` and `${env:…}` expansion;
+//! - [`pipeline`]: the builder that turns a config into a running
+//!   [`pipeline::Service`];
+//! - [`server`]: the HTTP server the listening components share;
+//! - [`status`]: component health as reported to health extensions;
+//! - [`telemetry`]: the collector's own logs and Prometheus metrics.
+//!
+//! `core` knows no concrete component: receivers, processors, exporters and
+//! extensions live in their own crates and register a factory.
+
+pub mod component;
+pub mod config;
+pub mod consumer;
+pub mod pdata;
+pub mod pipeline;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+
+pub use component::{ComponentId, Signal, Stability};
+pub use consumer::{Batch, Consumer, ConsumerError, RequestContext};
