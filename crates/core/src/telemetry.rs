@@ -196,6 +196,7 @@ pub fn init_logging(config: &LogsConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if config.encoding.eq_ignore_ascii_case("json") {
         builder.json().try_init()

@@ -1,1 +1,161 @@
+//! The `otlp` receiver: OTLP over gRPC (`:4317`) and HTTP (`:4318`) for
+//! metrics, logs and traces, config-compatible with the Go collector's.
+//!
+//! Embedding without the collector:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use otelcol_core::component::{CreateSettings, Factory, Host, Kind, ReceiverFactory, SignalConsumers};
+//! use otelcol_core::ComponentId;
+//! use otelcol_receiver_otlp::OtlpReceiverFactory;
+//!
+//! # async fn run(metrics: Arc<dyn otelcol_core::Consumer<otelcol_core::pdata::Metrics>>) -> Result<(), Box<dyn std::error::Error>> {
+//! let config: otelcol_core::config::RawConfig =
+//!     serde_yaml::from_str("protocols: {http: {endpoint: '127.0.0.1:4318'}}")?;
+//! let settings = CreateSettings::standalone(ComponentId::new("otlp"), Kind::Receiver);
+//! let next = SignalConsumers { metrics: Some(metrics), ..Default::default() };
+//! let receiver = OtlpReceiverFactory.create(settings, &config, next)?;
+//! receiver.start(&Host::new(Default::default(), Default::default())).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod config;
+pub mod decode;
+mod grpc;
+mod http;
+pub mod json;
+mod signal;
+pub mod status;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use otelcol_core::component::{
+    ComponentError, CreateSettings, Factory, Host, Lifecycle, ReceiverFactory, ServerAuthenticator,
+    SignalConsumers,
+};
+use otelcol_core::config::{decode as decode_config, ConfigError, RawConfig};
+use otelcol_core::server::ServerHandle;
+use otelcol_core::{ComponentId, Signal, Stability};
+
+pub use config::OtlpReceiverConfig;
+use signal::Sinks;
+
+/// The factory for type `otlp`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OtlpReceiverFactory;
+
+impl Factory for OtlpReceiverFactory {
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+    fn stability(&self) -> Stability {
+        Stability::Beta
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+    fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
+        decode_config::<OtlpReceiverConfig>(config)?.validate()
+    }
+}
+
+impl ReceiverFactory for OtlpReceiverFactory {
+    fn create(
+        &self,
+        settings: CreateSettings,
+        config: &RawConfig,
+        next: SignalConsumers,
+    ) -> Result<Arc<dyn Lifecycle>, ComponentError> {
+        let config: OtlpReceiverConfig = decode_config(config)?;
+        config.validate()?;
+        Ok(Arc::new(OtlpReceiver::new(settings, config, next)))
+    }
+}
+
+/// A running `otlp` receiver.
+pub struct OtlpReceiver {
+    settings: CreateSettings,
+    config: OtlpReceiverConfig,
+    next: SignalConsumers,
+    http: Mutex<Option<ServerHandle>>,
+    grpc: Mutex<Option<grpc::GrpcServer>>,
+}
+
+impl OtlpReceiver {
+    /// A receiver that will feed `next` once started.
+    pub fn new(settings: CreateSettings, config: OtlpReceiverConfig, next: SignalConsumers) -> Self {
+        Self {
+            settings,
+            config,
+            next,
+            http: Mutex::new(None),
+            grpc: Mutex::new(None),
+        }
+    }
+
+    /// The address the HTTP server listens on, once started.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|h| h.local_addr())
+    }
+
+    /// The address the gRPC server listens on, once started.
+    pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.grpc.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|g| g.local_addr)
+    }
+}
+
+fn authenticator(
+    host: &Host,
+    auth: &Option<config::AuthConfig>,
+) -> Result<Option<Arc<dyn ServerAuthenticator>>, ComponentError> {
+    let Some(auth) = auth else { return Ok(None) };
+    let id: ComponentId = auth
+        .authenticator
+        .parse()
+        .map_err(|e: otelcol_core::component::IdError| ComponentError::Failed(e.to_string()))?;
+    host.authenticator(&id).map(Some)
+}
+
+fn refuse_tls(tls: &Option<config::TlsConfig>, protocol: &str) -> Result<(), ComponentError> {
+    match tls {
+        Some(_) => Err(ComponentError::Failed(format!(
+            "protocols.{protocol}.tls: TLS serving is not available in this build yet; terminate TLS in front of the collector"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Lifecycle for OtlpReceiver {
+    async fn start(&self, host: &Host) -> Result<(), ComponentError> {
+        let id = self.settings.id.to_string();
+        if let Some(cfg) = &self.config.protocols.grpc {
+            refuse_tls(&cfg.tls, "grpc")?;
+            let sinks = Sinks::new(&self.settings, &self.next, &id, "grpc");
+            let server = grpc::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
+            tracing::info!(receiver = %id, endpoint = %server.local_addr, "OTLP/gRPC listening");
+            *self.grpc.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
+        }
+        if let Some(cfg) = &self.config.protocols.http {
+            refuse_tls(&cfg.tls, "http")?;
+            let sinks = Sinks::new(&self.settings, &self.next, &id, "http");
+            let server = http::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
+            tracing::info!(receiver = %id, endpoint = %server.local_addr(), "OTLP/HTTP listening");
+            *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let grpc = self.grpc.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(h) = http {
+            h.shutdown().await;
+        }
+        if let Some(g) = grpc {
+            g.shutdown().await;
+        }
+        Ok(())
+    }
+}

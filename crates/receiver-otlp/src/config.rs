@@ -1,0 +1,215 @@
+//! The `otlp` receiver's config: the Go receiver's keys and defaults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use otelcol_core::config::duration;
+use otelcol_core::config::ConfigError;
+
+/// `receivers.otlp`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// Which transports run. A protocol listed with no settings (`grpc:`)
+    /// runs with its defaults; one not listed does not run.
+    pub protocols: Protocols,
+}
+
+/// `protocols`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Protocols {
+    /// OTLP/gRPC.
+    #[serde(deserialize_with = "present_means_enabled")]
+    pub grpc: Option<GrpcConfig>,
+    /// OTLP/HTTP.
+    #[serde(deserialize_with = "present_means_enabled")]
+    pub http: Option<HttpConfig>,
+}
+
+fn present_means_enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+/// `auth`: the authenticator extension that checks each request.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Id of an extension listed in `service.extensions`.
+    pub authenticator: String,
+}
+
+/// `tls`: serve over TLS; with `client_ca_file`, require client certificates.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// PEM CA bundle that client certificates must chain to.
+    pub client_ca_file: Option<String>,
+    /// Accepted for compatibility (`1.2` or `1.3`); the TLS library's defaults apply.
+    pub min_version: Option<String>,
+}
+
+/// `protocols.grpc`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Only `tcp` is supported.
+    pub transport: String,
+    /// Largest accepted message, in MiB, after decompression.
+    pub max_recv_msg_size_mib: u64,
+    /// Concurrent streams per HTTP/2 connection (unlimited when absent).
+    pub max_concurrent_streams: Option<u32>,
+    /// Accepted for compatibility; ignored.
+    pub read_buffer_size: Option<u64>,
+    /// Accepted for compatibility; ignored.
+    pub write_buffer_size: Option<u64>,
+    /// Accepted for compatibility; ignored.
+    pub keepalive: Option<serde_json::Value>,
+    /// Keep the request's metadata in the batch context.
+    pub include_metadata: bool,
+    /// Authenticate requests with this extension.
+    pub auth: Option<AuthConfig>,
+    /// Serve over TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "localhost:4317".into(),
+            transport: "tcp".into(),
+            max_recv_msg_size_mib: 4,
+            max_concurrent_streams: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
+            keepalive: None,
+            include_metadata: false,
+            auth: None,
+            tls: None,
+        }
+    }
+}
+
+/// `protocols.http`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Path for traces.
+    pub traces_url_path: String,
+    /// Path for metrics.
+    pub metrics_url_path: String,
+    /// Path for logs.
+    pub logs_url_path: String,
+    /// Largest accepted body in bytes, checked on the wire and again after decompression.
+    pub max_request_body_size: u64,
+    /// Keep the request's headers in the batch context.
+    pub include_metadata: bool,
+    /// Authenticate requests with this extension.
+    pub auth: Option<AuthConfig>,
+    /// Serve over TLS.
+    pub tls: Option<TlsConfig>,
+    /// How long a client may take to send its headers.
+    #[serde(with = "duration")]
+    pub read_header_timeout: Duration,
+    /// How long a client may take to send the whole body.
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// Accepted for compatibility; ignored.
+    pub write_timeout: Option<String>,
+    /// Accepted for compatibility; ignored.
+    pub idle_timeout: Option<String>,
+    /// Accepted for compatibility; CORS is not served.
+    pub cors: Option<serde_json::Value>,
+    /// Headers added to every response.
+    pub response_headers: BTreeMap<String, String>,
+    /// `Content-Encoding`s accepted (default: all supported).
+    pub compression_algorithms: Option<Vec<String>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "localhost:4318".into(),
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+            include_metadata: false,
+            auth: None,
+            tls: None,
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            write_timeout: None,
+            idle_timeout: None,
+            cors: None,
+            response_headers: BTreeMap::new(),
+            compression_algorithms: None,
+        }
+    }
+}
+
+impl OtlpReceiverConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.protocols;
+        if p.grpc.is_none() && p.http.is_none() {
+            return Err(ConfigError::invalid(
+                "protocols",
+                "must specify at least one protocol (grpc or http)",
+            ));
+        }
+        if let Some(g) = &p.grpc {
+            if g.transport != "tcp" {
+                return Err(ConfigError::invalid(
+                    "protocols.grpc.transport",
+                    format!("unsupported transport `{}`; only `tcp` is available", g.transport),
+                ));
+            }
+            if g.max_recv_msg_size_mib == 0 {
+                return Err(ConfigError::invalid("protocols.grpc.max_recv_msg_size_mib", "must be at least 1"));
+            }
+        }
+        if let Some(h) = &p.http {
+            for (key, path) in [
+                ("traces_url_path", &h.traces_url_path),
+                ("metrics_url_path", &h.metrics_url_path),
+                ("logs_url_path", &h.logs_url_path),
+            ] {
+                if !path.starts_with('/') {
+                    return Err(ConfigError::invalid(
+                        format!("protocols.http.{key}"),
+                        format!("`{path}` must start with `/`"),
+                    ));
+                }
+            }
+            if h.max_request_body_size == 0 {
+                return Err(ConfigError::invalid("protocols.http.max_request_body_size", "must be above 0"));
+            }
+            if let Some(list) = &h.compression_algorithms {
+                for a in list {
+                    if crate::decode::Encoding::parse(a).is_none() {
+                        return Err(ConfigError::invalid(
+                            "protocols.http.compression_algorithms",
+                            format!("unsupported algorithm `{a}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

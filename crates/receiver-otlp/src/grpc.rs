@@ -1,0 +1,130 @@
+//! OTLP/gRPC: the three collector services on one tonic server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use otelcol_core::component::{ComponentError, ServerAuthenticator};
+use otelcol_core::consumer::RequestContext;
+use otelcol_core::pdata::proto::collector::{
+    logs::v1::logs_service_server::{LogsService, LogsServiceServer},
+    metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer},
+    trace::v1::trace_service_server::{TraceService, TraceServiceServer},
+};
+use otelcol_core::pdata::{Logs, Metrics, Traces};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use crate::config::GrpcConfig;
+use crate::signal::{header_pairs, OtlpSignal, Sink, Sinks};
+
+/// A running gRPC server.
+pub(crate) struct GrpcServer {
+    pub local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl GrpcServer {
+    /// Stops accepting and waits for in-flight calls.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+struct Handler<T> {
+    sink: Arc<Sink<T>>,
+    auth: Option<Arc<dyn ServerAuthenticator>>,
+    include_metadata: bool,
+}
+
+impl<T: OtlpSignal> Handler<T> {
+    async fn export(&self, request: Request<T>) -> Result<Response<T::Response>, Status> {
+        let mut context = RequestContext {
+            client_addr: request.remote_addr(),
+            ..Default::default()
+        };
+        if self.auth.is_some() || self.include_metadata {
+            let headers = request.metadata().clone().into_headers();
+            if let Some(auth) = &self.auth {
+                let data = auth
+                    .authenticate(&headers)
+                    .map_err(|e| Status::unauthenticated(e.to_string()))?;
+                context.auth = Some(Arc::new(data));
+            }
+            if self.include_metadata {
+                context.metadata = Arc::new(header_pairs(&headers));
+            }
+        }
+        match self.sink.deliver(request.into_inner(), context).await {
+            Ok(()) => Ok(Response::new(T::Response::default())),
+            Err(e) => Err(crate::status::to_grpc(&e)),
+        }
+    }
+}
+
+macro_rules! service {
+    ($trait:ident, $t:ty, $resp:ty) => {
+        #[tonic::async_trait]
+        impl $trait for Handler<$t> {
+            async fn export(&self, request: Request<$t>) -> Result<Response<$resp>, Status> {
+                Handler::<$t>::export(self, request).await
+            }
+        }
+    };
+}
+service!(MetricsService, Metrics, <Metrics as OtlpSignal>::Response);
+service!(LogsService, Logs, <Logs as OtlpSignal>::Response);
+service!(TraceService, Traces, <Traces as OtlpSignal>::Response);
+
+pub(crate) async fn start(
+    config: &GrpcConfig,
+    sinks: Sinks,
+    auth: Option<Arc<dyn ServerAuthenticator>>,
+) -> Result<GrpcServer, ComponentError> {
+    let listener = otelcol_core::server::bind(&config.endpoint).await?;
+    let local_addr = listener.local_addr().map_err(|source| ComponentError::Io {
+        context: format!("reading the address of {}", config.endpoint),
+        source,
+    })?;
+    let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    macro_rules! svc {
+        ($server:ident, $sink:expr) => {
+            $sink.map(|s| {
+                $server::new(Handler {
+                    sink: s,
+                    auth: auth.clone(),
+                    include_metadata: config.include_metadata,
+                })
+                    .max_decoding_message_size(max)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+            })
+        };
+    }
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(4 << 20))
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .add_optional_service(svc!(MetricsServiceServer, sinks.metrics))
+        .add_optional_service(svc!(LogsServiceServer, sinks.logs))
+        .add_optional_service(svc!(TraceServiceServer, sinks.traces));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!(error = %e, "OTLP/gRPC server failed");
+        }
+    });
+    Ok(GrpcServer {
+        local_addr,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,222 @@
+//! OTLP/HTTP: `POST /v1/{metrics,logs,traces}` with protobuf or JSON bodies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::Request;
+use otelcol_core::component::{ComponentError, ServerAuthenticator};
+use otelcol_core::consumer::RequestContext;
+use otelcol_core::server::{self, HttpResponse, ServerHandle, ServerOptions};
+use prost::Message;
+use tonic::Code;
+
+use crate::config::HttpConfig;
+use crate::decode::{self, DecodeError, Encoding};
+use crate::signal::{header_pairs, OtlpSignal, Sink, Sinks};
+use crate::status::{http_code, json_body, retry_after_secs, rpc_status};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Proto,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Proto => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+struct State {
+    config: HttpConfig,
+    sinks: Sinks,
+    auth: Option<Arc<dyn ServerAuthenticator>>,
+    encodings: Option<Vec<Encoding>>,
+}
+
+pub(crate) async fn start(
+    config: &HttpConfig,
+    sinks: Sinks,
+    auth: Option<Arc<dyn ServerAuthenticator>>,
+) -> Result<ServerHandle, ComponentError> {
+    let listener = server::bind(&config.endpoint).await?;
+    let encodings = config
+        .compression_algorithms
+        .as_ref()
+        .map(|list| list.iter().filter_map(|a| Encoding::parse(a)).collect());
+    let state = Arc::new(State {
+        config: config.clone(),
+        sinks,
+        auth,
+        encodings,
+    });
+    let options = ServerOptions {
+        read_header_timeout: config.read_header_timeout,
+        ..ServerOptions::default()
+    };
+    Ok(server::serve(listener, options, move |req, peer| {
+        let state = state.clone();
+        async move {
+            let mut resp = route(&state, req, peer).await;
+            for (k, v) in &state.config.response_headers {
+                if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            resp
+        }
+    }))
+}
+
+async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    let path = req.uri().path();
+    let c = &state.config;
+    if path == c.metrics_url_path {
+        if let Some(sink) = &state.sinks.metrics {
+            return handle(state, sink, req, peer).await;
+        }
+    } else if path == c.logs_url_path {
+        if let Some(sink) = &state.sinks.logs {
+            return handle(state, sink, req, peer).await;
+        }
+    } else if path == c.traces_url_path {
+        if let Some(sink) = &state.sinks.traces {
+            return handle(state, sink, req, peer).await;
+        }
+    }
+    server::response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found")
+}
+
+fn error(format: Format, code: Code, message: &str) -> HttpResponse {
+    let status = rpc_status(code, message, None);
+    let body = match format {
+        Format::Proto => status.encode_to_vec(),
+        Format::Json => json_body(&status),
+    };
+    server::response(http_code(code), format.content_type(), body)
+}
+
+async fn handle<T: OtlpSignal>(
+    state: &State,
+    sink: &Sink<T>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> HttpResponse {
+    if req.method() != Method::POST {
+        let mut r = server::response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "405 method not allowed, supported: [POST]",
+        );
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let format = match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Proto,
+        "application/json" => Format::Json,
+        _ => {
+            return server::response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "text/plain; charset=utf-8",
+                "415 unsupported media type, supported: [application/json, application/x-protobuf]",
+            )
+        }
+    };
+    let mut context = RequestContext {
+        client_addr: Some(peer),
+        ..Default::default()
+    };
+    if let Some(auth) = &state.auth {
+        match auth.authenticate(req.headers()) {
+            Ok(data) => context.auth = Some(Arc::new(data)),
+            Err(e) => return error(format, Code::Unauthenticated, &e.to_string()),
+        }
+    }
+    if state.config.include_metadata {
+        context.metadata = Arc::new(header_pairs(req.headers()));
+    }
+    let encoding_header = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").to_string())
+        .unwrap_or_default();
+    let encoding = match Encoding::parse(&encoding_header) {
+        Some(e) if e == Encoding::Identity => e,
+        Some(e) if state.encodings.as_ref().is_none_or(|allowed| allowed.contains(&e)) => e,
+        _ => {
+            let e = DecodeError::UnsupportedEncoding(encoding_header);
+            return error(format, Code::InvalidArgument, &e.to_string());
+        }
+    };
+    let limit = state.config.max_request_body_size;
+    let body = match read_body(req.into_body(), limit, state.config.read_timeout).await {
+        Ok(b) => b,
+        Err((status, message)) => {
+            let mut r = error(format, Code::InvalidArgument, &message);
+            *r.status_mut() = status;
+            return r;
+        }
+    };
+    let decoded = decode::decompress(&body, encoding, limit).and_then(|raw| match format {
+        Format::Proto => decode::decode_proto::<T>(&raw),
+        Format::Json => decode::decode_json::<T>(&raw),
+    });
+    let data = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, %peer, "rejected an OTLP/HTTP body");
+            return error(format, Code::InvalidArgument, &e.to_string());
+        }
+    };
+    match sink.deliver(data, context).await {
+        Ok(()) => {
+            let body = match format {
+                Format::Proto => T::Response::default().encode_to_vec(),
+                Format::Json => b"{}".to_vec(),
+            };
+            server::response(StatusCode::OK, format.content_type(), body)
+        }
+        Err(e) => {
+            let code = crate::status::grpc_code(&e);
+            let mut r = error(format, code, &e.to_string());
+            if e.is_retryable() {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs(&e).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            r
+        }
+    }
+}
+
+/// Reads the whole body, at most `limit` bytes and within `timeout`; on
+/// failure, the HTTP status and message to answer.
+async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, (StatusCode, String)> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let e = DecodeError::TooLarge {
+                limit,
+                decompressed: false,
+            };
+            Err((StatusCode::BAD_REQUEST, e.to_string()))
+        }
+        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "timed out reading the request body".into())),
+    }
+}
