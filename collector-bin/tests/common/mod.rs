@@ -1,0 +1,167 @@
+//! Test helpers: a capturing exporter, free ports, and a service started
+//! in-process from YAML with this build's components plus the test ones.
+#![allow(dead_code)]
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otelcol_core::component::{
+    ComponentError, CreateSettings, Exporter, ExporterFactory, Factories, Factory, Lifecycle,
+};
+use otelcol_core::config::{self, ConfigError, ConfigSource, RawConfig};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
+use otelcol_core::pdata::{Logs, Metrics, Traces};
+use otelcol_core::pipeline::Service;
+use otelcol_core::{Signal, Stability};
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What the `capture` exporter received.
+#[derive(Default)]
+pub struct Captured {
+    pub metrics: Mutex<Vec<Batch<Metrics>>>,
+    pub logs: Mutex<Vec<Batch<Logs>>>,
+    pub traces: Mutex<Vec<Batch<Traces>>>,
+    /// How long each consume takes (to hold requests in flight).
+    pub delay: Mutex<Duration>,
+    /// What consume answers.
+    pub answer: Mutex<Option<ConsumerError>>,
+}
+
+trait Slot: Sized + Send + Sync + 'static {
+    fn slot(c: &Captured) -> &Mutex<Vec<Batch<Self>>>;
+}
+impl Slot for Metrics {
+    fn slot(c: &Captured) -> &Mutex<Vec<Batch<Self>>> {
+        &c.metrics
+    }
+}
+impl Slot for Logs {
+    fn slot(c: &Captured) -> &Mutex<Vec<Batch<Self>>> {
+        &c.logs
+    }
+}
+impl Slot for Traces {
+    fn slot(c: &Captured) -> &Mutex<Vec<Batch<Self>>> {
+        &c.traces
+    }
+}
+
+struct CaptureExporter<T>(Arc<Captured>, PhantomData<fn(T)>);
+
+impl<T> Lifecycle for CaptureExporter<T> {}
+
+#[async_trait]
+impl<T: Slot> Consumer<T> for CaptureExporter<T> {
+    async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
+        let delay = *self.0.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(e) = self.0.answer.lock().unwrap().clone() {
+            return Err(e);
+        }
+        T::slot(&self.0).lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+/// Exporter type `capture`: keeps every batch in a shared [`Captured`].
+pub struct CaptureFactory(pub Arc<Captured>);
+
+impl Factory for CaptureFactory {
+    fn type_name(&self) -> &'static str {
+        "capture"
+    }
+    fn stability(&self) -> Stability {
+        Stability::Development
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+    fn validate(&self, _: &RawConfig) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+impl ExporterFactory for CaptureFactory {
+    fn create_metrics(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
+        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+    }
+    fn create_logs(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
+        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+    }
+    fn create_traces(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
+        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+    }
+}
+
+/// This build's factories plus `capture`.
+pub fn factories_with_capture(captured: Arc<Captured>) -> Factories {
+    otelcol_multitudes::factories().exporter(CaptureFactory(captured))
+}
+
+/// Loads YAML (with `${env:…}` read from the process) into a config.
+pub fn load_yaml(yaml: &str) -> config::CollectorConfig {
+    let source = ConfigSource::Text {
+        name: "test".into(),
+        yaml: yaml.into(),
+    };
+    config::load(&[source], &[], &|k| std::env::var(k).ok())
+        .expect("test config loads")
+        .config
+}
+
+/// Ports of one test collector.
+pub struct Ports {
+    pub grpc: u16,
+    pub http: u16,
+    pub health: u16,
+}
+
+/// A collector with OTLP in, `capture` out for all signals, health v1 on.
+pub async fn start_capture_service(extra_receiver_yaml: &str) -> (Service, Arc<Captured>, Ports) {
+    let ports = Ports {
+        grpc: free_port(),
+        http: free_port(),
+        health: free_port(),
+    };
+    let yaml = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"{extra}}}
+exporters:
+  capture:
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:0"}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [capture]}}
+    logs: {{receivers: [otlp], exporters: [capture]}}
+    traces: {{receivers: [otlp], exporters: [capture]}}
+"#,
+        health = ports.health,
+        grpc = ports.grpc,
+        http = ports.http,
+        extra = extra_receiver_yaml,
+    );
+    let captured = Arc::new(Captured::default());
+    let service = Service::start(&load_yaml(&yaml), &factories_with_capture(captured.clone()), "test")
+        .await
+        .expect("service starts");
+    (service, captured, ports)
+}

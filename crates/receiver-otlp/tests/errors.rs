@@ -1,0 +1,475 @@
+//! Every error path of the OTLP receiver, over real HTTP and gRPC on
+//! 127.0.0.1, with the exact status and body encoding the OTLP spec and the
+//! Go receiver give.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use otelcol_core::component::{
+    AuthError, CreateSettings, Extension, Host, Kind, Lifecycle, ReceiverFactory, ServerAuthenticator,
+    SignalConsumers,
+};
+use otelcol_core::consumer::{AuthData, BearerToken, Batch, Consumer, ConsumerError, PermanentKind};
+use otelcol_core::pdata::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use otelcol_core::pdata::proto::common::v1::KeyValue;
+use otelcol_core::pdata::proto::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use otelcol_core::pdata::{Logs, Metrics, Payload};
+use otelcol_core::status::StatusBoard;
+use otelcol_core::ComponentId;
+use otelcol_receiver_otlp::status::RpcStatus;
+use otelcol_receiver_otlp::OtlpReceiverFactory;
+use prost::Message;
+
+#[derive(Default)]
+struct Sink {
+    metrics: Mutex<Vec<Batch<Metrics>>>,
+    answer: Mutex<Option<ConsumerError>>,
+}
+
+#[async_trait]
+impl Consumer<Metrics> for Sink {
+    async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
+        if let Some(e) = self.answer.lock().unwrap().clone() {
+            return Err(e);
+        }
+        self.metrics.lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer<Logs> for Sink {
+    async fn consume(&self, _batch: Batch<Logs>) -> Result<(), ConsumerError> {
+        Ok(())
+    }
+}
+
+/// Accepts only `Bearer good-token`; keeps the `x-team` header.
+struct StrictAuth;
+impl Lifecycle for StrictAuth {}
+impl Extension for StrictAuth {
+    fn server_authenticator(self: Arc<Self>) -> Option<Arc<dyn ServerAuthenticator>> {
+        Some(self)
+    }
+}
+impl ServerAuthenticator for StrictAuth {
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<AuthData, AuthError> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| AuthError("missing bearer token".into()))?;
+        if token != "good-token" {
+            return Err(AuthError("token not accepted".into()));
+        }
+        let headers = headers
+            .get("x-team")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| vec![("x-team".to_string(), v.to_string())])
+            .unwrap_or_default();
+        Ok(AuthData {
+            token: Some(BearerToken::new(token)),
+            headers,
+        })
+    }
+}
+
+struct Running {
+    sink: Arc<Sink>,
+    receiver: Arc<dyn Lifecycle>,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    settings: CreateSettings,
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(extra_http: &str, extra_grpc: &str) -> Running {
+    let (http, grpc) = (port(), port());
+    let yaml = format!(
+        "protocols:\n  http: {{endpoint: '127.0.0.1:{http}'{extra_http}}}\n  grpc: {{endpoint: '127.0.0.1:{grpc}'{extra_grpc}}}\n"
+    );
+    let config: otelcol_core::config::RawConfig = serde_yaml::from_str(&yaml).unwrap();
+    let sink = Arc::new(Sink::default());
+    let settings = CreateSettings::standalone(ComponentId::new("otlp"), Kind::Receiver);
+    let next = SignalConsumers {
+        metrics: Some(sink.clone()),
+        logs: Some(sink.clone()),
+        traces: None,
+    };
+    let receiver = OtlpReceiverFactory.create(settings.clone(), &config, next).unwrap();
+    let mut extensions: BTreeMap<ComponentId, Arc<dyn Extension>> = BTreeMap::new();
+    extensions.insert(ComponentId::new("strict"), Arc::new(StrictAuth));
+    let host = Host::new(extensions, Arc::new(StatusBoard::new()));
+    receiver.start(&host).await.unwrap();
+    Running {
+        sink,
+        receiver,
+        http: format!("127.0.0.1:{http}").parse().unwrap(),
+        grpc: format!("127.0.0.1:{grpc}").parse().unwrap(),
+        settings,
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn content_type(&self) -> &str {
+        self.headers.get("content-type").map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    fn proto_status(&self) -> RpcStatus {
+        assert_eq!(self.content_type(), "application/x-protobuf");
+        RpcStatus::decode(&self.body[..]).expect("a google.rpc.Status in protobuf")
+    }
+    fn json(&self) -> serde_json::Value {
+        assert_eq!(self.content_type(), "application/json");
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.to_vec()).unwrap()
+    }
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answered in time")
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, headers, body }
+}
+
+const PROTO: (&str, &str) = ("content-type", "application/x-protobuf");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn one_point(email: &str, value: f64) -> Metrics {
+    Metrics {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "claude_code.cost.usage".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            attributes: vec![otelcol_core::pdata::string_attribute("user.email", email)],
+                            value: Some(number_data_point::Value::AsDouble(value)),
+                            time_unix_nano: 1_795_255_210_000_000_000,
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn counter(r: &Running, name: &str) -> String {
+    r.settings
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains("transport=\"http\""))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_400_with_a_protobuf_status() {
+    let r = start("", "").await;
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], vec![0xff, 0xff, 0xff, 0x01]).await;
+    assert_eq!(a.status, 400);
+    let s = a.proto_status();
+    assert_eq!(s.code, 3);
+    assert!(s.message.starts_with("cannot decode the protobuf body:"), "{}", s.message);
+    assert!(r.sink.metrics.lock().unwrap().is_empty());
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_a_json_status() {
+    let r = start("", "").await;
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], b"{\"resourceMetrics\": [".to_vec()).await;
+    assert_eq!(a.status, 400);
+    let v = a.json();
+    assert_eq!(v["code"], 3);
+    assert!(v["message"].as_str().unwrap().starts_with("cannot decode the JSON body: EOF while parsing"), "{v}");
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], b"{\"resourceMetrics\": [{\"scopeMetrics\": [{\"metrics\": [{\"name\": \"\xff\xfe\"}]}]}]}".to_vec()).await;
+    assert_eq!(a.status, 400, "invalid UTF-8 is refused");
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], br#"{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"gauge": {"dataPoints": [{"asDouble": "NaN"}]}}]}]}]}"#.to_vec()).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        a.json()["message"],
+        "cannot decode the JSON body: $.resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asDouble: `NaN` cannot be carried (NaN and infinities are not supported)"
+    );
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_get_is_405() {
+    let r = start("", "").await;
+    let a = send(r.http, "POST", "/v1/metrics", &[("content-type", "text/plain")], b"x".to_vec()).await;
+    assert_eq!(a.status, 415);
+    assert_eq!(a.text(), "415 unsupported media type, supported: [application/json, application/x-protobuf]");
+    let a = send(r.http, "POST", "/v1/metrics", &[], b"x".to_vec()).await;
+    assert_eq!(a.status, 415, "no content type at all");
+    let a = send(r.http, "GET", "/v1/metrics", &[], vec![]).await;
+    assert_eq!(a.status, 405);
+    assert_eq!(a.headers.get("allow").unwrap(), "POST");
+    assert_eq!(a.text(), "405 method not allowed, supported: [POST]");
+    let a = send(r.http, "POST", "/v1/nothing", &[PROTO], vec![]).await;
+    assert_eq!(a.status, 404);
+    let a = send(r.http, "POST", "/v1/traces", &[PROTO], vec![]).await;
+    assert_eq!(a.status, 404, "no traces pipeline uses this receiver");
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_encoding_is_400() {
+    let r = start("", "").await;
+    let body = one_point("ana@example.com", 1.0).encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO, ("content-encoding", "br")], body).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.proto_status().message, "unsupported Content-Encoding `br`");
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_body_is_400() {
+    let r = start(", max_request_body_size: 1024", "").await;
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], vec![b' '; 4096]).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["message"], "request body too large: more than 1024 bytes");
+    r.receiver.shutdown().await.unwrap();
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn gzip_bomb_is_400_and_memory_stays_flat() {
+    let r = start("", "").await;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..512 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "512 MiB of zeros compress to {} bytes", bomb.len());
+    drop(zeros);
+    let before = peak_rss_kib();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO, ("content-encoding", "gzip")], bomb).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        a.proto_status().message,
+        "request body too large: more than 20971520 bytes after decompression"
+    );
+    let growth_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(growth_mib < 64, "peak RSS grew by {growth_mib} MiB for a 512 MiB bomb");
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn empty_requests_are_answered_without_entering_the_pipeline() {
+    let r = start("", "").await;
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], vec![]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.content_type(), "application/x-protobuf");
+    assert!(a.body.is_empty(), "an empty ExportMetricsServiceResponse");
+    let no_points = Metrics {
+        resource_metrics: vec![ResourceMetrics::default()],
+    };
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], serde_json::to_vec(&no_points).unwrap()).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "{}");
+    assert!(r.sink.metrics.lock().unwrap().is_empty());
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pipeline_errors_map_to_503_with_retry_after_and_500() {
+    let r = start("", "").await;
+    *r.sink.answer.lock().unwrap() = Some(ConsumerError::Retryable {
+        message: "memory limit reached".into(),
+        retry_after: Some(Duration::from_millis(2500)),
+    });
+    let body = one_point("ana@example.com", 2.0).encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.headers.get("retry-after").unwrap(), "3");
+    let s = a.proto_status();
+    assert_eq!((s.code, s.message.as_str()), (14, "memory limit reached (retryable)"));
+
+    *r.sink.answer.lock().unwrap() = Some(ConsumerError::Permanent {
+        message: "exporter misconfigured".into(),
+        kind: PermanentKind::Other,
+    });
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap()).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.json(), serde_json::json!({"code": 13, "message": "exporter misconfigured"}));
+    assert!(a.headers.get("retry-after").is_none());
+    assert_eq!(
+        counter(&r, "otelcol_receiver_refused_metric_points_total"),
+        "otelcol_receiver_refused_metric_points_total{receiver=\"otlp\",transport=\"http\"} 2"
+    );
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn json_accepts_snake_case_enum_names_and_quoted_doubles() {
+    let r = start("", "").await;
+    let body = br#"{"resource_metrics": [{"scope_metrics": [{"metrics": [{"name": "claude_code.cost.usage",
+        "sum": {"aggregation_temporality": "AGGREGATION_TEMPORALITY_DELTA", "is_monotonic": true,
+        "data_points": [{"as_double": "1.25", "time_unix_nano": "1795255210000000000",
+        "attributes": [{"key": "user.email", "value": {"string_value": "ana@example.com"}}]}]}}]}]}]}"#;
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], body.to_vec()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let got = r.sink.metrics.lock().unwrap();
+    let m = &got[0].data.resource_metrics[0].scope_metrics[0].metrics[0];
+    let Some(metric::Data::Sum(sum)) = &m.data else { panic!("a sum") };
+    assert_eq!(sum.aggregation_temporality, 1);
+    assert!(sum.is_monotonic);
+    let p = &sum.data_points[0];
+    assert_eq!(p.value, Some(number_data_point::Value::AsDouble(1.25)));
+    assert_eq!(p.time_unix_nano, 1_795_255_210_000_000_000);
+    assert_eq!(p.attributes[0].key, "user.email");
+    drop(got);
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shared_fixtures_are_accepted_whole() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata");
+    let r = start("", "").await;
+    let mut expected = 0;
+    for name in [
+        "claude-code-metrics-delta.json",
+        "claude-code-metrics-cumulative-1.json",
+        "claude-code-metrics-resource-identity.json",
+        "codex-metrics.json",
+    ] {
+        let body = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed: Metrics = serde_json::from_slice(&body).unwrap();
+        expected += parsed.item_count();
+        let a = send(r.http, "POST", "/v1/metrics", &[JSON], body).await;
+        assert_eq!(a.status, 200, "{name}: {}", a.text());
+    }
+    let got: usize = r.sink.metrics.lock().unwrap().iter().map(|b| b.data.item_count()).sum();
+    assert!(expected > 0);
+    assert_eq!(got, expected);
+    assert_eq!(
+        counter(&r, "otelcol_receiver_accepted_metric_points_total"),
+        format!("otelcol_receiver_accepted_metric_points_total{{receiver=\"otlp\",transport=\"http\"}} {expected}")
+    );
+    for name in ["claude-code-events.json", "codex-events.json"] {
+        let body = std::fs::read(dir.join(name)).unwrap();
+        let a = send(r.http, "POST", "/v1/logs", &[JSON], body).await;
+        assert_eq!(a.status, 200, "{name}: {}", a.text());
+    }
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn authenticator_and_metadata_reach_the_context() {
+    let r = start(", auth: {authenticator: strict}, include_metadata: true", ", auth: {authenticator: strict}").await;
+    let body = one_point("ana@example.com", 3.0).encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()).await;
+    assert_eq!(a.status, 401);
+    let s = a.proto_status();
+    assert_eq!((s.code, s.message.as_str()), (16, "authentication failed: missing bearer token"));
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON, ("authorization", "Bearer wrong")], serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap()).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.json()["code"], 16);
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("authorization", "Bearer good-token"), ("x-team", "platform"), ("x-user", "ana@example.com")],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    {
+        let got = r.sink.metrics.lock().unwrap();
+        let ctx = &got[0].context;
+        assert_eq!(ctx.bearer_token().map(|t| t.expose()), Some("good-token"));
+        assert_eq!(ctx.header("x-team"), Some("platform"));
+        assert_eq!(ctx.header("x-user"), Some("ana@example.com"), "include_metadata keeps every header");
+    }
+
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc)).await.unwrap();
+    let err = client.export(one_point("ana@example.com", 1.0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(one_point("ana@example.com", 1.0));
+    req.metadata_mut().insert("authorization", "Bearer good-token".parse().unwrap());
+    client.export(req).await.expect("accepted with the right token");
+    let got = r.sink.metrics.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].context.bearer_token().map(|t| t.expose()), Some("good-token"));
+    assert_eq!(got[1].context.header("x-team"), None, "gRPC has include_metadata off");
+    drop(got);
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
+    let r = start("", ", max_recv_msg_size_mib: 1").await;
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc)).await.unwrap();
+    *r.sink.answer.lock().unwrap() = Some(ConsumerError::retryable("queue is full"));
+    let err = client.export(one_point("ana@example.com", 1.0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "queue is full (retryable)");
+    assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
+    let details = RpcStatus::decode(err.details()).unwrap();
+    assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.RetryInfo");
+
+    *r.sink.answer.lock().unwrap() = None;
+    let mut big = one_point("ana@example.com", 1.0);
+    big.resource_metrics[0].resource = Some(otelcol_core::pdata::proto::resource::v1::Resource {
+        attributes: vec![KeyValue {
+            key: "padding".into(),
+            value: Some(otelcol_core::pdata::proto::common::v1::AnyValue {
+                value: Some(otelcol_core::pdata::proto::common::v1::any_value::Value::StringValue("x".repeat(2 << 20))),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let err = client.export(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(r.sink.metrics.lock().unwrap().is_empty());
+    client.export(one_point("ana@example.com", 1.0)).await.expect("the server still serves");
+    r.receiver.shutdown().await.unwrap();
+}
