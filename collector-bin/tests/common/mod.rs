@@ -165,3 +165,39 @@ service:
         .expect("service starts");
     (service, captured, ports)
 }
+
+/// A plain HTTP request on loopback; returns status, headers and body.
+pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answered within 20 s")
+        .expect("request sent");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One Claude Code style OTLP/JSON metrics request with `points` points.
+pub fn claude_metrics_json(points: usize) -> Vec<u8> {
+    let dps: Vec<String> = (0..points)
+        .map(|i| format!(
+            r#"{{"timeUnixNano": "1795255210000000000", "asDouble": {i}.5, "attributes": [{{"key": "user.email", "value": {{"stringValue": "ana@example.com"}}}}]}}"#
+        ))
+        .collect();
+    format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "claude-code"}}}}]}},
+        "scopeMetrics": [{{"metrics": [{{"name": "claude_code.cost.usage", "unit": "USD",
+        "sum": {{"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [{}]}}}}]}}]}}]}}"#,
+        dps.join(",")
+    )
+    .into_bytes()
+}

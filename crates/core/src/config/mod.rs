@@ -74,7 +74,16 @@ impl ConfigError {
 
 fn from_figment(err: figment::Error) -> ConfigError {
     use figment::error::Kind;
-    let mut path = err.path.join(".");
+    let mut segments = err.path.clone();
+    let field: Option<&str> = match &err.kind {
+        Kind::UnknownField(f, _) => Some(f),
+        Kind::MissingField(f) => Some(f),
+        _ => None,
+    };
+    if field.is_some() && segments.last().map(String::as_str) == field {
+        segments.pop();
+    }
+    let mut path = segments.join(".");
     let message = match &err.kind {
         Kind::UnknownField(field, expected) if expected.is_empty() => {
             format!("unknown field `{field}`, there are no fields")
