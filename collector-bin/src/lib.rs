@@ -61,7 +61,11 @@ impl Cli {
                 yaml: DEFAULT_CONFIG.into(),
             }]
         } else {
-            self.config.iter().cloned().map(ConfigSource::File).collect()
+            self.config
+                .iter()
+                .cloned()
+                .map(ConfigSource::File)
+                .collect()
         }
     }
 
@@ -74,14 +78,17 @@ impl Cli {
 pub async fn run(cli: Cli) -> ExitCode {
     let factories = factories();
     if let Some(Command::Components) = cli.command {
-        let doc = serde_yaml::to_string(&serde_yaml::to_value(ComponentsDoc {
-            buildinfo: BuildInfo {
-                command: "otelcol-multitudes",
-                description: "OpenTelemetry Collector for AI-usage telemetry",
-                version: VERSION.trim(),
-            },
-            components: factories.describe(),
-        }).unwrap_or_default());
+        let doc = serde_yaml::to_string(
+            &serde_yaml::to_value(ComponentsDoc {
+                buildinfo: BuildInfo {
+                    command: "otelcol-multitudes",
+                    description: "OpenTelemetry Collector for AI-usage telemetry",
+                    version: VERSION.trim(),
+                },
+                components: factories.describe(),
+            })
+            .unwrap_or_default(),
+        );
         print!("{}", doc.unwrap_or_default());
         return ExitCode::SUCCESS;
     }
@@ -135,7 +142,8 @@ struct BuildInfo {
 struct ComponentsDoc {
     buildinfo: BuildInfo,
     #[serde(flatten)]
-    components: std::collections::BTreeMap<&'static str, Vec<otelcol_core::component::ComponentInfo>>,
+    components:
+        std::collections::BTreeMap<&'static str, Vec<otelcol_core::component::ComponentInfo>>,
 }
 
 async fn serve(loaded: LoadedConfig, factories: &Factories) -> ExitCode {
@@ -153,7 +161,10 @@ async fn serve(loaded: LoadedConfig, factories: &Factories) -> ExitCode {
         }
     };
     let signal = wait_for_signal().await;
-    tracing::info!(signal, "shutting down: receivers stop accepting, in-flight requests finish");
+    tracing::info!(
+        signal,
+        "shutting down: receivers stop accepting, in-flight requests finish"
+    );
     service.shutdown().await;
     tracing::info!("shutdown complete");
     ExitCode::SUCCESS

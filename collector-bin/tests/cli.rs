@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_otelcol-multitudes");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).envs(env.iter().copied()).output().expect("binary runs");
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -26,7 +30,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("otelcol-cli-{}-{}", std::process::id(), common::free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "otelcol-cli-{}-{}",
+        std::process::id(),
+        common::free_port()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -35,7 +43,13 @@ fn tempdir() -> std::path::PathBuf {
 fn version_prints_the_version_file() {
     let (code, out, _) = run(&["--version"], &[]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("otelcol-multitudes {}", include_str!("../../VERSION").trim()));
+    assert_eq!(
+        out.trim(),
+        format!(
+            "otelcol-multitudes {}",
+            include_str!("../../VERSION").trim()
+        )
+    );
 }
 
 #[test]
@@ -44,12 +58,20 @@ fn components_lists_this_build() {
     assert_eq!(code, 0);
     let doc: serde_json::Value = serde_yaml::from_str(&out).unwrap();
     let names = |kind: &str| -> Vec<String> {
-        doc[kind].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+        doc[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(names("receivers"), vec!["otlp"]);
     assert_eq!(names("exporters"), vec!["debug"]);
     assert_eq!(names("extensions"), vec!["health_check", "healthcheckv2"]);
-    assert_eq!(doc["buildinfo"]["version"], include_str!("../../VERSION").trim());
+    assert_eq!(
+        doc["buildinfo"]["version"],
+        include_str!("../../VERSION").trim()
+    );
     assert_eq!(doc["receivers"][0]["stability"], "beta");
 }
 
@@ -64,7 +86,11 @@ fn validate_reports_errors_and_merges_files_and_sets() {
     let (code, out, _) = run(&["validate", "--config", &base], &[]);
     assert_eq!((code, out.trim()), (0, "configuration is valid"));
 
-    let bad = write(&dir, "bad.yaml", "exporters:\n  debug:\n    verbosty: detailed\n");
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "exporters:\n  debug:\n    verbosty: detailed\n",
+    );
     let (code, _, err) = run(&["validate", "--config", &base, "--config", &bad], &[]);
     assert_eq!(code, 1);
     assert_eq!(
@@ -72,7 +98,16 @@ fn validate_reports_errors_and_merges_files_and_sets() {
         "Error: invalid configuration: exporters.debug: unknown field `verbosty`, expected one of `verbosity`, `sampling_initial`, `sampling_thereafter`, `use_internal_logger`"
     );
 
-    let (code, _, err) = run(&["validate", "--config", &base, "--set", "service.pipelines.metrics.exporters=[debug/nope]"], &[]);
+    let (code, _, err) = run(
+        &[
+            "validate",
+            "--config",
+            &base,
+            "--set",
+            "service.pipelines.metrics.exporters=[debug/nope]",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert_eq!(
         err.trim(),
@@ -81,9 +116,21 @@ fn validate_reports_errors_and_merges_files_and_sets() {
 
     let (code, _, err) = run(&["validate", "--config", "/nonexistent/x.yaml"], &[]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("Error: invalid configuration: /nonexistent/x.yaml: cannot read the config file:"), "{err}");
+    assert!(
+        err.starts_with(
+            "Error: invalid configuration: /nonexistent/x.yaml: cannot read the config file:"
+        ),
+        "{err}"
+    );
 
-    let (code, _, err) = run(&["validate", "--config", &write(&dir, "y.yaml", "receivers: [unclosed\n")], &[]);
+    let (code, _, err) = run(
+        &[
+            "validate",
+            "--config",
+            &write(&dir, "y.yaml", "receivers: [unclosed\n"),
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert!(err.contains("y.yaml: not a valid YAML map"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
@@ -97,9 +144,27 @@ fn print_config_merges_expands_and_redacts() {
         "a.yaml",
         "exporters:\n  otlphttp:\n    endpoint: ${env:MT_ENDPOINT}\n    fallback_token: ${env:MT_TOKEN}\n    headers:\n      authorization: Bearer ${env:MT_TOKEN}\n      x-team: core\n",
     );
-    let b = write(&dir, "b.yaml", "exporters:\n  otlphttp:\n    timeout: 10s\n");
-    let env = [("MT_ENDPOINT", "https://ingest.example.com"), ("MT_TOKEN", "super-secret-value")];
-    let (code, out, _) = run(&["print-config", "--config", &a, "--config", &b, "--set", "exporters.otlphttp.timeout=20s"], &env);
+    let b = write(
+        &dir,
+        "b.yaml",
+        "exporters:\n  otlphttp:\n    timeout: 10s\n",
+    );
+    let env = [
+        ("MT_ENDPOINT", "https://ingest.example.com"),
+        ("MT_TOKEN", "super-secret-value"),
+    ];
+    let (code, out, _) = run(
+        &[
+            "print-config",
+            "--config",
+            &a,
+            "--config",
+            &b,
+            "--set",
+            "exporters.otlphttp.timeout=20s",
+        ],
+        &env,
+    );
     assert_eq!(code, 0);
     assert!(!out.contains("super-secret-value"), "{out}");
     let doc: serde_json::Value = serde_yaml::from_str(&out).unwrap();
@@ -114,7 +179,12 @@ fn print_config_merges_expands_and_redacts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_the_embedded_default_and_stops_on_sigterm() {
-    let (grpc, http, health, metrics) = (common::free_port(), common::free_port(), common::free_port(), common::free_port());
+    let (grpc, http, health, metrics) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let mut child = Command::new(BIN)
         .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}"))
         .env("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}"))
@@ -127,22 +197,36 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
     loop {
         let url = format!("http://127.0.0.1:{health}/");
         let ok = tokio::time::timeout(Duration::from_millis(500), async {
-            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            client.get(url.parse().unwrap()).await.map(|r| r.status().as_u16())
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            client
+                .get(url.parse().unwrap())
+                .await
+                .map(|r| r.status().as_u16())
         })
         .await;
         if let Ok(Ok(200)) = ok {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "healthy within 20 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "healthy within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (status, body) = common::http("GET", &format!("http://127.0.0.1:{health}/"), &[], vec![]).await;
+    let (status, body) =
+        common::http("GET", &format!("http://127.0.0.1:{health}/"), &[], vec![]).await;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["status"], "Server available");
-    let (status, _) = common::http("GET", &format!("http://127.0.0.1:{health}/health"), &[], vec![]).await;
+    let (status, _) = common::http(
+        "GET",
+        &format!("http://127.0.0.1:{health}/health"),
+        &[],
+        vec![],
+    )
+    .await;
     assert_eq!(status, 200);
 
     let (status, body) = common::http(
@@ -153,17 +237,28 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "{}"));
-    let (status, prom) = common::http("GET", &format!("http://127.0.0.1:{metrics}/metrics"), &[], vec![]).await;
+    let (status, prom) = common::http(
+        "GET",
+        &format!("http://127.0.0.1:{metrics}/metrics"),
+        &[],
+        vec![],
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(
-        prom.contains("otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"} 3"),
+        prom.contains(
+            "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"} 3"
+        ),
         "{prom}"
     );
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let stderr = child.stderr.take().unwrap();
-    let lines: Vec<String> = BufReader::new(stderr).lines().map_while(Result::ok).collect();
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     let log = lines.join("\n");

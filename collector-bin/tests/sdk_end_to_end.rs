@@ -64,26 +64,69 @@ fn send_with_sdk(transport: Transport, grpc: u16, http: u16) {
     let timeout = Duration::from_secs(5);
 
     let metrics = match transport {
-        Transport::Grpc => MetricExporter::builder().with_tonic().with_endpoint(signal_url("")).with_timeout(timeout).with_temporality(Temporality::Delta).build(),
-        _ => MetricExporter::builder().with_http().with_protocol(protocol).with_endpoint(signal_url("/v1/metrics")).with_timeout(timeout).with_temporality(Temporality::Delta).build(),
+        Transport::Grpc => MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(signal_url(""))
+            .with_timeout(timeout)
+            .with_temporality(Temporality::Delta)
+            .build(),
+        _ => MetricExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(signal_url("/v1/metrics"))
+            .with_timeout(timeout)
+            .with_temporality(Temporality::Delta)
+            .build(),
     }
     .expect("metric exporter");
     let meters = SdkMeterProvider::builder()
         .with_resource(resource())
-        .with_reader(PeriodicReader::builder(metrics).with_interval(Duration::from_secs(3600)).build())
+        .with_reader(
+            PeriodicReader::builder(metrics)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
         .build();
-    let tokens = meters.meter("com.anthropic.claude_code").f64_counter("claude_code.token.usage").with_unit("tokens").build();
-    tokens.add(1834.0, &[KeyValue::new("type", "input"), KeyValue::new("model", "claude-sonnet")]);
-    tokens.add(312.0, &[KeyValue::new("type", "output"), KeyValue::new("model", "claude-sonnet")]);
+    let tokens = meters
+        .meter("com.anthropic.claude_code")
+        .f64_counter("claude_code.token.usage")
+        .with_unit("tokens")
+        .build();
+    tokens.add(
+        1834.0,
+        &[
+            KeyValue::new("type", "input"),
+            KeyValue::new("model", "claude-sonnet"),
+        ],
+    );
+    tokens.add(
+        312.0,
+        &[
+            KeyValue::new("type", "output"),
+            KeyValue::new("model", "claude-sonnet"),
+        ],
+    );
     meters.force_flush().expect("metrics flushed");
     meters.shutdown().expect("meter provider shut down");
 
     let logs = match transport {
-        Transport::Grpc => LogExporter::builder().with_tonic().with_endpoint(signal_url("")).with_timeout(timeout).build(),
-        _ => LogExporter::builder().with_http().with_protocol(protocol).with_endpoint(signal_url("/v1/logs")).with_timeout(timeout).build(),
+        Transport::Grpc => LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(signal_url(""))
+            .with_timeout(timeout)
+            .build(),
+        _ => LogExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(signal_url("/v1/logs"))
+            .with_timeout(timeout)
+            .build(),
     }
     .expect("log exporter");
-    let loggers = SdkLoggerProvider::builder().with_resource(resource()).with_simple_exporter(logs).build();
+    let loggers = SdkLoggerProvider::builder()
+        .with_resource(resource())
+        .with_simple_exporter(logs)
+        .build();
     let logger = loggers.logger("com.anthropic.claude_code.events");
     for (i, cost) in [0.0123, 0.5].into_iter().enumerate() {
         let mut record = logger.create_log_record();
@@ -96,11 +139,23 @@ fn send_with_sdk(transport: Transport, grpc: u16, http: u16) {
     loggers.shutdown().expect("logger provider shut down");
 
     let spans = match transport {
-        Transport::Grpc => SpanExporter::builder().with_tonic().with_endpoint(signal_url("")).with_timeout(timeout).build(),
-        _ => SpanExporter::builder().with_http().with_protocol(protocol).with_endpoint(signal_url("/v1/traces")).with_timeout(timeout).build(),
+        Transport::Grpc => SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(signal_url(""))
+            .with_timeout(timeout)
+            .build(),
+        _ => SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(signal_url("/v1/traces"))
+            .with_timeout(timeout)
+            .build(),
     }
     .expect("span exporter");
-    let tracers = SdkTracerProvider::builder().with_resource(resource()).with_simple_exporter(spans).build();
+    let tracers = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_simple_exporter(spans)
+        .build();
     let mut span = tracers.tracer("codex").start("codex.api_request");
     span.set_attribute(KeyValue::new("model", "gpt-5"));
     span.end();
@@ -129,7 +184,9 @@ async fn round_trip(transport: Transport) {
     let metric = &rm[0].scope_metrics[0].metrics[0];
     assert_eq!(metric.name, "claude_code.token.usage");
     assert_eq!(metric.unit, "tokens");
-    let Some(Data::Sum(sum)) = &metric.data else { panic!("{transport:?}: a sum, got {:?}", metric.data) };
+    let Some(Data::Sum(sum)) = &metric.data else {
+        panic!("{transport:?}: a sum, got {:?}", metric.data)
+    };
     assert_eq!(sum.aggregation_temporality, 1, "delta");
     let mut points: Vec<(String, f64)> = sum
         .data_points
@@ -138,14 +195,19 @@ async fn round_trip(transport: Transport) {
             let a = attrs(&p.attributes);
             assert_eq!(a["model"], "claude-sonnet");
             let v = match p.value {
-                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
+                Some(
+                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d),
+                ) => d,
                 other => panic!("double value, got {other:?}"),
             };
             (a["type"].clone(), v)
         })
         .collect();
     points.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(points, vec![("input".to_string(), 1834.0), ("output".to_string(), 312.0)]);
+    assert_eq!(
+        points,
+        vec![("input".to_string(), 1834.0), ("output".to_string(), 312.0)]
+    );
     assert!(metrics[0].context.client_addr.is_some());
 
     let logs = captured.logs.lock().unwrap();
@@ -156,12 +218,20 @@ async fn round_trip(transport: Transport) {
         .flat_map(|sl| sl.log_records.iter())
         .collect();
     assert_eq!(records.len(), 2, "{transport:?}: two log records");
-    let costs: Vec<String> = records.iter().map(|r| attrs(&r.attributes)["cost_usd"].clone()).collect();
+    let costs: Vec<String> = records
+        .iter()
+        .map(|r| attrs(&r.attributes)["cost_usd"].clone())
+        .collect();
     assert_eq!(costs, vec!["0.0123", "0.5"]);
     for r in &records {
         assert_eq!(attrs(&r.attributes)["event.name"], "api_request");
         let body = r.body.as_ref().and_then(|b| b.value.as_ref());
-        assert_eq!(body, Some(&any_value::Value::StringValue("claude_code.api_request".into())));
+        assert_eq!(
+            body,
+            Some(&any_value::Value::StringValue(
+                "claude_code.api_request".into()
+            ))
+        );
     }
 
     let traces = captured.traces.lock().unwrap();

@@ -94,13 +94,25 @@ impl Factory for CaptureFactory {
 }
 
 impl ExporterFactory for CaptureFactory {
-    fn create_metrics(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
+    fn create_metrics(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
         Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
     }
-    fn create_logs(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
+    fn create_logs(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
         Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
     }
-    fn create_traces(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
+    fn create_traces(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
         Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
     }
 }
@@ -160,14 +172,23 @@ service:
         extra = extra_receiver_yaml,
     );
     let captured = Arc::new(Captured::default());
-    let service = Service::start(&load_yaml(&yaml), &factories_with_capture(captured.clone()), "test")
-        .await
-        .expect("service starts");
+    let service = Service::start(
+        &load_yaml(&yaml),
+        &factories_with_capture(captured.clone()),
+        "test",
+    )
+    .await
+    .expect("service starts");
     (service, captured, ports)
 }
 
 /// A plain HTTP request on loopback; returns status, headers and body.
-pub async fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;

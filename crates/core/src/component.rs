@@ -259,7 +259,10 @@ impl Host {
         self.extensions.get(id).cloned()
     }
     /// The authenticator extension `id`, or an error saying why it is not one.
-    pub fn authenticator(&self, id: &ComponentId) -> Result<Arc<dyn ServerAuthenticator>, ComponentError> {
+    pub fn authenticator(
+        &self,
+        id: &ComponentId,
+    ) -> Result<Arc<dyn ServerAuthenticator>, ComponentError> {
         let ext = self.extension(id).ok_or_else(|| {
             ComponentError::Failed(format!(
                 "authenticator `{id}` is not a configured extension listed in service.extensions"
@@ -460,10 +463,22 @@ impl Factories {
     /// The factory of `kind` for `type_name`, as a plain [`Factory`].
     pub fn factory(&self, kind: Kind, type_name: &str) -> Option<&dyn Factory> {
         match kind {
-            Kind::Receiver => self.receivers.get(type_name).map(|f| f.as_ref() as &dyn Factory),
-            Kind::Processor => self.processors.get(type_name).map(|f| f.as_ref() as &dyn Factory),
-            Kind::Exporter => self.exporters.get(type_name).map(|f| f.as_ref() as &dyn Factory),
-            Kind::Extension => self.extensions.get(type_name).map(|f| f.as_ref() as &dyn Factory),
+            Kind::Receiver => self
+                .receivers
+                .get(type_name)
+                .map(|f| f.as_ref() as &dyn Factory),
+            Kind::Processor => self
+                .processors
+                .get(type_name)
+                .map(|f| f.as_ref() as &dyn Factory),
+            Kind::Exporter => self
+                .exporters
+                .get(type_name)
+                .map(|f| f.as_ref() as &dyn Factory),
+            Kind::Extension => self
+                .extensions
+                .get(type_name)
+                .map(|f| f.as_ref() as &dyn Factory),
         }
     }
     /// What this build contains, per kind, for the `components` command.
@@ -474,10 +489,22 @@ impl Factories {
             signals: f.signals(),
         };
         let mut out = BTreeMap::new();
-        out.insert("receivers", self.receivers.values().map(|f| info(f.as_ref())).collect());
-        out.insert("processors", self.processors.values().map(|f| info(f.as_ref())).collect());
-        out.insert("exporters", self.exporters.values().map(|f| info(f.as_ref())).collect());
-        out.insert("extensions", self.extensions.values().map(|f| info(f.as_ref())).collect());
+        out.insert(
+            "receivers",
+            self.receivers.values().map(|f| info(f.as_ref())).collect(),
+        );
+        out.insert(
+            "processors",
+            self.processors.values().map(|f| info(f.as_ref())).collect(),
+        );
+        out.insert(
+            "exporters",
+            self.exporters.values().map(|f| info(f.as_ref())).collect(),
+        );
+        out.insert(
+            "extensions",
+            self.extensions.values().map(|f| info(f.as_ref())).collect(),
+        );
         out
     }
 }
@@ -494,7 +521,10 @@ mod tests {
         assert_eq!(id.to_string(), "otlp/internal");
         assert_eq!("debug".parse::<ComponentId>().unwrap().to_string(), "debug");
         for bad in ["", "/x", "otlp/", "a/b/c", "ot lp"] {
-            assert!(bad.parse::<ComponentId>().is_err(), "{bad} should not parse");
+            assert!(
+                bad.parse::<ComponentId>().is_err(),
+                "{bad} should not parse"
+            );
         }
         assert_eq!(
             "otlp/".parse::<ComponentId>().unwrap_err().to_string(),

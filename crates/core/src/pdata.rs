@@ -3,6 +3,8 @@
 //! A batch of each signal is the collector service's export request, so a
 //! gateway that already holds these values passes them in unchanged.
 
+/// The generated OTLP modules (`common`, `resource`, `metrics`, `logs`, `trace`, `collector`).
+pub use opentelemetry_proto::tonic as proto;
 pub use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest as Logs, ExportLogsServiceResponse,
 };
@@ -12,8 +14,6 @@ pub use opentelemetry_proto::tonic::collector::metrics::v1::{
 pub use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest as Traces, ExportTraceServiceResponse,
 };
-/// The generated OTLP modules (`common`, `resource`, `metrics`, `logs`, `trace`, `collector`).
-pub use opentelemetry_proto::tonic as proto;
 
 use crate::component::Signal;
 use proto::common::v1::{any_value, AnyValue, KeyValue};
@@ -75,7 +75,10 @@ pub fn metric_point_count(m: &Metric) -> usize {
 
 /// The value of attribute `key`, if present.
 pub fn find_attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
 }
 
 /// The string inside an `AnyValue`, when it holds one.

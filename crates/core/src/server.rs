@@ -145,7 +145,11 @@ where
 }
 
 /// A response with `status`, `content-type` and `body`.
-pub fn response(status: http::StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+pub fn response(
+    status: http::StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     if let Ok(v) = http::HeaderValue::from_str(content_type) {

@@ -131,7 +131,10 @@ impl StatusBoard {
     }
     /// Adds a component (status `Starting`) under the pipelines that use it.
     pub fn register(&self, kind: Kind, id: ComponentId, pipelines: Vec<String>) {
-        let mut map = self.components.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let entry = ComponentStatus {
             kind,
             id: id.clone(),
@@ -145,7 +148,10 @@ impl StatusBoard {
     }
     /// Records a component's new status.
     pub fn report(&self, kind: Kind, id: &ComponentId, status: Status) {
-        let mut map = self.components.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let key = (kind, id.clone());
         let event = StatusEvent {
             status,
@@ -168,7 +174,10 @@ impl StatusBoard {
     }
     /// A copy of every component's status.
     pub fn snapshot(&self) -> Vec<ComponentStatus> {
-        let map = self.components.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         map.values().cloned().collect()
     }
     /// A reporter bound to one component.

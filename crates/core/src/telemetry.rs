@@ -70,7 +70,10 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', r"\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s
@@ -79,7 +82,12 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
 impl MetricsRegistry {
     /// The counter `name` with `labels`, created at zero on first use.
     /// Asking again with the same name and labels returns the same counter.
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
         match self.cell(name, help, labels, || Cell::Counter(Counter::default())) {
             Cell::Counter(c) => c,
             Cell::Gauge(_) => Counter::default(),
@@ -106,7 +114,11 @@ impl MetricsRegistry {
             help,
             series: BTreeMap::new(),
         });
-        match family.series.entry(render_labels(labels)).or_insert_with(make) {
+        match family
+            .series
+            .entry(render_labels(labels))
+            .or_insert_with(make)
+        {
             Cell::Counter(c) => Cell::Counter(c.clone()),
             Cell::Gauge(g) => Cell::Gauge(g.clone()),
         }
@@ -224,7 +236,12 @@ mod tests {
             &[("receiver", "otlp"), ("transport", "http")],
         )
         .add(2);
-        r.gauge("otelcol_exporter_queue_size", "Queue size.", &[("exporter", "x\"y")]).set(-1);
+        r.gauge(
+            "otelcol_exporter_queue_size",
+            "Queue size.",
+            &[("exporter", "x\"y")],
+        )
+        .set(-1);
         assert_eq!(
             r.render(),
             "# HELP otelcol_exporter_queue_size Queue size.\n\

@@ -81,23 +81,44 @@ impl Factory for Fake {
     }
 }
 impl ReceiverFactory for Fake {
-    fn create(&self, _: CreateSettings, _: &RawConfig, _: SignalConsumers) -> Result<Arc<dyn Lifecycle>, ComponentError> {
+    fn create(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+        _: SignalConsumers,
+    ) -> Result<Arc<dyn Lifecycle>, ComponentError> {
         Err(ComponentError::Failed("not built in these tests".into()))
     }
 }
 impl ProcessorFactory for Fake {}
 impl ExporterFactory for Fake {
-    fn create_metrics(&self, _: CreateSettings, _: &RawConfig) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
+    fn create_metrics(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
         Err(ComponentError::Failed("not built in these tests".into()))
     }
 }
 
 fn factories() -> Factories {
     Factories::default()
-        .receiver(Fake { name: "otlp", signals: &Signal::ALL })
-        .processor(Fake { name: "aggregation", signals: &[Signal::Metrics] })
-        .exporter(Fake { name: "debug", signals: &Signal::ALL })
-        .exporter(Fake { name: "multitudes", signals: &[Signal::Metrics, Signal::Logs] })
+        .receiver(Fake {
+            name: "otlp",
+            signals: &Signal::ALL,
+        })
+        .processor(Fake {
+            name: "aggregation",
+            signals: &[Signal::Metrics],
+        })
+        .exporter(Fake {
+            name: "debug",
+            signals: &Signal::ALL,
+        })
+        .exporter(Fake {
+            name: "multitudes",
+            signals: &[Signal::Metrics, Signal::Logs],
+        })
 }
 
 const BASE: &str = r#"
@@ -136,10 +157,16 @@ exporters:
     let loaded = load(&[text(yaml)], &[], &env).unwrap();
     let m = loaded.root.find_ref("exporters.multitudes").unwrap();
     let s = |k: &str| m.find_ref(k).and_then(|v| v.as_str()).map(str::to_string);
-    assert_eq!(s("endpoint").as_deref(), Some("https://ingest.example.com/ai/otel"));
+    assert_eq!(
+        s("endpoint").as_deref(),
+        Some("https://ingest.example.com/ai/otel")
+    );
     assert_eq!(s("fallback_token").as_deref(), Some("tok-123"));
     assert_eq!(s("missing").as_deref(), Some("[]"));
-    assert_eq!(s("defaulted").as_deref(), Some("https://fallback.example.com"));
+    assert_eq!(
+        s("defaulted").as_deref(),
+        Some("https://fallback.example.com")
+    );
     assert_eq!(s("legacy").as_deref(), Some("https://ingest.example.com"));
     assert_eq!(s("price").as_deref(), Some("$5 and ${env:TOKEN}"));
     let keys: Vec<String> = m
@@ -151,7 +178,11 @@ exporters:
         .into_iter()
         .map(|v| v.into_string().unwrap())
         .collect();
-    assert_eq!(keys, vec!["user.email", "user.id"], "a whole-value reference holding a list is parsed as YAML");
+    assert_eq!(
+        keys,
+        vec!["user.email", "user.id"],
+        "a whole-value reference holding a list is parsed as YAML"
+    );
     assert_eq!(
         loaded.warnings,
         vec!["environment variable `NOT_SET` is not set; using an empty value"]
@@ -161,7 +192,10 @@ exporters:
         port: u16,
     }
     let port: Port = decode(m).unwrap();
-    assert_eq!(port.port, 4318, "a whole-value reference fills a numeric setting");
+    assert_eq!(
+        port.port, 4318,
+        "a whole-value reference fills a numeric setting"
+    );
 }
 
 #[test]
@@ -182,11 +216,22 @@ service:
     let loaded = load(&[text(BASE), text(overlay)], &[], &env).unwrap();
     let agg: AggregationLike = decode(&loaded.config.processors["aggregation"]).unwrap();
     assert_eq!(agg.attribute_key, "user.email", "kept from the first file");
-    assert_eq!(agg.aggregation_interval, Duration::from_secs(300), "kept from the first file");
-    assert_eq!(agg.emit_interval, Duration::from_secs(30), "set by the second file");
+    assert_eq!(
+        agg.aggregation_interval,
+        Duration::from_secs(300),
+        "kept from the first file"
+    );
+    assert_eq!(
+        agg.emit_interval,
+        Duration::from_secs(30),
+        "set by the second file"
+    );
     let p = &loaded.config.service.pipelines["metrics"];
     assert_eq!(p.receivers, vec!["otlp"]);
-    assert!(p.processors.is_empty(), "the second file's list replaces the first's");
+    assert!(
+        p.processors.is_empty(),
+        "the second file's list replaces the first's"
+    );
     let debug = loaded.root.find_ref("exporters.debug.verbosity").unwrap();
     assert_eq!(debug.as_str(), Some("detailed"));
 }
@@ -207,7 +252,10 @@ fn set_overrides_files_with_yaml_values() {
     assert!(agg.enabled);
     assert_eq!(agg.attribute_key, "user.email");
     let err = load(&[text(BASE)], &["no-equals-sign".to_string()], &env).unwrap_err();
-    assert_eq!(err.to_string(), "--set no-equals-sign: expected key.path=value");
+    assert_eq!(
+        err.to_string(),
+        "--set no-equals-sign: expected key.path=value"
+    );
 }
 
 #[test]
@@ -224,12 +272,22 @@ fn unknown_keys_name_the_full_path() {
         err.to_string(),
         "unknown field `servce`, expected one of `receivers`, `processors`, `exporters`, `extensions`, `connectors`, `service`"
     );
-    let err = load(&[text("service: {pipelines: {metrics: {recievers: [otlp]}}}\n")], &[], &env).unwrap_err();
+    let err = load(
+        &[text(
+            "service: {pipelines: {metrics: {recievers: [otlp]}}}\n",
+        )],
+        &[],
+        &env,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "service.pipelines.metrics: unknown field `recievers`, expected one of `receivers`, `processors`, `exporters`"
     );
-    let cfg = BASE.replace("aggregation_interval: 5m", "aggregation_interval: 5 minutes");
+    let cfg = BASE.replace(
+        "aggregation_interval: 5m",
+        "aggregation_interval: 5 minutes",
+    );
     let loaded = load(&[text(&cfg)], &[], &env).unwrap();
     let err = validate(&loaded.config, &factories()).unwrap_err();
     assert_eq!(
@@ -240,18 +298,30 @@ fn unknown_keys_name_the_full_path() {
 
 fn validation_error(yaml: &str) -> String {
     let loaded = load(&[text(yaml)], &[], &env).unwrap();
-    validate(&loaded.config, &factories()).unwrap_err().to_string()
+    validate(&loaded.config, &factories())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn validation_errors_name_component_and_pipeline() {
-    assert!(validate(&load(&[text(BASE)], &[], &env).unwrap().config, &factories()).is_ok());
+    assert!(validate(
+        &load(&[text(BASE)], &[], &env).unwrap().config,
+        &factories()
+    )
+    .is_ok());
     assert_eq!(
-        validation_error(&format!("{BASE}\n  extensions: [health_check]\n").replace("service:\n  pipelines", "service:\n  pipelines")),
+        validation_error(
+            &format!("{BASE}\n  extensions: [health_check]\n")
+                .replace("service:\n  pipelines", "service:\n  pipelines")
+        ),
         "service.extensions: extension `health_check` is not configured under extensions"
     );
     assert_eq!(
-        validation_error(&BASE.replace("  debug:\n    verbosity: basic", "  debug:\n    verbosity: basic\n  kafka:")),
+        validation_error(&BASE.replace(
+            "  debug:\n    verbosity: basic",
+            "  debug:\n    verbosity: basic\n  kafka:"
+        )),
         "exporters.kafka: unknown exporter type `kafka`; this build has: debug, multitudes"
     );
     assert_eq!(
@@ -264,11 +334,20 @@ fn validation_errors_name_component_and_pipeline() {
     );
     let traces = format!(
         "{}\n    traces:\n      receivers: [otlp]\n      exporters: [multitudes]\n",
-        BASE.replace("  debug:\n    verbosity: basic", "  debug:\n    verbosity: basic\n  multitudes:")
+        BASE.replace(
+            "  debug:\n    verbosity: basic",
+            "  debug:\n    verbosity: basic\n  multitudes:"
+        )
     );
-    assert_eq!(validation_error(&traces), "service.pipelines.traces: exporter `multitudes` does not support traces");
+    assert_eq!(
+        validation_error(&traces),
+        "service.pipelines.traces: exporter `multitudes` does not support traces"
+    );
     let logs_agg = format!("{BASE}\n    logs:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n");
-    assert_eq!(validation_error(&logs_agg), "service.pipelines.logs: processor `aggregation` does not support logs");
+    assert_eq!(
+        validation_error(&logs_agg),
+        "service.pipelines.logs: processor `aggregation` does not support logs"
+    );
     assert_eq!(
         validation_error(&BASE.replace("    metrics:\n", "    profiles:\n")),
         "service.pipelines.profiles: unknown signal `profiles`; a pipeline id starts with metrics, logs or traces"
@@ -278,7 +357,10 @@ fn validation_errors_name_component_and_pipeline() {
         "service.pipelines.metrics: must have at least one receiver"
     );
     assert_eq!(
-        validation_error(&BASE.replace("processors: [aggregation]", "processors: [aggregation, aggregation]")),
+        validation_error(&BASE.replace(
+            "processors: [aggregation]",
+            "processors: [aggregation, aggregation]"
+        )),
         "service.pipelines.metrics: processor `aggregation` is listed twice"
     );
     assert_eq!(

@@ -6,7 +6,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use otelcol_core::component::{ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, Lifecycle};
+use otelcol_core::component::{
+    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, Lifecycle,
+};
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::{Logs, Metrics, Payload, Traces};
@@ -59,7 +61,10 @@ impl Factory for DebugExporterFactory {
     }
 }
 
-fn build<T: Payload + Serialize>(settings: CreateSettings, config: &RawConfig) -> Result<Arc<DebugExporter<T>>, ComponentError> {
+fn build<T: Payload + Serialize>(
+    settings: CreateSettings,
+    config: &RawConfig,
+) -> Result<Arc<DebugExporter<T>>, ComponentError> {
     let config: DebugExporterConfig = decode(config)?;
     Ok(Arc::new(DebugExporter {
         id: settings.id.to_string(),
@@ -69,13 +74,25 @@ fn build<T: Payload + Serialize>(settings: CreateSettings, config: &RawConfig) -
 }
 
 impl ExporterFactory for DebugExporterFactory {
-    fn create_metrics(&self, s: CreateSettings, c: &RawConfig) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
+    fn create_metrics(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
         Ok(build::<Metrics>(s, c)?)
     }
-    fn create_logs(&self, s: CreateSettings, c: &RawConfig) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
+    fn create_logs(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
         Ok(build::<Logs>(s, c)?)
     }
-    fn create_traces(&self, s: CreateSettings, c: &RawConfig) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
+    fn create_traces(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+    ) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
         Ok(build::<Traces>(s, c)?)
     }
 }
@@ -102,7 +119,9 @@ impl<T: Payload + Serialize> Consumer<T> for DebugExporter<T> {
         if self.verbosity == Verbosity::Detailed {
             match serde_json::to_string(&batch.data) {
                 Ok(json) => tracing::info!(exporter = %self.id, signal = %T::SIGNAL, "{json}"),
-                Err(e) => tracing::warn!(exporter = %self.id, error = %e, "cannot render the batch as JSON"),
+                Err(e) => {
+                    tracing::warn!(exporter = %self.id, error = %e, "cannot render the batch as JSON")
+                }
             }
         }
         Ok(())

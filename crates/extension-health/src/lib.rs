@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
-pub use config::{HealthCheckConfig, HealthCheckV2Config};
 use config::{ComponentHealth, ResponseBody, V2Grpc, V2Http};
+pub use config::{HealthCheckConfig, HealthCheckV2Config};
 
 /// The factory for type `health_check`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,7 +52,11 @@ impl Factory for HealthCheckFactory {
 }
 
 impl ExtensionFactory for HealthCheckFactory {
-    fn create(&self, _: CreateSettings, config: &RawConfig) -> Result<Arc<dyn Extension>, ComponentError> {
+    fn create(
+        &self,
+        _: CreateSettings,
+        config: &RawConfig,
+    ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckConfig = decode(config)?;
         Ok(Arc::new(HealthExtension::new(Mode::V1 {
             endpoint: c.endpoint,
@@ -75,14 +79,21 @@ impl Factory for HealthCheckV2Factory {
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         let c: HealthCheckV2Config = decode(config)?;
         if c.use_v2 && c.http.is_none() && c.grpc.is_none() {
-            return Err(ConfigError::invalid("", "use_v2 is set but neither http nor grpc is configured"));
+            return Err(ConfigError::invalid(
+                "",
+                "use_v2 is set but neither http nor grpc is configured",
+            ));
         }
         Ok(())
     }
 }
 
 impl ExtensionFactory for HealthCheckV2Factory {
-    fn create(&self, _: CreateSettings, config: &RawConfig) -> Result<Arc<dyn Extension>, ComponentError> {
+    fn create(
+        &self,
+        _: CreateSettings,
+        config: &RawConfig,
+    ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckV2Config = decode(config)?;
         let mode = if c.use_v2 {
             Mode::V2 {
@@ -138,12 +149,20 @@ impl HealthExtension {
 
     /// The HTTP address, once started.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|h| h.local_addr())
+        self.http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|h| h.local_addr())
     }
 }
 
 fn json_response(healthy: bool, body: String) -> HttpResponse {
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     server::response(status, "application/json", body)
 }
 
@@ -158,24 +177,40 @@ fn answer(mode: &Mode, board: &StatusBoard, path: &str, query: Option<&str>) -> 
             match body {
                 Some(b) => {
                     let text = if healthy { &b.healthy } else { &b.unhealthy };
-                    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let status = if healthy {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
                     server::response(status, "text/plain; charset=utf-8", text.clone())
                 }
                 None => json_response(healthy, doc.to_string()),
             }
         }
-        Mode::V2 { policy, http: Some(h), .. } if h.status.enabled && path == h.status.path => {
+        Mode::V2 {
+            policy,
+            http: Some(h),
+            ..
+        } if h.status.enabled && path == h.status.path => {
             let pipeline = query
                 .into_iter()
                 .flat_map(|q| q.split('&'))
                 .find_map(|kv| kv.strip_prefix("pipeline="));
             match report::v2(board, policy, pipeline) {
                 Some((healthy, doc)) => json_response(healthy, doc.to_string()),
-                None => server::response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "unknown pipeline"),
+                None => server::response(
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "unknown pipeline",
+                ),
             }
         }
         _ if path == "/health" => v1_doc(),
-        _ => server::response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found"),
+        _ => server::response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "404 page not found",
+        ),
     }
 }
 
@@ -186,7 +221,11 @@ fn serving(mode: &Mode, board: &StatusBoard) -> bool {
     }
 }
 
-async fn start_grpc(cfg: &V2Grpc, mode: Mode, board: Arc<StatusBoard>) -> Result<GrpcTask, ComponentError> {
+async fn start_grpc(
+    cfg: &V2Grpc,
+    mode: Mode,
+    board: Arc<StatusBoard>,
+) -> Result<GrpcTask, ComponentError> {
     let listener = server::bind(&cfg.endpoint).await?;
     let (reporter, service) = tonic_health::server::health_reporter();
     let (stop, mut stopped) = oneshot::channel::<()>();
@@ -203,15 +242,27 @@ async fn start_grpc(cfg: &V2Grpc, mode: Mode, board: Arc<StatusBoard>) -> Result
         let pipelines: BTreeSet<String> = board
             .snapshot()
             .iter()
-            .flat_map(|c| c.pipelines.iter().filter_map(|p| p.strip_prefix("pipeline:").map(str::to_string)))
+            .flat_map(|c| {
+                c.pipelines
+                    .iter()
+                    .filter_map(|p| p.strip_prefix("pipeline:").map(str::to_string))
+            })
             .collect();
         loop {
-            let overall = if serving(&mode, &board) { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let overall = if serving(&mode, &board) {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             reporter.set_service_status("", overall).await;
             if let Mode::V2 { policy, .. } = &mode {
                 for p in &pipelines {
                     let ok = report::v2(&board, policy, Some(p)).is_some_and(|(h, _)| h);
-                    let s = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    let s = if ok {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
                     reporter.set_service_status(p, s).await;
                 }
             }
@@ -220,7 +271,9 @@ async fn start_grpc(cfg: &V2Grpc, mode: Mode, board: Arc<StatusBoard>) -> Result
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let _ = server_stop.send(());
         let _ = server.await;
     });
@@ -254,11 +307,19 @@ impl Lifecycle for HealthExtension {
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(h) = http {
             h.shutdown().await;
         }
-        let grpc = self.grpc.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let grpc = self
+            .grpc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(g) = grpc {
             let _ = g.stop.send(());
             let _ = g.task.await;

@@ -83,7 +83,11 @@ fn entry(healthy: bool, status: &Status, at: SystemTime) -> serde_json::Map<Stri
 
 /// The v2 document for the whole collector, or for one pipeline when
 /// `pipeline` names one (`metrics`, `logs/raw`). `None` if no such pipeline.
-pub fn v2(board: &StatusBoard, policy: &ComponentHealth, pipeline: Option<&str>) -> Option<(bool, Value)> {
+pub fn v2(
+    board: &StatusBoard,
+    policy: &ComponentHealth,
+    pipeline: Option<&str>,
+) -> Option<(bool, Value)> {
     let now = SystemTime::now();
     let mut groups: BTreeMap<String, Vec<&ComponentStatus>> = BTreeMap::new();
     let snapshot = board.snapshot();
@@ -104,7 +108,11 @@ pub fn v2(board: &StatusBoard, policy: &ComponentHealth, pipeline: Option<&str>)
     }
     let running = board.state() == CollectorState::Running;
     let mut all_healthy = running;
-    let mut worst = if running { Status::Ok } else { Status::Stopping };
+    let mut worst = if running {
+        Status::Ok
+    } else {
+        Status::Stopping
+    };
     let mut components = serde_json::Map::new();
     for (group, members) in &groups {
         let mut g_healthy = true;
@@ -153,10 +161,18 @@ mod tests {
         let board = StatusBoard::new();
         let exp = ComponentId::new("multitudes");
         board.register(Kind::Exporter, exp.clone(), vec!["pipeline:metrics".into()]);
-        board.register(Kind::Receiver, ComponentId::new("otlp"), vec!["pipeline:metrics".into()]);
+        board.register(
+            Kind::Receiver,
+            ComponentId::new("otlp"),
+            vec!["pipeline:metrics".into()],
+        );
         board.report(Kind::Receiver, &ComponentId::new("otlp"), Status::Ok);
         board.set_state(CollectorState::Running);
-        board.report(Kind::Exporter, &exp, Status::PermanentError("401 from endpoint".into()));
+        board.report(
+            Kind::Exporter,
+            &exp,
+            Status::PermanentError("401 from endpoint".into()),
+        );
 
         let lenient = ComponentHealth::default();
         let (healthy, doc) = v2(&board, &lenient, None).unwrap();
@@ -173,7 +189,11 @@ mod tests {
         assert_eq!(exp_doc["healthy"], false);
         assert!(v2(&board, &strict, Some("logs")).is_none());
 
-        board.report(Kind::Exporter, &exp, Status::RecoverableError("timeout".into()));
+        board.report(
+            Kind::Exporter,
+            &exp,
+            Status::RecoverableError("timeout".into()),
+        );
         let recoverable = ComponentHealth {
             include_recoverable_errors: true,
             recovery_duration: Duration::ZERO,

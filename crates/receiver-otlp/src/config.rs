@@ -176,11 +176,17 @@ impl OtlpReceiverConfig {
             if g.transport != "tcp" {
                 return Err(ConfigError::invalid(
                     "protocols.grpc.transport",
-                    format!("unsupported transport `{}`; only `tcp` is available", g.transport),
+                    format!(
+                        "unsupported transport `{}`; only `tcp` is available",
+                        g.transport
+                    ),
                 ));
             }
             if g.max_recv_msg_size_mib == 0 {
-                return Err(ConfigError::invalid("protocols.grpc.max_recv_msg_size_mib", "must be at least 1"));
+                return Err(ConfigError::invalid(
+                    "protocols.grpc.max_recv_msg_size_mib",
+                    "must be at least 1",
+                ));
             }
         }
         if let Some(h) = &p.http {
@@ -197,7 +203,10 @@ impl OtlpReceiverConfig {
                 }
             }
             if h.max_request_body_size == 0 {
-                return Err(ConfigError::invalid("protocols.http.max_request_body_size", "must be above 0"));
+                return Err(ConfigError::invalid(
+                    "protocols.http.max_request_body_size",
+                    "must be above 0",
+                ));
             }
             if let Some(list) = &h.compression_algorithms {
                 for a in list {

@@ -119,12 +119,14 @@ pub fn decompress(body: &[u8], encoding: Encoding, limit: u64) -> Result<Vec<u8>
             let decoder = zstd::stream::read::Decoder::new(body).map_err(|e| bad(e.to_string()))?;
             read_limited(decoder, encoding, limit)
         }
-        Encoding::Deflate => match read_limited(flate2::read::ZlibDecoder::new(body), encoding, limit) {
-            Err(DecodeError::Decompress { .. }) => {
-                read_limited(flate2::read::DeflateDecoder::new(body), encoding, limit)
+        Encoding::Deflate => {
+            match read_limited(flate2::read::ZlibDecoder::new(body), encoding, limit) {
+                Err(DecodeError::Decompress { .. }) => {
+                    read_limited(flate2::read::DeflateDecoder::new(body), encoding, limit)
+                }
+                other => other,
             }
-            other => other,
-        },
+        }
         Encoding::Snappy if !body.starts_with(SNAPPY_STREAM_ID) => {
             let len = snap::raw::decompress_len(body).map_err(|e| bad(e.to_string()))?;
             if len as u64 > limit {
@@ -185,7 +187,10 @@ mod tests {
             (Encoding::Zstd, zstd::encode_all(&data[..], 3).unwrap()),
             (Encoding::Deflate, z.finish().unwrap()),
             (Encoding::Deflate, d.finish().unwrap()),
-            (Encoding::Snappy, snap::raw::Encoder::new().compress_vec(&data).unwrap()),
+            (
+                Encoding::Snappy,
+                snap::raw::Encoder::new().compress_vec(&data).unwrap(),
+            ),
             (Encoding::Snappy, framed.clone()),
             (Encoding::SnappyFramed, framed),
             (Encoding::Lz4, {
@@ -202,22 +207,43 @@ mod tests {
     #[test]
     fn bombs_stop_at_the_limit() {
         let bomb = gzip(&vec![0u8; 50 << 20]);
-        assert!(bomb.len() < 100 << 10, "bomb is small on the wire: {}", bomb.len());
+        assert!(
+            bomb.len() < 100 << 10,
+            "bomb is small on the wire: {}",
+            bomb.len()
+        );
         assert_eq!(
             decompress(&bomb, Encoding::Gzip, 1 << 20).unwrap_err(),
-            DecodeError::TooLarge { limit: 1 << 20, decompressed: true }
+            DecodeError::TooLarge {
+                limit: 1 << 20,
+                decompressed: true
+            }
         );
-        let snappy = snap::raw::Encoder::new().compress_vec(&vec![0u8; 4 << 20]).unwrap();
+        let snappy = snap::raw::Encoder::new()
+            .compress_vec(&vec![0u8; 4 << 20])
+            .unwrap();
         assert_eq!(
             decompress(&snappy, Encoding::Snappy, 1 << 20).unwrap_err(),
-            DecodeError::TooLarge { limit: 1 << 20, decompressed: true }
+            DecodeError::TooLarge {
+                limit: 1 << 20,
+                decompressed: true
+            }
         );
     }
 
     #[test]
     fn corrupt_streams_are_named() {
         let err = decompress(b"not gzip at all", Encoding::Gzip, 1024).unwrap_err();
-        assert!(matches!(err, DecodeError::Decompress { encoding: "gzip", .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Decompress {
+                    encoding: "gzip",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(Encoding::parse("br"), None);
         assert_eq!(Encoding::parse("GZIP"), Some(Encoding::Gzip));
     }

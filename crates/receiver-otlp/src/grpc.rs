@@ -89,7 +89,8 @@ pub(crate) async fn start(
         context: format!("reading the address of {}", config.endpoint),
         source,
     })?;
-    let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024))
+        .unwrap_or(usize::MAX);
     macro_rules! svc {
         ($server:ident, $sink:expr) => {
             $sink.map(|s| {
@@ -98,9 +99,9 @@ pub(crate) async fn start(
                     auth: auth.clone(),
                     include_metadata: config.include_metadata,
                 })
-                    .max_decoding_message_size(max)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(max)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
             })
         };
     }
@@ -118,7 +119,10 @@ pub(crate) async fn start(
         let shutdown = async {
             let _ = stopped.await;
         };
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
             tracing::error!(error = %e, "OTLP/gRPC server failed");
         }
     });

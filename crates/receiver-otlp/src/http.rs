@@ -67,7 +67,10 @@ pub(crate) async fn start(
         async move {
             let mut resp = route(&state, req, peer).await;
             for (k, v) in &state.config.response_headers {
-                if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+                if let (Ok(k), Ok(v)) = (
+                    header::HeaderName::try_from(k.as_str()),
+                    HeaderValue::from_str(v),
+                ) {
                     resp.headers_mut().insert(k, v);
                 }
             }
@@ -92,7 +95,11 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> HttpR
             return handle(state, sink, req, peer).await;
         }
     }
-    server::response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404 page not found")
+    server::response(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        "404 page not found",
+    )
 }
 
 fn error(format: Format, code: Code, message: &str) -> HttpResponse {
@@ -116,26 +123,32 @@ async fn handle<T: OtlpSignal>(
             "text/plain; charset=utf-8",
             "405 method not allowed, supported: [POST]",
         );
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
     let media = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
-    let format = match media.as_str() {
-        "application/x-protobuf" | "application/protobuf" => Format::Proto,
-        "application/json" => Format::Json,
-        _ => {
-            return server::response(
+    let format =
+        match media.as_str() {
+            "application/x-protobuf" | "application/protobuf" => Format::Proto,
+            "application/json" => Format::Json,
+            _ => return server::response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "text/plain; charset=utf-8",
                 "415 unsupported media type, supported: [application/json, application/x-protobuf]",
-            )
-        }
-    };
+            ),
+        };
     let mut context = RequestContext {
         client_addr: Some(peer),
         ..Default::default()
@@ -156,7 +169,14 @@ async fn handle<T: OtlpSignal>(
         .unwrap_or_default();
     let encoding = match Encoding::parse(&encoding_header) {
         Some(e) if e == Encoding::Identity => e,
-        Some(e) if state.encodings.as_ref().is_none_or(|allowed| allowed.contains(&e)) => e,
+        Some(e)
+            if state
+                .encodings
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(&e)) =>
+        {
+            e
+        }
         _ => {
             let e = DecodeError::UnsupportedEncoding(encoding_header);
             return error(format, Code::InvalidArgument, &e.to_string());
@@ -205,18 +225,31 @@ async fn handle<T: OtlpSignal>(
 
 /// Reads the whole body, at most `limit` bytes and within `timeout`; on
 /// failure, the HTTP status and message to answer.
-async fn read_body(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, (StatusCode, String)> {
+async fn read_body(
+    body: Incoming,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, (StatusCode, String)> {
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             let e = DecodeError::TooLarge {
                 limit,
                 decompressed: false,
             };
             Err((StatusCode::BAD_REQUEST, e.to_string()))
         }
-        Ok(Err(e)) => Err((StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
-        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "timed out reading the request body".into())),
+        Ok(Err(e)) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "timed out reading the request body".into(),
+        )),
     }
 }

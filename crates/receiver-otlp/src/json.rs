@@ -142,7 +142,8 @@ fn normalize_object(map: &mut Map<String, Value>, path: &str) -> Result<(), Stri
         let here = format!("{path}.{key}");
         match v {
             Value::String(s) if ENUM_KEYS.contains(&key.as_str()) => {
-                let n = enum_value(key, s).ok_or_else(|| format!("{here}: unknown enum value `{s}`"))?;
+                let n = enum_value(key, s)
+                    .ok_or_else(|| format!("{here}: unknown enum value `{s}`"))?;
                 *v = Value::from(n);
             }
             Value::String(s)
@@ -201,9 +202,18 @@ mod tests {
 
     #[test]
     fn severity_and_span_enums() {
-        assert_eq!(enum_value("severityNumber", "SEVERITY_NUMBER_INFO"), Some(9));
-        assert_eq!(enum_value("severityNumber", "SEVERITY_NUMBER_WARN3"), Some(15));
-        assert_eq!(enum_value("severityNumber", "SEVERITY_NUMBER_FATAL4"), Some(24));
+        assert_eq!(
+            enum_value("severityNumber", "SEVERITY_NUMBER_INFO"),
+            Some(9)
+        );
+        assert_eq!(
+            enum_value("severityNumber", "SEVERITY_NUMBER_WARN3"),
+            Some(15)
+        );
+        assert_eq!(
+            enum_value("severityNumber", "SEVERITY_NUMBER_FATAL4"),
+            Some(24)
+        );
         assert_eq!(enum_value("severityNumber", "SEVERITY_NUMBER_INFO5"), None);
         assert_eq!(enum_value("kind", "SPAN_KIND_CLIENT"), Some(3));
         assert_eq!(enum_value("code", "STATUS_CODE_ERROR"), Some(2));
@@ -216,12 +226,14 @@ mod tests {
             normalize(&mut v).unwrap_err(),
             "$.resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].asDouble: `NaN` cannot be carried (NaN and infinities are not supported)"
         );
-        let mut v = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": -5}]}]}]});
+        let mut v =
+            json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": -5}]}]}]});
         assert_eq!(
             normalize(&mut v).unwrap_err(),
             "$.resourceLogs[0].scopeLogs[0].logRecords[0].timeUnixNano: timestamp must be a whole non-negative number of nanoseconds, got -5"
         );
-        let mut v = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": 1.5}]}]}]});
+        let mut v =
+            json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": 1.5}]}]}]});
         assert!(normalize(&mut v).is_err());
         let mut v = json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"sum": {"aggregationTemporality": "BOGUS"}}]}]}]});
         assert_eq!(

@@ -84,7 +84,11 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     /// A receiver that will feed `next` once started.
-    pub fn new(settings: CreateSettings, config: OtlpReceiverConfig, next: SignalConsumers) -> Self {
+    pub fn new(
+        settings: CreateSettings,
+        config: OtlpReceiverConfig,
+        next: SignalConsumers,
+    ) -> Self {
         Self {
             settings,
             config,
@@ -96,12 +100,20 @@ impl OtlpReceiver {
 
     /// The address the HTTP server listens on, once started.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|h| h.local_addr())
+        self.http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|h| h.local_addr())
     }
 
     /// The address the gRPC server listens on, once started.
     pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
-        self.grpc.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|g| g.local_addr)
+        self.grpc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|g| g.local_addr)
     }
 }
 
@@ -148,8 +160,16 @@ impl Lifecycle for OtlpReceiver {
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let http = self.http.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let grpc = self.grpc.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let grpc = self
+            .grpc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(h) = http {
             h.shutdown().await;
         }

@@ -11,7 +11,9 @@ use otelcol_core::pdata::{
 use otelcol_core::telemetry::Counter;
 
 /// A signal as the receiver sees it: its wire types and counter names.
-pub(crate) trait OtlpSignal: Payload + prost::Message + Default + serde::de::DeserializeOwned {
+pub(crate) trait OtlpSignal:
+    Payload + prost::Message + Default + serde::de::DeserializeOwned
+{
     /// The export response message.
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
     /// Suffix of the Go counter names: `metric_points`, `log_records`, `spans`.
@@ -39,20 +41,49 @@ pub(crate) struct Sink<T> {
 }
 
 impl<T: OtlpSignal> Sink<T> {
-    fn new(settings: &CreateSettings, consumer: Arc<dyn Consumer<T>>, id: &str, transport: &str) -> Self {
+    fn new(
+        settings: &CreateSettings,
+        consumer: Arc<dyn Consumer<T>>,
+        id: &str,
+        transport: &str,
+    ) -> Self {
         let labels = [("receiver", id), ("transport", transport)];
         let (accepted, refused) = match T::ITEMS {
             "metric_points" => (
-                settings.metrics.counter("otelcol_receiver_accepted_metric_points", "Metric points accepted by the receiver and handed to the pipeline.", &labels),
-                settings.metrics.counter("otelcol_receiver_refused_metric_points", "Metric points that could not be pushed into the pipeline.", &labels),
+                settings.metrics.counter(
+                    "otelcol_receiver_accepted_metric_points",
+                    "Metric points accepted by the receiver and handed to the pipeline.",
+                    &labels,
+                ),
+                settings.metrics.counter(
+                    "otelcol_receiver_refused_metric_points",
+                    "Metric points that could not be pushed into the pipeline.",
+                    &labels,
+                ),
             ),
             "log_records" => (
-                settings.metrics.counter("otelcol_receiver_accepted_log_records", "Log records accepted by the receiver and handed to the pipeline.", &labels),
-                settings.metrics.counter("otelcol_receiver_refused_log_records", "Log records that could not be pushed into the pipeline.", &labels),
+                settings.metrics.counter(
+                    "otelcol_receiver_accepted_log_records",
+                    "Log records accepted by the receiver and handed to the pipeline.",
+                    &labels,
+                ),
+                settings.metrics.counter(
+                    "otelcol_receiver_refused_log_records",
+                    "Log records that could not be pushed into the pipeline.",
+                    &labels,
+                ),
             ),
             _ => (
-                settings.metrics.counter("otelcol_receiver_accepted_spans", "Spans accepted by the receiver and handed to the pipeline.", &labels),
-                settings.metrics.counter("otelcol_receiver_refused_spans", "Spans that could not be pushed into the pipeline.", &labels),
+                settings.metrics.counter(
+                    "otelcol_receiver_accepted_spans",
+                    "Spans accepted by the receiver and handed to the pipeline.",
+                    &labels,
+                ),
+                settings.metrics.counter(
+                    "otelcol_receiver_refused_spans",
+                    "Spans that could not be pushed into the pipeline.",
+                    &labels,
+                ),
             ),
         };
         Self {
@@ -64,7 +95,11 @@ impl<T: OtlpSignal> Sink<T> {
 
     /// Hands a decoded request to the pipeline. An empty request is answered
     /// without entering it.
-    pub(crate) async fn deliver(&self, data: T, context: RequestContext) -> Result<(), ConsumerError> {
+    pub(crate) async fn deliver(
+        &self,
+        data: T,
+        context: RequestContext,
+    ) -> Result<(), ConsumerError> {
         let items = data.item_count() as u64;
         if items == 0 {
             return Ok(());
@@ -91,11 +126,25 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
-    pub(crate) fn new(settings: &CreateSettings, next: &SignalConsumers, id: &str, transport: &str) -> Self {
+    pub(crate) fn new(
+        settings: &CreateSettings,
+        next: &SignalConsumers,
+        id: &str,
+        transport: &str,
+    ) -> Self {
         Self {
-            metrics: next.metrics.clone().map(|c| Arc::new(Sink::new(settings, c, id, transport))),
-            logs: next.logs.clone().map(|c| Arc::new(Sink::new(settings, c, id, transport))),
-            traces: next.traces.clone().map(|c| Arc::new(Sink::new(settings, c, id, transport))),
+            metrics: next
+                .metrics
+                .clone()
+                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
+            logs: next
+                .logs
+                .clone()
+                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
+            traces: next
+                .traces
+                .clone()
+                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
         }
     }
 }
@@ -104,6 +153,10 @@ impl Sinks {
 pub(crate) fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
         .collect()
 }

@@ -166,11 +166,17 @@ mod tests {
             retry_after: Some(Duration::from_millis(2500)),
         };
         assert_eq!(grpc_code(&retry), Code::Unavailable);
-        assert_eq!(http_code(grpc_code(&retry)), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            http_code(grpc_code(&retry)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(retry_after_secs(&retry), 3);
         assert_eq!(retry_after_secs(&ConsumerError::retryable("x")), 1);
         let perm = ConsumerError::permanent("broken");
-        assert_eq!(http_code(grpc_code(&perm)), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            http_code(grpc_code(&perm)),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         let status = to_grpc(&retry);
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.metadata().get("retry-after").unwrap(), "3");
@@ -182,6 +188,9 @@ mod tests {
     #[test]
     fn json_status_body() {
         let s = rpc_status(Code::InvalidArgument, "bad \"body\"", None);
-        assert_eq!(String::from_utf8(json_body(&s)).unwrap(), r#"{"code":3,"message":"bad \"body\""}"#);
+        assert_eq!(
+            String::from_utf8(json_body(&s)).unwrap(),
+            r#"{"code":3,"message":"bad \"body\""}"#
+        );
     }
 }

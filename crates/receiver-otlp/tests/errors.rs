@@ -14,10 +14,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use otelcol_core::component::{
-    AuthError, CreateSettings, Extension, Host, Kind, Lifecycle, ReceiverFactory, ServerAuthenticator,
-    SignalConsumers,
+    AuthError, CreateSettings, Extension, Host, Kind, Lifecycle, ReceiverFactory,
+    ServerAuthenticator, SignalConsumers,
 };
-use otelcol_core::consumer::{AuthData, BearerToken, Batch, Consumer, ConsumerError, PermanentKind};
+use otelcol_core::consumer::{
+    AuthData, Batch, BearerToken, Consumer, ConsumerError, PermanentKind,
+};
 use otelcol_core::pdata::proto::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{
@@ -93,7 +95,11 @@ struct Running {
 }
 
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(extra_http: &str, extra_grpc: &str) -> Running {
@@ -109,7 +115,9 @@ async fn start(extra_http: &str, extra_grpc: &str) -> Running {
         logs: Some(sink.clone()),
         traces: None,
     };
-    let receiver = OtlpReceiverFactory.create(settings.clone(), &config, next).unwrap();
+    let receiver = OtlpReceiverFactory
+        .create(settings.clone(), &config, next)
+        .unwrap();
     let mut extensions: BTreeMap<ComponentId, Arc<dyn Extension>> = BTreeMap::new();
     extensions.insert(ComponentId::new("strict"), Arc::new(StrictAuth));
     let host = Host::new(extensions, Arc::new(StatusBoard::new()));
@@ -131,7 +139,10 @@ struct Answer {
 
 impl Answer {
     fn content_type(&self) -> &str {
-        self.headers.get("content-type").map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
     fn proto_status(&self) -> RpcStatus {
         assert_eq!(self.content_type(), "application/x-protobuf");
@@ -146,9 +157,17 @@ impl Answer {
     }
 }
 
-async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -160,7 +179,11 @@ async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 const PROTO: (&str, &str) = ("content-type", "application/x-protobuf");
@@ -174,7 +197,10 @@ fn one_point(email: &str, value: f64) -> Metrics {
                     name: "claude_code.cost.usage".into(),
                     data: Some(metric::Data::Gauge(Gauge {
                         data_points: vec![NumberDataPoint {
-                            attributes: vec![otelcol_core::pdata::string_attribute("user.email", email)],
+                            attributes: vec![otelcol_core::pdata::string_attribute(
+                                "user.email",
+                                email,
+                            )],
                             value: Some(number_data_point::Value::AsDouble(value)),
                             time_unix_nano: 1_795_255_210_000_000_000,
                             ..Default::default()
@@ -202,11 +228,22 @@ fn counter(r: &Running, name: &str) -> String {
 #[tokio::test]
 async fn malformed_protobuf_is_400_with_a_protobuf_status() {
     let r = start("", "").await;
-    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], vec![0xff, 0xff, 0xff, 0x01]).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO],
+        vec![0xff, 0xff, 0xff, 0x01],
+    )
+    .await;
     assert_eq!(a.status, 400);
     let s = a.proto_status();
     assert_eq!(s.code, 3);
-    assert!(s.message.starts_with("cannot decode the protobuf body:"), "{}", s.message);
+    assert!(
+        s.message.starts_with("cannot decode the protobuf body:"),
+        "{}",
+        s.message
+    );
     assert!(r.sink.metrics.lock().unwrap().is_empty());
     r.receiver.shutdown().await.unwrap();
 }
@@ -214,12 +251,33 @@ async fn malformed_protobuf_is_400_with_a_protobuf_status() {
 #[tokio::test]
 async fn malformed_json_is_400_with_a_json_status() {
     let r = start("", "").await;
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON], b"{\"resourceMetrics\": [".to_vec()).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        b"{\"resourceMetrics\": [".to_vec(),
+    )
+    .await;
     assert_eq!(a.status, 400);
     let v = a.json();
     assert_eq!(v["code"], 3);
-    assert!(v["message"].as_str().unwrap().starts_with("cannot decode the JSON body: EOF while parsing"), "{v}");
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON], b"{\"resourceMetrics\": [{\"scopeMetrics\": [{\"metrics\": [{\"name\": \"\xff\xfe\"}]}]}]}".to_vec()).await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot decode the JSON body: EOF while parsing"),
+        "{v}"
+    );
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        b"{\"resourceMetrics\": [{\"scopeMetrics\": [{\"metrics\": [{\"name\": \"\xff\xfe\"}]}]}]}"
+            .to_vec(),
+    )
+    .await;
     assert_eq!(a.status, 400, "invalid UTF-8 is refused");
     let a = send(r.http, "POST", "/v1/metrics", &[JSON], br#"{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"gauge": {"dataPoints": [{"asDouble": "NaN"}]}}]}]}]}"#.to_vec()).await;
     assert_eq!(a.status, 400);
@@ -233,9 +291,19 @@ async fn malformed_json_is_400_with_a_json_status() {
 #[tokio::test]
 async fn wrong_content_type_is_415_and_get_is_405() {
     let r = start("", "").await;
-    let a = send(r.http, "POST", "/v1/metrics", &[("content-type", "text/plain")], b"x".to_vec()).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[("content-type", "text/plain")],
+        b"x".to_vec(),
+    )
+    .await;
     assert_eq!(a.status, 415);
-    assert_eq!(a.text(), "415 unsupported media type, supported: [application/json, application/x-protobuf]");
+    assert_eq!(
+        a.text(),
+        "415 unsupported media type, supported: [application/json, application/x-protobuf]"
+    );
     let a = send(r.http, "POST", "/v1/metrics", &[], b"x".to_vec()).await;
     assert_eq!(a.status, 415, "no content type at all");
     let a = send(r.http, "GET", "/v1/metrics", &[], vec![]).await;
@@ -253,9 +321,19 @@ async fn wrong_content_type_is_415_and_get_is_405() {
 async fn unknown_encoding_is_400() {
     let r = start("", "").await;
     let body = one_point("ana@example.com", 1.0).encode_to_vec();
-    let a = send(r.http, "POST", "/v1/metrics", &[PROTO, ("content-encoding", "br")], body).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("content-encoding", "br")],
+        body,
+    )
+    .await;
     assert_eq!(a.status, 400);
-    assert_eq!(a.proto_status().message, "unsupported Content-Encoding `br`");
+    assert_eq!(
+        a.proto_status().message,
+        "unsupported Content-Encoding `br`"
+    );
     r.receiver.shutdown().await.unwrap();
 }
 
@@ -264,7 +342,10 @@ async fn oversized_body_is_400() {
     let r = start(", max_request_body_size: 1024", "").await;
     let a = send(r.http, "POST", "/v1/metrics", &[JSON], vec![b' '; 4096]).await;
     assert_eq!(a.status, 400);
-    assert_eq!(a.json()["message"], "request body too large: more than 1024 bytes");
+    assert_eq!(
+        a.json()["message"],
+        "request body too large: more than 1024 bytes"
+    );
     r.receiver.shutdown().await.unwrap();
 }
 
@@ -287,17 +368,31 @@ async fn gzip_bomb_is_400_and_memory_stays_flat() {
         enc.write_all(&zeros).unwrap();
     }
     let bomb = enc.finish().unwrap();
-    assert!(bomb.len() < 1 << 20, "512 MiB of zeros compress to {} bytes", bomb.len());
+    assert!(
+        bomb.len() < 1 << 20,
+        "512 MiB of zeros compress to {} bytes",
+        bomb.len()
+    );
     drop(zeros);
     let before = peak_rss_kib();
-    let a = send(r.http, "POST", "/v1/metrics", &[PROTO, ("content-encoding", "gzip")], bomb).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("content-encoding", "gzip")],
+        bomb,
+    )
+    .await;
     assert_eq!(a.status, 400);
     assert_eq!(
         a.proto_status().message,
         "request body too large: more than 20971520 bytes after decompression"
     );
     let growth_mib = peak_rss_kib().saturating_sub(before) / 1024;
-    assert!(growth_mib < 64, "peak RSS grew by {growth_mib} MiB for a 512 MiB bomb");
+    assert!(
+        growth_mib < 64,
+        "peak RSS grew by {growth_mib} MiB for a 512 MiB bomb"
+    );
     r.receiver.shutdown().await.unwrap();
 }
 
@@ -311,7 +406,14 @@ async fn empty_requests_are_answered_without_entering_the_pipeline() {
     let no_points = Metrics {
         resource_metrics: vec![ResourceMetrics::default()],
     };
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON], serde_json::to_vec(&no_points).unwrap()).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        serde_json::to_vec(&no_points).unwrap(),
+    )
+    .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.text(), "{}");
     assert!(r.sink.metrics.lock().unwrap().is_empty());
@@ -330,15 +432,28 @@ async fn pipeline_errors_map_to_503_with_retry_after_and_500() {
     assert_eq!(a.status, 503);
     assert_eq!(a.headers.get("retry-after").unwrap(), "3");
     let s = a.proto_status();
-    assert_eq!((s.code, s.message.as_str()), (14, "memory limit reached (retryable)"));
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (14, "memory limit reached (retryable)")
+    );
 
     *r.sink.answer.lock().unwrap() = Some(ConsumerError::Permanent {
         message: "exporter misconfigured".into(),
         kind: PermanentKind::Other,
     });
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON], serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap()).await;
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap(),
+    )
+    .await;
     assert_eq!(a.status, 500);
-    assert_eq!(a.json(), serde_json::json!({"code": 13, "message": "exporter misconfigured"}));
+    assert_eq!(
+        a.json(),
+        serde_json::json!({"code": 13, "message": "exporter misconfigured"})
+    );
     assert!(a.headers.get("retry-after").is_none());
     assert_eq!(
         counter(&r, "otelcol_receiver_refused_metric_points_total"),
@@ -356,16 +471,19 @@ async fn json_accepts_snake_case_enum_names_and_quoted_doubles() {
         "attributes": [{"key": "user.email", "value": {"string_value": "ana@example.com"}}]}]}}]}]}]}"#;
     let a = send(r.http, "POST", "/v1/metrics", &[JSON], body.to_vec()).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    let got = r.sink.metrics.lock().unwrap();
-    let m = &got[0].data.resource_metrics[0].scope_metrics[0].metrics[0];
-    let Some(metric::Data::Sum(sum)) = &m.data else { panic!("a sum") };
-    assert_eq!(sum.aggregation_temporality, 1);
-    assert!(sum.is_monotonic);
-    let p = &sum.data_points[0];
-    assert_eq!(p.value, Some(number_data_point::Value::AsDouble(1.25)));
-    assert_eq!(p.time_unix_nano, 1_795_255_210_000_000_000);
-    assert_eq!(p.attributes[0].key, "user.email");
-    drop(got);
+    {
+        let got = r.sink.metrics.lock().unwrap();
+        let m = &got[0].data.resource_metrics[0].scope_metrics[0].metrics[0];
+        let Some(metric::Data::Sum(sum)) = &m.data else {
+            panic!("a sum")
+        };
+        assert_eq!(sum.aggregation_temporality, 1);
+        assert!(sum.is_monotonic);
+        let p = &sum.data_points[0];
+        assert_eq!(p.value, Some(number_data_point::Value::AsDouble(1.25)));
+        assert_eq!(p.time_unix_nano, 1_795_255_210_000_000_000);
+        assert_eq!(p.attributes[0].key, "user.email");
+    }
     r.receiver.shutdown().await.unwrap();
 }
 
@@ -386,7 +504,14 @@ async fn shared_fixtures_are_accepted_whole() {
         let a = send(r.http, "POST", "/v1/metrics", &[JSON], body).await;
         assert_eq!(a.status, 200, "{name}: {}", a.text());
     }
-    let got: usize = r.sink.metrics.lock().unwrap().iter().map(|b| b.data.item_count()).sum();
+    let got: usize = r
+        .sink
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.data.item_count())
+        .sum();
     assert!(expected > 0);
     assert_eq!(got, expected);
     assert_eq!(
@@ -403,20 +528,39 @@ async fn shared_fixtures_are_accepted_whole() {
 
 #[tokio::test]
 async fn authenticator_and_metadata_reach_the_context() {
-    let r = start(", auth: {authenticator: strict}, include_metadata: true", ", auth: {authenticator: strict}").await;
+    let r = start(
+        ", auth: {authenticator: strict}, include_metadata: true",
+        ", auth: {authenticator: strict}",
+    )
+    .await;
     let body = one_point("ana@example.com", 3.0).encode_to_vec();
     let a = send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()).await;
     assert_eq!(a.status, 401);
     let s = a.proto_status();
-    assert_eq!((s.code, s.message.as_str()), (16, "authentication failed: missing bearer token"));
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON, ("authorization", "Bearer wrong")], serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap()).await;
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (16, "authentication failed: missing bearer token")
+    );
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON, ("authorization", "Bearer wrong")],
+        serde_json::to_vec(&one_point("a@b.c", 1.0)).unwrap(),
+    )
+    .await;
     assert_eq!(a.status, 401);
     assert_eq!(a.json()["code"], 16);
     let a = send(
         r.http,
         "POST",
         "/v1/metrics",
-        &[PROTO, ("authorization", "Bearer good-token"), ("x-team", "platform"), ("x-user", "ana@example.com")],
+        &[
+            PROTO,
+            ("authorization", "Bearer good-token"),
+            ("x-team", "platform"),
+            ("x-user", "ana@example.com"),
+        ],
         body,
     )
     .await;
@@ -426,34 +570,63 @@ async fn authenticator_and_metadata_reach_the_context() {
         let ctx = &got[0].context;
         assert_eq!(ctx.bearer_token().map(|t| t.expose()), Some("good-token"));
         assert_eq!(ctx.header("x-team"), Some("platform"));
-        assert_eq!(ctx.header("x-user"), Some("ana@example.com"), "include_metadata keeps every header");
+        assert_eq!(
+            ctx.header("x-user"),
+            Some("ana@example.com"),
+            "include_metadata keeps every header"
+        );
     }
 
-    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc)).await.unwrap();
-    let err = client.export(one_point("ana@example.com", 1.0)).await.unwrap_err();
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    let err = client
+        .export(one_point("ana@example.com", 1.0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(one_point("ana@example.com", 1.0));
-    req.metadata_mut().insert("authorization", "Bearer good-token".parse().unwrap());
-    client.export(req).await.expect("accepted with the right token");
-    let got = r.sink.metrics.lock().unwrap();
-    assert_eq!(got.len(), 2);
-    assert_eq!(got[1].context.bearer_token().map(|t| t.expose()), Some("good-token"));
-    assert_eq!(got[1].context.header("x-team"), None, "gRPC has include_metadata off");
-    drop(got);
+    req.metadata_mut()
+        .insert("authorization", "Bearer good-token".parse().unwrap());
+    client
+        .export(req)
+        .await
+        .expect("accepted with the right token");
+    {
+        let got = r.sink.metrics.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1].context.bearer_token().map(|t| t.expose()),
+            Some("good-token")
+        );
+        assert_eq!(
+            got[1].context.header("x-team"),
+            None,
+            "gRPC has include_metadata off"
+        );
+    }
     r.receiver.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
     let r = start("", ", max_recv_msg_size_mib: 1").await;
-    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc)).await.unwrap();
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
     *r.sink.answer.lock().unwrap() = Some(ConsumerError::retryable("queue is full"));
-    let err = client.export(one_point("ana@example.com", 1.0)).await.unwrap_err();
+    let err = client
+        .export(one_point("ana@example.com", 1.0))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(err.message(), "queue is full (retryable)");
     assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
     let details = RpcStatus::decode(err.details()).unwrap();
-    assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.RetryInfo");
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
 
     *r.sink.answer.lock().unwrap() = None;
     let mut big = one_point("ana@example.com", 1.0);
@@ -461,7 +634,11 @@ async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
         attributes: vec![KeyValue {
             key: "padding".into(),
             value: Some(otelcol_core::pdata::proto::common::v1::AnyValue {
-                value: Some(otelcol_core::pdata::proto::common::v1::any_value::Value::StringValue("x".repeat(2 << 20))),
+                value: Some(
+                    otelcol_core::pdata::proto::common::v1::any_value::Value::StringValue(
+                        "x".repeat(2 << 20),
+                    ),
+                ),
             }),
             ..Default::default()
         }],
@@ -470,6 +647,9 @@ async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
     let err = client.export(big).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
     assert!(r.sink.metrics.lock().unwrap().is_empty());
-    client.export(one_point("ana@example.com", 1.0)).await.expect("the server still serves");
+    client
+        .export(one_point("ana@example.com", 1.0))
+        .await
+        .expect("the server still serves");
     r.receiver.shutdown().await.unwrap();
 }

@@ -41,7 +41,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            _ => return Err(format!("unknown unit `{unit}` in duration `{s}` (use ns, us, ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "unknown unit `{unit}` in duration `{s}` (use ns, us, ms, s, m or h)"
+                ))
+            }
         };
         total += value * nanos;
         rest = after;
@@ -117,8 +121,14 @@ mod tests {
         assert_eq!(parse("200ms"), Ok(Duration::from_millis(200)));
         assert_eq!(parse("10us"), Ok(Duration::from_micros(10)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
-        assert_eq!(parse("5"), Err("missing unit in duration `5` (use ns, us, ms, s, m or h)".into()));
-        assert_eq!(parse("5d"), Err("unknown unit `d` in duration `5d` (use ns, us, ms, s, m or h)".into()));
+        assert_eq!(
+            parse("5"),
+            Err("missing unit in duration `5` (use ns, us, ms, s, m or h)".into())
+        );
+        assert_eq!(
+            parse("5d"),
+            Err("unknown unit `d` in duration `5d` (use ns, us, ms, s, m or h)".into())
+        );
         assert_eq!(parse("-1s"), Err("negative duration `-1s`".into()));
     }
 

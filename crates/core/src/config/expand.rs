@@ -48,7 +48,8 @@ fn expand_at(
         }
         Value::String(tag, s) if s.contains('$') => {
             let whole = is_single_reference(s);
-            let expanded = expand_str(s, lookup, warnings).map_err(|m| ConfigError::invalid(path, m))?;
+            let expanded =
+                expand_str(s, lookup, warnings).map_err(|m| ConfigError::invalid(path, m))?;
             *value = match whole {
                 true => structured(&expanded).unwrap_or(Value::String(*tag, expanded)),
                 false => Value::String(*tag, expanded),
@@ -116,8 +117,8 @@ fn resolve(
         Some(("env", rest)) => rest,
         Some((scheme, rest)) if !rest.starts_with('-') => {
             return Err(format!(
-                "unsupported config source `{scheme}` in `${{{reference}}}` (only `env` is available)"
-            ))
+            "unsupported config source `{scheme}` in `${{{reference}}}` (only `env` is available)"
+        ))
         }
         _ => reference,
     };
@@ -125,7 +126,10 @@ fn resolve(
         Some((n, d)) => (n, Some(d)),
         None => (spec, None),
     };
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
@@ -169,7 +173,10 @@ mod tests {
 
     #[test]
     fn every_reference_form() {
-        assert_eq!(run("${env:HOST}:${PORT}").0.unwrap(), "collector.local:4317");
+        assert_eq!(
+            run("${env:HOST}:${PORT}").0.unwrap(),
+            "collector.local:4317"
+        );
         assert_eq!(run("${env:NOPE:-fallback}").0.unwrap(), "fallback");
         assert_eq!(run("${env:EMPTY:-fallback}").0.unwrap(), "fallback");
         assert_eq!(run("${env:HOST:-fallback}").0.unwrap(), "collector.local");
@@ -182,7 +189,10 @@ mod tests {
     fn unset_variable_is_empty_with_a_warning() {
         let (r, w) = run("a${env:NOPE}b");
         assert_eq!(r.unwrap(), "ab");
-        assert_eq!(w, vec!["environment variable `NOPE` is not set; using an empty value"]);
+        assert_eq!(
+            w,
+            vec!["environment variable `NOPE` is not set; using an empty value"]
+        );
     }
 
     #[test]
@@ -191,7 +201,10 @@ mod tests {
             run("${file:/etc/x}").0.unwrap_err(),
             "unsupported config source `file` in `${file:/etc/x}` (only `env` is available)"
         );
-        assert_eq!(run("${env:HOST").0.unwrap_err(), "unterminated `${` in `${env:HOST`");
+        assert_eq!(
+            run("${env:HOST").0.unwrap_err(),
+            "unterminated `${` in `${env:HOST`"
+        );
         assert_eq!(
             run("${env:9X}").0.unwrap_err(),
             "invalid environment variable name `9X` in `${env:9X}`"
@@ -201,7 +214,12 @@ mod tests {
     #[test]
     fn whole_references_take_yaml_structure_but_keep_scalars_as_written() {
         let mut dict = Dict::new();
-        for (k, v) in [("list", "${env:LIST}"), ("map", "${MAP}"), ("port", "${env:PORT}"), ("token", "${env:TOKEN}")] {
+        for (k, v) in [
+            ("list", "${env:LIST}"),
+            ("map", "${MAP}"),
+            ("port", "${env:PORT}"),
+            ("token", "${env:TOKEN}"),
+        ] {
             dict.insert(k.into(), Value::from(v.to_string()));
         }
         let mut v = Value::Dict(Tag::Default, dict);
@@ -209,7 +227,10 @@ mod tests {
         expand(&mut v, &env, &mut w).unwrap();
         let d = v.into_dict().unwrap();
         assert_eq!(d["list"].clone().into_array().unwrap().len(), 2);
-        assert_eq!(d["map"].find_ref("endpoint").and_then(|v| v.as_str()), Some("x:1"));
+        assert_eq!(
+            d["map"].find_ref("endpoint").and_then(|v| v.as_str()),
+            Some("x:1")
+        );
         assert_eq!(d["port"].as_str(), Some("4317"));
         assert_eq!(d["token"].as_str(), Some("sk-123: not a map?"));
     }

@@ -76,7 +76,8 @@ fn parse_set(arg: &str) -> Result<Value, ConfigError> {
     let mut value = if raw.is_empty() {
         Value::from(String::new())
     } else {
-        serde_yaml::from_str::<Value>(raw).map_err(|e| err(format!("value is not valid YAML: {e}")))?
+        serde_yaml::from_str::<Value>(raw)
+            .map_err(|e| err(format!("value is not valid YAML: {e}")))?
     };
     if let Value::Empty(..) = value {
         value = Value::from(String::new());
@@ -124,9 +125,19 @@ pub fn load(
 
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["token", "tokens", "password", "secret", "api_key", "hmac_key", "access_key", "secret_key", "authorization"]
-        .iter()
-        .any(|s| k == *s || k.ends_with(&format!("_{s}")))
+    [
+        "token",
+        "tokens",
+        "password",
+        "secret",
+        "api_key",
+        "hmac_key",
+        "access_key",
+        "secret_key",
+        "authorization",
+    ]
+    .iter()
+    .any(|s| k == *s || k.ends_with(&format!("_{s}")))
 }
 
 /// A copy of `value` with secrets (`*token`, `*password`, `*secret`,

@@ -85,12 +85,15 @@ fn from_figment(err: figment::Error) -> ConfigError {
     }
     let mut path = segments.join(".");
     let message = match &err.kind {
-        Kind::UnknownField(field, expected) if expected.is_empty() => {
+        Kind::UnknownField(field, &[]) => {
             format!("unknown field `{field}`, there are no fields")
         }
         Kind::UnknownField(field, expected) => {
             let list: Vec<String> = expected.iter().map(|e| format!("`{e}`")).collect();
-            format!("unknown field `{field}`, expected one of {}", list.join(", "))
+            format!(
+                "unknown field `{field}`, expected one of {}",
+                list.join(", ")
+            )
         }
         Kind::MissingField(field) => format!("missing field `{field}`"),
         Kind::UnknownVariant(v, expected) => {
@@ -235,7 +238,9 @@ impl MetricsTelemetryConfig {
             return Ok(Some(format!("{}:{}", p.host, p.port)));
         }
         Ok(Some(
-            self.address.clone().unwrap_or_else(|| "localhost:8888".into()),
+            self.address
+                .clone()
+                .unwrap_or_else(|| "localhost:8888".into()),
         ))
     }
 }

@@ -60,6 +60,9 @@ pub enum ServiceError {
     Telemetry(ComponentError),
 }
 
+/// Pipeline heads each receiver must feed, per receiver id.
+type Heads<T> = BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>>;
+
 struct Running {
     kind: Kind,
     id: ComponentId,
@@ -116,9 +119,9 @@ impl Builder<'_> {
     fn build_signal<T: SignalOps>(
         &mut self,
         plans: &[PipelinePlan],
-    ) -> Result<BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>>, ServiceError> {
+    ) -> Result<Heads<T>, ServiceError> {
         let mut exporters: BTreeMap<ComponentId, Arc<dyn Consumer<T>>> = BTreeMap::new();
-        let mut heads: BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>> = BTreeMap::new();
+        let mut heads: Heads<T> = BTreeMap::new();
         for plan in plans.iter().filter(|p| p.signal == T::SIGNAL) {
             let mut outs = vec![];
             for id in &plan.exporters {
@@ -129,12 +132,13 @@ impl Builder<'_> {
                 let factory = self.factories.exporters.get(id.type_name()).cloned();
                 let factory = factory.ok_or_else(|| missing(Kind::Exporter, id))?;
                 let raw = self.raw(Kind::Exporter, id)?;
-                let exporter = T::create_exporter(factory.as_ref(), self.settings(Kind::Exporter, id), raw)
-                    .map_err(|source| ServiceError::Create {
-                        kind: Kind::Exporter,
-                        id: id.clone(),
-                        source,
-                    })?;
+                let exporter =
+                    T::create_exporter(factory.as_ref(), self.settings(Kind::Exporter, id), raw)
+                        .map_err(|source| ServiceError::Create {
+                            kind: Kind::Exporter,
+                            id: id.clone(),
+                            source,
+                        })?;
                 self.push(Kind::Exporter, id, exporter.clone());
                 exporters.insert(id.clone(), exporter.clone());
                 outs.push(exporter);
@@ -144,13 +148,17 @@ impl Builder<'_> {
                 let factory = self.factories.processors.get(id.type_name()).cloned();
                 let factory = factory.ok_or_else(|| missing(Kind::Processor, id))?;
                 let raw = self.raw(Kind::Processor, id)?;
-                let processor =
-                    T::create_processor(factory.as_ref(), self.settings(Kind::Processor, id), raw, next)
-                        .map_err(|source| ServiceError::Create {
-                            kind: Kind::Processor,
-                            id: id.clone(),
-                            source,
-                        })?;
+                let processor = T::create_processor(
+                    factory.as_ref(),
+                    self.settings(Kind::Processor, id),
+                    raw,
+                    next,
+                )
+                .map_err(|source| ServiceError::Create {
+                    kind: Kind::Processor,
+                    id: id.clone(),
+                    source,
+                })?;
                 self.push(Kind::Processor, id, processor.clone());
                 next = processor;
             }
@@ -170,7 +178,7 @@ fn missing(kind: Kind, id: &ComponentId) -> ServiceError {
 }
 
 fn take_heads<T: SignalOps>(
-    heads: &mut BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>>,
+    heads: &mut Heads<T>,
     id: &ComponentId,
     consumers: &mut SignalConsumers,
 ) {
@@ -224,16 +232,19 @@ impl Service {
 
         let mut extensions: BTreeMap<ComponentId, Arc<dyn Extension>> = BTreeMap::new();
         for name in &config.service.extensions {
-            let id: ComponentId = name
-                .parse()
-                .map_err(|e: crate::component::IdError| ConfigError::invalid("service.extensions", e.to_string()))?;
+            let id: ComponentId = name.parse().map_err(|e: crate::component::IdError| {
+                ConfigError::invalid("service.extensions", e.to_string())
+            })?;
             let factory = factories
                 .extensions
                 .get(id.type_name())
                 .cloned()
                 .ok_or_else(|| missing(Kind::Extension, &id))?;
             let ext = factory
-                .create(b.settings(Kind::Extension, &id), b.raw(Kind::Extension, &id)?)
+                .create(
+                    b.settings(Kind::Extension, &id),
+                    b.raw(Kind::Extension, &id)?,
+                )
                 .map_err(|source| ServiceError::Create {
                     kind: Kind::Extension,
                     id: id.clone(),
@@ -246,7 +257,8 @@ impl Service {
         let mut m = b.build_signal::<Metrics>(&plans)?;
         let mut l = b.build_signal::<Logs>(&plans)?;
         let mut t = b.build_signal::<Traces>(&plans)?;
-        let mut receiver_ids: Vec<ComponentId> = plans.iter().flat_map(|p| p.receivers.clone()).collect();
+        let mut receiver_ids: Vec<ComponentId> =
+            plans.iter().flat_map(|p| p.receivers.clone()).collect();
         receiver_ids.sort();
         receiver_ids.dedup();
         for id in &receiver_ids {
@@ -260,7 +272,11 @@ impl Service {
                 .cloned()
                 .ok_or_else(|| missing(Kind::Receiver, id))?;
             let receiver = factory
-                .create(b.settings(Kind::Receiver, id), b.raw(Kind::Receiver, id)?, next)
+                .create(
+                    b.settings(Kind::Receiver, id),
+                    b.raw(Kind::Receiver, id)?,
+                    next,
+                )
                 .map_err(|source| ServiceError::Create {
                     kind: Kind::Receiver,
                     id: id.clone(),
@@ -275,16 +291,28 @@ impl Service {
                 let listener = server::bind(&addr).await.map_err(ServiceError::Telemetry)?;
                 let registry = metrics.clone();
                 tracing::info!(address = %addr, "serving self-metrics at /metrics");
-                Some(server::serve(listener, ServerOptions::default(), move |req, _| {
-                    let registry = registry.clone();
-                    async move {
-                        if req.uri().path() == "/metrics" {
-                            server::response(http::StatusCode::OK, "text/plain; version=0.0.4", registry.render())
-                        } else {
-                            server::response(http::StatusCode::NOT_FOUND, "text/plain", "not found")
+                Some(server::serve(
+                    listener,
+                    ServerOptions::default(),
+                    move |req, _| {
+                        let registry = registry.clone();
+                        async move {
+                            if req.uri().path() == "/metrics" {
+                                server::response(
+                                    http::StatusCode::OK,
+                                    "text/plain; version=0.0.4",
+                                    registry.render(),
+                                )
+                            } else {
+                                server::response(
+                                    http::StatusCode::NOT_FOUND,
+                                    "text/plain",
+                                    "not found",
+                                )
+                            }
                         }
-                    }
-                }))
+                    },
+                ))
             }
             None => None,
         };
@@ -300,7 +328,9 @@ impl Service {
             tracing::debug!(kind = %r.kind, id = %r.id, "starting");
             service.board.report(r.kind, &r.id, Status::Starting);
             if let Err(source) = r.component.start(&service.host).await {
-                service.board.report(r.kind, &r.id, Status::FatalError(source.to_string()));
+                service
+                    .board
+                    .report(r.kind, &r.id, Status::FatalError(source.to_string()));
                 service.shutdown().await;
                 return Err(ServiceError::Start {
                     kind: r.kind,
@@ -312,7 +342,10 @@ impl Service {
             service.running.push(r);
         }
         service.board.set_state(CollectorState::Running);
-        tracing::info!(components = service.running.len(), "everything is ready; data may flow");
+        tracing::info!(
+            components = service.running.len(),
+            "everything is ready; data may flow"
+        );
         Ok(service)
     }
 

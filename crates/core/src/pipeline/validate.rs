@@ -30,14 +30,20 @@ fn section(config: &CollectorConfig, kind: Kind) -> &BTreeMap<String, RawConfig>
 }
 
 /// Looks up the raw config of `id` in its section.
-pub(crate) fn raw_config<'a>(config: &'a CollectorConfig, kind: Kind, id: &ComponentId) -> Option<&'a RawConfig> {
+pub(crate) fn raw_config<'a>(
+    config: &'a CollectorConfig,
+    kind: Kind,
+    id: &ComponentId,
+) -> Option<&'a RawConfig> {
     section(config, kind).get(&id.to_string())
 }
 
 fn signal_of(pipeline_id: &str) -> Result<Signal, ConfigError> {
     let id: ComponentId = pipeline_id
         .parse()
-        .map_err(|e: crate::component::IdError| ConfigError::invalid(format!("service.pipelines.{pipeline_id}"), e.to_string()))?;
+        .map_err(|e: crate::component::IdError| {
+            ConfigError::invalid(format!("service.pipelines.{pipeline_id}"), e.to_string())
+        })?;
     Signal::ALL
         .into_iter()
         .find(|s| s.as_str() == id.type_name())
@@ -55,19 +61,27 @@ fn signal_of(pipeline_id: &str) -> Result<Signal, ConfigError> {
 /// Validates every component section and the service graph. Returns the
 /// pipelines in config order. Every error names the component and, where
 /// one is involved, the pipeline.
-pub fn validate(config: &CollectorConfig, factories: &Factories) -> Result<Vec<PipelinePlan>, ConfigError> {
+pub fn validate(
+    config: &CollectorConfig,
+    factories: &Factories,
+) -> Result<Vec<PipelinePlan>, ConfigError> {
     if let Some(name) = config.connectors.keys().next() {
         return Err(ConfigError::invalid(
             format!("connectors.{name}"),
             "this build contains no connector types",
         ));
     }
-    for kind in [Kind::Extension, Kind::Receiver, Kind::Processor, Kind::Exporter] {
+    for kind in [
+        Kind::Extension,
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+    ] {
         for (key, raw) in section(config, kind) {
             let path = format!("{}.{key}", kind.section());
-            let id: ComponentId = key
-                .parse()
-                .map_err(|e: crate::component::IdError| ConfigError::invalid(&path, e.to_string()))?;
+            let id: ComponentId = key.parse().map_err(|e: crate::component::IdError| {
+                ConfigError::invalid(&path, e.to_string())
+            })?;
             let factory = factories.factory(kind, id.type_name()).ok_or_else(|| {
                 let known: Vec<&str> = match kind {
                     Kind::Receiver => factories.receivers.keys().copied().collect(),
@@ -77,7 +91,11 @@ pub fn validate(config: &CollectorConfig, factories: &Factories) -> Result<Vec<P
                 };
                 ConfigError::invalid(
                     &path,
-                    format!("unknown {kind} type `{}`; this build has: {}", id.type_name(), known.join(", ")),
+                    format!(
+                        "unknown {kind} type `{}`; this build has: {}",
+                        id.type_name(),
+                        known.join(", ")
+                    ),
                 )
             })?;
             factory.validate(raw).map_err(|e| e.within(&path))?;
@@ -96,34 +114,49 @@ pub fn validate(config: &CollectorConfig, factories: &Factories) -> Result<Vec<P
     }
 
     if config.service.pipelines.is_empty() {
-        return Err(ConfigError::invalid("service.pipelines", "no pipelines are configured"));
+        return Err(ConfigError::invalid(
+            "service.pipelines",
+            "no pipelines are configured",
+        ));
     }
     let mut plans = vec![];
     for (pipeline_id, p) in &config.service.pipelines {
         let signal = signal_of(pipeline_id)?;
         let path = format!("service.pipelines.{pipeline_id}");
         if p.receivers.is_empty() {
-            return Err(ConfigError::invalid(&path, "must have at least one receiver"));
+            return Err(ConfigError::invalid(
+                &path,
+                "must have at least one receiver",
+            ));
         }
         if p.exporters.is_empty() {
-            return Err(ConfigError::invalid(&path, "must have at least one exporter"));
+            return Err(ConfigError::invalid(
+                &path,
+                "must have at least one exporter",
+            ));
         }
         let mut resolve = |kind: Kind, names: &[String]| -> Result<Vec<ComponentId>, ConfigError> {
             let mut seen = BTreeSet::new();
             let mut ids = vec![];
             for name in names {
                 if !seen.insert(name) {
-                    return Err(ConfigError::invalid(&path, format!("{kind} `{name}` is listed twice")));
+                    return Err(ConfigError::invalid(
+                        &path,
+                        format!("{kind} `{name}` is listed twice"),
+                    ));
                 }
                 if !section(config, kind).contains_key(name) {
                     return Err(ConfigError::invalid(
                         &path,
-                        format!("references {kind} `{name}`, which is not configured under {}", kind.section()),
+                        format!(
+                            "references {kind} `{name}`, which is not configured under {}",
+                            kind.section()
+                        ),
                     ));
                 }
-                let id: ComponentId = name
-                    .parse()
-                    .map_err(|e: crate::component::IdError| ConfigError::invalid(&path, e.to_string()))?;
+                let id: ComponentId = name.parse().map_err(|e: crate::component::IdError| {
+                    ConfigError::invalid(&path, e.to_string())
+                })?;
                 let supports = factories
                     .factory(kind, id.type_name())
                     .is_some_and(|f| f.signals().contains(&signal));
@@ -150,7 +183,12 @@ pub fn validate(config: &CollectorConfig, factories: &Factories) -> Result<Vec<P
         });
     }
 
-    for kind in [Kind::Receiver, Kind::Processor, Kind::Exporter, Kind::Extension] {
+    for kind in [
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+        Kind::Extension,
+    ] {
         for key in section(config, kind).keys() {
             if !used.contains(&(kind, key.clone())) {
                 let where_ = match kind {
