@@ -177,6 +177,33 @@ fn print_config_merges_expands_and_redacts() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn logs_can_be_json_and_a_busy_port_fails_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempdir();
+    let cfg = write(
+        &dir,
+        "json.yaml",
+        &format!("receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: \"127.0.0.1:{port}\"\nexporters:\n  debug:\nservice:\n  telemetry:\n    logs: {{encoding: json}}\n    metrics: {{level: none}}\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [debug]}}\n"),
+    );
+    let (code, _, err) = run(&["--config", &cfg], &[]);
+    let _ = std::fs::remove_dir_all(dir);
+    drop(taken);
+    assert_eq!(code, 1, "{err}");
+    let first = err.lines().next().unwrap_or("");
+    let line: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], "starting otelcol-multitudes");
+    assert!(
+        err.contains(&format!(
+            "Error: cannot start receiver `otlp`: binding 127.0.0.1:{port}: Address already in use"
+        )),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_the_embedded_default_and_stops_on_sigterm() {
     let (grpc, http, health, metrics) = (

@@ -14,6 +14,7 @@
 //!   [`pipeline::Service`];
 //! - [`server`]: the HTTP server the listening components share;
 //! - [`status`]: component health as reported to health extensions;
+//! - [`tls`]: TLS settings for listening components;
 //! - [`telemetry`]: the collector's own logs and Prometheus metrics.
 //!
 //! `core` knows no concrete component: receivers, processors, exporters and
@@ -27,6 +28,7 @@ pub mod pipeline;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use component::{ComponentId, Signal, Stability};
 pub use consumer::{Batch, Consumer, ConsumerError, RequestContext};

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub read_header_timeout: Duration,
     /// How long shutdown waits for in-flight requests before closing them.
     pub drain_timeout: Duration,
+    /// Serve HTTPS with this config (see [`crate::tls::TlsSettings`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +39,7 @@ impl Default for ServerOptions {
         Self {
             read_header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -122,9 +125,36 @@ where
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
+            let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+            let handshake_timeout = options.read_header_timeout;
             tokio::spawn(async move {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn).await {
+                let result = match tls {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
             });

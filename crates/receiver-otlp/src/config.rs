@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use otelcol_core::config::duration;
 use otelcol_core::config::ConfigError;
+use otelcol_core::tls::TlsSettings;
 
 /// `receivers.otlp`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -45,20 +46,6 @@ pub struct AuthConfig {
     pub authenticator: String,
 }
 
-/// `tls`: serve over TLS; with `client_ca_file`, require client certificates.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub cert_file: String,
-    /// PEM private key.
-    pub key_file: String,
-    /// PEM CA bundle that client certificates must chain to.
-    pub client_ca_file: Option<String>,
-    /// Accepted for compatibility (`1.2` or `1.3`); the TLS library's defaults apply.
-    pub min_version: Option<String>,
-}
-
 /// `protocols.grpc`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -82,7 +69,7 @@ pub struct GrpcConfig {
     /// Authenticate requests with this extension.
     pub auth: Option<AuthConfig>,
     /// Serve over TLS.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for GrpcConfig {
@@ -121,7 +108,7 @@ pub struct HttpConfig {
     /// Authenticate requests with this extension.
     pub auth: Option<AuthConfig>,
     /// Serve over TLS.
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsSettings>,
     /// How long a client may take to send its headers.
     #[serde(with = "duration")]
     pub read_header_timeout: Duration,

@@ -14,6 +14,7 @@ use otelcol_core::pdata::{Logs, Metrics, Traces};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::config::GrpcConfig;
@@ -105,7 +106,20 @@ pub(crate) async fn start(
             })
         };
     }
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        tls.server_config()
+            .map_err(|e| ComponentError::Failed(format!("protocols.grpc: {e}")))?;
+        let pem = tls.read_pem()?;
+        let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(pem.cert, pem.key));
+        if let Some(ca) = pem.client_ca {
+            server_tls = server_tls.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(server_tls)
+            .map_err(|e| ComponentError::Failed(format!("protocols.grpc.tls: {e}")))?;
+    }
+    let router = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20))

@@ -58,8 +58,15 @@ pub(crate) async fn start(
         auth,
         encodings,
     });
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| t.server_config())
+        .transpose()
+        .map_err(|e| ComponentError::Failed(format!("protocols.http: {e}")))?;
     let options = ServerOptions {
         read_header_timeout: config.read_header_timeout,
+        tls,
         ..ServerOptions::default()
     };
     Ok(server::serve(listener, options, move |req, peer| {

@@ -129,28 +129,17 @@ fn authenticator(
     host.authenticator(&id).map(Some)
 }
 
-fn refuse_tls(tls: &Option<config::TlsConfig>, protocol: &str) -> Result<(), ComponentError> {
-    match tls {
-        Some(_) => Err(ComponentError::Failed(format!(
-            "protocols.{protocol}.tls: TLS serving is not available in this build yet; terminate TLS in front of the collector"
-        ))),
-        None => Ok(()),
-    }
-}
-
 #[async_trait]
 impl Lifecycle for OtlpReceiver {
     async fn start(&self, host: &Host) -> Result<(), ComponentError> {
         let id = self.settings.id.to_string();
         if let Some(cfg) = &self.config.protocols.grpc {
-            refuse_tls(&cfg.tls, "grpc")?;
             let sinks = Sinks::new(&self.settings, &self.next, &id, "grpc");
             let server = grpc::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr, "OTLP/gRPC listening");
             *self.grpc.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
         }
         if let Some(cfg) = &self.config.protocols.http {
-            refuse_tls(&cfg.tls, "http")?;
             let sinks = Sinks::new(&self.settings, &self.next, &id, "http");
             let server = http::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr(), "OTLP/HTTP listening");

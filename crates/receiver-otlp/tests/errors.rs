@@ -653,3 +653,31 @@ async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
         .expect("the server still serves");
     r.receiver.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start(", read_header_timeout: 500ms, read_timeout: 1s", "").await;
+    // Headers that never end: the connection is closed after read_header_timeout.
+    let mut slow = tokio::net::TcpStream::connect(r.http).await.unwrap();
+    slow.write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server closed the connection of a client that never finished its headers"
+    );
+    // A body that never ends: answered 408 after read_timeout.
+    let mut slow = tokio::net::TcpStream::connect(r.http).await.unwrap();
+    slow.write_all(b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    r.receiver.shutdown().await.unwrap();
+}
