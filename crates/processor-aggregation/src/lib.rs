@@ -1,0 +1,73 @@
+//! The `aggregation` processor: raw per-request metrics in, per-user totals
+//! per time window out, so only totals leave the network.
+//!
+//! The rules are those of `shared/spec/aggregation.md`:
+//!
+//! 1. a point's window is chosen by its own timestamp (epoch-aligned windows
+//!    of `aggregation_interval`; a point stamped more than `max_future_skew`
+//!    ahead counts at arrival time);
+//! 2. delta sums are added;
+//! 3. cumulative sums are turned into deltas per input stream (resource,
+//!    scope, metric, all point attributes): a new start time or a lower value
+//!    is a reset; the first point of a stream counts in full only if the
+//!    stream started at or after the collector, otherwise it sets the
+//!    baseline; idle streams are forgotten after `stream_ttl`;
+//! 4. non-monotonic sums: delta ones are added, cumulative ones report the
+//!    last value in the window (output as a cumulative non-monotonic sum);
+//! 5. gauges combine by `gauge` (`sum`, `last`, `min`, `max`, `mean`);
+//! 6. histograms merge count, sum, min, max and, while bounds agree, buckets;
+//!    cumulative ones are turned into deltas first (min and max of a
+//!    difference are unknown and left out); exponential histograms merge at
+//!    the smaller scale;
+//! 7. summaries are dropped and counted;
+//! 8. one output series per (client token, resource, metric name, kind, unit,
+//!    window, user key, kept point attributes);
+//! 9. output is delta, start = window start, time = window end, doubles, the
+//!    user key written on every point, scope [`SCOPE_NAME`];
+//! 10. points for an already emitted window are emitted again at the next
+//!     tick as extra deltas, and counted as late;
+//! 11. shutdown flushes every open window, the current one included.
+//!
+//! The [`Engine`] is usable alone, with time driven by the caller:
+//!
+//! ```
+//! use otelcol_core::consumer::RequestContext;
+//! use otelcol_processor_aggregation::{AggregationConfig, Engine};
+//!
+//! let request: otelcol_core::pdata::Metrics = serde_json::from_str(r#"{"resourceMetrics": [{
+//!     "scopeMetrics": [{"metrics": [{"name": "claude_code.cost.usage", "unit": "USD",
+//!       "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [
+//!         {"timeUnixNano": "1795255210000000000", "asDouble": 0.25,
+//!          "attributes": [{"key": "user.email", "value": {"stringValue": "ana@example.com"}}]},
+//!         {"timeUnixNano": "1795255220000000000", "asDouble": 0.5,
+//!          "attributes": [{"key": "user.email", "value": {"stringValue": "ana@example.com"}}]}
+//!       ]}}]}]}]}"#).unwrap();
+//!
+//! let config = AggregationConfig {
+//!     aggregation_interval: std::time::Duration::from_secs(300),
+//!     ..Default::default()
+//! };
+//! let now = 1_795_255_230_000_000_000; // 2026-11-21T10:00:30Z
+//! let mut engine = Engine::new(config, 0).unwrap();
+//! let outcome = engine.add(&request, &RequestContext::default(), now);
+//! assert_eq!(outcome.accepted, 2);
+//!
+//! // The 10:00–10:05 window closes at 10:05:30 (grace 30 s).
+//! assert!(engine.take_closed(now).is_empty());
+//! let batches = engine.take_closed(now + 300_000_000_000);
+//! let metric = &batches[0].data.resource_metrics[0].scope_metrics[0].metrics[0];
+//! let Some(otelcol_core::pdata::proto::metrics::v1::metric::Data::Sum(sum)) = &metric.data else { panic!() };
+//! assert_eq!(sum.data_points[0].value, Some(
+//!     otelcol_core::pdata::proto::metrics::v1::number_data_point::Value::AsDouble(0.75)));
+//! ```
+
+pub mod config;
+mod engine;
+mod output;
+mod processor;
+pub mod value;
+
+pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey};
+pub use engine::{AddOutcome, Dropped, Engine};
+pub use output::{OutKind, SCOPE_NAME};
+pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};

@@ -1,0 +1,209 @@
+//! Turning closed series into OTLP: one batch per client token, one
+//! `ResourceMetrics` per distinct resource, delta temporality, start = window
+//! start, time = window end, double values, the processor's scope.
+
+use std::sync::Arc;
+
+use otelcol_core::consumer::{AuthData, Batch, RequestContext};
+use otelcol_core::pdata::proto::common::v1::InstrumentationScope;
+use otelcol_core::pdata::proto::metrics::v1::{
+    exponential_histogram_data_point, metric, number_data_point, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use otelcol_core::pdata::proto::resource::v1::Resource;
+use otelcol_core::pdata::Metrics;
+
+use crate::config::GaugePolicy;
+use crate::engine::{Acc, Series, SeriesKey};
+
+/// The scope name on every output metric.
+pub const SCOPE_NAME: &str = "otelcol-multitudes/processor/aggregation";
+
+const DELTA: i32 = 1;
+const CUMULATIVE: i32 = 2;
+
+/// The shape of an output series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutKind {
+    /// Monotonic sum (delta or converted from cumulative): added.
+    MonotonicSum,
+    /// Delta non-monotonic sum: added.
+    NonMonotonicSum,
+    /// Cumulative non-monotonic sum: the last value in the window.
+    LastSum,
+    /// Gauge: combined by the gauge policy.
+    Gauge,
+    /// Explicit-bucket histogram.
+    Histogram,
+    /// Exponential histogram.
+    ExpHistogram,
+}
+
+fn number_point(s: &Series, start: u64, end: u64, v: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: s.attrs.clone(),
+        start_time_unix_nano: start,
+        time_unix_nano: end,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+fn new_metric(key: &SeriesKey, s: &Series) -> Metric {
+    let data = match key.kind {
+        OutKind::MonotonicSum | OutKind::NonMonotonicSum | OutKind::LastSum => {
+            metric::Data::Sum(Sum {
+                data_points: vec![],
+                aggregation_temporality: if key.kind == OutKind::LastSum {
+                    CUMULATIVE
+                } else {
+                    DELTA
+                },
+                is_monotonic: key.kind == OutKind::MonotonicSum,
+            })
+        }
+        OutKind::Gauge => metric::Data::Gauge(Gauge {
+            data_points: vec![],
+        }),
+        OutKind::Histogram => metric::Data::Histogram(Histogram {
+            data_points: vec![],
+            aggregation_temporality: DELTA,
+        }),
+        OutKind::ExpHistogram => metric::Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![],
+            aggregation_temporality: DELTA,
+        }),
+    };
+    Metric {
+        name: key.name.to_string(),
+        description: s.description.clone(),
+        unit: key.unit.to_string(),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn push_point(m: &mut Metric, s: Series, start: u64, end: u64, policy: GaugePolicy) {
+    match (m.data.as_mut(), s.acc.clone()) {
+        (Some(metric::Data::Sum(sum)), Acc::Sum(v)) => {
+            sum.data_points.push(number_point(&s, start, end, v))
+        }
+        (Some(metric::Data::Sum(sum)), Acc::Gauge(g)) => {
+            sum.data_points.push(number_point(&s, start, end, g.last))
+        }
+        (Some(metric::Data::Gauge(gauge)), Acc::Gauge(g)) => {
+            gauge
+                .data_points
+                .push(number_point(&s, start, end, g.value(policy)))
+        }
+        (Some(metric::Data::Histogram(h)), Acc::Hist(v)) => {
+            h.data_points.push(HistogramDataPoint {
+                attributes: s.attrs,
+                start_time_unix_nano: start,
+                time_unix_nano: end,
+                count: v.count,
+                sum: Some(v.sum),
+                bucket_counts: v.buckets,
+                explicit_bounds: v.bounds,
+                min: v.min,
+                max: v.max,
+                ..Default::default()
+            })
+        }
+        (Some(metric::Data::ExponentialHistogram(h)), Acc::Exp(v)) => {
+            h.data_points.push(ExponentialHistogramDataPoint {
+                attributes: s.attrs,
+                start_time_unix_nano: start,
+                time_unix_nano: end,
+                count: v.count,
+                sum: Some(v.sum),
+                scale: v.scale,
+                zero_count: v.zero_count,
+                zero_threshold: v.zero_threshold,
+                positive: Some(v.positive.to_proto()).filter(
+                    |b: &exponential_histogram_data_point::Buckets| !b.bucket_counts.is_empty(),
+                ),
+                negative: Some(v.negative.to_proto()).filter(|b| !b.bucket_counts.is_empty()),
+                min: v.min,
+                max: v.max,
+                ..Default::default()
+            })
+        }
+        _ => {}
+    }
+}
+
+fn context_for(token: &Option<otelcol_core::consumer::BearerToken>) -> RequestContext {
+    RequestContext {
+        auth: token.as_ref().map(|t| {
+            Arc::new(AuthData {
+                token: Some(t.clone()),
+                headers: vec![],
+            })
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds the output batches from taken series.
+pub(crate) fn build(
+    mut taken: Vec<(SeriesKey, Series)>,
+    interval: u64,
+    policy: GaugePolicy,
+) -> Vec<Batch<Metrics>> {
+    taken.sort_by(|a, b| a.0.cmp(&b.0));
+    let scope = InstrumentationScope {
+        name: SCOPE_NAME.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    let mut batches: Vec<Batch<Metrics>> = vec![];
+    let mut last: Option<SeriesKey> = None;
+    for (key, series) in taken {
+        let same_token = last.as_ref().is_some_and(|l| l.token == key.token);
+        let same_resource = same_token && last.as_ref().is_some_and(|l| l.resource == key.resource);
+        let same_metric = same_resource
+            && last
+                .as_ref()
+                .is_some_and(|l| l.name == key.name && l.kind == key.kind && l.unit == key.unit);
+        if !same_token {
+            batches.push(Batch {
+                data: Metrics::default(),
+                context: context_for(&series.token),
+            });
+        }
+        let Some(batch) = batches.last_mut() else {
+            continue;
+        };
+        if !same_resource {
+            batch.data.resource_metrics.push(ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: series.resource.as_ref().clone(),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope.clone()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let Some(sm) = batch
+            .data
+            .resource_metrics
+            .last_mut()
+            .and_then(|rm| rm.scope_metrics.last_mut())
+        else {
+            continue;
+        };
+        if !same_metric {
+            sm.metrics.push(new_metric(&key, &series));
+        }
+        if let Some(m) = sm.metrics.last_mut() {
+            push_point(m, series, key.window, key.window + interval, policy);
+        }
+        last = Some(key);
+    }
+    batches
+}
