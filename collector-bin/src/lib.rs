@@ -20,6 +20,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../configs/local.yaml");
 pub fn factories() -> Factories {
     Factories::default()
         .receiver(otelcol_receiver_otlp::OtlpReceiverFactory)
+        .processor(otelcol_processor_aggregation::AggregationProcessorFactory)
         .exporter(otelcol_exporter_debug::DebugExporterFactory)
         .extension(otelcol_extension_health::HealthCheckFactory)
         .extension(otelcol_extension_health::HealthCheckV2Factory)

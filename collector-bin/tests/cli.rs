@@ -66,6 +66,7 @@ fn components_lists_this_build() {
             .collect()
     };
     assert_eq!(names("receivers"), vec!["otlp"]);
+    assert_eq!(names("processors"), vec!["aggregation"]);
     assert_eq!(names("exporters"), vec!["debug"]);
     assert_eq!(names("extensions"), vec!["health_check", "healthcheckv2"]);
     assert_eq!(

@@ -1,0 +1,213 @@
+//! The processor around the engine: emission of closed windows, the flush
+//! at shutdown, downstream errors, self-metrics. Time is passed explicitly
+//! to `emit_closed`; nothing sleeps.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use common::*;
+use otelcol_core::component::{CreateSettings, Factory, Host, Kind, Lifecycle, ProcessorFactory};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
+use otelcol_core::pdata::Metrics;
+use otelcol_core::ComponentId;
+use otelcol_processor_aggregation::{
+    AggregationConfig, AggregationProcessor, AggregationProcessorFactory,
+};
+
+#[derive(Default)]
+struct Downstream {
+    got: Mutex<Vec<Batch<Metrics>>>,
+    refuse: Mutex<Vec<ConsumerError>>,
+}
+
+#[async_trait]
+impl Consumer<Metrics> for Downstream {
+    async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
+        if let Some(e) = self.refuse.lock().unwrap().pop() {
+            return Err(e);
+        }
+        self.got.lock().unwrap().push(batch);
+        Ok(())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn window_start(t: u64) -> u64 {
+    t - t % (300 * NS)
+}
+
+fn setup() -> (AggregationProcessor, Arc<Downstream>, CreateSettings) {
+    let down = Arc::new(Downstream::default());
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let config = AggregationConfig {
+        aggregation_interval: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let p = AggregationProcessor::new(settings.clone(), config, down.clone(), 0, false).unwrap();
+    (p, down, settings)
+}
+
+fn metric_line(settings: &CreateSettings, prefix: &str) -> String {
+    settings
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn emits_closed_windows_and_flushes_the_rest_at_shutdown() {
+    let (p, down, settings) = setup();
+    let t = now();
+    let w = window_start(t);
+    let previous = w - 300 * NS + NS;
+    let r = request(
+        &[("service.name", "claude-code")],
+        vec![sum(
+            "claude_code.cost.usage",
+            1,
+            true,
+            vec![
+                point(0.5, previous, 0, &[("user.email", "ana@example.com")]),
+                point(0.25, t, 0, &[("user.email", "ana@example.com")]),
+                point(9.0, t, 0, &[("model", "no-user")]),
+            ],
+        )],
+    );
+    p.consume(Batch::new(r)).await.unwrap();
+    p.emit_closed(w + 30 * NS).await;
+    let first = totals(&down.got.lock().unwrap());
+    assert_eq!(
+        first.iter().map(|t| (t.start, t.value)).collect::<Vec<_>>(),
+        vec![(w - 300 * NS, 0.5)]
+    );
+
+    p.shutdown().await.unwrap();
+    let all = totals(&down.got.lock().unwrap());
+    assert_eq!(
+        all.iter().map(|t| (t.start, t.value)).collect::<Vec<_>>(),
+        vec![(w - 300 * NS, 0.5), (w, 0.25)],
+        "the current window is flushed at shutdown"
+    );
+
+    assert_eq!(
+        metric_line(
+            &settings,
+            "otelcol_processor_aggregation_points_accepted_total"
+        ),
+        "otelcol_processor_aggregation_points_accepted_total{processor=\"aggregation\"} 2"
+    );
+    assert!(metric_line(&settings, "otelcol_processor_aggregation_points_dropped_total")
+        .contains("otelcol_processor_aggregation_points_dropped_total{processor=\"aggregation\",reason=\"missing_key\"} 1"));
+    assert_eq!(
+        metric_line(
+            &settings,
+            "otelcol_processor_aggregation_totals_emitted_total"
+        ),
+        "otelcol_processor_aggregation_totals_emitted_total{processor=\"aggregation\"} 2"
+    );
+    assert_eq!(
+        metric_line(&settings, "otelcol_processor_aggregation_series_open"),
+        "otelcol_processor_aggregation_series_open{processor=\"aggregation\"} 0"
+    );
+}
+
+#[tokio::test]
+async fn retryable_downstream_errors_keep_the_totals_for_the_next_tick() {
+    let (p, down, settings) = setup();
+    let t = now();
+    let w = window_start(t);
+    let r = request(
+        &[],
+        vec![sum(
+            "m",
+            1,
+            true,
+            vec![point(2.0, w - 200 * NS, 0, &[("user.email", "a@b.c")])],
+        )],
+    );
+    p.consume(Batch::new(r)).await.unwrap();
+    down.refuse
+        .lock()
+        .unwrap()
+        .push(ConsumerError::retryable("queue full"));
+    p.emit_closed(w + 30 * NS).await;
+    assert!(down.got.lock().unwrap().is_empty());
+    p.emit_closed(w + 90 * NS).await;
+    assert_eq!(
+        totals(&down.got.lock().unwrap())
+            .iter()
+            .map(|t| t.value)
+            .collect::<Vec<_>>(),
+        vec![2.0]
+    );
+
+    let r = request(
+        &[],
+        vec![sum(
+            "m",
+            1,
+            true,
+            vec![point(3.0, w - 100 * NS, 0, &[("user.email", "a@b.c")])],
+        )],
+    );
+    p.consume(Batch::new(r)).await.unwrap();
+    down.refuse
+        .lock()
+        .unwrap()
+        .push(ConsumerError::permanent("bad token"));
+    p.emit_closed(w + 150 * NS).await;
+    assert_eq!(
+        metric_line(
+            &settings,
+            "otelcol_processor_aggregation_totals_failed_total"
+        ),
+        "otelcol_processor_aggregation_totals_failed_total{processor=\"aggregation\"} 1"
+    );
+    p.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_factory_validates_and_builds_with_go_keys() {
+    let yaml = "attribute_key: user.email\naggregation_interval: 5m\nemit_interval: 1m\n";
+    let raw: otelcol_core::config::RawConfig = serde_yaml::from_str(yaml).unwrap();
+    AggregationProcessorFactory.validate(&raw).unwrap();
+    let bad: otelcol_core::config::RawConfig =
+        serde_yaml::from_str("include_attributes: [a]\nexclude_attributes: [b]\n").unwrap();
+    assert_eq!(
+        AggregationProcessorFactory
+            .validate(&bad)
+            .unwrap_err()
+            .to_string(),
+        "include_attributes: use include_attributes or exclude_attributes, not both"
+    );
+    let bad: otelcol_core::config::RawConfig =
+        serde_yaml::from_str("lookup: ['header:']\n").unwrap();
+    assert_eq!(
+        AggregationProcessorFactory
+            .validate(&bad)
+            .unwrap_err()
+            .to_string(),
+        "lookup: unknown lookup `header:`; use datapoint, resource or header:<name>"
+    );
+    let down = Arc::new(Downstream::default());
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let p = AggregationProcessorFactory
+        .create_metrics(settings, &raw, down)
+        .unwrap();
+    p.start(&Host::new(Default::default(), Default::default()))
+        .await
+        .unwrap();
+    p.shutdown().await.unwrap();
+}
