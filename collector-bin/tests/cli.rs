@@ -294,3 +294,92 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
     assert!(log.contains("signal=\"SIGTERM\""), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
 }
+
+#[test]
+fn every_shipped_config_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()], &[]);
+        assert_eq!(
+            (code, out.trim()),
+            (0, "configuration is valid"),
+            "{}: {err}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "configs/ holds the shipped configs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multitudes_debug_logs_points_with_emails_redacted() {
+    let (grpc, http, health, metrics) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/aggregation-local.yaml");
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env("MULTITUDES_DEBUG", "1")
+        .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}"))
+        .env("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}"))
+        .env("HEALTH_ENDPOINT", format!("127.0.0.1:{health}"))
+        .env("METRICS_ENDPOINT", format!("127.0.0.1:{metrics}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let url = format!("http://127.0.0.1:{http}/v1/metrics");
+    let started = Instant::now();
+    let status = loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let req = hyper::Request::post(&url)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    common::claude_metrics_json(2),
+                )))
+                .unwrap();
+            client.request(req).await.map(|r| r.status().as_u16())
+        })
+        .await;
+        if let Ok(Ok(s)) = attempt {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "listening within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stderr = child.stderr.take().unwrap();
+    let log: String = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(child.wait().unwrap().success());
+    assert!(log.contains("aggregation: point counted"), "{log}");
+    assert!(
+        log.contains("aggregation: emitting a total"),
+        "the shutdown flush is logged: {log}"
+    );
+    assert!(log.contains("an***@example.com"), "{log}");
+    let debug_lines: Vec<&str> = log.lines().filter(|l| l.contains("aggregation:")).collect();
+    assert!(
+        debug_lines.iter().all(|l| !l.contains("ana@example.com")),
+        "emails are redacted in debug logs: {debug_lines:?}"
+    );
+}

@@ -2,18 +2,20 @@
 //! locks. Feed it requests with [`Engine::add`], take the totals of closed
 //! windows with [`Engine::take_closed`], and everything with [`Engine::take_all`].
 
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use otelcol_core::consumer::{Batch, BearerToken, RequestContext};
+use otelcol_core::consumer::{Batch, RequestContext};
 use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValue};
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::Metrics;
 use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
+use crate::intern::Interner;
 use crate::output::{self, OutKind};
 use crate::value::{cumulative_step, Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, Stream};
 
@@ -74,13 +76,14 @@ impl Dropped {
     }
 }
 
-/// The accumulated value of one series in one window.
+/// The accumulated value of one series in one window. Large kinds are
+/// boxed so that the common one (a sum) stays small.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Acc {
     Sum(f64),
-    Gauge(GaugeAcc),
-    Hist(Hist),
-    Exp(ExpHist),
+    Gauge(Box<GaugeAcc>),
+    Hist(Box<Hist>),
+    Exp(Box<ExpHist>),
 }
 
 impl Acc {
@@ -93,10 +96,26 @@ impl Acc {
             _ => {}
         }
     }
+
+    fn traced_value(&self) -> f64 {
+        match self {
+            Acc::Sum(v) => *v,
+            Acc::Gauge(g) => g.last,
+            Acc::Hist(h) => h.count as f64,
+            Acc::Exp(h) => h.count as f64,
+        }
+    }
 }
 
-/// Identity of one output series in one window.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Identity of one output series in one window. Every field but the window
+/// and kind is a shared (interned) value; attribute sets are kept in their
+/// canonical encoding and decoded only at emission.
+///
+/// Equality and hashing use the interned pointers: the interner keeps one
+/// allocation per distinct value for as long as any key holds it, so equal
+/// pointers mean equal values and the hash map never reads the strings.
+/// Ordering (for output) compares contents.
+#[derive(Clone, Debug, PartialOrd, Ord)]
 pub(crate) struct SeriesKey {
     pub token: Option<Arc<str>>,
     pub resource: Arc<[u8]>,
@@ -104,58 +123,103 @@ pub(crate) struct SeriesKey {
     pub kind: OutKind,
     pub unit: Arc<str>,
     pub window: u64,
+    pub user_key: Arc<str>,
     pub user: Arc<str>,
-    pub attrs: Vec<u8>,
+    pub attrs: Arc<[u8]>,
+}
+
+fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b)
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.window == o.window
+            && self.kind == o.kind
+            && same(&self.user, &o.user)
+            && same(&self.attrs, &o.attrs)
+            && same(&self.name, &o.name)
+            && same(&self.resource, &o.resource)
+            && same(&self.unit, &o.unit)
+            && same(&self.user_key, &o.user_key)
+            && match (&self.token, &o.token) {
+                (Some(a), Some(b)) => same(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.window.hash(h);
+        self.kind.hash(h);
+        Arc::as_ptr(&self.user).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.attrs).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.name).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.resource).cast::<u8>().hash(h);
+        self.token
+            .as_ref()
+            .map(|t| Arc::as_ptr(t).cast::<u8>())
+            .hash(h);
+    }
 }
 
 /// One output series in one window.
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
-    pub token: Option<BearerToken>,
-    pub resource: Arc<Vec<KeyValue>>,
-    pub description: String,
-    pub attrs: Vec<KeyValue>,
+    pub description: Arc<str>,
     pub acc: Acc,
-}
-
-/// Where a point goes.
-struct Place {
-    window: u64,
-    late: bool,
-    user: Arc<str>,
-    attrs: Vec<KeyValue>,
-    canon: Vec<u8>,
 }
 
 /// The resource, scope and metric a point belongs to.
 struct Origin<'a> {
-    token: Option<(&'a BearerToken, Arc<str>)>,
+    token: Option<Arc<str>>,
     resource: &'a [KeyValue],
     resource_canon: Arc<[u8]>,
-    resource_arc: Arc<Vec<KeyValue>>,
     scope: (&'a str, &'a str),
     name: Arc<str>,
     unit: Arc<str>,
-    description: &'a str,
+    description: Arc<str>,
 }
 
-/// Attributes in a canonical byte form: sorted by key, protobuf-encoded.
-fn canonical(attrs: &[&KeyValue]) -> Vec<u8> {
-    let mut sorted: Vec<&&KeyValue> = attrs.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+/// Encodes `attrs` (those `keep` accepts) sorted by key into `out`.
+fn canonical_into(
+    out: &mut Vec<u8>,
+    order: &mut Vec<usize>,
+    attrs: &[KeyValue],
+    keep: impl Fn(&KeyValue) -> bool,
+) {
+    out.clear();
+    order.clear();
+    order.extend((0..attrs.len()).filter(|&i| keep(&attrs[i])));
+    order.sort_by(|&a, &b| attrs[a].key.cmp(&attrs[b].key));
+    for &i in order.iter() {
+        // Writing to a Vec cannot run out of room.
+        let _ = attrs[i].encode_length_delimited(out);
+    }
+}
+
+/// Decodes attributes written by [`canonical_into`].
+pub(crate) fn decode_attrs(mut bytes: &[u8]) -> Vec<KeyValue> {
     let mut out = Vec::new();
-    for kv in sorted {
-        kv.encode_length_delimited(&mut out).ok();
+    while !bytes.is_empty() {
+        match KeyValue::decode_length_delimited(&mut bytes) {
+            Ok(kv) => out.push(kv),
+            Err(_) => break,
+        }
     }
     out
 }
 
-fn scalar_string(v: &AnyValue) -> Option<String> {
+fn scalar_str(v: &AnyValue) -> Option<Cow<'_, str>> {
     match v.value.as_ref()? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        any_value::Value::BoolValue(b) => Some(b.to_string()),
-        any_value::Value::DoubleValue(d) => Some(d.to_string()),
+        any_value::Value::StringValue(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        any_value::Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        any_value::Value::BoolValue(b) => Some(Cow::Owned(b.to_string())),
+        any_value::Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
         _ => None,
     }
 }
@@ -171,8 +235,8 @@ fn number(p: &NumberDataPoint) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// Per-user totals per window. See the crate docs for the rules.
-pub struct Engine {
+/// What the engine was configured with, read-only while it runs.
+struct Rules {
     config: AggregationConfig,
     keys: Vec<String>,
     lookups: Vec<Lookup>,
@@ -181,53 +245,69 @@ pub struct Engine {
     skew: u64,
     ttl: u64,
     collector_start: u64,
-    series: HashMap<SeriesKey, Series>,
-    streams: HashMap<u128, Stream>,
     tracing: bool,
 }
 
-impl Acc {
-    fn traced_value(&self) -> f64 {
-        match self {
-            Acc::Sum(v) => *v,
-            Acc::Gauge(g) => g.last,
-            Acc::Hist(h) => h.count as f64,
-            Acc::Exp(h) => h.count as f64,
-        }
-    }
+/// What the engine holds.
+#[derive(Default)]
+struct State {
+    series: HashMap<SeriesKey, Series>,
+    streams: HashMap<u128, Stream>,
+    strs: Interner<str>,
+    bytes: Interner<[u8]>,
+    scratch: Vec<u8>,
+    order: Vec<usize>,
 }
 
-impl Engine {
-    /// An engine for `config` (validated) in a collector that started at
-    /// `collector_start` (Unix nanoseconds).
-    pub fn new(
-        config: AggregationConfig,
-        collector_start: u64,
-    ) -> Result<Self, otelcol_core::config::ConfigError> {
-        config.validate()?;
-        Ok(Self {
-            keys: config.keys(),
-            lookups: config.lookups()?,
-            interval: config.aggregation_interval.as_nanos() as u64,
-            grace: config.grace.as_nanos() as u64,
-            skew: config.max_future_skew.as_nanos() as u64,
-            ttl: config.stream_ttl.as_nanos().max(1) as u64,
-            collector_start,
-            series: HashMap::new(),
-            streams: HashMap::new(),
-            tracing: false,
-            config,
+/// Per-user totals per window. See the crate docs for the rules.
+pub struct Engine {
+    rules: Rules,
+    state: State,
+}
+
+impl Rules {
+    /// The user key of a point: (key name, value), by the configured lookups.
+    fn find_user<'a>(
+        &'a self,
+        o: &'a Origin<'_>,
+        attrs: &'a [KeyValue],
+        ctx: &'a RequestContext,
+    ) -> Option<(&'a str, Cow<'a, str>)> {
+        let find = |list: &'a [KeyValue]| {
+            self.keys.iter().find_map(|k| {
+                list.iter()
+                    .find(|kv| &kv.key == k)
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(scalar_str)
+                    .map(|v| (k.as_str(), v))
+            })
+        };
+        self.lookups.iter().find_map(|l| match l {
+            Lookup::DataPoint => find(attrs),
+            Lookup::Resource => find(o.resource),
+            Lookup::Header(h) => ctx
+                .header(h)
+                .filter(|v| !v.is_empty())
+                .map(|v| (self.keys[0].as_str(), Cow::Borrowed(v))),
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &AggregationConfig {
-        &self.config
+    fn keeps(&self, kv: &KeyValue, user_key: &str) -> bool {
+        let c = &self.config;
+        kv.key != user_key
+            && !self.keys.contains(&kv.key)
+            && (c.include_attributes.is_empty() || c.include_attributes.contains(&kv.key))
+            && !c.exclude_attributes.contains(&kv.key)
     }
 
-    /// Records a [`PointTrace`] per point in each [`AddOutcome`] (costly; for debugging).
-    pub fn set_tracing(&mut self, on: bool) {
-        self.tracing = on;
+    fn window_of(&self, time: u64, now: u64) -> (u64, bool) {
+        let time = if time == 0 || time > now.saturating_add(self.skew) {
+            now
+        } else {
+            time
+        };
+        let window = time - time % self.interval;
+        (window, window + self.interval + self.grace <= now)
     }
 
     fn trace(
@@ -249,28 +329,68 @@ impl Engine {
             });
         }
     }
+}
+
+impl Engine {
+    /// An engine for `config` (validated) in a collector that started at
+    /// `collector_start` (Unix nanoseconds).
+    pub fn new(
+        config: AggregationConfig,
+        collector_start: u64,
+    ) -> Result<Self, otelcol_core::config::ConfigError> {
+        config.validate()?;
+        let rules = Rules {
+            keys: config.keys(),
+            lookups: config.lookups()?,
+            interval: config.aggregation_interval.as_nanos() as u64,
+            grace: config.grace.as_nanos() as u64,
+            skew: config.max_future_skew.as_nanos() as u64,
+            ttl: config.stream_ttl.as_nanos().max(1) as u64,
+            collector_start,
+            tracing: false,
+            config,
+        };
+        Ok(Self {
+            rules,
+            state: State::default(),
+        })
+    }
+
+    /// Records a [`PointTrace`] per point in each [`AddOutcome`] (costly; for debugging).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.rules.tracing = on;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AggregationConfig {
+        &self.rules.config
+    }
 
     /// Open (window, series) entries.
     pub fn open_series(&self) -> usize {
-        self.series.len()
+        self.state.series.len()
     }
 
     /// Cumulative streams remembered.
     pub fn open_streams(&self) -> usize {
-        self.streams.len()
+        self.state.streams.len()
+    }
+
+    /// The window length in nanoseconds.
+    pub fn interval_nanos(&self) -> u64 {
+        self.rules.interval
     }
 
     /// Adds every point of `request`, sent with `context`, at time `now`
     /// (Unix nanoseconds).
     pub fn add(&mut self, request: &Metrics, context: &RequestContext, now: u64) -> AddOutcome {
         let mut out = AddOutcome::default();
-        let token = context
-            .bearer_token()
-            .map(|t| (t, Arc::<str>::from(t.expose())));
+        let st = &mut self.state;
+        let token = context.bearer_token().map(|t| st.strs.get(t.expose()));
         for rm in &request.resource_metrics {
             let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-            let resource_canon: Arc<[u8]> = canonical(&resource.iter().collect::<Vec<_>>()).into();
-            let resource_arc = Arc::new(resource.to_vec());
+            canonical_into(&mut st.scratch, &mut st.order, resource, |_| true);
+            let resource_canon = st.bytes.get(&st.scratch);
             for sm in &rm.scope_metrics {
                 let scope = sm
                     .scope
@@ -281,328 +401,339 @@ impl Engine {
                         token: token.clone(),
                         resource,
                         resource_canon: resource_canon.clone(),
-                        resource_arc: resource_arc.clone(),
                         scope,
-                        name: Arc::from(m.name.as_str()),
-                        unit: Arc::from(m.unit.as_str()),
-                        description: &m.description,
+                        name: st.strs.get(&m.name),
+                        unit: st.strs.get(&m.unit),
+                        description: st.strs.get(&m.description),
                     };
-                    self.add_metric(&origin, m.data.as_ref(), context, now, &mut out);
+                    add_metric(
+                        &self.rules,
+                        st,
+                        &origin,
+                        m.data.as_ref(),
+                        context,
+                        now,
+                        &mut out,
+                    );
                 }
             }
         }
         out
     }
 
-    fn add_metric(
-        &mut self,
-        o: &Origin<'_>,
-        data: Option<&metric::Data>,
-        ctx: &RequestContext,
-        now: u64,
-        out: &mut AddOutcome,
-    ) {
-        match data {
-            Some(metric::Data::Sum(s)) => {
-                let cumulative = s.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-                for p in &s.data_points {
-                    let Some(v) = number(p) else {
-                        out.dropped.invalid += 1;
-                        continue;
-                    };
-                    let stamp = Stamp {
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                    };
-                    match (cumulative, s.is_monotonic) {
-                        (false, mono) => {
-                            let kind = if mono {
-                                OutKind::MonotonicSum
-                            } else {
-                                OutKind::NonMonotonicSum
-                            };
-                            self.put(
-                                o,
-                                kind,
-                                &p.attributes,
-                                stamp.time,
-                                Acc::Sum(v),
-                                ctx,
-                                now,
-                                out,
-                            );
-                        }
-                        (true, true) => self.put_cumulative(
-                            o,
-                            OutKind::MonotonicSum,
-                            &p.attributes,
-                            stamp,
-                            v,
-                            ctx,
-                            now,
-                            out,
-                            Acc::Sum,
-                        ),
-                        (true, false) => {
-                            let acc = Acc::Gauge(GaugeAcc::new(v, stamp.time));
-                            self.put(
-                                o,
-                                OutKind::LastSum,
-                                &p.attributes,
-                                stamp.time,
-                                acc,
-                                ctx,
-                                now,
-                                out,
-                            );
-                        }
-                    }
-                }
-            }
-            Some(metric::Data::Gauge(g)) => {
-                for p in &g.data_points {
-                    match number(p) {
-                        Some(v) => {
-                            let acc = Acc::Gauge(GaugeAcc::new(v, p.time_unix_nano));
-                            self.put(
-                                o,
-                                OutKind::Gauge,
-                                &p.attributes,
-                                p.time_unix_nano,
-                                acc,
-                                ctx,
-                                now,
-                                out,
-                            );
-                        }
-                        None => out.dropped.invalid += 1,
-                    }
-                }
-            }
-            Some(metric::Data::Histogram(h)) => {
-                let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-                for p in &h.data_points {
-                    let hist = Hist::from_point(p)
-                        .filter(|h| h.sum.is_finite() && p.flags & FLAG_NO_RECORDED_VALUE == 0);
-                    let Some(hist) = hist else {
-                        out.dropped.invalid += 1;
-                        continue;
-                    };
-                    let stamp = Stamp {
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                    };
-                    if cumulative {
-                        self.put_cumulative(
-                            o,
-                            OutKind::Histogram,
-                            &p.attributes,
-                            stamp,
-                            hist,
-                            ctx,
-                            now,
-                            out,
-                            Acc::Hist,
-                        );
-                    } else {
-                        self.put(
-                            o,
-                            OutKind::Histogram,
-                            &p.attributes,
-                            stamp.time,
-                            Acc::Hist(hist),
-                            ctx,
-                            now,
-                            out,
-                        );
-                    }
-                }
-            }
-            Some(metric::Data::ExponentialHistogram(h)) => {
-                let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-                for p in &h.data_points {
-                    if p.flags & FLAG_NO_RECORDED_VALUE != 0 || !p.sum.unwrap_or(0.0).is_finite() {
-                        out.dropped.invalid += 1;
-                        continue;
-                    }
-                    let exp = ExpHist::from_point(p);
-                    let stamp = Stamp {
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                    };
-                    if cumulative {
-                        self.put_cumulative(
-                            o,
-                            OutKind::ExpHistogram,
-                            &p.attributes,
-                            stamp,
-                            exp,
-                            ctx,
-                            now,
-                            out,
-                            Acc::Exp,
-                        );
-                    } else {
-                        self.put(
-                            o,
-                            OutKind::ExpHistogram,
-                            &p.attributes,
-                            stamp.time,
-                            Acc::Exp(exp),
-                            ctx,
-                            now,
-                            out,
-                        );
-                    }
-                }
-            }
-            Some(metric::Data::Summary(s)) => out.dropped.summary += s.data_points.len() as u64,
-            None => {}
-        }
-    }
-
-    fn stream_id(o: &Origin<'_>, attrs: &[KeyValue]) -> u128 {
-        let point = canonical(&attrs.iter().collect::<Vec<_>>());
-        let half = |seed: u8| {
-            let mut h = DefaultHasher::new();
-            seed.hash(&mut h);
-            o.resource_canon.hash(&mut h);
-            o.scope.hash(&mut h);
-            o.name.hash(&mut h);
-            point.hash(&mut h);
-            h.finish()
-        };
-        (u128::from(half(1)) << 64) | u128::from(half(2))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn put_cumulative<T: Cumulative>(
-        &mut self,
-        o: &Origin<'_>,
-        kind: OutKind,
-        attrs: &[KeyValue],
-        stamp: Stamp,
-        value: T,
-        ctx: &RequestContext,
-        now: u64,
-        out: &mut AddOutcome,
-        into_acc: impl Fn(T) -> Acc,
-    ) {
-        let id = Self::stream_id(o, attrs);
-        let mut state = self.streams.remove(&id);
-        let step = cumulative_step(&mut state, stamp, value, self.collector_start, now);
-        if let Some(s) = state {
-            self.streams.insert(id, s);
-        }
-        match step {
-            Step::Count(delta) => {
-                self.put(o, kind, attrs, stamp.time, into_acc(delta), ctx, now, out)
-            }
-            Step::Baseline => {
-                out.baseline += 1;
-                self.trace(
-                    out,
-                    o,
-                    None,
-                    0,
-                    0.0,
-                    "baseline (cumulative stream began before the collector)",
-                );
-            }
-            Step::Stale => {
-                out.dropped.stale += 1;
-                self.trace(
-                    out,
-                    o,
-                    None,
-                    0,
-                    0.0,
-                    "dropped: not newer than the stream's last point",
-                );
-            }
-        }
-    }
-
-    fn find_user(
-        &self,
-        o: &Origin<'_>,
-        attrs: &[KeyValue],
-        ctx: &RequestContext,
-    ) -> Option<(String, String)> {
-        let find = |list: &[KeyValue]| {
-            self.keys.iter().find_map(|k| {
-                list.iter()
-                    .find(|kv| &kv.key == k)
-                    .and_then(|kv| kv.value.as_ref())
-                    .and_then(scalar_string)
-                    .map(|v| (k.clone(), v))
-            })
-        };
-        self.lookups.iter().find_map(|l| match l {
-            Lookup::DataPoint => find(attrs),
-            Lookup::Resource => find(o.resource),
-            Lookup::Header(h) => ctx
-                .header(h)
-                .filter(|v| !v.is_empty())
-                .map(|v| (self.keys[0].clone(), v.to_string())),
-        })
-    }
-
-    fn place(
-        &self,
-        o: &Origin<'_>,
-        attrs: &[KeyValue],
-        time: u64,
-        ctx: &RequestContext,
-        now: u64,
-    ) -> Option<Place> {
-        let (key, user) = match self.find_user(o, attrs, ctx) {
-            Some(found) => found,
-            None if self.config.missing_key == MissingKey::Keep => {
-                (self.keys[0].clone(), self.config.missing_key_value.clone())
-            }
-            None => return None,
-        };
-        let time = if time == 0 || time > now.saturating_add(self.skew) {
-            now
-        } else {
-            time
-        };
-        let window = time - time % self.interval;
-        let late = window + self.interval + self.grace <= now;
-        let c = &self.config;
-        let kept: Vec<&KeyValue> = attrs
-            .iter()
-            .filter(|kv| kv.key != key && !self.keys.contains(&kv.key))
-            .filter(|kv| c.include_attributes.is_empty() || c.include_attributes.contains(&kv.key))
-            .filter(|kv| !c.exclude_attributes.contains(&kv.key))
+    /// Takes the totals of every window closed at `now` (`window_end + grace
+    /// <= now`), one batch per client token, and forgets cumulative streams
+    /// idle for longer than `stream_ttl`.
+    pub fn take_closed(&mut self, now: u64) -> Vec<Batch<Metrics>> {
+        let (interval, grace, ttl) = (self.rules.interval, self.rules.grace, self.rules.ttl);
+        let st = &mut self.state;
+        let closed: Vec<SeriesKey> = st
+            .series
+            .keys()
+            .filter(|k| k.window + interval + grace <= now)
+            .cloned()
             .collect();
-        let canon = canonical(&kept);
-        let mut out_attrs: Vec<KeyValue> = kept.into_iter().cloned().collect();
-        out_attrs.push(otelcol_core::pdata::string_attribute(key, user.clone()));
-        Some(Place {
-            window,
-            late,
-            user: user.into(),
-            attrs: out_attrs,
-            canon,
-        })
+        st.streams.retain(|_, s| now.saturating_sub(s.seen) < ttl);
+        let taken: Vec<(SeriesKey, Series)> = closed
+            .into_iter()
+            .filter_map(|k| st.series.remove_entry(&k))
+            .collect();
+        self.emit(taken)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn put(
-        &mut self,
-        o: &Origin<'_>,
-        kind: OutKind,
-        attrs: &[KeyValue],
-        time: u64,
-        acc: Acc,
-        ctx: &RequestContext,
-        now: u64,
-        out: &mut AddOutcome,
-    ) {
-        let Some(place) = self.place(o, attrs, time, ctx, now) else {
-            self.trace(
+    /// Takes every open window, the current one included (for shutdown).
+    pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
+        let taken = self.state.series.drain().collect();
+        self.emit(taken)
+    }
+
+    fn emit(&mut self, taken: Vec<(SeriesKey, Series)>) -> Vec<Batch<Metrics>> {
+        let batches = output::build(taken, self.rules.interval, self.rules.config.gauge);
+        self.state.strs.collect();
+        self.state.bytes.collect();
+        batches
+    }
+}
+
+fn add_metric(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    data: Option<&metric::Data>,
+    ctx: &RequestContext,
+    now: u64,
+    out: &mut AddOutcome,
+) {
+    match data {
+        Some(metric::Data::Sum(s)) => {
+            let cumulative = s.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            for p in &s.data_points {
+                let Some(v) = number(p) else {
+                    out.dropped.invalid += 1;
+                    continue;
+                };
+                let stamp = Stamp {
+                    start: p.start_time_unix_nano,
+                    time: p.time_unix_nano,
+                };
+                match (cumulative, s.is_monotonic) {
+                    (false, mono) => {
+                        let kind = if mono {
+                            OutKind::MonotonicSum
+                        } else {
+                            OutKind::NonMonotonicSum
+                        };
+                        put(
+                            r,
+                            st,
+                            o,
+                            kind,
+                            &p.attributes,
+                            stamp.time,
+                            Acc::Sum(v),
+                            ctx,
+                            now,
+                            out,
+                        );
+                    }
+                    (true, true) => put_cumulative(
+                        r,
+                        st,
+                        o,
+                        OutKind::MonotonicSum,
+                        &p.attributes,
+                        stamp,
+                        v,
+                        ctx,
+                        now,
+                        out,
+                        Acc::Sum,
+                    ),
+                    (true, false) => {
+                        let acc = Acc::Gauge(Box::new(GaugeAcc::new(v, stamp.time)));
+                        put(
+                            r,
+                            st,
+                            o,
+                            OutKind::LastSum,
+                            &p.attributes,
+                            stamp.time,
+                            acc,
+                            ctx,
+                            now,
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+        Some(metric::Data::Gauge(g)) => {
+            for p in &g.data_points {
+                match number(p) {
+                    Some(v) => {
+                        let acc = Acc::Gauge(Box::new(GaugeAcc::new(v, p.time_unix_nano)));
+                        put(
+                            r,
+                            st,
+                            o,
+                            OutKind::Gauge,
+                            &p.attributes,
+                            p.time_unix_nano,
+                            acc,
+                            ctx,
+                            now,
+                            out,
+                        );
+                    }
+                    None => out.dropped.invalid += 1,
+                }
+            }
+        }
+        Some(metric::Data::Histogram(h)) => {
+            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            for p in &h.data_points {
+                let hist = Hist::from_point(p)
+                    .filter(|h| h.sum.is_finite() && p.flags & FLAG_NO_RECORDED_VALUE == 0);
+                let Some(hist) = hist else {
+                    out.dropped.invalid += 1;
+                    continue;
+                };
+                let stamp = Stamp {
+                    start: p.start_time_unix_nano,
+                    time: p.time_unix_nano,
+                };
+                if cumulative {
+                    put_cumulative(
+                        r,
+                        st,
+                        o,
+                        OutKind::Histogram,
+                        &p.attributes,
+                        stamp,
+                        hist,
+                        ctx,
+                        now,
+                        out,
+                        |h| Acc::Hist(Box::new(h)),
+                    );
+                } else {
+                    put(
+                        r,
+                        st,
+                        o,
+                        OutKind::Histogram,
+                        &p.attributes,
+                        stamp.time,
+                        Acc::Hist(Box::new(hist)),
+                        ctx,
+                        now,
+                        out,
+                    );
+                }
+            }
+        }
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            for p in &h.data_points {
+                if p.flags & FLAG_NO_RECORDED_VALUE != 0 || !p.sum.unwrap_or(0.0).is_finite() {
+                    out.dropped.invalid += 1;
+                    continue;
+                }
+                let exp = ExpHist::from_point(p);
+                let stamp = Stamp {
+                    start: p.start_time_unix_nano,
+                    time: p.time_unix_nano,
+                };
+                if cumulative {
+                    put_cumulative(
+                        r,
+                        st,
+                        o,
+                        OutKind::ExpHistogram,
+                        &p.attributes,
+                        stamp,
+                        exp,
+                        ctx,
+                        now,
+                        out,
+                        |h| Acc::Exp(Box::new(h)),
+                    );
+                } else {
+                    put(
+                        r,
+                        st,
+                        o,
+                        OutKind::ExpHistogram,
+                        &p.attributes,
+                        stamp.time,
+                        Acc::Exp(Box::new(exp)),
+                        ctx,
+                        now,
+                        out,
+                    );
+                }
+            }
+        }
+        Some(metric::Data::Summary(s)) => out.dropped.summary += s.data_points.len() as u64,
+        None => {}
+    }
+}
+
+/// A 128-bit id of an input stream: resource, scope, metric and all point attributes.
+fn stream_id(st: &mut State, o: &Origin<'_>, attrs: &[KeyValue]) -> u128 {
+    canonical_into(&mut st.scratch, &mut st.order, attrs, |_| true);
+    let half = |seed: u8| {
+        let mut h = DefaultHasher::new();
+        seed.hash(&mut h);
+        o.resource_canon.hash(&mut h);
+        o.scope.hash(&mut h);
+        o.name.hash(&mut h);
+        st.scratch.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put_cumulative<T: Cumulative>(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    kind: OutKind,
+    attrs: &[KeyValue],
+    stamp: Stamp,
+    value: T,
+    ctx: &RequestContext,
+    now: u64,
+    out: &mut AddOutcome,
+    into_acc: impl Fn(T) -> Acc,
+) {
+    let id = stream_id(st, o, attrs);
+    let mut state = st.streams.remove(&id);
+    let step = cumulative_step(&mut state, stamp, value, r.collector_start, now);
+    if let Some(s) = state {
+        st.streams.insert(id, s);
+    }
+    match step {
+        Step::Count(delta) => put(
+            r,
+            st,
+            o,
+            kind,
+            attrs,
+            stamp.time,
+            into_acc(delta),
+            ctx,
+            now,
+            out,
+        ),
+        Step::Baseline => {
+            out.baseline += 1;
+            r.trace(
+                out,
+                o,
+                None,
+                0,
+                0.0,
+                "baseline (cumulative stream began before the collector)",
+            );
+        }
+        Step::Stale => {
+            out.dropped.stale += 1;
+            r.trace(
+                out,
+                o,
+                None,
+                0,
+                0.0,
+                "dropped: not newer than the stream's last point",
+            );
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    kind: OutKind,
+    attrs: &[KeyValue],
+    time: u64,
+    acc: Acc,
+    ctx: &RequestContext,
+    now: u64,
+    out: &mut AddOutcome,
+) {
+    let found = r.find_user(o, attrs, ctx);
+    let (user_key, user) = match found {
+        Some((k, v)) => (st.strs.get(k), st.strs.get(&v)),
+        None if r.config.missing_key == MissingKey::Keep => (
+            st.strs.get(&r.keys[0]),
+            st.strs.get(&r.config.missing_key_value),
+        ),
+        None => {
+            r.trace(
                 out,
                 o,
                 None,
@@ -615,90 +746,61 @@ impl Engine {
                 out.missing_key_metrics.push(o.name.to_string());
             }
             return;
-        };
-        let key = SeriesKey {
-            token: o.token.as_ref().map(|(_, s)| s.clone()),
-            resource: o.resource_canon.clone(),
-            name: o.name.clone(),
-            kind,
-            unit: o.unit.clone(),
-            window: place.window,
-            user: place.user,
-            attrs: place.canon,
-        };
-        let point_time = if time == 0 { now } else { time };
-        let traced = self
-            .tracing
-            .then(|| (key.user.to_string(), acc.traced_value()));
-        if let Some(series) = self.series.get_mut(&key) {
-            series.acc.merge(acc, point_time);
-        } else if self.series.len() >= self.config.max_series {
-            out.dropped.max_series += 1;
-            if let Some((user, value)) = traced {
-                self.trace(
-                    out,
-                    o,
-                    Some(&user),
-                    place.window,
-                    value,
-                    "dropped: max_series reached",
-                );
-            }
-            return;
-        } else {
-            self.series.insert(
-                key,
-                Series {
-                    token: o.token.as_ref().map(|(t, _)| (*t).clone()),
-                    resource: o.resource_arc.clone(),
-                    description: o.description.to_string(),
-                    attrs: place.attrs,
-                    acc,
-                },
+        }
+    };
+    let (window, late) = r.window_of(time, now);
+    canonical_into(&mut st.scratch, &mut st.order, attrs, |kv| {
+        r.keeps(kv, &user_key)
+    });
+    let key = SeriesKey {
+        token: o.token.clone(),
+        resource: o.resource_canon.clone(),
+        name: o.name.clone(),
+        kind,
+        unit: o.unit.clone(),
+        window,
+        user_key,
+        user,
+        attrs: st.bytes.get(&st.scratch),
+    };
+    let point_time = if time == 0 { now } else { time };
+    let traced = r
+        .tracing
+        .then(|| (key.user.to_string(), acc.traced_value()));
+    if let Some(series) = st.series.get_mut(&key) {
+        series.acc.merge(acc, point_time);
+    } else if st.series.len() >= r.config.max_series {
+        out.dropped.max_series += 1;
+        if let Some((user, value)) = traced {
+            r.trace(
+                out,
+                o,
+                Some(&user),
+                window,
+                value,
+                "dropped: max_series reached",
             );
         }
-        out.accepted += 1;
-        if place.late {
-            out.late += 1;
-        }
-        if let Some((user, value)) = traced {
-            let what = if place.late {
-                "counted (late: its window was already emitted)"
-            } else {
-                "counted"
-            };
-            self.trace(out, o, Some(&user), place.window, value, what);
-        }
+        return;
+    } else {
+        st.series.insert(
+            key,
+            Series {
+                description: o.description.clone(),
+                acc,
+            },
+        );
     }
-
-    /// Takes the totals of every window closed at `now` (`window_end + grace
-    /// <= now`), one batch per client token, and forgets cumulative streams
-    /// idle for longer than `stream_ttl`.
-    pub fn take_closed(&mut self, now: u64) -> Vec<Batch<Metrics>> {
-        let (interval, grace) = (self.interval, self.grace);
-        let closed: Vec<SeriesKey> = self
-            .series
-            .keys()
-            .filter(|k| k.window + interval + grace <= now)
-            .cloned()
-            .collect();
-        let ttl = self.ttl;
-        self.streams.retain(|_, s| now.saturating_sub(s.seen) < ttl);
-        let taken = closed
-            .into_iter()
-            .filter_map(|k| self.series.remove_entry(&k))
-            .collect();
-        output::build(taken, self.interval, self.config.gauge)
+    out.accepted += 1;
+    if late {
+        out.late += 1;
     }
-
-    /// Takes every open window, the current one included (for shutdown).
-    pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
-        let taken = self.series.drain().collect();
-        output::build(taken, self.interval, self.config.gauge)
-    }
-
-    /// The window length in nanoseconds.
-    pub fn interval_nanos(&self) -> u64 {
-        self.interval
+    if let Some((user, value)) = traced {
+        let what = if late {
+            "counted (late: its window was already emitted)"
+        } else {
+            "counted"
+        };
+        r.trace(out, o, Some(&user), window, value, what);
     }
 }

@@ -63,6 +63,7 @@
 
 pub mod config;
 mod engine;
+mod intern;
 mod output;
 mod processor;
 pub mod value;

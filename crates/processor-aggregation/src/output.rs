@@ -4,18 +4,18 @@
 
 use std::sync::Arc;
 
-use otelcol_core::consumer::{AuthData, Batch, RequestContext};
-use otelcol_core::pdata::proto::common::v1::InstrumentationScope;
+use otelcol_core::consumer::{AuthData, Batch, BearerToken, RequestContext};
+use otelcol_core::pdata::proto::common::v1::{InstrumentationScope, KeyValue};
 use otelcol_core::pdata::proto::metrics::v1::{
     exponential_histogram_data_point, metric, number_data_point, ExponentialHistogram,
     ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum,
 };
 use otelcol_core::pdata::proto::resource::v1::Resource;
-use otelcol_core::pdata::Metrics;
+use otelcol_core::pdata::{string_attribute, Metrics};
 
 use crate::config::GaugePolicy;
-use crate::engine::{Acc, Series, SeriesKey};
+use crate::engine::{decode_attrs, Acc, Series, SeriesKey};
 
 /// The scope name on every output metric.
 pub const SCOPE_NAME: &str = "otelcol-multitudes/processor/aggregation";
@@ -40,9 +40,9 @@ pub enum OutKind {
     ExpHistogram,
 }
 
-fn number_point(s: &Series, start: u64, end: u64, v: f64) -> NumberDataPoint {
+fn number_point(attrs: Vec<KeyValue>, start: u64, end: u64, v: f64) -> NumberDataPoint {
     NumberDataPoint {
-        attributes: s.attrs.clone(),
+        attributes: attrs,
         start_time_unix_nano: start,
         time_unix_nano: end,
         value: Some(number_data_point::Value::AsDouble(v)),
@@ -77,29 +77,38 @@ fn new_metric(key: &SeriesKey, s: &Series) -> Metric {
     };
     Metric {
         name: key.name.to_string(),
-        description: s.description.clone(),
+        description: s.description.to_string(),
         unit: key.unit.to_string(),
         data: Some(data),
         ..Default::default()
     }
 }
 
-fn push_point(m: &mut Metric, s: Series, start: u64, end: u64, policy: GaugePolicy) {
-    match (m.data.as_mut(), s.acc.clone()) {
+fn push_point(
+    m: &mut Metric,
+    key: &SeriesKey,
+    s: Series,
+    start: u64,
+    end: u64,
+    policy: GaugePolicy,
+) {
+    let mut attrs = decode_attrs(&key.attrs);
+    attrs.push(string_attribute(key.user_key.as_ref(), key.user.as_ref()));
+    match (m.data.as_mut(), s.acc) {
         (Some(metric::Data::Sum(sum)), Acc::Sum(v)) => {
-            sum.data_points.push(number_point(&s, start, end, v))
+            sum.data_points.push(number_point(attrs, start, end, v))
         }
-        (Some(metric::Data::Sum(sum)), Acc::Gauge(g)) => {
-            sum.data_points.push(number_point(&s, start, end, g.last))
-        }
+        (Some(metric::Data::Sum(sum)), Acc::Gauge(g)) => sum
+            .data_points
+            .push(number_point(attrs, start, end, g.last)),
         (Some(metric::Data::Gauge(gauge)), Acc::Gauge(g)) => {
             gauge
                 .data_points
-                .push(number_point(&s, start, end, g.value(policy)))
+                .push(number_point(attrs, start, end, g.value(policy)))
         }
         (Some(metric::Data::Histogram(h)), Acc::Hist(v)) => {
             h.data_points.push(HistogramDataPoint {
-                attributes: s.attrs,
+                attributes: attrs,
                 start_time_unix_nano: start,
                 time_unix_nano: end,
                 count: v.count,
@@ -112,8 +121,13 @@ fn push_point(m: &mut Metric, s: Series, start: u64, end: u64, policy: GaugePoli
             })
         }
         (Some(metric::Data::ExponentialHistogram(h)), Acc::Exp(v)) => {
+            let side = |b: &crate::value::ExpBuckets| {
+                Some(b.to_proto()).filter(|b: &exponential_histogram_data_point::Buckets| {
+                    !b.bucket_counts.is_empty()
+                })
+            };
             h.data_points.push(ExponentialHistogramDataPoint {
-                attributes: s.attrs,
+                attributes: attrs,
                 start_time_unix_nano: start,
                 time_unix_nano: end,
                 count: v.count,
@@ -121,10 +135,8 @@ fn push_point(m: &mut Metric, s: Series, start: u64, end: u64, policy: GaugePoli
                 scale: v.scale,
                 zero_count: v.zero_count,
                 zero_threshold: v.zero_threshold,
-                positive: Some(v.positive.to_proto()).filter(
-                    |b: &exponential_histogram_data_point::Buckets| !b.bucket_counts.is_empty(),
-                ),
-                negative: Some(v.negative.to_proto()).filter(|b| !b.bucket_counts.is_empty()),
+                positive: side(&v.positive),
+                negative: side(&v.negative),
                 min: v.min,
                 max: v.max,
                 ..Default::default()
@@ -134,11 +146,11 @@ fn push_point(m: &mut Metric, s: Series, start: u64, end: u64, policy: GaugePoli
     }
 }
 
-fn context_for(token: &Option<otelcol_core::consumer::BearerToken>) -> RequestContext {
+fn context_for(token: Option<&str>) -> RequestContext {
     RequestContext {
-        auth: token.as_ref().map(|t| {
+        auth: token.map(|t| {
             Arc::new(AuthData {
-                token: Some(t.clone()),
+                token: Some(BearerToken::new(t)),
                 headers: vec![],
             })
         }),
@@ -170,7 +182,7 @@ pub(crate) fn build(
         if !same_token {
             batches.push(Batch {
                 data: Metrics::default(),
-                context: context_for(&series.token),
+                context: context_for(key.token.as_deref()),
             });
         }
         let Some(batch) = batches.last_mut() else {
@@ -179,7 +191,7 @@ pub(crate) fn build(
         if !same_resource {
             batch.data.resource_metrics.push(ResourceMetrics {
                 resource: Some(Resource {
-                    attributes: series.resource.as_ref().clone(),
+                    attributes: decode_attrs(&key.resource),
                     ..Default::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
@@ -201,7 +213,7 @@ pub(crate) fn build(
             sm.metrics.push(new_metric(&key, &series));
         }
         if let Some(m) = sm.metrics.last_mut() {
-            push_point(m, series, key.window, key.window + interval, policy);
+            push_point(m, &key, series, key.window, key.window + interval, policy);
         }
         last = Some(key);
     }
