@@ -362,8 +362,16 @@ async fn multitudes_debug_logs_points_with_emails_redacted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status, 200);
-    let anonymous = String::from_utf8(common::claude_metrics_json(1)).unwrap().replace("user.email", "user.id");
-    let (status, _) = common::http("POST", &url, &[("content-type", "application/json")], anonymous.into_bytes()).await;
+    let anonymous = String::from_utf8(common::claude_metrics_json(1))
+        .unwrap()
+        .replace("user.email", "user.id");
+    let (status, _) = common::http(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        anonymous.into_bytes(),
+    )
+    .await;
     assert_eq!(status, 200);
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

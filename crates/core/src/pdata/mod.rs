@@ -15,6 +15,8 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest as Traces, ExportTraceServiceResponse,
 };
 
+pub mod json;
+
 use crate::component::Signal;
 use proto::common::v1::{any_value, AnyValue, KeyValue};
 use proto::metrics::v1::{metric, Metric};
