@@ -31,10 +31,13 @@ struct Seen {
     body: Bytes,
 }
 
+/// A scripted answer: status, headers, body.
+type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
+
 #[derive(Default)]
 struct Script {
     seen: Mutex<Vec<Seen>>,
-    answers: Mutex<VecDeque<(u16, Vec<(&'static str, &'static str)>, &'static str)>>,
+    answers: Mutex<VecDeque<Answer>>,
     delay: Mutex<Duration>,
 }
 
