@@ -13,17 +13,34 @@ use otelcol_core::pipeline::{self, Service};
 /// The release version (the workspace `VERSION` file).
 pub const VERSION: &str = include_str!("../../VERSION");
 
-/// The embedded default config (`configs/local.yaml`).
+/// The embedded local default (`configs/local.yaml`): no account needed.
 pub const DEFAULT_CONFIG: &str = include_str!("../../configs/local.yaml");
+
+/// The embedded production config (`configs/otel-collector-config.yaml`),
+/// used by default when both Multitudes variables are set.
+pub const PRODUCTION_CONFIG: &str = include_str!("../../configs/otel-collector-config.yaml");
+
+/// The variables the production config needs.
+pub const PRODUCTION_VARIABLES: [&str; 2] = [
+    "MULTITUDES_INTEGRATION_ENDPOINT",
+    "MULTITUDES_INTEGRATION_TOKEN",
+];
 
 /// Every component type this build contains.
 pub fn factories() -> Factories {
     Factories::default()
         .receiver(otelcol_receiver_otlp::OtlpReceiverFactory)
         .processor(otelcol_processor_aggregation::AggregationProcessorFactory)
+        .processor(otelcol_processor_batch::BatchProcessorFactory)
+        .processor(otelcol_processor_memory_limiter::MemoryLimiterFactory)
         .exporter(otelcol_exporter_debug::DebugExporterFactory)
+        .exporter(otelcol_exporter_multitudes::MultitudesExporterFactory)
         .extension(otelcol_extension_health::HealthCheckFactory)
         .extension(otelcol_extension_health::HealthCheckV2Factory)
+        .extension(otelcol_extension_auth::MultitudesAuthFactory)
+        .extension(otelcol_extension_auth::BearerTokenAuthFactory)
+        .extension(otelcol_extension_zpages::ZpagesFactory)
+        .extension(otelcol_extension_pprof::PprofFactory)
 }
 
 /// The command line.
@@ -54,24 +71,55 @@ pub enum Command {
 }
 
 impl Cli {
-    /// Where config comes from: the files given, or the embedded default.
-    pub fn sources(&self) -> Vec<ConfigSource> {
-        if self.config.is_empty() {
+    /// Where config comes from: the files given; else the embedded
+    /// production config when both Multitudes variables are set (per
+    /// `env`); else the embedded local default.
+    pub fn sources(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigSource> {
+        if !self.config.is_empty() {
+            return self
+                .config
+                .iter()
+                .cloned()
+                .map(ConfigSource::File)
+                .collect();
+        }
+        let set = |v: &str| env(v).is_some_and(|x| !x.trim().is_empty());
+        if PRODUCTION_VARIABLES.iter().all(|v| set(v)) {
+            vec![ConfigSource::Text {
+                name: "embedded configs/otel-collector-config.yaml".into(),
+                yaml: PRODUCTION_CONFIG.into(),
+            }]
+        } else {
             vec![ConfigSource::Text {
                 name: "embedded configs/local.yaml".into(),
                 yaml: DEFAULT_CONFIG.into(),
             }]
-        } else {
-            self.config
-                .iter()
-                .cloned()
-                .map(ConfigSource::File)
-                .collect()
         }
     }
 
+    /// What to tell the operator about the config chosen without `--config`.
+    fn default_notice(&self) -> Option<String> {
+        if !self.config.is_empty() {
+            return None;
+        }
+        let missing: Vec<&str> = PRODUCTION_VARIABLES
+            .iter()
+            .copied()
+            .filter(|v| std::env::var(v).map_or(true, |x| x.trim().is_empty()))
+            .collect();
+        Some(if missing.is_empty() {
+            "no --config given: running the embedded production config (configs/otel-collector-config.yaml)".into()
+        } else {
+            format!(
+                "no --config given and {} not set: running the embedded local default (configs/local.yaml: OTLP in, debug exporter out); set MULTITUDES_INTEGRATION_ENDPOINT and MULTITUDES_INTEGRATION_TOKEN to send totals to Multitudes",
+                missing.join(" and ")
+            )
+        })
+    }
+
     fn load(&self) -> Result<LoadedConfig, config::ConfigError> {
-        config::load(&self.sources(), &self.set, &|name| std::env::var(name).ok())
+        let env = |name: &str| std::env::var(name).ok();
+        config::load(&self.sources(&env), &self.set, &env)
     }
 }
 
@@ -128,7 +176,10 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        _ => serve(loaded, &factories).await,
+        _ => {
+            let notice = cli.default_notice();
+            serve(loaded, &factories, notice).await
+        }
     }
 }
 
@@ -147,8 +198,11 @@ struct ComponentsDoc {
         std::collections::BTreeMap<&'static str, Vec<otelcol_core::component::ComponentInfo>>,
 }
 
-async fn serve(loaded: LoadedConfig, factories: &Factories) -> ExitCode {
+async fn serve(loaded: LoadedConfig, factories: &Factories, notice: Option<String>) -> ExitCode {
     otelcol_core::telemetry::init_logging(&loaded.config.service.telemetry.logs);
+    if let Some(n) = notice {
+        tracing::info!("{n}");
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

@@ -142,6 +142,7 @@ fn run_sender(port: u16) -> Totals {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_metrics_become_exact_per_user_totals_per_window() {
+    common::init_crypto();
     let port = common::free_port();
     let yaml = format!(
         r#"

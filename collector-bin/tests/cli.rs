@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_otelcol-multitudes");
@@ -66,9 +65,22 @@ fn components_lists_this_build() {
             .collect()
     };
     assert_eq!(names("receivers"), vec!["otlp"]);
-    assert_eq!(names("processors"), vec!["aggregation"]);
-    assert_eq!(names("exporters"), vec!["debug"]);
-    assert_eq!(names("extensions"), vec!["health_check", "healthcheckv2"]);
+    assert_eq!(
+        names("processors"),
+        vec!["aggregation", "batch", "memory_limiter"]
+    );
+    assert_eq!(names("exporters"), vec!["debug", "multitudes"]);
+    assert_eq!(
+        names("extensions"),
+        vec![
+            "bearertokenauth",
+            "health_check",
+            "healthcheckv2",
+            "multitudes_auth",
+            "pprof",
+            "zpages"
+        ]
+    );
     assert_eq!(
         doc["buildinfo"]["version"],
         include_str!("../../VERSION").trim()
@@ -213,36 +225,16 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
         common::free_port(),
         common::free_port(),
     );
-    let mut child = Command::new(BIN)
-        .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}"))
-        .env("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}"))
-        .env("HEALTH_ENDPOINT", format!("127.0.0.1:{health}"))
-        .env("METRICS_ENDPOINT", format!("127.0.0.1:{metrics}"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let started = Instant::now();
-    loop {
-        let url = format!("http://127.0.0.1:{health}/");
-        let ok = tokio::time::timeout(Duration::from_millis(500), async {
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-            client
-                .get(url.parse().unwrap())
-                .await
-                .map(|r| r.status().as_u16())
-        })
-        .await;
-        if let Ok(Ok(200)) = ok {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "healthy within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let collector = common::Collector::spawn(
+        &[],
+        &[
+            ("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}")),
+            ("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}")),
+            ("HEALTH_ENDPOINT", format!("127.0.0.1:{health}")),
+            ("METRICS_ENDPOINT", format!("127.0.0.1:{metrics}")),
+        ],
+    );
+    common::wait_healthy(&format!("http://127.0.0.1:{health}/")).await;
     let (status, body) =
         common::http("GET", &format!("http://127.0.0.1:{health}/"), &[], vec![]).await;
     assert_eq!(status, 200);
@@ -280,16 +272,9 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
         "{prom}"
     );
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let stderr = child.stderr.take().unwrap();
-    let lines: Vec<String> = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    let (ok, lines) = collector.stop();
     let log = lines.join("\n");
+    assert!(ok, "clean exit: {log}");
     assert!(log.contains("3 data points received"), "{log}");
     assert!(log.contains("signal=\"SIGTERM\""), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
@@ -304,7 +289,14 @@ fn every_shipped_config_validates() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()], &[]);
+        let env = [
+            (
+                "MULTITUDES_INTEGRATION_ENDPOINT",
+                "https://integrations.example.com/ai/otel",
+            ),
+            ("MULTITUDES_INTEGRATION_TOKEN", "tok"),
+        ];
+        let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()], &env);
         assert_eq!(
             (code, out.trim()),
             (0, "configuration is valid"),
@@ -313,7 +305,14 @@ fn every_shipped_config_validates() {
         );
         checked += 1;
     }
-    assert!(checked >= 2, "configs/ holds the shipped configs");
+    assert!(checked >= 3, "configs/ holds the shipped configs");
+    let production = dir.join("otel-collector-config.yaml");
+    let (code, _, err) = run(&["validate", "--config", production.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("exporters.multitudes.endpoint: is required"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,16 +325,16 @@ async fn multitudes_debug_logs_points_with_emails_redacted() {
     );
     let config =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/aggregation-local.yaml");
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap()])
-        .env("MULTITUDES_DEBUG", "1")
-        .env("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}"))
-        .env("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}"))
-        .env("HEALTH_ENDPOINT", format!("127.0.0.1:{health}"))
-        .env("METRICS_ENDPOINT", format!("127.0.0.1:{metrics}"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
+    let collector = common::Collector::spawn(
+        &["--config".to_string(), config.display().to_string()],
+        &[
+            ("MULTITUDES_DEBUG", "1".to_string()),
+            ("OTLP_GRPC_ENDPOINT", format!("127.0.0.1:{grpc}")),
+            ("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}")),
+            ("HEALTH_ENDPOINT", format!("127.0.0.1:{health}")),
+            ("METRICS_ENDPOINT", format!("127.0.0.1:{metrics}")),
+        ],
+    );
     let url = format!("http://127.0.0.1:{http}/v1/metrics");
     let started = Instant::now();
     let status = loop {
@@ -373,15 +372,9 @@ async fn multitudes_debug_logs_points_with_emails_redacted() {
     )
     .await;
     assert_eq!(status, 200);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let stderr = child.stderr.take().unwrap();
-    let log: String = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(child.wait().unwrap().success());
+    let (ok, lines) = collector.stop();
+    let log = lines.join("\n");
+    assert!(ok, "clean exit: {log}");
     assert!(log.contains("aggregation: point counted"), "{log}");
     assert!(
         log.contains(r#"dropping data point: required attribute not found {"attribute_key": "user.email", "metric_name": "claude_code.cost.usage"}"#),

@@ -78,3 +78,46 @@ service:
     );
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limiter_over_its_limit_makes_the_receiver_answer_503_with_retry_after() {
+    let port = common::free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}
+processors:
+  memory_limiter: {{check_interval: 1s, limit_mib: 2, spike_limit_mib: 1}}
+  batch:
+exporters:
+  capture:
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [capture]}}
+"#
+    );
+    let captured = Arc::new(common::Captured::default());
+    let mut service = otelcol_core::pipeline::Service::start(
+        &common::load_yaml(&yaml),
+        &common::factories_with_capture(captured.clone()),
+        "test",
+    )
+    .await
+    .unwrap();
+    let (status, body) = common::http(
+        "POST",
+        &format!("http://127.0.0.1:{port}/v1/metrics"),
+        &[("content-type", "application/json")],
+        common::claude_metrics_json(2),
+    )
+    .await;
+    assert_eq!(status, 503, "any process is above 1 MiB resident: {body}");
+    assert_eq!(
+        body,
+        r#"{"code":14,"message":"data refused due to high memory usage (retryable)"}"#
+    );
+    service.shutdown().await;
+    assert!(captured.metrics.lock().unwrap().is_empty());
+}

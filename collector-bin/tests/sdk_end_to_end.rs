@@ -163,6 +163,7 @@ fn send_with_sdk(transport: Transport, grpc: u16, http: u16) {
 }
 
 async fn round_trip(transport: Transport) {
+    common::init_crypto();
     let (mut service, captured, ports) = common::start_capture_service("").await;
     let (g, h) = (ports.grpc, ports.http);
     tokio::time::timeout(

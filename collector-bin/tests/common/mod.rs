@@ -222,3 +222,77 @@ pub fn claude_metrics_json(points: usize) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A GET that reports failure instead of panicking (for polling a server that may not listen yet).
+pub async fn try_get(url: &str) -> Option<u16> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client =
+        Client::builder(TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = url.parse().ok()?;
+    match tokio::time::timeout(Duration::from_millis(500), client.get(uri)).await {
+        Ok(Ok(r)) => Some(r.status().as_u16()),
+        _ => None,
+    }
+}
+
+/// Polls `url` until it answers 200, for at most 20 s.
+pub async fn wait_healthy(url: &str) {
+    let started = std::time::Instant::now();
+    while try_get(url).await != Some(200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{url} healthy within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A collector process that is killed if the test ends early (a panic), so
+/// no process outlives its test.
+pub struct Collector(pub Option<std::process::Child>);
+
+impl Collector {
+    /// Starts the binary with `args` and `envs`; stderr is piped, stdout discarded.
+    pub fn spawn(args: &[String], envs: &[(&str, String)]) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"))
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the collector binary starts");
+        Self(Some(child))
+    }
+
+    /// Sends SIGTERM, collects stderr until exit, and returns (success, log lines).
+    pub fn stop(mut self) -> (bool, Vec<String>) {
+        use std::io::{BufRead, BufReader};
+        let mut child = self.0.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines: Vec<String> = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+        (ok, lines)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Installs rustls' ring provider as the process default: reqwest (used by
+/// the SDK's HTTP exporters) is built without a provider of its own in this
+/// workspace, as in the collector.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

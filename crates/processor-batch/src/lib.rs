@@ -1,0 +1,403 @@
+//! The `batch` processor: collects batches into larger ones, sent when
+//! `send_batch_size` items are waiting or `timeout` after the first arrived,
+//! and split so none exceeds `send_batch_max_size`. Batches are kept apart
+//! by the caller's bearer token and by the `metadata_keys` values, so a
+//! split never mixes two clients. Everything waiting is sent at shutdown.
+
+pub mod split;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use otelcol_core::component::{
+    ComponentError, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
+};
+use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError, RequestContext};
+use otelcol_core::pdata::{Logs, Metrics, Traces};
+use otelcol_core::telemetry::Counter;
+use otelcol_core::{Signal, Stability};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use split::Batchable;
+
+/// `processors.batch`, with the Go processor's keys and defaults.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Send what is waiting this long after its first item arrived.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Send as soon as this many items wait.
+    pub send_batch_size: usize,
+    /// Never send more than this many items at once (0: no limit).
+    pub send_batch_max_size: usize,
+    /// Request metadata (headers) that keep batches apart.
+    pub metadata_keys: Vec<String>,
+    /// Most distinct metadata combinations held at once.
+    pub metadata_cardinality_limit: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(200),
+            send_batch_size: 8192,
+            send_batch_max_size: 0,
+            metadata_keys: vec![],
+            metadata_cardinality_limit: 1000,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.send_batch_max_size > 0 && self.send_batch_max_size < self.send_batch_size {
+            return Err(ConfigError::invalid(
+                "send_batch_max_size",
+                "must be greater than or equal to send_batch_size",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid("timeout", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// What keeps batches apart: the bearer token and the metadata values.
+type Key = (Option<String>, Vec<Option<String>>);
+
+struct Pending<T> {
+    data: T,
+    items: usize,
+    context: RequestContext,
+    first: Instant,
+}
+
+struct Shared<T> {
+    id: String,
+    config: BatchConfig,
+    next: Arc<dyn Consumer<T>>,
+    pending: Mutex<HashMap<Key, Pending<T>>>,
+    send_failed: Counter,
+}
+
+/// The running `batch` processor for one signal.
+pub struct BatchProcessor<T> {
+    shared: Arc<Shared<T>>,
+    task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    _signal: PhantomData<fn(T)>,
+}
+
+impl<T: Batchable> Shared<T> {
+    fn key(&self, ctx: &RequestContext) -> Key {
+        let token = ctx.bearer_token().map(|t| t.expose().to_string());
+        let meta = self
+            .config
+            .metadata_keys
+            .iter()
+            .map(|k| ctx.header(k).map(str::to_string))
+            .collect();
+        (token, meta)
+    }
+
+    /// Splits `data` into sends of at most `send_batch_max_size` items.
+    async fn send(&self, mut data: T, items: usize, context: RequestContext) {
+        let max = self.config.send_batch_max_size;
+        let mut left = items;
+        while left > 0 {
+            let chunk = if max > 0 && left > max {
+                data.take_front(max)
+            } else {
+                std::mem::take(&mut data)
+            };
+            let n = if max > 0 { left.min(max) } else { left };
+            left -= n;
+            let batch = Batch {
+                data: chunk,
+                context: context.clone(),
+            };
+            if let Err(e) = self.next.consume(batch).await {
+                self.send_failed.add(n as u64);
+                tracing::error!(processor = %self.id, items = n, error = %e, "the next component refused a batch; it is dropped");
+            }
+        }
+    }
+
+    fn take_due(&self, now: Instant, all: bool) -> Vec<Pending<T>> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let due: Vec<Key> = pending
+            .iter()
+            .filter(|(_, p)| all || now.duration_since(p.first) >= self.config.timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.into_iter().filter_map(|k| pending.remove(&k)).collect()
+    }
+}
+
+#[async_trait]
+impl<T: Batchable> Consumer<T> for BatchProcessor<T> {
+    async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
+        let s = &self.shared;
+        let items = batch.data.item_count();
+        if items == 0 {
+            return Ok(());
+        }
+        let key = s.key(&batch.context);
+        let full = {
+            let mut pending = s.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if !pending.contains_key(&key) && pending.len() >= s.config.metadata_cardinality_limit {
+                return Err(ConsumerError::retryable(format!(
+                    "processor {}: too many distinct metadata combinations (metadata_cardinality_limit {})",
+                    s.id, s.config.metadata_cardinality_limit
+                )));
+            }
+            let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
+                data: T::default(),
+                items: 0,
+                context: batch.context.clone(),
+                first: Instant::now(),
+            });
+            entry.data.append(batch.data);
+            entry.items += items;
+            if entry.items >= s.config.send_batch_size {
+                pending.remove(&key)
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            s.send(p.data, p.items, p.context).await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<T: Batchable> Lifecycle for BatchProcessor<T> {
+    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+        let (stop, mut stopped) = watch::channel(false);
+        let shared = self.shared.clone();
+        let tick = (shared.config.timeout / 4).max(Duration::from_millis(5));
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        for p in shared.take_due(Instant::now(), false) {
+                            shared.send(p.data, p.items, p.context).await;
+                        }
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, task));
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((stop, task)) = task {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        for p in self.shared.take_due(Instant::now(), true) {
+            self.shared.send(p.data, p.items, p.context).await;
+        }
+        Ok(())
+    }
+}
+
+/// The factory for type `batch`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchProcessorFactory;
+
+impl Factory for BatchProcessorFactory {
+    fn type_name(&self) -> &'static str {
+        "batch"
+    }
+    fn stability(&self) -> Stability {
+        Stability::Beta
+    }
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+    fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
+        decode::<BatchConfig>(config)?.validate()
+    }
+}
+
+fn build<T: Batchable>(
+    settings: CreateSettings,
+    raw: &RawConfig,
+    next: Arc<dyn Consumer<T>>,
+) -> Result<Arc<BatchProcessor<T>>, ComponentError> {
+    let config: BatchConfig = decode(raw)?;
+    config.validate()?;
+    let id = settings.id.to_string();
+    let send_failed = settings.metrics.counter(
+        "otelcol_processor_batch_send_failed_items",
+        "Items the next component refused after batching (logged).",
+        &[("processor", &id)],
+    );
+    Ok(Arc::new(BatchProcessor {
+        shared: Arc::new(Shared {
+            id,
+            config,
+            next,
+            pending: Mutex::new(HashMap::new()),
+            send_failed,
+        }),
+        task: Mutex::new(None),
+        _signal: PhantomData,
+    }))
+}
+
+impl ProcessorFactory for BatchProcessorFactory {
+    fn create_metrics(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+        n: Arc<dyn Consumer<Metrics>>,
+    ) -> Result<Arc<dyn Processor<Metrics>>, ComponentError> {
+        Ok(build(s, c, n)?)
+    }
+    fn create_logs(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+        n: Arc<dyn Consumer<Logs>>,
+    ) -> Result<Arc<dyn Processor<Logs>>, ComponentError> {
+        Ok(build(s, c, n)?)
+    }
+    fn create_traces(
+        &self,
+        s: CreateSettings,
+        c: &RawConfig,
+        n: Arc<dyn Consumer<Traces>>,
+    ) -> Result<Arc<dyn Processor<Traces>>, ComponentError> {
+        Ok(build(s, c, n)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otelcol_core::component::Kind;
+    use otelcol_core::consumer::{AuthData, BearerToken};
+    use otelcol_core::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use otelcol_core::pdata::Payload;
+    use otelcol_core::ComponentId;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<(Option<String>, usize)>>);
+
+    #[async_trait]
+    impl Consumer<Logs> for Sink {
+        async fn consume(&self, b: Batch<Logs>) -> Result<(), ConsumerError> {
+            let token = b.context.bearer_token().map(|t| t.expose().to_string());
+            self.0.lock().unwrap().push((token, b.data.item_count()));
+            Ok(())
+        }
+    }
+
+    fn logs(n: usize) -> Logs {
+        Logs {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); n],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn with_token(n: usize, token: &str) -> Batch<Logs> {
+        Batch {
+            data: logs(n),
+            context: RequestContext {
+                auth: Some(Arc::new(AuthData {
+                    token: Some(BearerToken::new(token)),
+                    headers: vec![],
+                })),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn processor(yaml: &str) -> (Arc<BatchProcessor<Logs>>, Arc<Sink>) {
+        let sink = Arc::new(Sink::default());
+        let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+        let p = build::<Logs>(
+            CreateSettings::standalone(ComponentId::new("batch"), Kind::Processor),
+            &raw,
+            sink.clone(),
+        )
+        .unwrap();
+        p.start(&Host::new(Default::default(), Default::default()))
+            .await
+            .unwrap();
+        (p, sink)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn size_timeout_split_and_tokens() {
+        let (p, sink) =
+            processor("timeout: 1s\nsend_batch_size: 10\nsend_batch_max_size: 10\n").await;
+        p.consume(with_token(6, "a")).await.unwrap();
+        p.consume(with_token(3, "b")).await.unwrap();
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "below send_batch_size, before timeout"
+        );
+        p.consume(with_token(5, "a")).await.unwrap();
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            vec![(Some("a".into()), 10), (Some("a".into()), 1)],
+            "11 items for token a reached the size: sent split at send_batch_max_size"
+        );
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(
+            sink.0.lock().unwrap().last().cloned(),
+            Some((Some("b".into()), 3)),
+            "token b sent on timeout"
+        );
+        p.consume(with_token(2, "c")).await.unwrap();
+        p.shutdown().await.unwrap();
+        assert_eq!(
+            sink.0.lock().unwrap().last().cloned(),
+            Some((Some("c".into()), 2)),
+            "flushed at shutdown"
+        );
+        let total: usize = sink.0.lock().unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 16);
+    }
+
+    #[test]
+    fn config_errors() {
+        let raw: RawConfig =
+            serde_yaml::from_str("send_batch_size: 100\nsend_batch_max_size: 10\n").unwrap();
+        assert_eq!(
+            BatchProcessorFactory
+                .validate(&raw)
+                .unwrap_err()
+                .to_string(),
+            "send_batch_max_size: must be greater than or equal to send_batch_size"
+        );
+    }
+}
