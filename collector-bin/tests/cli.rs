@@ -12,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_otelcol-multitudes");
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env_remove("MULTITUDES_INTEGRATION_ENDPOINT")
+        .env_remove("MULTITUDES_INTEGRATION_TOKEN")
         .envs(env.iter().copied())
         .output()
         .expect("binary runs");
@@ -276,6 +278,10 @@ async fn runs_the_embedded_default_and_stops_on_sigterm() {
     let log = lines.join("\n");
     assert!(ok, "clean exit: {log}");
     assert!(log.contains("3 data points received"), "{log}");
+    assert!(
+        log.contains("running the embedded local default (configs/local.yaml"),
+        "the operator is told why the local default runs: {log}"
+    );
     assert!(log.contains("signal=\"SIGTERM\""), "{log}");
     assert!(log.contains("shutdown complete"), "{log}");
 }
@@ -389,5 +395,43 @@ async fn multitudes_debug_logs_points_with_emails_redacted() {
     assert!(
         debug_lines.iter().all(|l| !l.contains("ana@example.com")),
         "emails are redacted in debug logs: {debug_lines:?}"
+    );
+}
+
+#[test]
+fn the_two_variables_select_the_production_config() {
+    let env = [
+        (
+            "MULTITUDES_INTEGRATION_ENDPOINT",
+            "https://integrations.example.com/ai/otel",
+        ),
+        ("MULTITUDES_INTEGRATION_TOKEN", "container-token-123456"),
+    ];
+    let (code, out, _) = run(&["print-config"], &env);
+    assert_eq!(code, 0);
+    assert!(!out.contains("container-token-123456"), "{out}");
+    let doc: serde_json::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(
+        doc["exporters"]["multitudes"]["endpoint"],
+        "https://integrations.example.com/ai/otel"
+    );
+    assert_eq!(
+        doc["exporters"]["multitudes"]["fallback_token"],
+        "[REDACTED]"
+    );
+    assert_eq!(
+        doc["processors"]["aggregation"]["aggregation_interval"],
+        "5m"
+    );
+    let (code, _, err) = run(&["validate"], &env);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, _) = run(&["print-config"], &env[..1]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_yaml::from_str(&out).unwrap();
+    assert!(doc["exporters"]["debug"].is_object() || doc["exporters"]["debug"].is_null());
+    assert!(
+        doc["exporters"].get("multitudes").is_none(),
+        "one variable is not enough: {out}"
     );
 }

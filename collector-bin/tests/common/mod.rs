@@ -257,6 +257,8 @@ impl Collector {
     pub fn spawn(args: &[String], envs: &[(&str, String)]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"))
             .args(args)
+            .env_remove("MULTITUDES_INTEGRATION_ENDPOINT")
+            .env_remove("MULTITUDES_INTEGRATION_TOKEN")
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
