@@ -69,7 +69,14 @@ fn components_lists_this_build() {
     assert_eq!(names("receivers"), vec!["otlp"]);
     assert_eq!(
         names("processors"),
-        vec!["aggregation", "batch", "memory_limiter"]
+        vec![
+            "aggregation",
+            "attributes",
+            "batch",
+            "memory_limiter",
+            "resource",
+            "transform"
+        ]
     );
     assert_eq!(names("exporters"), vec!["debug", "multitudes"]);
     assert_eq!(

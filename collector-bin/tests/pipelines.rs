@@ -121,3 +121,136 @@ service:
     service.shutdown().await;
     assert!(captured.metrics.lock().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_copies_resource_identity_so_aggregation_finds_it_on_points() {
+    use otelcol_core::pdata::proto::metrics::v1::{metric::Data, number_data_point::Value};
+    let port = common::free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}
+processors:
+  transform:
+    metric_statements:
+      - context: datapoint
+        statements:
+          - set(attributes["user"], resource.attributes["user"])
+          - set(attributes["department"], resource.attributes["department"])
+          - set(attributes["email"], resource.attributes["email"])
+  aggregation:
+    attribute_key: email
+    lookup: [datapoint]
+    aggregation_interval: 1h
+    exclude_attributes: [session.id, user.id, user.account_uuid, organization.id, terminal.type]
+exporters:
+  capture:
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [transform, aggregation], exporters: [capture]}}
+"#
+    );
+    // The fixture of a Bedrock user, identity set with
+    // OTEL_RESOURCE_ATTRIBUTES=user=cara,department=platform,email=cara@example.com
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata");
+    let text =
+        std::fs::read_to_string(dir.join("claude-code-metrics-resource-identity.json")).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let attrs = doc["resourceMetrics"][0]["resource"]["attributes"]
+        .as_array_mut()
+        .unwrap();
+    attrs.retain(|a| a["key"] != "user.email");
+    for (k, v) in [("user", "cara"), ("email", "cara@example.com")] {
+        attrs.push(serde_json::json!({"key": k, "value": {"stringValue": v}}));
+    }
+    let body = serde_json::to_vec(&doc).unwrap();
+
+    let run = |with_transform: bool| {
+        let yaml = if with_transform {
+            yaml.clone()
+        } else {
+            let (start, end) = (
+                yaml.find("  transform:").unwrap(),
+                yaml.find("  aggregation:").unwrap(),
+            );
+            format!("{}{}", &yaml[..start], &yaml[end..]).replace(
+                "processors: [transform, aggregation]",
+                "processors: [aggregation]",
+            )
+        };
+        let body = body.clone();
+        async move {
+            let captured = Arc::new(common::Captured::default());
+            let mut service = otelcol_core::pipeline::Service::start(
+                &common::load_yaml(&yaml),
+                &common::factories_with_capture(captured.clone()),
+                "test",
+            )
+            .await
+            .unwrap();
+            let (status, _) = common::http(
+                "POST",
+                &format!("http://127.0.0.1:{port}/v1/metrics"),
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+            assert_eq!(status, 200);
+            service.shutdown().await;
+            let mut totals: std::collections::BTreeMap<(String, String, String), f64> =
+                Default::default();
+            for b in captured.metrics.lock().unwrap().iter() {
+                for rm in &b.data.resource_metrics {
+                    for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                        let Some(Data::Sum(s)) = &m.data else {
+                            panic!()
+                        };
+                        for p in &s.data_points {
+                            let get = |k: &str| {
+                                p.attributes
+                                    .iter()
+                                    .find(|kv| kv.key == k)
+                                    .and_then(|kv| kv.value.as_ref())
+                                    .and_then(otelcol_core::pdata::as_str)
+                                    .unwrap_or("-")
+                                    .to_string()
+                            };
+                            let Some(Value::AsDouble(v)) = p.value else {
+                                panic!()
+                            };
+                            *totals
+                                .entry((get("email"), get("department"), m.name.clone()))
+                                .or_insert(0.0) += v;
+                        }
+                    }
+                }
+            }
+            totals
+        }
+    };
+    assert!(
+        run(false).await.is_empty(),
+        "without the transform no point carries the key: all dropped"
+    );
+    let totals = run(true).await;
+    let k = |m: &str| {
+        (
+            "cara@example.com".to_string(),
+            "platform".to_string(),
+            m.to_string(),
+        )
+    };
+    let expected = std::collections::BTreeMap::from([
+        (k("claude_code.active_time.total"), 96.75),
+        (k("claude_code.code_edit_tool.decision"), 3.0),
+        (k("claude_code.commit.count"), 1.0),
+        (k("claude_code.cost.usage"), 0.0914),
+        (k("claude_code.lines_of_code.count"), 49.0),
+        (k("claude_code.pull_request.count"), 1.0),
+        (k("claude_code.session.count"), 1.0),
+        (k("claude_code.token.usage"), 22926.0),
+    ]);
+    assert_eq!(totals, expected);
+}
