@@ -26,24 +26,56 @@ pub const PRODUCTION_VARIABLES: [&str; 2] = [
     "MULTITUDES_INTEGRATION_TOKEN",
 ];
 
-/// Every component type this build contains.
+/// Every component type this build contains: one Cargo feature per
+/// component crate, all on by default.
 pub fn factories() -> Factories {
-    Factories::default()
-        .receiver(otelcol_receiver_otlp::OtlpReceiverFactory)
-        .processor(otelcol_processor_aggregation::AggregationProcessorFactory)
-        .processor(otelcol_processor_attributes::AttributesProcessorFactory)
-        .processor(otelcol_processor_attributes::ResourceProcessorFactory)
-        .processor(otelcol_processor_attributes::TransformProcessorFactory)
-        .processor(otelcol_processor_batch::BatchProcessorFactory)
-        .processor(otelcol_processor_memory_limiter::MemoryLimiterFactory)
-        .exporter(otelcol_exporter_debug::DebugExporterFactory)
-        .exporter(otelcol_exporter_multitudes::MultitudesExporterFactory)
-        .extension(otelcol_extension_health::HealthCheckFactory)
-        .extension(otelcol_extension_health::HealthCheckV2Factory)
-        .extension(otelcol_extension_auth::MultitudesAuthFactory)
-        .extension(otelcol_extension_auth::BearerTokenAuthFactory)
-        .extension(otelcol_extension_zpages::ZpagesFactory)
-        .extension(otelcol_extension_pprof::PprofFactory)
+    #[allow(unused_mut)]
+    let mut f = Factories::default();
+    #[cfg(feature = "receiver-otlp")]
+    {
+        f = otelcol_receiver_otlp::register(f);
+    }
+    #[cfg(feature = "processor-aggregation")]
+    {
+        f = otelcol_processor_aggregation::register(f);
+    }
+    #[cfg(feature = "processor-attributes")]
+    {
+        f = otelcol_processor_attributes::register(f);
+    }
+    #[cfg(feature = "processor-batch")]
+    {
+        f = otelcol_processor_batch::register(f);
+    }
+    #[cfg(feature = "processor-memory-limiter")]
+    {
+        f = otelcol_processor_memory_limiter::register(f);
+    }
+    #[cfg(feature = "exporter-debug")]
+    {
+        f = otelcol_exporter_debug::register(f);
+    }
+    #[cfg(feature = "exporter-multitudes")]
+    {
+        f = otelcol_exporter_multitudes::register(f);
+    }
+    #[cfg(feature = "extension-health")]
+    {
+        f = otelcol_extension_health::register(f);
+    }
+    #[cfg(feature = "extension-auth")]
+    {
+        f = otelcol_extension_auth::register(f);
+    }
+    #[cfg(feature = "extension-zpages")]
+    {
+        f = otelcol_extension_zpages::register(f);
+    }
+    #[cfg(feature = "extension-pprof")]
+    {
+        f = otelcol_extension_pprof::register(f);
+    }
+    f
 }
 
 /// The command line.
@@ -126,16 +158,40 @@ impl Cli {
     }
 }
 
-/// Runs the command line to completion; the binary's `main`.
+/// A build of the collector: its name and the component types it contains.
+/// `cargo xtask dist` generates a binary that builds one of these.
+pub struct Distribution {
+    /// Binary name, shown by `components`.
+    pub name: &'static str,
+    /// One line about it.
+    pub description: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// Its component types.
+    pub factories: Factories,
+}
+
+/// Runs the command line to completion with this crate's components; the binary's `main`.
 pub async fn run(cli: Cli) -> ExitCode {
-    let factories = factories();
+    let dist = Distribution {
+        name: "otelcol-multitudes",
+        description: "OpenTelemetry Collector for AI-usage telemetry",
+        version: VERSION.trim(),
+        factories: factories(),
+    };
+    run_distribution(cli, dist).await
+}
+
+/// Runs the command line to completion for `dist`.
+pub async fn run_distribution(cli: Cli, dist: Distribution) -> ExitCode {
+    let factories = dist.factories;
     if let Some(Command::Components) = cli.command {
         let doc = serde_yaml::to_string(
             &serde_yaml::to_value(ComponentsDoc {
                 buildinfo: BuildInfo {
-                    command: "otelcol-multitudes",
-                    description: "OpenTelemetry Collector for AI-usage telemetry",
-                    version: VERSION.trim(),
+                    command: dist.name,
+                    description: dist.description,
+                    version: dist.version,
                 },
                 components: factories.describe(),
             })
@@ -181,7 +237,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         _ => {
             let notice = cli.default_notice();
-            serve(loaded, &factories, notice).await
+            serve(loaded, &factories, dist.version, notice).await
         }
     }
 }
@@ -201,7 +257,12 @@ struct ComponentsDoc {
         std::collections::BTreeMap<&'static str, Vec<otelcol_core::component::ComponentInfo>>,
 }
 
-async fn serve(loaded: LoadedConfig, factories: &Factories, notice: Option<String>) -> ExitCode {
+async fn serve(
+    loaded: LoadedConfig,
+    factories: &Factories,
+    version: &str,
+    notice: Option<String>,
+) -> ExitCode {
     otelcol_core::telemetry::init_logging(&loaded.config.service.telemetry.logs);
     if let Some(n) = notice {
         tracing::info!("{n}");
@@ -209,8 +270,8 @@ async fn serve(loaded: LoadedConfig, factories: &Factories, notice: Option<Strin
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    tracing::info!(version = VERSION.trim(), "starting otelcol-multitudes");
-    let mut service = match Service::start(&loaded.config, factories, VERSION.trim()).await {
+    tracing::info!(version, "starting otelcol-multitudes");
+    let mut service = match Service::start(&loaded.config, factories, version).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");

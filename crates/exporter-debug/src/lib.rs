@@ -127,3 +127,11 @@ impl<T: Payload + Serialize> Consumer<T> for DebugExporter<T> {
         Ok(())
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.exporter(DebugExporterFactory)
+}

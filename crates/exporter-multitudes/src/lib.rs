@@ -210,3 +210,11 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
         let _ = h.await;
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.exporter(MultitudesExporterFactory)
+}

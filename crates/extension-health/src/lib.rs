@@ -329,3 +329,13 @@ impl Lifecycle for HealthExtension {
 }
 
 impl Extension for HealthExtension {}
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories
+        .extension(HealthCheckFactory)
+        .extension(HealthCheckV2Factory)
+}

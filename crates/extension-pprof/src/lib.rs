@@ -235,3 +235,11 @@ mod tests {
         }
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.extension(PprofFactory)
+}

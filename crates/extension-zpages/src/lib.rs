@@ -246,3 +246,11 @@ mod tests {
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.extension(ZpagesFactory)
+}

@@ -72,3 +72,11 @@ pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey};
 pub use engine::{AddOutcome, Dropped, Engine};
 pub use output::{OutKind, SCOPE_NAME};
 pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.processor(AggregationProcessorFactory)
+}

@@ -385,3 +385,14 @@ factory!(
     Which::Transform,
     "The factory for type `transform`."
 );
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories
+        .processor(AttributesProcessorFactory)
+        .processor(ResourceProcessorFactory)
+        .processor(TransformProcessorFactory)
+}

@@ -329,3 +329,11 @@ mod tests {
         assert!(available_bytes().unwrap() > resident_bytes().unwrap());
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.processor(MemoryLimiterFactory)
+}

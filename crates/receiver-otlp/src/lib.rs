@@ -168,3 +168,11 @@ impl Lifecycle for OtlpReceiver {
         Ok(())
     }
 }
+
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.receiver(OtlpReceiverFactory)
+}
