@@ -263,6 +263,16 @@ impl ExtensionFactory for BearerTokenAuthFactory {
     }
 }
 
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories
+        .extension(MultitudesAuthFactory)
+        .extension(BearerTokenAuthFactory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,14 +371,4 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// Adds this crate's component types to `factories`: the entry point a
-/// distribution (`cargo xtask dist`) calls for every component crate.
-pub fn register(
-    factories: otelcol_core::component::Factories,
-) -> otelcol_core::component::Factories {
-    factories
-        .extension(MultitudesAuthFactory)
-        .extension(BearerTokenAuthFactory)
 }

@@ -185,6 +185,14 @@ impl ExtensionFactory for PprofFactory {
     }
 }
 
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.extension(PprofFactory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,12 +242,4 @@ mod tests {
             }
         }
     }
-}
-
-/// Adds this crate's component types to `factories`: the entry point a
-/// distribution (`cargo xtask dist`) calls for every component crate.
-pub fn register(
-    factories: otelcol_core::component::Factories,
-) -> otelcol_core::component::Factories {
-    factories.extension(PprofFactory)
 }

@@ -213,6 +213,14 @@ impl ExtensionFactory for ZpagesFactory {
     }
 }
 
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.extension(ZpagesFactory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,12 +253,4 @@ mod tests {
         );
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
     }
-}
-
-/// Adds this crate's component types to `factories`: the entry point a
-/// distribution (`cargo xtask dist`) calls for every component crate.
-pub fn register(
-    factories: otelcol_core::component::Factories,
-) -> otelcol_core::component::Factories {
-    factories.extension(ZpagesFactory)
 }

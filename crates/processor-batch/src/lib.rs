@@ -294,6 +294,14 @@ impl ProcessorFactory for BatchProcessorFactory {
     }
 }
 
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.processor(BatchProcessorFactory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,12 +408,4 @@ mod tests {
             "send_batch_max_size: must be greater than or equal to send_batch_size"
         );
     }
-}
-
-/// Adds this crate's component types to `factories`: the entry point a
-/// distribution (`cargo xtask dist`) calls for every component crate.
-pub fn register(
-    factories: otelcol_core::component::Factories,
-) -> otelcol_core::component::Factories {
-    factories.processor(BatchProcessorFactory)
 }

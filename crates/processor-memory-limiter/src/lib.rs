@@ -285,6 +285,14 @@ impl ProcessorFactory for MemoryLimiterFactory {
     }
 }
 
+/// Adds this crate's component types to `factories`: the entry point a
+/// distribution (`cargo xtask dist`) calls for every component crate.
+pub fn register(
+    factories: otelcol_core::component::Factories,
+) -> otelcol_core::component::Factories {
+    factories.processor(MemoryLimiterFactory)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,12 +336,4 @@ mod tests {
         assert!(resident_bytes().unwrap() > MIB);
         assert!(available_bytes().unwrap() > resident_bytes().unwrap());
     }
-}
-
-/// Adds this crate's component types to `factories`: the entry point a
-/// distribution (`cargo xtask dist`) calls for every component crate.
-pub fn register(
-    factories: otelcol_core::component::Factories,
-) -> otelcol_core::component::Factories {
-    factories.processor(MemoryLimiterFactory)
 }
