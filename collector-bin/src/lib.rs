@@ -103,6 +103,48 @@ pub enum Command {
     Components,
     /// Prints the merged, expanded config with secrets redacted.
     PrintConfig,
+    /// Asks a running collector's health endpoint; exit 0 when it answers
+    /// 200 (for the container's `HEALTHCHECK`, where no curl exists).
+    Healthcheck {
+        /// The health endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:13133/")]
+        url: String,
+    },
+}
+
+/// GET `url` (plain HTTP) and report whether it answered 200.
+fn healthcheck(url: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("{authority}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    let status = String::from_utf8_lossy(&head[9..12]).to_string();
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
+    }
 }
 
 impl Cli {
@@ -185,6 +227,15 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// Runs the command line to completion for `dist`.
 pub async fn run_distribution(cli: Cli, dist: Distribution) -> ExitCode {
     let factories = dist.factories;
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return match healthcheck(url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Components) = cli.command {
         let doc = serde_yaml::to_string(
             &serde_yaml::to_value(ComponentsDoc {

@@ -7,6 +7,9 @@
 //! - `check-features`: `cargo check` of the binary with each component alone.
 //! - `dist --manifest FILE [--debug]`: generate and build a distribution
 //!   from a builder manifest (see `dist.rs`).
+//! - `release-check`: VERSION, crate versions, the builder manifest and the
+//!   changelog agree.
+//! - `docker`: build the image tagged with VERSION, where an engine runs.
 
 mod dist;
 
@@ -79,8 +82,106 @@ fn check_features() -> bool {
     })
 }
 
+/// VERSION, the workspace version, every crate's version, the builder
+/// manifest and the changelog's top entry must agree.
+fn release_check() -> bool {
+    let root = root();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+    let version = read("VERSION").trim().to_string();
+    let mut problems = vec![];
+    if version.is_empty() {
+        problems.push("VERSION is empty or missing".to_string());
+    }
+    let workspace = read("Cargo.toml");
+    let ws_version = workspace
+        .split("[workspace.package]")
+        .nth(1)
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("version = \"")
+                    .and_then(|r| r.strip_suffix('"'))
+            })
+        })
+        .unwrap_or_default()
+        .to_string();
+    if ws_version != version {
+        problems.push(format!(
+            "Cargo.toml [workspace.package] version is `{ws_version}`, VERSION is `{version}`"
+        ));
+    }
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("Cargo.toml"))
+        .collect();
+    manifests.push(root.join("collector-bin/Cargo.toml"));
+    for m in manifests {
+        let text = std::fs::read_to_string(&m).unwrap_or_default();
+        if !text.contains("version.workspace = true") {
+            problems.push(format!(
+                "{} does not take the workspace version",
+                m.display()
+            ));
+        }
+    }
+    let changelog = read("CHANGELOG.md");
+    let top = changelog
+        .lines()
+        .find_map(|l| l.strip_prefix("## [").and_then(|r| r.split(']').next()))
+        .unwrap_or_default();
+    if top != version {
+        problems.push(format!(
+            "CHANGELOG.md's top entry is `{top}`, VERSION is `{version}`"
+        ));
+    }
+    let builder = read("configs/builder-config.yaml");
+    if !builder
+        .lines()
+        .any(|l| l.trim() == format!("version: {version}"))
+    {
+        problems.push(format!(
+            "configs/builder-config.yaml dist.version is not `{version}`"
+        ));
+    }
+    for p in &problems {
+        eprintln!("release-check: {p}");
+    }
+    if problems.is_empty() {
+        eprintln!("release-check: version {version} agrees everywhere");
+    }
+    problems.is_empty()
+}
+
+/// Builds the image where a Docker engine answers; says so where none does.
+fn docker() -> bool {
+    let version = std::fs::read_to_string(root().join("VERSION"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match engine {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            eprintln!("xtask docker: no Docker engine is reachable here (`docker info` failed): the image was not built. Run `cargo xtask docker` where an engine runs, or `docker build -t otelcol-multitudes:{version} .`");
+            return false;
+        }
+    }
+    let tag = format!("otelcol-multitudes:{version}");
+    eprintln!("xtask docker: building {tag}");
+    Command::new("docker")
+        .current_dir(root())
+        .args(["build", "-t", &tag, "."])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 fn ci() -> bool {
-    cargo(&["fmt", "--all", "--", "--check"])
+    release_check()
+        && cargo(&["fmt", "--all", "--", "--check"])
         && cargo(&[
             "clippy",
             "--workspace",
@@ -128,9 +229,11 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("check-features") => check_features(),
         Some("dist") => dist(&args[1..]),
+        Some("release-check") => release_check(),
+        Some("docker") => docker(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|check-features|dist>\n  ci              fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc)\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest"
+                "usage: cargo xtask <ci|test|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc)\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
             );
             return ExitCode::from(2);
         }

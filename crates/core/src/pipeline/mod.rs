@@ -285,6 +285,13 @@ impl Service {
             b.push(Kind::Receiver, id, receiver);
         }
 
+        metrics
+            .gauge(
+                "otelcol_build_info",
+                "The collector's version (service.version), as a label.",
+                &[("service_version", version)],
+            )
+            .set(1);
         let host = Host::new(extensions, board.clone());
         let metrics_server = match config.service.telemetry.metrics.listen_address()? {
             Some(addr) => {

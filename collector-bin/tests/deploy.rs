@@ -1,0 +1,128 @@
+//! The deployment files: Kubernetes manifests have the structure the API
+//! needs (no schema checker installs here), the overlay merges over the
+//! production config and validates, the compose file and the ECS task
+//! definition parse, and every image tag is the VERSION.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn yaml(p: &str) -> serde_json::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(root().join(p)).unwrap())
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn version() -> String {
+    std::fs::read_to_string(root().join("VERSION"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn kubernetes_manifests_have_the_required_structure() {
+    let expected = [
+        ("deploy/kubernetes/deployment.yaml", "apps/v1", "Deployment"),
+        ("deploy/kubernetes/service.yaml", "v1", "Service"),
+        ("deploy/kubernetes/configmap.yaml", "v1", "ConfigMap"),
+        ("deploy/kubernetes/secret.yaml", "v1", "Secret"),
+        (
+            "deploy/kubernetes/hpa.yaml",
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+        ),
+    ];
+    for (file, api, kind) in expected {
+        let d = yaml(file);
+        assert_eq!(
+            (d["apiVersion"].as_str(), d["kind"].as_str()),
+            (Some(api), Some(kind)),
+            "{file}"
+        );
+        assert_eq!(d["metadata"]["name"], "otelcol-multitudes", "{file}");
+    }
+    let dep = yaml("deploy/kubernetes/deployment.yaml");
+    let spec = &dep["spec"];
+    assert_eq!(
+        spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"],
+        "the selector matches the pod labels"
+    );
+    let c = &spec["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], format!("otelcol-multitudes:{}", version()));
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 13133);
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], 13133);
+    assert_eq!(
+        c["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+        "otelcol-multitudes"
+    );
+    let secret = yaml("deploy/kubernetes/secret.yaml");
+    assert!(secret["stringData"]["token"].is_string());
+    let mount = &c["volumeMounts"][0]["mountPath"];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args[3],
+        format!("{}/overrides.yaml", mount.as_str().unwrap())
+    );
+    let hpa = yaml("deploy/kubernetes/hpa.yaml");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "otelcol-multitudes");
+    let svc = yaml("deploy/kubernetes/service.yaml");
+    let ports: Vec<i64> = svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![4317, 4318]);
+}
+
+#[test]
+fn the_overlay_merges_over_the_production_config_and_validates() {
+    let cm = yaml("deploy/kubernetes/configmap.yaml");
+    let overlay = cm["data"]["overrides.yaml"].as_str().unwrap().to_string();
+    let base = std::fs::read_to_string(root().join("configs/otel-collector-config.yaml")).unwrap();
+    let env = |k: &str| match k {
+        "MULTITUDES_INTEGRATION_ENDPOINT" => {
+            Some("https://integrations.multitudes.co/ai/otel".to_string())
+        }
+        "MULTITUDES_INTEGRATION_TOKEN" => Some("t".to_string()),
+        _ => None,
+    };
+    let sources = [
+        otelcol_core::config::ConfigSource::Text {
+            name: "image".into(),
+            yaml: base,
+        },
+        otelcol_core::config::ConfigSource::Text {
+            name: "overrides".into(),
+            yaml: overlay,
+        },
+    ];
+    let loaded = otelcol_core::config::load(&sources, &[], &env).unwrap();
+    otelcol_core::pipeline::validate(&loaded.config, &otelcol_multitudes::factories()).unwrap();
+}
+
+#[test]
+fn compose_and_ecs_parse() {
+    let compose = yaml("deploy/docker-compose.yml");
+    let c = &compose["services"]["collector"];
+    assert_eq!(c["image"], format!("otelcol-multitudes:{}", version()));
+    assert_eq!(c["healthcheck"]["test"][1], "/otelcol-multitudes");
+    let ecs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/ecs/task-definition.json")).unwrap(),
+    )
+    .unwrap();
+    let c = &ecs["containerDefinitions"][0];
+    assert!(c["image"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("otelcol-multitudes:{}", version())));
+    assert_eq!(c["healthCheck"]["command"][2], "healthcheck");
+    assert_eq!(c["secrets"][0]["name"], "MULTITUDES_INTEGRATION_TOKEN");
+}
