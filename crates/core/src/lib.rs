@@ -13,6 +13,7 @@
 //! - [`pipeline`]: the builder that turns a config into a running
 //!   [`pipeline::Service`];
 //! - [`server`]: the HTTP server the listening components share;
+//! - [`task`]: a periodic background task for components;
 //! - [`status`]: component health as reported to health extensions;
 //! - [`tls`]: TLS settings for listening components;
 //! - [`telemetry`]: the collector's own logs and Prometheus metrics.
@@ -27,6 +28,7 @@ pub mod pdata;
 pub mod pipeline;
 pub mod server;
 pub mod status;
+pub mod task;
 pub mod telemetry;
 pub mod tls;
 

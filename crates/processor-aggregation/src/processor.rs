@@ -14,10 +14,9 @@ use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
+use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::AggregationConfig;
 use crate::engine::{AddOutcome, Engine};
@@ -160,7 +159,7 @@ struct Shared {
 pub struct AggregationProcessor {
     shared: Arc<Shared>,
     emit_interval: Duration,
-    task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    ticker: Periodic,
 }
 
 impl AggregationProcessor {
@@ -188,7 +187,7 @@ impl AggregationProcessor {
                 pending: tokio::sync::Mutex::new(vec![]),
             }),
             emit_interval,
-            task: Mutex::new(None),
+            ticker: Periodic::default(),
         })
     }
 
@@ -322,33 +321,16 @@ impl Consumer<Metrics> for AggregationProcessor {
 #[async_trait]
 impl Lifecycle for AggregationProcessor {
     async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
-        let (stop, mut stopped) = watch::channel(false);
         let shared = self.shared.clone();
-        let every = self.emit_interval;
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => shared.emit_closed(now_nanos()).await,
-                    _ = stopped.changed() => break,
-                }
-            }
+        self.ticker.start(self.emit_interval, move || {
+            let shared = shared.clone();
+            async move { shared.emit_closed(now_nanos()).await }
         });
-        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, task));
         Ok(())
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((stop, task)) = task {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
+        self.ticker.stop().await;
         let batches = {
             let mut engine = self.shared.engine();
             let b = engine.take_all();

@@ -96,7 +96,8 @@ fn resource_actions(
     actions::apply(actions, &mut r.attributes, &before, ctx);
 }
 
-fn points(data: &mut Option<metric::Data>) -> Vec<&mut Vec<KeyValue>> {
+/// The attribute lists of every data point of a metric, whatever its kind.
+pub(crate) fn points(data: &mut Option<metric::Data>) -> Vec<&mut Vec<KeyValue>> {
     match data {
         Some(metric::Data::Gauge(d)) => d
             .data_points

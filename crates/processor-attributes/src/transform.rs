@@ -1,7 +1,7 @@
 //! The `transform` processor: OTTL statement groups run per context.
 
 use otelcol_core::config::ConfigError;
-use otelcol_core::pdata::proto::metrics::v1::{metric, Metric, ResourceMetrics, ScopeMetrics};
+use otelcol_core::pdata::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use serde::{Deserialize, Serialize};
 
@@ -234,39 +234,6 @@ fn empty_env(resource: &mut Vec<otelcol_core::pdata::proto::common::v1::KeyValue
     }
 }
 
-fn points_attrs(
-    m: &mut Option<metric::Data>,
-) -> Vec<&mut Vec<otelcol_core::pdata::proto::common::v1::KeyValue>> {
-    match m {
-        Some(metric::Data::Gauge(d)) => d
-            .data_points
-            .iter_mut()
-            .map(|p| &mut p.attributes)
-            .collect(),
-        Some(metric::Data::Sum(d)) => d
-            .data_points
-            .iter_mut()
-            .map(|p| &mut p.attributes)
-            .collect(),
-        Some(metric::Data::Histogram(d)) => d
-            .data_points
-            .iter_mut()
-            .map(|p| &mut p.attributes)
-            .collect(),
-        Some(metric::Data::ExponentialHistogram(d)) => d
-            .data_points
-            .iter_mut()
-            .map(|p| &mut p.attributes)
-            .collect(),
-        Some(metric::Data::Summary(d)) => d
-            .data_points
-            .iter_mut()
-            .map(|p| &mut p.attributes)
-            .collect(),
-        None => vec![],
-    }
-}
-
 impl Transform {
     /// Checks every statement of `c`.
     pub fn new(c: &TransformConfig) -> Result<Self, ConfigError> {
@@ -339,7 +306,7 @@ impl Transform {
                             run_group(g, &mut { env })?;
                             continue;
                         }
-                        for attrs in points_attrs(data) {
+                        for attrs in crate::points(data) {
                             let env = Env {
                                 scope: Some(&mut *scope),
                                 item: Some(attrs),

@@ -18,11 +18,10 @@ use otelcol_core::component::{
 use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError, RequestContext};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
+use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::Counter;
 use otelcol_core::{Signal, Stability};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use split::Batchable;
@@ -93,7 +92,7 @@ struct Shared<T> {
 /// The running `batch` processor for one signal.
 pub struct BatchProcessor<T> {
     shared: Arc<Shared<T>>,
-    task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    ticker: Periodic,
     _signal: PhantomData<fn(T)>,
 }
 
@@ -184,37 +183,21 @@ impl<T: Batchable> Consumer<T> for BatchProcessor<T> {
 #[async_trait]
 impl<T: Batchable> Lifecycle for BatchProcessor<T> {
     async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
-        let (stop, mut stopped) = watch::channel(false);
         let shared = self.shared.clone();
         let tick = (shared.config.timeout / 4).max(Duration::from_millis(5));
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(tick);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        for p in shared.take_due(Instant::now(), false) {
-                            shared.send(p.data, p.items, p.context).await;
-                        }
-                    }
-                    _ = stopped.changed() => break,
+        self.ticker.start(tick, move || {
+            let shared = shared.clone();
+            async move {
+                for p in shared.take_due(Instant::now(), false) {
+                    shared.send(p.data, p.items, p.context).await;
                 }
             }
         });
-        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, task));
         Ok(())
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((stop, task)) = task {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
+        self.ticker.stop().await;
         for p in self.shared.take_due(Instant::now(), true) {
             self.shared.send(p.data, p.items, p.context).await;
         }
@@ -262,7 +245,7 @@ fn build<T: Batchable>(
             pending: Mutex::new(HashMap::new()),
             send_failed,
         }),
-        task: Mutex::new(None),
+        ticker: Periodic::default(),
         _signal: PhantomData,
     }))
 }

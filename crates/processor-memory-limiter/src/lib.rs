@@ -9,7 +9,7 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,11 +19,10 @@ use otelcol_core::component::{
 use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::{Logs, Metrics, Payload, Traces};
+use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge};
 use otelcol_core::{Signal, Stability};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -148,7 +147,7 @@ impl Shared {
 pub struct MemoryLimiter<T> {
     shared: Arc<Shared>,
     next: Arc<dyn Consumer<T>>,
-    task: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
+    ticker: Periodic,
     _signal: PhantomData<fn(T)>,
 }
 
@@ -175,31 +174,17 @@ impl<T: Payload> Consumer<T> for MemoryLimiter<T> {
 impl<T: Payload> Lifecycle for MemoryLimiter<T> {
     async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
         self.shared.check();
-        let (stop, mut stopped) = watch::channel(false);
         let shared = self.shared.clone();
-        let task = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(shared.config.check_interval);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => shared.check(),
-                    _ = stopped.changed() => break,
-                }
-            }
-        });
-        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some((stop, task));
+        self.ticker
+            .start(self.shared.config.check_interval, move || {
+                let shared = shared.clone();
+                async move { shared.check() }
+            });
         Ok(())
     }
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((stop, task)) = task {
-            let _ = stop.send(true);
-            let _ = task.await;
-        }
+        self.ticker.stop().await;
         Ok(())
     }
 }
@@ -253,7 +238,7 @@ fn build<T: Payload>(
             refusing: AtomicBool::new(false),
         }),
         next,
-        task: Mutex::new(None),
+        ticker: Periodic::default(),
         _signal: PhantomData,
     }))
 }
