@@ -36,7 +36,7 @@ fn build(name: &str, crates: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "cargo xtask dist failed for {name}");
-    root().join("target/debug").join(name)
+    dir.join(name).join(name)
 }
 
 fn components(bin: &Path) -> serde_json::Value {

@@ -205,8 +205,8 @@ fn dist(args: &[String]) -> bool {
         return false;
     };
     let manifest = std::env::current_dir().unwrap_or_default().join(manifest);
-    let out = match dist::generate(&root(), &manifest) {
-        Ok(out) => out,
+    let (out, name) = match dist::generate(&root(), &manifest) {
+        Ok(generated) => generated,
         Err(e) => {
             eprintln!("xtask dist: {e}");
             return false;
@@ -214,12 +214,27 @@ fn dist(args: &[String]) -> bool {
     };
     eprintln!("xtask dist: generated {}", out.display());
     let target = root().join("target");
-    let target = target.to_string_lossy();
+    let target = target.to_string_lossy().into_owned();
+    let debug = args.iter().any(|a| a == "--debug");
     let mut build = vec!["build", "--manifest-path", "Cargo.toml"];
-    if !args.iter().any(|a| a == "--debug") {
+    if !debug {
         build.push("--release");
     }
-    cargo_in(Some(&out), &build, &[("CARGO_TARGET_DIR", &target)])
+    if !cargo_in(Some(&out), &build, &[("CARGO_TARGET_DIR", &target)]) {
+        return false;
+    }
+    let built = root().join("target").join(if debug { "debug" } else { "release" }).join(&name);
+    let dest = out.join(&name);
+    match std::fs::copy(&built, &dest) {
+        Ok(_) => {
+            eprintln!("xtask dist: built {}", dest.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("xtask dist: cannot copy {} to {}: {e}", built.display(), dest.display());
+            false
+        }
+    }
 }
 
 fn main() -> ExitCode {
