@@ -223,7 +223,10 @@ fn dist(args: &[String]) -> bool {
     if !cargo_in(Some(&out), &build, &[("CARGO_TARGET_DIR", &target)]) {
         return false;
     }
-    let built = root().join("target").join(if debug { "debug" } else { "release" }).join(&name);
+    let built = root()
+        .join("target")
+        .join(if debug { "debug" } else { "release" })
+        .join(&name);
     let dest = out.join(&name);
     match std::fs::copy(&built, &dest) {
         Ok(_) => {
@@ -231,7 +234,11 @@ fn dist(args: &[String]) -> bool {
             true
         }
         Err(e) => {
-            eprintln!("xtask dist: cannot copy {} to {}: {e}", built.display(), dest.display());
+            eprintln!(
+                "xtask dist: cannot copy {} to {}: {e}",
+                built.display(),
+                dest.display()
+            );
             false
         }
     }
