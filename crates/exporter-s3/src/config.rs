@@ -1,0 +1,481 @@
+//! The three exporters' configurations. `awss3` takes the Go `awss3`
+//! exporter's keys unchanged; `googlecloudstorage` and `file` take the same
+//! output keys (marshaler, compression, partitioning, batching) flat.
+
+use std::time::Duration;
+
+use otelcol_core::config::{duration, ConfigError};
+use serde::{Deserialize, Serialize};
+
+use crate::key::PartitionFormat;
+
+/// How a batch is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Marshaler {
+    /// OTLP/JSON as the Multitudes exporter sends it (`.json`).
+    #[default]
+    OtlpJson,
+    /// The OTLP export request as protobuf (`.binpb`).
+    OtlpProto,
+    /// One row per data point or log record (`.parquet`), see the crate README.
+    Parquet,
+}
+
+/// Compression of the written object. For Parquet it is the codec of the
+/// column chunks inside the file (the file stays readable as `.parquet`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Written as is.
+    #[default]
+    None,
+    /// gzip (`.gz`).
+    Gzip,
+    /// zstd (`.zst`).
+    Zstd,
+}
+
+/// Size and time thresholds: small batches are combined into one object.
+/// Not a Go key (the Go exporter writes one object per batch).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batching {
+    /// Write what is buffered at least this often.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// Write as soon as this many items (points, records, spans) wait.
+    pub max_items: usize,
+    /// Write as soon as the buffered requests reach this many protobuf bytes.
+    pub max_bytes: usize,
+    /// At most this many objects per minute (0: no limit); beyond it writes
+    /// wait for the minute to pass (shutdown writes everything).
+    pub max_objects_per_minute: u32,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(30),
+            max_items: 100_000,
+            max_bytes: 8 << 20,
+            max_objects_per_minute: 0,
+        }
+    }
+}
+
+/// Parquet options.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParquetOptions {
+    /// Attributes whose value fills the `user` column: the first found on
+    /// the point (or record), then on the resource.
+    pub user_attributes: Vec<String>,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        Self {
+            user_attributes: vec!["user.email".into()],
+        }
+    }
+}
+
+/// `sending_queue`: batches wait in memory for the next write.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Buffer at all. Off: every batch is written as it comes and a failure
+    /// goes back to the caller.
+    pub enabled: bool,
+    /// Objects uploaded concurrently.
+    pub num_consumers: usize,
+    /// Batches held at most; beyond, the exporter refuses with a retryable error.
+    pub queue_size: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            num_consumers: 4,
+            queue_size: 1000,
+        }
+    }
+}
+
+/// `s3uploader`: the Go keys.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Uploader {
+    /// AWS region.
+    pub region: String,
+    /// The bucket (required).
+    pub s3_bucket: String,
+    /// Root prefix of every key.
+    pub s3_base_prefix: String,
+    /// Prefix after the base prefix (replaced per resource by `resource_attrs_to_s3`).
+    pub s3_prefix: String,
+    /// strftime pattern of the time partition.
+    pub s3_partition_format: String,
+    /// `UTC` (default), `Local`, or a fixed offset such as `+02:00`.
+    pub s3_partition_timezone: String,
+    /// Role to assume (web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` must be set).
+    pub role_arn: String,
+    /// Prepended to the object's file name.
+    pub file_prefix: String,
+    /// S3-compatible endpoint (MinIO, LocalStack, …) instead of AWS.
+    pub endpoint: String,
+    /// Path-style addressing (`endpoint/bucket/key`).
+    pub s3_force_path_style: bool,
+    /// Allow `http://` endpoints.
+    pub disable_ssl: bool,
+    /// `none`, `gzip` or `zstd`.
+    pub compression: Compression,
+    /// S3 storage class of written objects.
+    pub storage_class: String,
+    /// Canned ACL of written objects.
+    pub acl: String,
+    /// `standard` or `adaptive` (both: exponential backoff with jitter).
+    pub retry_mode: String,
+    /// Attempts per object, the first included.
+    pub retry_max_attempts: u32,
+    /// Longest wait between attempts.
+    #[serde(with = "duration")]
+    pub retry_max_backoff: Duration,
+    /// `uuidv7` (the only scheme: time-ordered ids).
+    pub unique_key_func_name: String,
+}
+
+impl Default for S3Uploader {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            s3_bucket: String::new(),
+            s3_base_prefix: String::new(),
+            s3_prefix: String::new(),
+            s3_partition_format: crate::key::DEFAULT_PARTITION_FORMAT.into(),
+            s3_partition_timezone: String::new(),
+            role_arn: String::new(),
+            file_prefix: String::new(),
+            endpoint: String::new(),
+            s3_force_path_style: false,
+            disable_ssl: false,
+            compression: Compression::None,
+            storage_class: String::new(),
+            acl: String::new(),
+            retry_mode: "standard".into(),
+            retry_max_attempts: 3,
+            retry_max_backoff: Duration::from_secs(20),
+            unique_key_func_name: String::new(),
+        }
+    }
+}
+
+/// `resource_attrs_to_s3`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceAttrsToS3 {
+    /// A resource attribute whose value replaces `s3_prefix` for that resource's data.
+    pub s3_prefix: String,
+}
+
+/// `exporters.awss3`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3ExporterConfig {
+    /// Bucket, keys, credentials, retries.
+    pub s3uploader: S3Uploader,
+    /// `otlp_json`, `otlp_proto` or `parquet`.
+    pub marshaler: Marshaler,
+    /// Encoding extensions are not available here; must be unset.
+    pub encoding: String,
+    /// Only with `encoding`; must be unset.
+    pub encoding_file_extension: String,
+    /// Per-resource prefix.
+    pub resource_attrs_to_s3: ResourceAttrsToS3,
+    /// Per-attempt timeout.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// The in-memory buffer.
+    pub sending_queue: QueueConfig,
+    /// Size and time thresholds.
+    pub batching: Batching,
+    /// Parquet options.
+    pub parquet: ParquetOptions,
+}
+
+impl Default for S3ExporterConfig {
+    fn default() -> Self {
+        Self {
+            s3uploader: S3Uploader::default(),
+            marshaler: Marshaler::OtlpJson,
+            encoding: String::new(),
+            encoding_file_extension: String::new(),
+            resource_attrs_to_s3: ResourceAttrsToS3::default(),
+            timeout: Duration::from_secs(5),
+            sending_queue: QueueConfig::default(),
+            batching: Batching::default(),
+            parquet: ParquetOptions::default(),
+        }
+    }
+}
+
+/// `exporters.googlecloudstorage`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcsExporterConfig {
+    /// The bucket (required).
+    pub bucket: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// strftime pattern of the time partition.
+    pub partition_format: String,
+    /// `UTC` (default), `Local`, or a fixed offset.
+    pub partition_timezone: String,
+    /// Prepended to the object's file name.
+    pub file_prefix: String,
+    /// Base URL of an emulator or private endpoint instead of Google's.
+    pub endpoint: String,
+    /// A service-account key file; otherwise the standard Google chain
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's application default, metadata server).
+    pub credentials_file: String,
+    /// Storage class of written objects.
+    pub storage_class: String,
+    /// `otlp_json`, `otlp_proto` or `parquet`.
+    pub marshaler: Marshaler,
+    /// `none`, `gzip` or `zstd`.
+    pub compression: Compression,
+    /// Attempts per object, the first included.
+    pub retry_max_attempts: u32,
+    /// Longest wait between attempts.
+    #[serde(with = "duration")]
+    pub retry_max_backoff: Duration,
+    /// Per-attempt timeout.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// The in-memory buffer.
+    pub sending_queue: QueueConfig,
+    /// Size and time thresholds.
+    pub batching: Batching,
+    /// Parquet options.
+    pub parquet: ParquetOptions,
+}
+
+impl Default for GcsExporterConfig {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            prefix: String::new(),
+            partition_format: crate::key::DEFAULT_PARTITION_FORMAT.into(),
+            partition_timezone: String::new(),
+            file_prefix: String::new(),
+            endpoint: String::new(),
+            credentials_file: String::new(),
+            storage_class: String::new(),
+            marshaler: Marshaler::OtlpJson,
+            compression: Compression::None,
+            retry_max_attempts: 3,
+            retry_max_backoff: Duration::from_secs(20),
+            timeout: Duration::from_secs(5),
+            sending_queue: QueueConfig::default(),
+            batching: Batching::default(),
+            parquet: ParquetOptions::default(),
+        }
+    }
+}
+
+/// `exporters.file`: objects as files under a local folder.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileExporterConfig {
+    /// The folder (created if missing).
+    pub directory: String,
+    /// Prefix of every key (a sub-folder).
+    pub prefix: String,
+    /// strftime pattern of the time partition.
+    pub partition_format: String,
+    /// `UTC` (default), `Local`, or a fixed offset.
+    pub partition_timezone: String,
+    /// Prepended to the file name.
+    pub file_prefix: String,
+    /// `otlp_json`, `otlp_proto` or `parquet`.
+    pub marshaler: Marshaler,
+    /// `none`, `gzip` or `zstd`.
+    pub compression: Compression,
+    /// The in-memory buffer.
+    pub sending_queue: QueueConfig,
+    /// Size and time thresholds.
+    pub batching: Batching,
+    /// Parquet options.
+    pub parquet: ParquetOptions,
+}
+
+impl Default for FileExporterConfig {
+    fn default() -> Self {
+        Self {
+            directory: "./data".into(),
+            prefix: String::new(),
+            partition_format: crate::key::DEFAULT_PARTITION_FORMAT.into(),
+            partition_timezone: String::new(),
+            file_prefix: String::new(),
+            marshaler: Marshaler::OtlpJson,
+            compression: Compression::None,
+            sending_queue: QueueConfig::default(),
+            batching: Batching::default(),
+            parquet: ParquetOptions::default(),
+        }
+    }
+}
+
+/// S3 storage classes accepted by `storage_class`.
+pub const S3_STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+/// GCS storage classes accepted by `storage_class`.
+pub const GCS_STORAGE_CLASSES: &[&str] = &["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"];
+
+/// S3 canned ACLs accepted by `acl`.
+pub const S3_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+
+fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    if value.is_empty() || allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        path,
+        format!("`{value}` is not one of {}", allowed.join(", ")),
+    ))
+}
+
+fn check_common(
+    queue: &QueueConfig,
+    batching: &Batching,
+    (attempts_path, attempts): (&str, u32),
+) -> Result<(), ConfigError> {
+    if queue.enabled && (queue.queue_size == 0 || queue.num_consumers == 0) {
+        return Err(ConfigError::invalid(
+            "sending_queue",
+            "queue_size and num_consumers must be above 0",
+        ));
+    }
+    if batching.flush_interval.is_zero() || batching.max_items == 0 || batching.max_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "batching",
+            "flush_interval, max_items and max_bytes must be above 0",
+        ));
+    }
+    if attempts == 0 {
+        return Err(ConfigError::invalid(
+            attempts_path,
+            "must be at least 1 (the first attempt)",
+        ));
+    }
+    Ok(())
+}
+
+impl S3ExporterConfig {
+    /// Checks what serde cannot; the partition format is parsed here.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let u = &self.s3uploader;
+        if u.s3_bucket.trim().is_empty() {
+            return Err(ConfigError::invalid("s3uploader.s3_bucket", "is required"));
+        }
+        if u.region.trim().is_empty() && u.endpoint.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "s3uploader.region",
+                "is required when no endpoint is set",
+            ));
+        }
+        PartitionFormat::parse(&u.s3_partition_format, &u.s3_partition_timezone)
+            .map_err(|m| ConfigError::invalid("s3uploader.s3_partition_format", m))?;
+        one_of(
+            "s3uploader.storage_class",
+            &u.storage_class,
+            S3_STORAGE_CLASSES,
+        )?;
+        one_of("s3uploader.acl", &u.acl, S3_ACLS)?;
+        one_of(
+            "s3uploader.retry_mode",
+            &u.retry_mode,
+            &["standard", "adaptive"],
+        )?;
+        one_of(
+            "s3uploader.unique_key_func_name",
+            &u.unique_key_func_name,
+            &["uuidv7"],
+        )?;
+        if !self.encoding.is_empty() || !self.encoding_file_extension.is_empty() {
+            return Err(ConfigError::invalid(
+                "encoding",
+                "encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet",
+            ));
+        }
+        let e = u.endpoint.trim();
+        if e.starts_with("http://") && !u.disable_ssl {
+            return Err(ConfigError::invalid(
+                "s3uploader.endpoint",
+                format!("`{e}` is plain http: set disable_ssl: true to allow it"),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid("timeout", "must be above 0"));
+        }
+        check_common(
+            &self.sending_queue,
+            &self.batching,
+            ("s3uploader.retry_max_attempts", u.retry_max_attempts),
+        )
+    }
+}
+
+impl GcsExporterConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bucket.trim().is_empty() {
+            return Err(ConfigError::invalid("bucket", "is required"));
+        }
+        PartitionFormat::parse(&self.partition_format, &self.partition_timezone)
+            .map_err(|m| ConfigError::invalid("partition_format", m))?;
+        one_of("storage_class", &self.storage_class, GCS_STORAGE_CLASSES)?;
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid("timeout", "must be above 0"));
+        }
+        check_common(
+            &self.sending_queue,
+            &self.batching,
+            ("retry_max_attempts", self.retry_max_attempts),
+        )
+    }
+}
+
+impl FileExporterConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.directory.trim().is_empty() {
+            return Err(ConfigError::invalid("directory", "is required"));
+        }
+        PartitionFormat::parse(&self.partition_format, &self.partition_timezone)
+            .map_err(|m| ConfigError::invalid("partition_format", m))?;
+        check_common(&self.sending_queue, &self.batching, ("", 1))
+    }
+}

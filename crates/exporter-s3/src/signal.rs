@@ -1,0 +1,216 @@
+//! What the exporter needs of each signal: its name, merging batches, and
+//! visiting or keeping items by (resource attributes, item time) so that a
+//! batch can be split by partition.
+
+use otelcol_core::pdata::proto::common::v1::KeyValue;
+use otelcol_core::pdata::proto::metrics::v1::metric::Data;
+use otelcol_core::pdata::{json, Logs, Metrics, Payload, Traces};
+use prost::Message;
+
+use crate::config::Compression;
+use crate::encode::EncodeError;
+
+/// A signal the object exporters write.
+pub trait Signal: Payload + Message + Default {
+    /// `metrics`, `logs` or `traces`: the file name's signal part.
+    const NAME: &'static str;
+    /// The Go self-metric names: sent, send failed, enqueue failed.
+    const COUNTERS: [&'static str; 3];
+    /// Whether the Parquet marshaler writes this signal.
+    const PARQUET: bool;
+    /// The Go collector's OTLP/JSON.
+    fn to_json(&self) -> String;
+    /// A Parquet file of one row per item (see the crate README).
+    fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError>;
+    /// Appends `other`'s resources.
+    fn append(&mut self, other: Self);
+    /// Calls `f` with the resource attributes and time of every item.
+    fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64));
+    /// Keeps the items for which `f` is true; empty containers are removed.
+    fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool);
+}
+
+fn attrs(r: &Option<otelcol_core::pdata::proto::resource::v1::Resource>) -> &[KeyValue] {
+    r.as_ref().map(|r| &r.attributes[..]).unwrap_or(&[])
+}
+
+/// A log record's time: its event time, else when it was observed.
+fn log_time(t: u64, observed: u64) -> u64 {
+    if t != 0 {
+        t
+    } else {
+        observed
+    }
+}
+
+macro_rules! each_point {
+    ($data:expr, |$p:ident| $body:expr) => {
+        match $data {
+            Some(Data::Gauge(g)) => g.data_points.iter().for_each(|$p| $body),
+            Some(Data::Sum(s)) => s.data_points.iter().for_each(|$p| $body),
+            Some(Data::Histogram(h)) => h.data_points.iter().for_each(|$p| $body),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.iter().for_each(|$p| $body),
+            Some(Data::Summary(s)) => s.data_points.iter().for_each(|$p| $body),
+            None => {}
+        }
+    };
+}
+
+macro_rules! retain_points {
+    ($data:expr, |$p:ident| $keep:expr) => {
+        match $data {
+            Some(Data::Gauge(g)) => g.data_points.retain(|$p| $keep),
+            Some(Data::Sum(s)) => s.data_points.retain(|$p| $keep),
+            Some(Data::Histogram(h)) => h.data_points.retain(|$p| $keep),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.retain(|$p| $keep),
+            Some(Data::Summary(s)) => s.data_points.retain(|$p| $keep),
+            None => {}
+        }
+    };
+}
+
+impl Signal for Metrics {
+    const NAME: &'static str = "metrics";
+    const COUNTERS: [&'static str; 3] = [
+        "otelcol_exporter_sent_metric_points",
+        "otelcol_exporter_send_failed_metric_points",
+        "otelcol_exporter_enqueue_failed_metric_points",
+    ];
+    const PARQUET: bool = true;
+    fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError> {
+        Ok(crate::parquet::metrics(self, users, c)?)
+    }
+    fn to_json(&self) -> String {
+        json::metrics(self)
+    }
+    fn append(&mut self, other: Self) {
+        self.resource_metrics.extend(other.resource_metrics);
+    }
+    fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
+        for rm in &self.resource_metrics {
+            let r = attrs(&rm.resource);
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                each_point!(&m.data, |p| f(r, p.time_unix_nano));
+            }
+        }
+    }
+    fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool) {
+        for rm in &mut self.resource_metrics {
+            let r = attrs(&rm.resource);
+            for sm in &mut rm.scope_metrics {
+                for m in &mut sm.metrics {
+                    retain_points!(&mut m.data, |p| f(r, p.time_unix_nano));
+                }
+                sm.metrics
+                    .retain(|m| otelcol_core::pdata::metric_point_count(m) > 0);
+            }
+            rm.scope_metrics.retain(|s| !s.metrics.is_empty());
+        }
+        self.resource_metrics
+            .retain(|r| !r.scope_metrics.is_empty());
+    }
+}
+
+impl Signal for Logs {
+    const NAME: &'static str = "logs";
+    const COUNTERS: [&'static str; 3] = [
+        "otelcol_exporter_sent_log_records",
+        "otelcol_exporter_send_failed_log_records",
+        "otelcol_exporter_enqueue_failed_log_records",
+    ];
+    const PARQUET: bool = true;
+    fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError> {
+        Ok(crate::parquet::logs(self, users, c)?)
+    }
+    fn to_json(&self) -> String {
+        json::logs(self)
+    }
+    fn append(&mut self, other: Self) {
+        self.resource_logs.extend(other.resource_logs);
+    }
+    fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
+        for rl in &self.resource_logs {
+            let r = attrs(&rl.resource);
+            for l in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                f(r, log_time(l.time_unix_nano, l.observed_time_unix_nano));
+            }
+        }
+    }
+    fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool) {
+        for rl in &mut self.resource_logs {
+            let r = attrs(&rl.resource);
+            for sl in &mut rl.scope_logs {
+                sl.log_records
+                    .retain(|l| f(r, log_time(l.time_unix_nano, l.observed_time_unix_nano)));
+            }
+            rl.scope_logs.retain(|s| !s.log_records.is_empty());
+        }
+        self.resource_logs.retain(|r| !r.scope_logs.is_empty());
+    }
+}
+
+impl Signal for Traces {
+    const NAME: &'static str = "traces";
+    const COUNTERS: [&'static str; 3] = [
+        "otelcol_exporter_sent_spans",
+        "otelcol_exporter_send_failed_spans",
+        "otelcol_exporter_enqueue_failed_spans",
+    ];
+    const PARQUET: bool = false;
+    fn to_parquet(&self, _: &[String], _: Compression) -> Result<Vec<u8>, EncodeError> {
+        Err(EncodeError::Unsupported {
+            marshaler: "parquet",
+            signal: Self::NAME,
+        })
+    }
+    fn to_json(&self) -> String {
+        json::traces(self)
+    }
+    fn append(&mut self, other: Self) {
+        self.resource_spans.extend(other.resource_spans);
+    }
+    fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
+        for rs in &self.resource_spans {
+            let r = attrs(&rs.resource);
+            for s in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                f(r, s.start_time_unix_nano);
+            }
+        }
+    }
+    fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool) {
+        for rs in &mut self.resource_spans {
+            let r = attrs(&rs.resource);
+            for ss in &mut rs.scope_spans {
+                ss.spans.retain(|s| f(r, s.start_time_unix_nano));
+            }
+            rs.scope_spans.retain(|s| !s.spans.is_empty());
+        }
+        self.resource_spans.retain(|r| !r.scope_spans.is_empty());
+    }
+}
+
+/// Splits `data` into one request per distinct `key` of its items, in key
+/// order. One key (the usual case) returns `data` unchanged.
+pub fn split_by<T: Signal, K: Ord + Clone>(
+    data: T,
+    key: &mut dyn FnMut(&[KeyValue], u64) -> K,
+) -> Vec<(K, T)> {
+    let mut keys = std::collections::BTreeSet::new();
+    data.visit(&mut |r, t| {
+        keys.insert(key(r, t));
+    });
+    if keys.len() <= 1 {
+        return keys
+            .into_iter()
+            .next()
+            .map(|k| vec![(k, data)])
+            .unwrap_or_default();
+    }
+    keys.into_iter()
+        .map(|k| {
+            let mut part = data.clone();
+            part.retain(&mut |r, t| key(r, t) == k);
+            (k, part)
+        })
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! Building the `object_store` client for each type, and the start-time
+//! check that the bucket (or folder) is there and the credentials work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{Attribute, Attributes, ClientOptions, ObjectStore, RetryConfig};
+
+use crate::config::{FileExporterConfig, GcsExporterConfig, S3ExporterConfig};
+
+/// Where objects go.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The client.
+    pub store: Arc<dyn ObjectStore>,
+    /// `s3://bucket`, `gs://bucket` or the folder, for messages.
+    pub describe: String,
+    /// Attributes set on every object (storage class).
+    pub attributes: Attributes,
+    /// Whether content type and encoding are stored with the object.
+    pub content_headers: bool,
+}
+
+/// The store could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct StoreError {
+    what: String,
+    message: String,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Every attempt is ours (`retry_max_attempts`), so the client never retries.
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
+fn client_options(timeout: Duration, allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(timeout.min(Duration::from_secs(5)))
+        .with_allow_http(allow_http)
+}
+
+fn install_crypto() {
+    // reqwest is built without its own provider: ring serves the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `https://host` + bucket → `https://bucket.host` (virtual-hosted style).
+fn virtual_host(endpoint: &str, bucket: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => format!("https://{bucket}.{endpoint}"),
+    }
+}
+
+/// The `awss3` client: credentials from the standard AWS chain
+/// (environment, profile file, web identity, instance metadata).
+pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
+    install_crypto();
+    let u = &c.s3uploader;
+    let what = format!("s3://{}", u.s3_bucket);
+    let mut options = client_options(c.timeout, u.disable_ssl);
+    if !u.acl.is_empty() {
+        // Added before signing, so the ACL header is part of the signature.
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_str(&u.acl).map_err(|e| err(&what, e))?;
+        headers.insert("x-amz-acl", value);
+        options = options.with_default_headers(headers);
+    }
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&u.s3_bucket)
+        .with_region(&u.region)
+        .with_allow_http(u.disable_ssl)
+        .with_retry(no_retries())
+        .with_client_options(options);
+    let endpoint = u.endpoint.trim().trim_end_matches('/');
+    if !endpoint.is_empty() {
+        let (url, virtual_hosted) = if u.s3_force_path_style {
+            (endpoint.to_string(), false)
+        } else {
+            (virtual_host(endpoint, &u.s3_bucket), true)
+        };
+        b = b
+            .with_endpoint(url)
+            .with_virtual_hosted_style_request(virtual_hosted);
+    } else {
+        b = b.with_virtual_hosted_style_request(!u.s3_force_path_style);
+    }
+    if !u.role_arn.is_empty() {
+        if b.get_config_value(&AmazonS3ConfigKey::WebIdentityTokenFile)
+            .is_none()
+        {
+            return Err(err(
+                &what,
+                "role_arn is set but AWS_WEB_IDENTITY_TOKEN_FILE is not: roles are assumed with a web identity token (EKS IRSA, ECS); \
+                 to use a role from static credentials, give the role's credentials through the standard AWS chain and remove role_arn",
+            ));
+        }
+        b = b.with_config(AmazonS3ConfigKey::RoleArn, &u.role_arn);
+    }
+    let store = b.build().map_err(|e| err(&what, e))?;
+    let mut attributes = Attributes::new();
+    if !u.storage_class.is_empty() {
+        attributes.insert(Attribute::StorageClass, u.storage_class.clone().into());
+    }
+    Ok(Target {
+        store: Arc::new(store),
+        describe: if endpoint.is_empty() {
+            what
+        } else {
+            format!("{what} at {endpoint}")
+        },
+        attributes,
+        content_headers: true,
+    })
+}
+
+/// The `googlecloudstorage` client: a key file, else the standard Google
+/// chain. With `endpoint` and no credentials at all (an emulator), requests
+/// are not signed.
+pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
+    install_crypto();
+    let what = format!("gs://{}", c.bucket);
+    let endpoint = c.endpoint.trim().trim_end_matches('/');
+    let options = client_options(c.timeout, endpoint.starts_with("http://"));
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(&c.bucket)
+        .with_retry(no_retries())
+        .with_client_options(options);
+    if !c.credentials_file.is_empty() {
+        b = b.with_service_account_path(&c.credentials_file);
+    }
+    if !endpoint.is_empty() {
+        b = b.with_base_url(endpoint);
+        let chain = [
+            "GOOGLE_SERVICE_ACCOUNT",
+            "GOOGLE_SERVICE_ACCOUNT_PATH",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+        if c.credentials_file.is_empty() && !chain {
+            b = b.with_skip_signature(true);
+        }
+    }
+    let store = b.build().map_err(|e| err(&what, e))?;
+    let mut attributes = Attributes::new();
+    if !c.storage_class.is_empty() {
+        attributes.insert(Attribute::StorageClass, c.storage_class.clone().into());
+    }
+    Ok(Target {
+        store: Arc::new(store),
+        describe: if endpoint.is_empty() {
+            what
+        } else {
+            format!("{what} at {endpoint}")
+        },
+        attributes,
+        content_headers: true,
+    })
+}
+
+/// The `file` store: the folder is created if missing.
+pub fn file(c: &FileExporterConfig) -> Result<Target, StoreError> {
+    let dir = std::path::Path::new(c.directory.trim());
+    std::fs::create_dir_all(dir).map_err(|e| err(&format!("creating {}", dir.display()), e))?;
+    let store =
+        LocalFileSystem::new_with_prefix(dir).map_err(|e| err(&dir.display().to_string(), e))?;
+    Ok(Target {
+        store: Arc::new(store),
+        describe: dir.display().to_string(),
+        attributes: Attributes::new(),
+        content_headers: false,
+    })
+}
+
+/// Checks at start that the bucket answers and accepts the credentials: one
+/// listing of `prefix`. Write-only credentials (listing refused as
+/// forbidden) pass with a warning; a missing bucket, rejected or missing
+/// credentials and an unreachable endpoint fail with what went wrong.
+pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<(), String> {
+    let path = (!prefix.is_empty()).then(|| Path::from(prefix));
+    let listing = tokio::time::timeout(within, target.store.list_with_delimiter(path.as_ref()));
+    match listing.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(object_store::Error::PermissionDenied { source, .. })) => {
+            tracing::warn!(
+                target = %target.describe,
+                "cannot list the bucket ({source}); continuing, as write-only credentials cannot list"
+            );
+            Ok(())
+        }
+        Ok(Err(object_store::Error::NotFound { .. })) => Err(format!(
+            "{}: the bucket does not exist (or the endpoint serves no such bucket)",
+            target.describe
+        )),
+        Ok(Err(object_store::Error::Unauthenticated { source, .. })) => Err(format!(
+            "{}: the credentials were rejected: {source}",
+            target.describe
+        )),
+        Ok(Err(e)) => Err(format!(
+            "{}: the bucket is unreachable or no credentials were found: {e}",
+            target.describe
+        )),
+        Err(_) => Err(format!(
+            "{}: no answer within {}s (is the endpoint reachable, and are credentials available? \
+             without any, the instance metadata service is tried)",
+            target.describe,
+            within.as_secs()
+        )),
+    }
+}
