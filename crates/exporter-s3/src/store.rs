@@ -197,32 +197,52 @@ pub fn file(c: &FileExporterConfig) -> Result<Target, StoreError> {
 pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<(), String> {
     let path = (!prefix.is_empty()).then(|| Path::from(prefix));
     let listing = tokio::time::timeout(within, target.store.list_with_delimiter(path.as_ref()));
-    match listing.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(object_store::Error::PermissionDenied { source, .. })) => {
-            tracing::warn!(
-                target = %target.describe,
-                "cannot list the bucket ({source}); continuing, as write-only credentials cannot list"
-            );
-            Ok(())
-        }
-        Ok(Err(object_store::Error::NotFound { .. })) => Err(format!(
-            "{}: the bucket does not exist (or the endpoint serves no such bucket)",
-            target.describe
-        )),
-        Ok(Err(object_store::Error::Unauthenticated { source, .. })) => Err(format!(
-            "{}: the credentials were rejected: {source}",
-            target.describe
-        )),
-        Ok(Err(e)) => Err(format!(
-            "{}: the bucket is unreachable or no credentials were found: {e}",
-            target.describe
-        )),
-        Err(_) => Err(format!(
+    let e = match listing.await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(_) => {
+            return Err(format!(
             "{}: no answer within {}s (is the endpoint reachable, and are credentials available? \
-             without any, the instance metadata service is tried)",
+                 without any, the instance metadata service is tried)",
             target.describe,
             within.as_secs()
-        )),
+        ))
+        }
+    };
+    // object_store reports most listing failures as `Generic`, with the
+    // status and the service's error code in the text.
+    let text = e.to_string();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let denied = matches!(e, object_store::Error::PermissionDenied { .. })
+        || has(&["AccessDenied", "403 Forbidden"]);
+    let rejected = matches!(e, object_store::Error::Unauthenticated { .. })
+        || has(&[
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "401 Unauthorized",
+        ]);
+    let missing = matches!(e, object_store::Error::NotFound { .. })
+        || has(&["NoSuchBucket", "404 Not Found"]);
+    if rejected {
+        Err(format!(
+            "{}: the credentials were rejected: {e}",
+            target.describe
+        ))
+    } else if denied {
+        tracing::warn!(
+            target = %target.describe,
+            "cannot list the bucket ({e}); continuing, as write-only credentials cannot list"
+        );
+        Ok(())
+    } else if missing {
+        Err(format!(
+            "{}: the bucket does not exist (or the endpoint serves no such bucket)",
+            target.describe
+        ))
+    } else {
+        Err(format!(
+            "{}: the bucket is unreachable or no credentials were found: {e}",
+            target.describe
+        ))
     }
 }

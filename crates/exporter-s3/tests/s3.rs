@@ -1,0 +1,326 @@
+//! `awss3` against a real S3-compatible server (moto) on 127.0.0.1.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::*;
+use otelcol_core::component::ExporterFactory;
+use otelcol_core::pdata::{Logs, Metrics};
+use otelcol_exporter_s3::S3ExporterFactory;
+use prost::Message;
+
+fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
+    format!(
+        "s3uploader:\n  region: us-east-1\n  s3_bucket: {bucket}\n  endpoint: {endpoint}\n  s3_force_path_style: true\n  disable_ssl: true\n  retry_max_backoff: 1s\n{extra}"
+    )
+}
+
+fn uuid_name(name: &str, prefix: &str, ext: &str) -> bool {
+    let Some(id) = name.strip_prefix(prefix).and_then(|n| n.strip_suffix(ext)) else {
+        return false;
+    };
+    id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4 && &id[14..15] == "7"
+}
+
+fn aws_env() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+}
+
+#[tokio::test]
+async fn objects_land_under_data_time_partitions_with_the_exact_content() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("totals").await;
+    let yaml = config(
+        &moto.endpoint(),
+        "totals",
+        "  s3_base_prefix: base\n  s3_prefix: ai\n  file_prefix: otel-\n",
+    );
+    let (exp, s) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&host()).await.unwrap();
+    // Two windows a minute apart in one batch, and one more batch: the
+    // objects are split by the data's minute, not by the upload time.
+    let mut first = totals(
+        "claude-code",
+        T0,
+        &[("ana@example.com", 120.0), ("bo@example.com", 7.5)],
+    );
+    let second = totals("claude-code", T0 + MINUTE, &[("ana@example.com", 30.0)]);
+    first
+        .resource_metrics
+        .extend(second.resource_metrics.clone());
+    exp.consume(batch(first)).await.unwrap();
+    exp.shutdown().await.unwrap();
+
+    let reader = moto.reader("totals");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let dir47 = "base/ai/year=2026/month=11/day=21/hour=13/minute=47/";
+    let dir48 = "base/ai/year=2026/month=11/day=21/hour=13/minute=48/";
+    assert!(keys[0].starts_with(dir47), "{keys:?}");
+    assert!(keys[1].starts_with(dir48), "{keys:?}");
+    assert!(
+        uuid_name(&keys[0][dir47.len()..], "otel-metrics_", ".json"),
+        "{keys:?}"
+    );
+
+    let m47: Metrics = serde_json::from_slice(&get(&reader, &keys[0]).await).unwrap();
+    assert_eq!(
+        m47,
+        totals(
+            "claude-code",
+            T0,
+            &[("ana@example.com", 120.0), ("bo@example.com", 7.5)]
+        )
+    );
+    let m48: Metrics = serde_json::from_slice(&get(&reader, &keys[1]).await).unwrap();
+    assert_eq!(m48, second);
+    let rendered = s.metrics.render();
+    assert!(
+        rendered.contains("otelcol_exporter_sent_metric_points_total{exporter=\"awss3\"} 3"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(
+            "otelcol_exporter_objects_written_total{exporter=\"awss3\",data_type=\"metrics\"} 2"
+        ),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_first_upload_is_retried_into_exactly_one_object() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("retry").await;
+    let (proxy, puts) = flaky_proxy(moto.port, 1).await;
+    let yaml = config(&format!("http://127.0.0.1:{proxy}"), "retry", "");
+    let (exp, s) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&host()).await.unwrap();
+    exp.consume(batch(totals(
+        "claude-code",
+        T0,
+        &[("ana@example.com", 1.0)],
+    )))
+    .await
+    .unwrap();
+    exp.shutdown().await.unwrap();
+
+    let keys = keys(&moto.reader("retry")).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 2, "one refused attempt and one retry: {puts:?}");
+    assert_eq!(puts[0], puts[1], "the retry reuses the object's key");
+    assert_eq!(puts[0].replace("%3D", "="), format!("/retry/{}", keys[0]));
+    let r = s.metrics.render();
+    assert!(
+        r.contains(
+            "otelcol_exporter_upload_retries_total{exporter=\"awss3\",data_type=\"metrics\"} 1"
+        ),
+        "{r}"
+    );
+    assert!(
+        r.contains("otelcol_exporter_sent_metric_points_total{exporter=\"awss3\"} 1"),
+        "{r}"
+    );
+    assert!(
+        r.contains("otelcol_exporter_send_failed_metric_points_total{exporter=\"awss3\"} 0"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn uploads_that_keep_failing_are_dropped_counted_and_never_duplicated() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("down").await;
+    let (proxy, puts) = flaky_proxy(moto.port, 100).await;
+    let yaml = config(
+        &format!("http://127.0.0.1:{proxy}"),
+        "down",
+        "  retry_max_attempts: 3\n",
+    );
+    let (exp, s) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&host()).await.unwrap();
+    exp.consume(batch(totals(
+        "claude-code",
+        T0,
+        &[("a@x", 1.0), ("b@x", 2.0)],
+    )))
+    .await
+    .unwrap();
+    exp.shutdown().await.unwrap();
+    assert!(keys(&moto.reader("down")).await.is_empty());
+    let puts = puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 3, "{puts:?}");
+    assert!(puts.iter().all(|p| p == &puts[0]));
+    let r = s.metrics.render();
+    assert!(
+        r.contains("otelcol_exporter_send_failed_metric_points_total{exporter=\"awss3\"} 2"),
+        "{r}"
+    );
+    assert!(
+        r.contains("otelcol_exporter_sent_metric_points_total{exporter=\"awss3\"} 0"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_objects_decompress_to_the_payloads() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("packed").await;
+    let data = totals("claude-code", T0, &[("ana@example.com", 42.0)]);
+    for (prefix, extra) in [
+        ("gz", "  compression: gzip\nmarshaler: otlp_json\n"),
+        ("zst", "  compression: zstd\nmarshaler: otlp_proto\n"),
+    ] {
+        let yaml = config(
+            &moto.endpoint(),
+            "packed",
+            &format!("  s3_prefix: {prefix}\n{extra}"),
+        );
+        let (exp, _) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+        exp.start(&host()).await.unwrap();
+        exp.consume(batch(data.clone())).await.unwrap();
+        exp.shutdown().await.unwrap();
+    }
+    let reader = moto.reader("packed");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].starts_with("gz/") && keys[0].ends_with(".json.gz"),
+        "{keys:?}"
+    );
+    assert!(
+        keys[1].starts_with("zst/") && keys[1].ends_with(".binpb.zst"),
+        "{keys:?}"
+    );
+
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&get(&reader, &keys[0]).await[..])
+        .read_to_end(&mut json)
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Metrics>(&json).unwrap(), data);
+    let proto = zstd::decode_all(&get(&reader, &keys[1]).await[..]).unwrap();
+    assert_eq!(Metrics::decode(&proto[..]).unwrap(), data);
+
+    assert_eq!(
+        moto.describe("packed", &keys[0]),
+        "STANDARD application/json gzip ['FULL_CONTROL']"
+    );
+    assert_eq!(
+        moto.describe("packed", &keys[1]),
+        "STANDARD application/x-protobuf zstd ['FULL_CONTROL']"
+    );
+}
+
+#[tokio::test]
+async fn storage_class_acl_and_resource_prefix_are_applied() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("classy").await;
+    let yaml = config(
+        &moto.endpoint(),
+        "classy",
+        "  s3_prefix: default\n  storage_class: STANDARD_IA\n  acl: public-read\nresource_attrs_to_s3:\n  s3_prefix: service.name\n",
+    );
+    let s = settings("awss3");
+    let exp = S3ExporterFactory.create_logs(s, &raw(&yaml)).unwrap();
+    exp.start(&host()).await.unwrap();
+    let mut logs: Logs = events("claude-code", T0, &["one", "two"]);
+    let mut bare = events("x", T0, &["three"]);
+    bare.resource_logs[0].resource = None;
+    logs.resource_logs.extend(bare.resource_logs);
+    exp.consume(batch(logs)).await.unwrap();
+    exp.shutdown().await.unwrap();
+
+    let keys = keys(&moto.reader("classy")).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].starts_with("claude-code/year=2026/month=11/day=21/hour=13/minute=47/logs_"),
+        "{keys:?}"
+    );
+    assert!(keys[1].starts_with("default/year=2026/"), "{keys:?}");
+    assert_eq!(
+        moto.describe("classy", &keys[0]),
+        "STANDARD_IA application/json None ['FULL_CONTROL', 'READ']"
+    );
+}
+
+#[tokio::test]
+async fn small_batches_are_combined_until_a_threshold() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("combined").await;
+    let yaml = config(
+        &moto.endpoint(),
+        "combined",
+        "batching:\n  flush_interval: 300ms\n  max_items: 1000\n",
+    );
+    let (exp, _) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&host()).await.unwrap();
+    for i in 0..5 {
+        exp.consume(batch(totals(
+            "claude-code",
+            T0,
+            &[("ana@example.com", i as f64)],
+        )))
+        .await
+        .unwrap();
+    }
+    let reader = moto.reader("combined");
+    assert!(
+        keys(&reader).await.is_empty(),
+        "nothing before the interval"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        let k = keys(&reader).await;
+        if !k.is_empty() || std::time::Instant::now() > deadline {
+            break k;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    let m: Metrics = serde_json::from_slice(&get(&reader, &found[0]).await).unwrap();
+    assert_eq!(m.resource_metrics.len(), 5);
+    exp.shutdown().await.unwrap();
+    assert_eq!(
+        keys(&reader).await.len(),
+        1,
+        "nothing left to write at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn start_fails_clearly_for_a_missing_bucket_or_an_unreachable_endpoint() {
+    aws_env();
+    let moto = Moto::start();
+    let (exp, _) = metrics_exporter(
+        &S3ExporterFactory,
+        "awss3",
+        &config(&moto.endpoint(), "nope", ""),
+    );
+    let e = exp.start(&host()).await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!("exporter awss3: s3://nope at {}: the bucket does not exist (or the endpoint serves no such bucket)", moto.endpoint())
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let (exp, _) = metrics_exporter(&S3ExporterFactory, "awss3", &config(&endpoint, "any", ""));
+    let e = exp.start(&host()).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("exporter awss3: s3://any at {endpoint}: the bucket is unreachable or no credentials were found: ")),
+        "{e}"
+    );
+}
