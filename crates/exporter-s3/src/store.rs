@@ -132,7 +132,7 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
 
 /// The `googlecloudstorage` client: a key file, else the standard Google
 /// chain. With `endpoint` and no credentials at all (an emulator), requests
-/// are not signed.
+/// carry a placeholder bearer token.
 pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
     install_crypto();
     let what = format!("gs://{}", c.bucket);
@@ -156,7 +156,9 @@ pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
         .iter()
         .any(|v| std::env::var_os(v).is_some());
         if c.credentials_file.is_empty() && !chain {
-            b = b.with_skip_signature(true);
+            // An emulator: a placeholder token instead of asking the metadata
+            // server (object_store's `skip_signature` is not applied to uploads).
+            b = b.with_bearer_token("emulator");
         }
     }
     let store = b.build().map_err(|e| err(&what, e))?;
@@ -236,7 +238,7 @@ pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<()
         Ok(())
     } else if missing {
         Err(format!(
-            "{}: the bucket does not exist (or the endpoint serves no such bucket)",
+            "{}: the bucket does not exist (or the endpoint serves no such bucket): {e}",
             target.describe
         ))
     } else {
