@@ -1,0 +1,117 @@
+//! Config keys: a Go `awss3` config decodes unchanged, and wrong values are
+//! refused at config time with the key and the accepted values.
+
+mod common;
+
+use common::raw;
+use otelcol_core::component::Factory;
+use otelcol_exporter_s3::{
+    FileExporterFactory, GcsExporterFactory, S3ExporterConfig, S3ExporterFactory,
+};
+
+/// The Go exporter's documented keys, as its users write them.
+const GO_CONFIG: &str = r#"
+s3uploader:
+  region: eu-central-1
+  s3_bucket: databucket
+  s3_prefix: metric
+  s3_partition_format: "year=%Y/month=%m/day=%d/hour=%H"
+  s3_partition_timezone: "UTC"
+  file_prefix: collector-1-
+  endpoint: https://s3.example.internal
+  s3_force_path_style: true
+  disable_ssl: false
+  compression: gzip
+  storage_class: STANDARD_IA
+  acl: bucket-owner-full-control
+  retry_mode: standard
+  retry_max_attempts: 5
+  retry_max_backoff: 30s
+marshaler: otlp_proto
+resource_attrs_to_s3:
+  s3_prefix: com.awss3.prefix
+timeout: 10s
+sending_queue:
+  enabled: true
+  num_consumers: 10
+  queue_size: 1000
+"#;
+
+#[test]
+fn a_go_awss3_config_runs_unchanged() {
+    S3ExporterFactory.validate(&raw(GO_CONFIG)).unwrap();
+    let c: S3ExporterConfig = otelcol_core::config::decode(&raw(GO_CONFIG)).unwrap();
+    assert_eq!(c.s3uploader.retry_max_attempts, 5);
+    assert_eq!(c.s3uploader.retry_max_backoff.as_secs(), 30);
+    assert_eq!(c.resource_attrs_to_s3.s3_prefix, "com.awss3.prefix");
+    assert_eq!(c.timeout.as_secs(), 10);
+}
+
+fn s3_error(uploader_extra: &str, extra: &str) -> String {
+    let yaml = format!("s3uploader:\n  s3_bucket: b\n{uploader_extra}{extra}");
+    S3ExporterFactory
+        .validate(&raw(&yaml))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn wrong_values_are_named_at_config_time() {
+    assert_eq!(
+        s3_error("  storage_class: FROZEN\n", ""),
+        "s3uploader.storage_class: `FROZEN` is not one of STANDARD, REDUCED_REDUNDANCY, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, GLACIER, DEEP_ARCHIVE, OUTPOSTS, GLACIER_IR, SNOW, EXPRESS_ONEZONE"
+    );
+    assert_eq!(
+        s3_error("  acl: everyone\n", ""),
+        "s3uploader.acl: `everyone` is not one of private, public-read, public-read-write, authenticated-read, aws-exec-read, bucket-owner-read, bucket-owner-full-control"
+    );
+    assert_eq!(
+        s3_error("  s3_partition_format: \"year=%Y/%Q\"\n", ""),
+        "s3uploader.s3_partition_format: `year=%Y/%Q` is not a valid strftime pattern (use %Y, %m, %d, %H, %M, %S, %j, …)"
+    );
+    assert_eq!(
+        s3_error("  s3_partition_timezone: Mars/Olympus\n", ""),
+        "s3uploader.s3_partition_format: time zone `Mars/Olympus` is not UTC, Local or a fixed offset like +02:00"
+    );
+    assert_eq!(
+        s3_error("  endpoint: http://127.0.0.1:9000\n", ""),
+        "s3uploader.endpoint: `http://127.0.0.1:9000` is plain http: set disable_ssl: true to allow it"
+    );
+    assert_eq!(
+        s3_error("  retry_max_attempts: 0\n", ""),
+        "s3uploader.retry_max_attempts: must be at least 1 (the first attempt)"
+    );
+    assert_eq!(
+        s3_error("", "marshaler: sumo_ic\n"),
+        "marshaler: unknown value `sumo_ic`, expected one of `otlp_json`, `otlp_proto`, `parquet`"
+    );
+    assert_eq!(
+        s3_error("  compression: brotli\n", ""),
+        "s3uploader.compression: unknown value `brotli`, expected one of `none`, `gzip`, `zstd`"
+    );
+    assert_eq!(
+        s3_error("", "encoding: text_encoding\n"),
+        "encoding: encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet"
+    );
+    assert_eq!(
+        S3ExporterFactory
+            .validate(&raw("s3uploader:\n  region: us-east-1\n"))
+            .unwrap_err()
+            .to_string(),
+        "s3uploader.s3_bucket: is required"
+    );
+    assert_eq!(
+        GcsExporterFactory
+            .validate(&raw("bucket: b\nstorage_class: GLACIER\n"))
+            .unwrap_err()
+            .to_string(),
+        "storage_class: `GLACIER` is not one of STANDARD, NEARLINE, COLDLINE, ARCHIVE"
+    );
+    assert_eq!(
+        FileExporterFactory
+            .validate(&raw("directory: ./d\nbatching:\n  max_items: 0\n"))
+            .unwrap_err()
+            .to_string(),
+        "batching: flush_interval, max_items and max_bytes must be above 0"
+    );
+}
