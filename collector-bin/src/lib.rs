@@ -59,6 +59,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_exporter_multitudes::register(f);
     }
+    #[cfg(feature = "exporter-s3")]
+    {
+        f = otelcol_exporter_s3::register(f);
+    }
     #[cfg(feature = "extension-health")]
     {
         f = otelcol_extension_health::register(f);

@@ -12,6 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_otelcol-multitudes");
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env("DATA_DIR", common::scratch_data_dir())
         .env_remove("MULTITUDES_INTEGRATION_ENDPOINT")
         .env_remove("MULTITUDES_INTEGRATION_TOKEN")
         .envs(env.iter().copied())
@@ -78,7 +79,10 @@ fn components_lists_this_build() {
             "transform"
         ]
     );
-    assert_eq!(names("exporters"), vec!["debug", "multitudes"]);
+    assert_eq!(
+        names("exporters"),
+        vec!["awss3", "debug", "file", "googlecloudstorage", "multitudes"]
+    );
     assert_eq!(
         names("extensions"),
         vec![
@@ -310,6 +314,7 @@ fn every_shipped_config_validates() {
                 "https://integrations.example.com/ai/otel",
             ),
             ("MULTITUDES_INTEGRATION_TOKEN", "tok"),
+            ("S3_BUCKET", "my-bucket"),
         ];
         let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()], &env);
         assert_eq!(

@@ -3,7 +3,10 @@
 //! - `ci`: what CI runs after installing tools: `cargo fmt --check`,
 //!   `cargo clippy --all-targets -- -D warnings`, every component feature of
 //!   the binary alone (`check-features`), then the test suite.
-//! - `test`: the test suite alone (the README's test command runs this).
+//! - `test`: the test suite alone (the README's test command runs this),
+//!   after `test-tools`.
+//! - `test-tools`: installs `.ci/requirements.txt` into `.ci/venv` (the S3
+//!   server and Parquet reader the tests start, kubernetes-validate).
 //! - `check-features`: `cargo check` of the binary with each component alone.
 //! - `dist --manifest FILE [--debug]`: generate and build a distribution
 //!   from a builder manifest (see `dist.rs`).
@@ -44,8 +47,46 @@ fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Installs `.ci/requirements.txt` into `.ci/venv` (moto_server, pyarrow,
+/// kubernetes-validate), unless the venv already holds exactly that list.
+fn test_tools() -> bool {
+    let root = root();
+    let wanted = std::fs::read_to_string(root.join(".ci/requirements.txt")).unwrap_or_default();
+    let venv = root.join(".ci/venv");
+    let stamp = venv.join(".requirements");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return true;
+    }
+    eprintln!("xtask: installing the Python test tools into .ci/venv");
+    let run = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(&root)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ok = run(Path::new("python3"), &["-m", "venv", ".ci/venv"])
+        && run(
+            &venv.join("bin/pip"),
+            &[
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                ".ci/requirements.txt",
+            ],
+        );
+    if !ok {
+        eprintln!("xtask: could not install .ci/requirements.txt (python3 with venv and PyPI access are needed)");
+        return false;
+    }
+    std::fs::write(&stamp, wanted).is_ok()
+}
+
 fn test() -> bool {
-    cargo(&["test", "--workspace", "--all-targets", "--locked"])
+    test_tools()
+        && cargo(&["test", "--workspace", "--all-targets", "--locked"])
         && cargo(&["test", "--workspace", "--doc", "--locked"])
 }
 
@@ -249,13 +290,14 @@ fn main() -> ExitCode {
     let ok = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => test(),
+        Some("test-tools") => test_tools(),
         Some("check-features") => check_features(),
         Some("dist") => dist(&args[1..]),
         Some("release-check") => release_check(),
         Some("docker") => docker(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc)\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
+                "usage: cargo xtask <ci|test|test-tools|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
             );
             return ExitCode::from(2);
         }

@@ -257,6 +257,7 @@ impl Collector {
     pub fn spawn(args: &[String], envs: &[(&str, String)]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"))
             .args(args)
+            .env("DATA_DIR", scratch_data_dir())
             .env_remove("MULTITUDES_INTEGRATION_ENDPOINT")
             .env_remove("MULTITUDES_INTEGRATION_TOKEN")
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
@@ -290,6 +291,12 @@ impl Drop for Collector {
             let _ = c.wait();
         }
     }
+}
+
+/// Where the embedded default's `file` exporter writes during tests (not
+/// ./data in the source tree); a test that reads it sets its own DATA_DIR.
+pub fn scratch_data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("otelcol-test-data-{}", std::process::id()))
 }
 
 /// Installs rustls' ring provider as the process default: reqwest (used by
