@@ -214,3 +214,77 @@ pub fn split_by<T: Signal, K: Ord + Clone>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otelcol_core::pdata::proto::metrics::v1::{
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    fn point(t: u64) -> NumberDataPoint {
+        NumberDataPoint {
+            time_unix_nano: t,
+            ..Default::default()
+        }
+    }
+
+    fn metrics(times: &[u64]) -> Metrics {
+        Metrics {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "m".into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: times.iter().map(|t| point(*t)).collect(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn points_of_one_metric_split_by_key_and_keep_their_structure() {
+        let parts = split_by(metrics(&[10, 25, 11, 27]), &mut |_, t| t / 10);
+        assert_eq!(
+            parts,
+            vec![(1, metrics(&[10, 11])), (2, metrics(&[25, 27]))]
+        );
+    }
+
+    #[test]
+    fn one_key_returns_the_batch_unchanged_and_empty_gives_nothing() {
+        assert_eq!(
+            split_by(metrics(&[1, 2]), &mut |_, _| 0),
+            vec![(0, metrics(&[1, 2]))]
+        );
+        assert!(split_by(Metrics::default(), &mut |_, _| 0).is_empty());
+    }
+
+    #[test]
+    fn log_records_fall_back_to_the_observed_time() {
+        use otelcol_core::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let rec = |t, o| LogRecord {
+            time_unix_nano: t,
+            observed_time_unix_nano: o,
+            ..Default::default()
+        };
+        let logs = Logs {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![rec(5, 99), rec(0, 7)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut seen = vec![];
+        logs.visit(&mut |_, t| seen.push(t));
+        assert_eq!(seen, [5, 7]);
+    }
+}
