@@ -114,6 +114,29 @@ fn compose_and_ecs_parse() {
     let c = &compose["services"]["collector"];
     assert_eq!(c["image"], format!("otelcol-multitudes:{}", version()));
     assert_eq!(c["healthcheck"]["test"][1], "/otelcol-multitudes");
+    let s3 = yaml("deploy/docker-compose.s3.yml");
+    let c = &s3["services"]["collector"];
+    assert_eq!(c["image"], format!("otelcol-multitudes:{}", version()));
+    assert_eq!(c["command"][1], "/etc/otelcol-multitudes/s3.yaml");
+    assert_eq!(
+        c["volumes"][0],
+        "../configs/s3.yaml:/etc/otelcol-multitudes/s3.yaml:ro"
+    );
+    assert!(root().join("configs/s3.yaml").exists());
+    for var in [
+        "S3_BUCKET",
+        "S3_ENDPOINT",
+        "S3_PATH_STYLE",
+        "S3_DISABLE_SSL",
+    ] {
+        assert!(
+            std::fs::read_to_string(root().join("configs/s3.yaml"))
+                .unwrap()
+                .contains(&format!("${{env:{var}")),
+            "configs/s3.yaml reads {var}"
+        );
+        assert!(c["environment"][var].is_string(), "compose sets {var}");
+    }
     let ecs: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("deploy/ecs/task-definition.json")).unwrap(),
     )

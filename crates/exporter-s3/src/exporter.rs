@@ -162,9 +162,19 @@ fn now_nanos() -> u64 {
         .unwrap_or_default()
 }
 
-/// Whether another attempt can help.
+/// Whether another attempt can help: not for a missing bucket, refused
+/// credentials or any other 4xx answer except 408 and 429.
 fn retryable(e: &object_store::Error) -> bool {
     use object_store::Error as E;
+    let text = e.to_string();
+    if let Some(code) = text
+        .split_once("status code: ")
+        .and_then(|(_, rest)| rest.get(..3))
+    {
+        if code.starts_with('4') && code != "408" && code != "429" {
+            return false;
+        }
+    }
     !matches!(
         e,
         E::NotFound { .. }
