@@ -2,11 +2,13 @@
 //!
 //! - `ci`: what CI runs after installing tools: `cargo fmt --check`,
 //!   `cargo clippy --all-targets -- -D warnings`, every component feature of
-//!   the binary alone (`check-features`), then the test suite.
+//!   the binary alone (`check-features`), the test suite, `bench --quick`.
 //! - `test`: the test suite alone (the README's test command runs this),
 //!   after `test-tools`.
 //! - `test-tools`: installs `.ci/requirements.txt` into `.ci/venv` (the S3
 //!   server and Parquet reader the tests start, kubernetes-validate).
+//! - `bench [--quick]`, `loadgen …`, `sink …`: the benchmark instruments in
+//!   `crates/bench` (see BENCHMARKS.md); `ci` runs `bench --quick`.
 //! - `check-features`: `cargo check` of the binary with each component alone.
 //! - `dist --manifest FILE [--debug]`: generate and build a distribution
 //!   from a builder manifest (see `dist.rs`).
@@ -220,6 +222,59 @@ fn docker() -> bool {
         .unwrap_or(false)
 }
 
+/// `bench [--quick] [bench args]`: builds the collector and the bench tools
+/// (release; debug for `--quick`, which only checks totals under load) and
+/// runs the end-to-end bench; a full run writes BENCHMARKS.md.
+fn bench(args: &[String]) -> bool {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut build = vec![
+        "build",
+        "--locked",
+        "-p",
+        "otelcol-multitudes",
+        "-p",
+        "otelcol-bench",
+    ];
+    if !quick {
+        build.push("--release");
+    }
+    if !cargo(&build) {
+        return false;
+    }
+    let dir = root()
+        .join("target")
+        .join(if quick { "debug" } else { "release" });
+    let mut cmd = Command::new(dir.join("bench"));
+    cmd.current_dir(root())
+        .arg("--collector")
+        .arg(dir.join("otelcol-multitudes"))
+        .args(args);
+    match cmd.status() {
+        Ok(s) => s.success(),
+        Err(e) => {
+            eprintln!("xtask bench: cannot run the bench: {e}");
+            false
+        }
+    }
+}
+
+/// `loadgen ARGS` / `sink ARGS`: the release tool with its own arguments.
+fn tool(name: &str, args: &[String]) -> bool {
+    let mut run = vec![
+        "run",
+        "--release",
+        "--locked",
+        "-q",
+        "-p",
+        "otelcol-bench",
+        "--bin",
+        name,
+        "--",
+    ];
+    run.extend(args.iter().map(String::as_str));
+    cargo(&run)
+}
+
 fn ci() -> bool {
     release_check()
         && cargo(&["fmt", "--all", "--", "--check"])
@@ -234,6 +289,7 @@ fn ci() -> bool {
         ])
         && check_features()
         && test()
+        && bench(&["--quick".to_string()])
 }
 
 fn dist(args: &[String]) -> bool {
@@ -291,13 +347,16 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("test") => test(),
         Some("test-tools") => test_tools(),
+        Some("bench") => bench(&args[1..]),
+        Some("loadgen") => tool("loadgen", &args[1..]),
+        Some("sink") => tool("sink", &args[1..]),
         Some("check-features") => check_features(),
         Some("dist") => dist(&args[1..]),
         Some("release-check") => release_check(),
         Some("docker") => docker(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|test-tools|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
+                "usage: cargo xtask <ci|test|test-tools|bench|loadgen|sink|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  bench [--quick] the end-to-end bench (release; writes BENCHMARKS.md); --quick: debug build, checks totals in = out under load\n  loadgen ARGS    the OTLP load generator (--help for its arguments)\n  sink ARGS       the counting OTLP/HTTP sink\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
             );
             return ExitCode::from(2);
         }

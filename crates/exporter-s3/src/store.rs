@@ -60,6 +60,25 @@ fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A cloud target: content headers stored, described as `what [at endpoint]`.
+fn cloud(
+    store: Arc<dyn ObjectStore>,
+    what: String,
+    endpoint: &str,
+    attributes: Attributes,
+) -> Target {
+    Target {
+        store,
+        describe: if endpoint.is_empty() {
+            what
+        } else {
+            format!("{what} at {endpoint}")
+        },
+        attributes,
+        content_headers: true,
+    }
+}
+
 /// `https://host` + bucket → `https://bucket.host` (virtual-hosted style).
 fn virtual_host(endpoint: &str, bucket: &str) -> String {
     match endpoint.split_once("://") {
@@ -118,16 +137,7 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
     if !u.storage_class.is_empty() {
         attributes.insert(Attribute::StorageClass, u.storage_class.clone().into());
     }
-    Ok(Target {
-        store: Arc::new(store),
-        describe: if endpoint.is_empty() {
-            what
-        } else {
-            format!("{what} at {endpoint}")
-        },
-        attributes,
-        content_headers: true,
-    })
+    Ok(cloud(Arc::new(store), what, endpoint, attributes))
 }
 
 /// The `googlecloudstorage` client: a key file, else the standard Google
@@ -166,16 +176,7 @@ pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
     if !c.storage_class.is_empty() {
         attributes.insert(Attribute::StorageClass, c.storage_class.clone().into());
     }
-    Ok(Target {
-        store: Arc::new(store),
-        describe: if endpoint.is_empty() {
-            what
-        } else {
-            format!("{what} at {endpoint}")
-        },
-        attributes,
-        content_headers: true,
-    })
+    Ok(cloud(Arc::new(store), what, endpoint, attributes))
 }
 
 /// The `file` store: the folder is created if missing.
