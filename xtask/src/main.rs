@@ -103,6 +103,11 @@ fn component_features() -> Vec<String> {
             l.split_once(" = [\"dep:")
                 .map(|(k, _)| k.trim().to_string())
         })
+        .filter(|k| {
+            ["receiver-", "processor-", "exporter-", "extension-"]
+                .iter()
+                .any(|kind| k.starts_with(kind))
+        })
         .collect()
 }
 

@@ -16,13 +16,9 @@ use otelcol_core::pdata::{Logs, Metrics, Traces};
 use otelcol_core::pipeline::Service;
 use otelcol_core::{Signal, Stability};
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1, below the ephemeral range (see `otelcol_core::net`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    otelcol_core::net::unused_loopback_port()
 }
 
 /// What the `capture` exporter received.

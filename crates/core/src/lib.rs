@@ -24,6 +24,7 @@
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod net;
 pub mod pdata;
 pub mod pipeline;
 pub mod server;

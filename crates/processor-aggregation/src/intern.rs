@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 /// A set of shared values; [`Interner::collect`] drops those no series holds.
 pub(crate) struct Interner<T: ?Sized> {
-    set: HashSet<Arc<T>>,
+    set: HashSet<Arc<T>, ahash::RandomState>,
 }
 
 impl<T: ?Sized> Default for Interner<T> {
     fn default() -> Self {
         Self {
-            set: HashSet::new(),
+            set: HashSet::default(),
         }
     }
 }

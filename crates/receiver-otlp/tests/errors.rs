@@ -95,11 +95,7 @@ struct Running {
 }
 
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    otelcol_core::net::unused_loopback_port()
 }
 
 async fn start(extra_http: &str, extra_grpc: &str) -> Running {

@@ -69,11 +69,7 @@ fn make_pki() -> Pki {
 }
 
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    otelcol_core::net::unused_loopback_port()
 }
 
 async fn start(

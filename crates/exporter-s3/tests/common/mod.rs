@@ -54,11 +54,7 @@ impl Moto {
     pub fn start() -> Self {
         // reqwest is built without a provider of its own.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = otelcol_core::net::unused_loopback_port();
         let child = Command::new(venv_tool("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
