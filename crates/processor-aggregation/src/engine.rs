@@ -3,7 +3,7 @@
 //! windows with [`Engine::take_closed`], and everything with [`Engine::take_all`].
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -106,37 +106,33 @@ impl Acc {
     }
 }
 
-/// Identity of one output series in one window. Every field but the window
-/// and kind is a shared (interned) value; attribute sets are kept in their
-/// canonical encoding and decoded only at emission.
+/// What the output series of one metric share: the caller's token, the
+/// resource, the metric's name, kind and unit, the user key's name (and the
+/// first description seen, which is not part of the identity). Interned
+/// once per distinct combination, so a series key holds one pointer to it.
 ///
-/// Equality and hashing use the interned pointers: the interner keeps one
-/// allocation per distinct value for as long as any key holds it, so equal
-/// pointers mean equal values and the hash map never reads the strings.
-/// Ordering (for output) compares contents.
-#[derive(Clone, Debug, PartialOrd, Ord)]
-pub(crate) struct SeriesKey {
+/// Equality and hashing use the interned pointers of the fields: the
+/// interners keep one allocation per distinct value for as long as anything
+/// holds it, so equal pointers mean equal values. Ordering (for output)
+/// compares contents.
+#[derive(Debug)]
+pub(crate) struct Group {
     pub token: Option<Arc<str>>,
     pub resource: Arc<[u8]>,
     pub name: Arc<str>,
     pub kind: OutKind,
     pub unit: Arc<str>,
-    pub window: u64,
     pub user_key: Arc<str>,
-    pub user: Arc<str>,
-    pub attrs: Arc<[u8]>,
+    pub description: Arc<str>,
 }
 
 fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b)
 }
 
-impl PartialEq for SeriesKey {
+impl PartialEq for Group {
     fn eq(&self, o: &Self) -> bool {
-        self.window == o.window
-            && self.kind == o.kind
-            && same(&self.user, &o.user)
-            && same(&self.attrs, &o.attrs)
+        self.kind == o.kind
             && same(&self.name, &o.name)
             && same(&self.resource, &o.resource)
             && same(&self.unit, &o.unit)
@@ -149,16 +145,15 @@ impl PartialEq for SeriesKey {
     }
 }
 
-impl Eq for SeriesKey {}
+impl Eq for Group {}
 
-impl Hash for SeriesKey {
+impl Hash for Group {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.window.hash(h);
         self.kind.hash(h);
-        Arc::as_ptr(&self.user).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.attrs).cast::<u8>().hash(h);
         Arc::as_ptr(&self.name).cast::<u8>().hash(h);
         Arc::as_ptr(&self.resource).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.unit).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.user_key).cast::<u8>().hash(h);
         self.token
             .as_ref()
             .map(|t| Arc::as_ptr(t).cast::<u8>())
@@ -166,10 +161,79 @@ impl Hash for SeriesKey {
     }
 }
 
+impl Group {
+    fn order_key(&self) -> (Option<&str>, &[u8], &str, OutKind, &str, &str) {
+        (
+            self.token.as_deref(),
+            &self.resource,
+            &self.name,
+            self.kind,
+            &self.unit,
+            &self.user_key,
+        )
+    }
+}
+
+impl PartialOrd for Group {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Group {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&o.order_key())
+    }
+}
+
+/// Identity of one output series in one window: 48 bytes, so that a
+/// million open series stay small. The user and the attribute set (in its
+/// canonical encoding, decoded only at emission) are interned values;
+/// equality and hashing use pointers, ordering compares contents.
+#[derive(Clone, Debug)]
+pub(crate) struct SeriesKey {
+    pub group: Arc<Group>,
+    pub window: u64,
+    pub user: Arc<str>,
+    pub attrs: Arc<[u8]>,
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.window == o.window
+            && same(&self.user, &o.user)
+            && same(&self.attrs, &o.attrs)
+            && same(&self.group, &o.group)
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.window.hash(h);
+        Arc::as_ptr(&self.user).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.attrs).cast::<u8>().hash(h);
+        Arc::as_ptr(&self.group).hash(h);
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for SeriesKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (&*self.group, self.window, &*self.user, &*self.attrs)
+            .cmp(&(&*o.group, o.window, &*o.user, &*o.attrs))
+    }
+}
+
 /// One output series in one window.
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
-    pub description: Arc<str>,
     pub acc: Acc,
 }
 
@@ -253,6 +317,7 @@ struct Rules {
 #[derive(Default)]
 struct State {
     series: HashMap<SeriesKey, Series, ahash::RandomState>,
+    groups: HashSet<Arc<Group>, ahash::RandomState>,
     streams: HashMap<u128, Stream, ahash::RandomState>,
     /// Two independent keys for the two halves of a stream id.
     stream_keys: (ahash::RandomState, ahash::RandomState),
@@ -452,6 +517,7 @@ impl Engine {
 
     fn emit(&mut self, taken: Vec<(SeriesKey, Series)>) -> Vec<Batch<Metrics>> {
         let batches = output::build(taken, self.rules.interval, self.rules.config.gauge);
+        self.state.groups.retain(|g| Arc::strong_count(g) > 1);
         self.state.strs.collect();
         self.state.bytes.collect();
         batches
@@ -748,14 +814,26 @@ fn put(
     canonical_into(&mut st.scratch, &mut st.order, attrs, |kv| {
         r.keeps(kv, &user_key)
     });
-    let key = SeriesKey {
+    let group = Group {
         token: o.token.clone(),
         resource: o.resource_canon.clone(),
         name: o.name.clone(),
         kind,
         unit: o.unit.clone(),
-        window,
         user_key,
+        description: o.description.clone(),
+    };
+    let group = match st.groups.get(&group) {
+        Some(g) => g.clone(),
+        None => {
+            let g = Arc::new(group);
+            st.groups.insert(g.clone());
+            g
+        }
+    };
+    let key = SeriesKey {
+        group,
+        window,
         user,
         attrs: st.bytes.get(&st.scratch),
     };
@@ -779,13 +857,7 @@ fn put(
         }
         return;
     } else {
-        st.series.insert(
-            key,
-            Series {
-                description: o.description.clone(),
-                acc,
-            },
-        );
+        st.series.insert(key, Series { acc });
     }
     out.accepted += 1;
     if late {
@@ -798,5 +870,17 @@ fn put(
             "counted"
         };
         r.trace(out, o, Some(&user), window, value, what);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A million open series must stay small: the table slot is key + value.
+    #[test]
+    fn a_series_slot_is_at_most_64_bytes() {
+        assert_eq!(std::mem::size_of::<SeriesKey>(), 48);
+        assert_eq!(std::mem::size_of::<Series>(), 16);
     }
 }

@@ -50,17 +50,18 @@ fn number_point(attrs: Vec<KeyValue>, start: u64, end: u64, v: f64) -> NumberDat
     }
 }
 
-fn new_metric(key: &SeriesKey, s: &Series) -> Metric {
-    let data = match key.kind {
+fn new_metric(key: &SeriesKey) -> Metric {
+    let g = &key.group;
+    let data = match g.kind {
         OutKind::MonotonicSum | OutKind::NonMonotonicSum | OutKind::LastSum => {
             metric::Data::Sum(Sum {
                 data_points: vec![],
-                aggregation_temporality: if key.kind == OutKind::LastSum {
+                aggregation_temporality: if g.kind == OutKind::LastSum {
                     CUMULATIVE
                 } else {
                     DELTA
                 },
-                is_monotonic: key.kind == OutKind::MonotonicSum,
+                is_monotonic: g.kind == OutKind::MonotonicSum,
             })
         }
         OutKind::Gauge => metric::Data::Gauge(Gauge {
@@ -76,9 +77,9 @@ fn new_metric(key: &SeriesKey, s: &Series) -> Metric {
         }),
     };
     Metric {
-        name: key.name.to_string(),
-        description: s.description.to_string(),
-        unit: key.unit.to_string(),
+        name: g.name.to_string(),
+        description: g.description.to_string(),
+        unit: g.unit.to_string(),
         data: Some(data),
         ..Default::default()
     }
@@ -93,7 +94,10 @@ fn push_point(
     policy: GaugePolicy,
 ) {
     let mut attrs = decode_attrs(&key.attrs);
-    attrs.push(string_attribute(key.user_key.as_ref(), key.user.as_ref()));
+    attrs.push(string_attribute(
+        key.group.user_key.as_ref(),
+        key.user.as_ref(),
+    ));
     match (m.data.as_mut(), s.acc) {
         (Some(metric::Data::Sum(sum)), Acc::Sum(v)) => {
             sum.data_points.push(number_point(attrs, start, end, v))
@@ -173,16 +177,23 @@ pub(crate) fn build(
     let mut batches: Vec<Batch<Metrics>> = vec![];
     let mut last: Option<SeriesKey> = None;
     for (key, series) in taken {
-        let same_token = last.as_ref().is_some_and(|l| l.token == key.token);
-        let same_resource = same_token && last.as_ref().is_some_and(|l| l.resource == key.resource);
-        let same_metric = same_resource
+        let same_token = last
+            .as_ref()
+            .is_some_and(|l| l.group.token == key.group.token);
+        let same_resource = same_token
             && last
                 .as_ref()
-                .is_some_and(|l| l.name == key.name && l.kind == key.kind && l.unit == key.unit);
+                .is_some_and(|l| l.group.resource == key.group.resource);
+        let same_metric = same_resource
+            && last.as_ref().is_some_and(|l| {
+                l.group.name == key.group.name
+                    && l.group.kind == key.group.kind
+                    && l.group.unit == key.group.unit
+            });
         if !same_token {
             batches.push(Batch {
                 data: Metrics::default(),
-                context: context_for(key.token.as_deref()),
+                context: context_for(key.group.token.as_deref()),
             });
         }
         let Some(batch) = batches.last_mut() else {
@@ -191,7 +202,7 @@ pub(crate) fn build(
         if !same_resource {
             batch.data.resource_metrics.push(ResourceMetrics {
                 resource: Some(Resource {
-                    attributes: decode_attrs(&key.resource),
+                    attributes: decode_attrs(&key.group.resource),
                     ..Default::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
@@ -210,7 +221,7 @@ pub(crate) fn build(
             continue;
         };
         if !same_metric {
-            sm.metrics.push(new_metric(&key, &series));
+            sm.metrics.push(new_metric(&key));
         }
         if let Some(m) = sm.metrics.last_mut() {
             push_point(m, &key, series, key.window, key.window + interval, policy);
