@@ -14,7 +14,7 @@ use otelcol_core::pdata::Metrics;
 use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
-use crate::intern::Interner;
+use crate::intern::{Attr, AttrInterner, Interner};
 use crate::output::{self, OutKind};
 use crate::value::{cumulative_step, Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, Stream};
 
@@ -187,15 +187,16 @@ impl Ord for Group {
 }
 
 /// Identity of one output series in one window: 48 bytes, so that a
-/// million open series stay small. The user and the attribute set (in its
-/// canonical encoding, decoded only at emission) are interned values;
-/// equality and hashing use pointers, ordering compares contents.
+/// million open series stay small. The user and the attribute list (each
+/// attribute in its canonical encoding, decoded only at emission; the list
+/// sorted by key) are interned values; equality and hashing use pointers,
+/// ordering compares contents.
 #[derive(Clone, Debug)]
 pub(crate) struct SeriesKey {
     pub group: Arc<Group>,
     pub window: u64,
     pub user: Arc<str>,
-    pub attrs: Arc<[u8]>,
+    pub attrs: Arc<[Attr]>,
 }
 
 impl PartialEq for SeriesKey {
@@ -265,6 +266,13 @@ fn canonical_into(
     }
 }
 
+/// Decodes a series' attribute list.
+pub(crate) fn decode_attr_list(list: &[Attr]) -> Vec<KeyValue> {
+    list.iter()
+        .filter_map(|a| KeyValue::decode_length_delimited(&a.0 .0[..]).ok())
+        .collect()
+}
+
 /// Decodes attributes written by [`canonical_into`].
 pub(crate) fn decode_attrs(mut bytes: &[u8]) -> Vec<KeyValue> {
     let mut out = Vec::new();
@@ -323,6 +331,9 @@ struct State {
     stream_keys: (ahash::RandomState, ahash::RandomState),
     strs: Interner<str>,
     bytes: Interner<[u8]>,
+    attrs: AttrInterner,
+    lists: Interner<[Attr]>,
+    list: Vec<Attr>,
     scratch: Vec<u8>,
     order: Vec<usize>,
 }
@@ -520,6 +531,8 @@ impl Engine {
         self.state.groups.retain(|g| Arc::strong_count(g) > 1);
         self.state.strs.collect();
         self.state.bytes.collect();
+        self.state.lists.collect();
+        self.state.attrs.collect();
         batches
     }
 }
@@ -811,9 +824,18 @@ fn put(
         }
     };
     let (window, late) = r.window_of(time, now);
-    canonical_into(&mut st.scratch, &mut st.order, attrs, |kv| {
-        r.keeps(kv, &user_key)
-    });
+    st.order.clear();
+    st.order
+        .extend((0..attrs.len()).filter(|&i| r.keeps(&attrs[i], &user_key)));
+    st.order.sort_by(|&a, &b| attrs[a].key.cmp(&attrs[b].key));
+    st.list.clear();
+    for &i in st.order.iter() {
+        st.scratch.clear();
+        // Writing to a Vec cannot run out of room.
+        let _ = attrs[i].encode_length_delimited(&mut st.scratch);
+        st.list.push(st.attrs.get(&st.scratch));
+    }
+    let attr_list = st.lists.get(&st.list);
     let group = Group {
         token: o.token.clone(),
         resource: o.resource_canon.clone(),
@@ -835,7 +857,7 @@ fn put(
         group,
         window,
         user,
-        attrs: st.bytes.get(&st.scratch),
+        attrs: attr_list,
     };
     let point_time = if time == 0 { now } else { time };
     let traced = r

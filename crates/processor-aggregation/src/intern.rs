@@ -38,6 +38,88 @@ where
     }
 }
 
+/// One attribute in its canonical encoding, shared by every series that
+/// carries it; a thin pointer, so an attribute list costs 8 bytes per entry.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct AttrBytes(pub Box<[u8]>);
+
+/// A shared attribute, compared and hashed by pointer (values are interned,
+/// so equal pointers mean equal bytes) and ordered by content.
+#[derive(Clone, Debug)]
+pub(crate) struct Attr(pub Arc<AttrBytes>);
+
+impl PartialEq for Attr {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+
+impl Eq for Attr {}
+
+impl Hash for Attr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        Arc::as_ptr(&self.0).hash(h);
+    }
+}
+
+impl PartialOrd for Attr {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Attr {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0 .0.cmp(&o.0 .0)
+    }
+}
+
+/// The lookup key of [`AttrInterner`]: hashes and compares as the bytes.
+struct AttrKey(Arc<AttrBytes>);
+
+impl PartialEq for AttrKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 .0 == o.0 .0
+    }
+}
+
+impl Eq for AttrKey {}
+
+impl Hash for AttrKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0 .0[..].hash(h);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for AttrKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0 .0
+    }
+}
+
+/// Shared copies of single attributes, looked up by their bytes.
+#[derive(Default)]
+pub(crate) struct AttrInterner {
+    set: HashSet<AttrKey, ahash::RandomState>,
+}
+
+impl AttrInterner {
+    /// The shared copy of the attribute encoded as `bytes`.
+    pub fn get(&mut self, bytes: &[u8]) -> Attr {
+        if let Some(k) = self.set.get(bytes) {
+            return Attr(k.0.clone());
+        }
+        let a = Arc::new(AttrBytes(bytes.into()));
+        self.set.insert(AttrKey(a.clone()));
+        Attr(a)
+    }
+
+    /// Forgets attributes held by nothing but this set.
+    pub fn collect(&mut self) {
+        self.set.retain(|k| Arc::strong_count(&k.0) > 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +132,19 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         drop((a, b));
         i.get("bo@example.com");
+        i.collect();
+        assert!(i.set.is_empty());
+    }
+
+    #[test]
+    fn attributes_are_shared_by_bytes_and_collected() {
+        let mut i = AttrInterner::default();
+        let a = i.get(b"model=x");
+        let b = i.get(b"model=x");
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_ne!(a, i.get(b"model=y"));
+        drop((a, b));
         i.collect();
         assert!(i.set.is_empty());
     }

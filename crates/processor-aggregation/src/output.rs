@@ -15,7 +15,7 @@ use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{string_attribute, Metrics};
 
 use crate::config::GaugePolicy;
-use crate::engine::{decode_attrs, Acc, Series, SeriesKey};
+use crate::engine::{decode_attr_list, decode_attrs, Acc, Series, SeriesKey};
 
 /// The scope name on every output metric.
 pub const SCOPE_NAME: &str = "otelcol-multitudes/processor/aggregation";
@@ -93,7 +93,7 @@ fn push_point(
     end: u64,
     policy: GaugePolicy,
 ) {
-    let mut attrs = decode_attrs(&key.attrs);
+    let mut attrs = decode_attr_list(&key.attrs);
     attrs.push(string_attribute(
         key.group.user_key.as_ref(),
         key.user.as_ref(),
