@@ -232,6 +232,26 @@ impl Ord for SeriesKey {
     }
 }
 
+/// Series taken out of an [`Engine`], to be turned into batches.
+#[derive(Debug)]
+pub struct Closed {
+    taken: Vec<(SeriesKey, Series)>,
+    interval: u64,
+    gauge: crate::config::GaugePolicy,
+}
+
+impl Closed {
+    /// Whether nothing was taken.
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty()
+    }
+
+    /// One batch per client token, one `ResourceMetrics` per resource.
+    pub fn build(self) -> Vec<Batch<Metrics>> {
+        output::build(self.taken, self.interval, self.gauge)
+    }
+}
+
 /// One output series in one window.
 #[derive(Clone, Debug)]
 pub(crate) struct Series {
@@ -504,6 +524,25 @@ impl Engine {
     /// <= now`), one batch per client token, and forgets cumulative streams
     /// idle for longer than `stream_ttl`.
     pub fn take_closed(&mut self, now: u64) -> Vec<Batch<Metrics>> {
+        let closed = self.take_closed_series(now);
+        let batches = closed.build();
+        self.collect_garbage();
+        batches
+    }
+
+    /// Takes every open window, the current one included (for shutdown).
+    pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
+        let closed = self.take_all_series();
+        let batches = closed.build();
+        self.collect_garbage();
+        batches
+    }
+
+    /// The series of every window closed at `now`, removed from the engine
+    /// but not yet turned into batches: [`Closed::build`] can then run
+    /// without holding whatever guards the engine. Also forgets idle
+    /// cumulative streams.
+    pub fn take_closed_series(&mut self, now: u64) -> Closed {
         let (interval, grace, ttl) = (self.rules.interval, self.rules.grace, self.rules.ttl);
         let st = &mut self.state;
         let closed: Vec<SeriesKey> = st
@@ -517,23 +556,32 @@ impl Engine {
             .into_iter()
             .filter_map(|k| st.series.remove_entry(&k))
             .collect();
-        self.emit(taken)
+        self.closed(taken)
     }
 
-    /// Takes every open window, the current one included (for shutdown).
-    pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
+    /// Every open series, the current window included (for shutdown).
+    pub fn take_all_series(&mut self) -> Closed {
         let taken = self.state.series.drain().collect();
-        self.emit(taken)
+        self.closed(taken)
     }
 
-    fn emit(&mut self, taken: Vec<(SeriesKey, Series)>) -> Vec<Batch<Metrics>> {
-        let batches = output::build(taken, self.rules.interval, self.rules.config.gauge);
-        self.state.groups.retain(|g| Arc::strong_count(g) > 1);
-        self.state.strs.collect();
-        self.state.bytes.collect();
-        self.state.lists.collect();
-        self.state.attrs.collect();
-        batches
+    fn closed(&self, taken: Vec<(SeriesKey, Series)>) -> Closed {
+        Closed {
+            taken,
+            interval: self.rules.interval,
+            gauge: self.rules.config.gauge,
+        }
+    }
+
+    /// Forgets shared values (users, attributes, groups) that no open series
+    /// holds any more; call after the [`Closed`] taken were built.
+    pub fn collect_garbage(&mut self) {
+        let st = &mut self.state;
+        st.groups.retain(|g| Arc::strong_count(g) > 1);
+        st.strs.collect();
+        st.bytes.collect();
+        st.lists.collect();
+        st.attrs.collect();
     }
 }
 

@@ -281,13 +281,24 @@ impl Shared {
         }
     }
 
+    /// Takes the closed windows under the engine lock, but builds their
+    /// batches outside it, so incoming requests do not wait for an emission;
+    /// shared values are collected afterwards, only when something closed.
     async fn emit_closed(&self, now: u64) {
-        let batches = {
+        let closed = {
             let mut engine = self.engine();
-            let b = engine.take_closed(now);
+            let c = engine.take_closed_series(now);
             self.counters.series_open.set(engine.open_series() as i64);
+            c
+        };
+        let batches = if closed.is_empty() {
+            vec![]
+        } else {
+            let b = closed.build();
+            self.engine().collect_garbage();
             b
         };
+        // Also retries what a downstream refused on an earlier tick.
         self.send(batches, false).await;
     }
 }
