@@ -294,10 +294,13 @@ impl<T: Signal> Shared<T> {
             Ok(()) => {
                 self.counters.sent.add(items);
                 self.counters.objects.add(1);
-                self.recent
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push_back(Instant::now());
+                // Only a limit needs the history (unbounded otherwise).
+                if self.settings.batching.max_objects_per_minute > 0 {
+                    self.recent
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_back(Instant::now());
+                }
                 tracing::debug!(exporter = %self.id, key = %key, items, "object written");
                 Ok(())
             }
