@@ -167,6 +167,14 @@ pub trait Consumer<T: Send + 'static>: Send + Sync {
     /// Takes ownership of a batch. Returning `Ok` means the consumer is now
     /// responsible for it.
     async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError>;
+
+    /// The consumers a fan-out hands each batch to, in order; `None` for
+    /// any other consumer. A component that retries what was refused uses
+    /// it to send the retry only to the branches that refused, never again
+    /// to one that accepted (which would count the data twice).
+    fn branches(&self) -> Option<Vec<Arc<dyn Consumer<T>>>> {
+        None
+    }
 }
 
 /// Sends each batch to several consumers (a receiver feeding several
@@ -209,6 +217,10 @@ impl<T: Clone + Send + Sync + 'static> Consumer<T> for FanOut<T> {
         }
         note(last.consume(batch).await);
         first_error.map_or(Ok(()), Err)
+    }
+
+    fn branches(&self) -> Option<Vec<Arc<dyn Consumer<T>>>> {
+        Some(self.consumers.clone())
     }
 }
 

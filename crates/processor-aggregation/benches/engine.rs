@@ -135,8 +135,8 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("add: 1000 delta points into existing series", |b| {
         let mut e = engine();
-        e.add(&delta, &ctx, now);
-        b.iter(|| black_box(e.add(black_box(&delta), &ctx, now)))
+        e.add(&delta, &ctx, now).unwrap();
+        b.iter(|| black_box(e.add(black_box(&delta), &ctx, now).unwrap()))
     });
     let cumulative = request(0, 100, 2, 1.5);
     g.bench_function("add: 1000 cumulative points (stream lookup + delta)", |b| {
@@ -160,7 +160,7 @@ fn bench(c: &mut Criterion) {
                 }
                 r
             },
-            |r| black_box(e.add(&r, &ctx, now)),
+            |r| black_box(e.add(&r, &ctx, now).unwrap()),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -168,7 +168,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             engine,
             |mut e| {
-                e.add(&delta, &ctx, now);
+                e.add(&delta, &ctx, now).unwrap();
                 black_box(e.take_all())
             },
             criterion::BatchSize::SmallInput,
@@ -184,7 +184,7 @@ fn bytes_per_series() {
     let before = LIVE.load(Ordering::Relaxed);
     let mut e = engine();
     for r in &requests {
-        e.add(r, &ctx, T0 + 20_000_000_000);
+        e.add(r, &ctx, T0 + 20_000_000_000).unwrap();
     }
     let used = LIVE.load(Ordering::Relaxed) - before;
     println!(

@@ -61,6 +61,44 @@ impl Lookup {
     }
 }
 
+/// Which resource attributes the output resource keeps (`resource_attributes`).
+///
+/// Give `include` (only these) or `exclude` (all but these), not both;
+/// without either, [`DEFAULT_RESOURCE_ATTRIBUTES`] are kept. The user key is
+/// kept in every case when the resource carries it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceAttributes {
+    /// Keep only these keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    /// Keep every key but these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+}
+
+/// The resource attributes an output resource keeps when
+/// `resource_attributes` names no list: nothing that identifies a process,
+/// a host, a session or a command line.
+pub const DEFAULT_RESOURCE_ATTRIBUTES: &[&str] = &[
+    "service.name",
+    "service.namespace",
+    "service.version",
+    "deployment.environment.name",
+    "organization.id",
+];
+
+impl ResourceAttributes {
+    /// Whether the output resource keeps `key` (the user keys aside).
+    pub fn keeps(&self, key: &str) -> bool {
+        match (&self.include, &self.exclude) {
+            (Some(list), _) => list.iter().any(|k| k == key),
+            (None, Some(list)) => !list.iter().any(|k| k == key),
+            (None, None) => DEFAULT_RESOURCE_ATTRIBUTES.contains(&key),
+        }
+    }
+}
+
 /// The processor's configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -93,8 +131,14 @@ pub struct AggregationConfig {
     pub missing_key: MissingKey,
     /// The key used with `missing_key: keep`.
     pub missing_key_value: String,
-    /// Open (window, series) entries held at most; new series past it are refused.
+    /// Which resource attributes the output resource keeps.
+    pub resource_attributes: ResourceAttributes,
+    /// Open (window, series) entries held at most; a request that needs more
+    /// is refused as a whole (retryable).
     pub max_series: usize,
+    /// Cumulative streams tracked at most; past it the least recently seen
+    /// are forgotten first (counted).
+    pub max_streams: usize,
     /// A cumulative stream unseen this long is forgotten.
     #[serde(with = "duration")]
     pub stream_ttl: Duration,
@@ -115,7 +159,9 @@ impl Default for AggregationConfig {
             gauge: GaugePolicy::Sum,
             missing_key: MissingKey::Drop,
             missing_key_value: "unknown".into(),
+            resource_attributes: ResourceAttributes::default(),
             max_series: 1_000_000,
+            max_streams: 1_000_000,
             stream_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -168,6 +214,16 @@ impl AggregationConfig {
         }
         if self.max_series == 0 {
             return Err(ConfigError::invalid("max_series", "must be above 0"));
+        }
+        if self.max_streams == 0 {
+            return Err(ConfigError::invalid("max_streams", "must be above 0"));
+        }
+        if self.resource_attributes.include.is_some() && self.resource_attributes.exclude.is_some()
+        {
+            return Err(ConfigError::invalid(
+                "resource_attributes",
+                "use include or exclude, not both",
+            ));
         }
         Ok(())
     }

@@ -1,22 +1,24 @@
 //! The aggregation engine: a plain struct with no clock, no task and no
 //! locks. Feed it requests with [`Engine::add`], take the totals of closed
-//! windows with [`Engine::take_closed`], and everything with [`Engine::take_all`].
+//! windows with [`Engine::take_closed`] (or in bounded pieces with
+//! [`Engine::take_closed_series`]), and everything with [`Engine::take_all`].
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use otelcol_core::consumer::{Batch, RequestContext};
 use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValue};
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
-use otelcol_core::pdata::Metrics;
+use otelcol_core::pdata::{Metrics, Payload};
 use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::intern::{Attr, AttrInterner, Interner};
-use crate::output::{self, OutKind};
-use crate::value::{cumulative_step, Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, Stream};
+use crate::output::OutKind;
+use crate::series::{Acc, Closed, Group, Series, SeriesKey};
+use crate::stream::{StreamIdentity, Streams};
+use crate::value::{Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, StreamLast, StreamLasts};
 
 const TEMPORALITY_CUMULATIVE: i32 = 2;
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -26,12 +28,17 @@ const FLAG_NO_RECORDED_VALUE: u32 = 1;
 pub struct AddOutcome {
     /// Points that now count in a total.
     pub accepted: u64,
-    /// Of those, points for a window that was already closed (emitted again as extra deltas).
+    /// Of those, points for a window that was already emitted (emitted
+    /// again: as extra deltas for additive kinds, as a replacement for
+    /// gauges).
     pub late: u64,
-    /// First points of cumulative streams that began before the collector: baseline only.
+    /// First points of cumulative streams that began before what the engine
+    /// can vouch for: baseline only.
     pub baseline: u64,
     /// Points not counted, by reason.
     pub dropped: Dropped,
+    /// Cumulative streams forgotten to stay within `max_streams`.
+    pub streams_evicted: u64,
     /// Names of metrics that had points without the user key (for the warning).
     pub missing_key_metrics: Vec<String>,
     /// One record per point, when tracing is on ([`Engine::set_tracing`]).
@@ -60,9 +67,8 @@ pub struct Dropped {
     pub missing_key: u64,
     /// Summaries cannot be merged.
     pub summary: u64,
-    /// A new series past `max_series`.
-    pub max_series: u64,
-    /// No value, a non-finite value, or malformed buckets.
+    /// No value, a non-finite number, malformed buckets, an unrepresentable
+    /// exponential histogram, or a total that would overflow.
     pub invalid: u64,
     /// A cumulative point not newer than the last one of its stream.
     pub stale: u64,
@@ -71,202 +77,23 @@ pub struct Dropped {
 impl Dropped {
     /// All dropped points.
     pub fn total(&self) -> u64 {
-        self.missing_key + self.summary + self.max_series + self.invalid + self.stale
+        self.missing_key + self.summary + self.invalid + self.stale
     }
 }
 
-/// The accumulated value of one series in one window. Large kinds are
-/// boxed so that the common one (a sum) stays small.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Acc {
-    Sum(f64),
-    Gauge(Box<GaugeAcc>),
-    Hist(Box<Hist>),
-    Exp(Box<ExpHist>),
-}
-
-impl Acc {
-    fn merge(&mut self, other: Acc, time: u64) {
-        match (self, other) {
-            (Acc::Sum(a), Acc::Sum(b)) => *a += b,
-            (Acc::Gauge(a), Acc::Gauge(b)) => a.add(b.last, time),
-            (Acc::Hist(a), Acc::Hist(b)) => a.merge(&b),
-            (Acc::Exp(a), Acc::Exp(b)) => a.merge(&b),
-            _ => {}
-        }
-    }
-
-    fn traced_value(&self) -> f64 {
-        match self {
-            Acc::Sum(v) => *v,
-            Acc::Gauge(g) => g.last,
-            Acc::Hist(h) => h.count as f64,
-            Acc::Exp(h) => h.count as f64,
-        }
-    }
-}
-
-/// What the output series of one metric share: the caller's token, the
-/// resource, the metric's name, kind and unit, the user key's name (and the
-/// first description seen, which is not part of the identity). Interned
-/// once per distinct combination, so a series key holds one pointer to it.
-///
-/// Equality and hashing use the interned pointers of the fields: the
-/// interners keep one allocation per distinct value for as long as anything
-/// holds it, so equal pointers mean equal values. Ordering (for output)
-/// compares contents.
-#[derive(Debug)]
-pub(crate) struct Group {
-    pub token: Option<Arc<str>>,
-    pub resource: Arc<[u8]>,
-    pub name: Arc<str>,
-    pub kind: OutKind,
-    pub unit: Arc<str>,
-    pub user_key: Arc<str>,
-    pub description: Arc<str>,
-}
-
-fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
-    Arc::ptr_eq(a, b)
-}
-
-impl PartialEq for Group {
-    fn eq(&self, o: &Self) -> bool {
-        self.kind == o.kind
-            && same(&self.name, &o.name)
-            && same(&self.resource, &o.resource)
-            && same(&self.unit, &o.unit)
-            && same(&self.user_key, &o.user_key)
-            && match (&self.token, &o.token) {
-                (Some(a), Some(b)) => same(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-    }
-}
-
-impl Eq for Group {}
-
-impl Hash for Group {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.kind.hash(h);
-        Arc::as_ptr(&self.name).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.resource).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.unit).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.user_key).cast::<u8>().hash(h);
-        self.token
-            .as_ref()
-            .map(|t| Arc::as_ptr(t).cast::<u8>())
-            .hash(h);
-    }
-}
-
-impl Group {
-    fn order_key(&self) -> (Option<&str>, &[u8], &str, OutKind, &str, &str) {
-        (
-            self.token.as_deref(),
-            &self.resource,
-            &self.name,
-            self.kind,
-            &self.unit,
-            &self.user_key,
-        )
-    }
-}
-
-impl PartialOrd for Group {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for Group {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.order_key().cmp(&o.order_key())
-    }
-}
-
-/// Identity of one output series in one window: 48 bytes, so that a
-/// million open series stay small. The user and the attribute list (each
-/// attribute in its canonical encoding, decoded only at emission; the list
-/// sorted by key) are interned values; equality and hashing use pointers,
-/// ordering compares contents.
-#[derive(Clone, Debug)]
-pub(crate) struct SeriesKey {
-    pub group: Arc<Group>,
-    pub window: u64,
-    pub user: Arc<str>,
-    pub attrs: Arc<[Attr]>,
-}
-
-impl PartialEq for SeriesKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.window == o.window
-            && same(&self.user, &o.user)
-            && same(&self.attrs, &o.attrs)
-            && same(&self.group, &o.group)
-    }
-}
-
-impl Eq for SeriesKey {}
-
-impl Hash for SeriesKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.window.hash(h);
-        Arc::as_ptr(&self.user).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.attrs).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.group).hash(h);
-    }
-}
-
-impl PartialOrd for SeriesKey {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-
-impl Ord for SeriesKey {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (&*self.group, self.window, &*self.user, &*self.attrs)
-            .cmp(&(&*o.group, o.window, &*o.user, &*o.attrs))
-    }
-}
-
-/// Series taken out of an [`Engine`], to be turned into batches.
-#[derive(Debug)]
-pub struct Closed {
-    taken: Vec<(SeriesKey, Series)>,
-    interval: u64,
-    gauge: crate::config::GaugePolicy,
-}
-
-impl Closed {
-    /// Whether nothing was taken.
-    pub fn is_empty(&self) -> bool {
-        self.taken.is_empty()
-    }
-
-    /// One batch per client token, one `ResourceMetrics` per resource.
-    pub fn build(self) -> Vec<Batch<Metrics>> {
-        output::build(self.taken, self.interval, self.gauge)
-    }
-}
-
-/// One output series in one window.
-#[derive(Clone, Debug)]
-pub(crate) struct Series {
-    pub acc: Acc,
-}
-
-/// The resource, scope and metric a point belongs to.
-struct Origin<'a> {
-    token: Option<Arc<str>>,
-    resource: &'a [KeyValue],
-    resource_canon: Arc<[u8]>,
-    scope: (&'a str, &'a str),
-    name: Arc<str>,
-    unit: Arc<str>,
-    description: Arc<str>,
+/// Why [`Engine::add`] refused a request as a whole (nothing of it was applied).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddError {
+    /// The request needs more open series than `max_series` leaves room for.
+    #[error("the request needs {needed} new series but only {free} of max_series {max} are free; retry after the next emission")]
+    SeriesLimit {
+        /// New series the request would open.
+        needed: usize,
+        /// Room left.
+        free: usize,
+        /// The configured bound.
+        max: usize,
+    },
 }
 
 /// Encodes `attrs` (those `keep` accepts) sorted by key into `out`.
@@ -315,6 +142,28 @@ fn scalar_str(v: &AnyValue) -> Option<Cow<'_, str>> {
     }
 }
 
+/// A point's value, validated.
+enum Value {
+    Number(f64),
+    Hist(Hist),
+    Exp(ExpHist),
+}
+
+/// How a metric's points are aggregated.
+#[derive(Clone, Copy)]
+struct Shape {
+    kind: OutKind,
+    cumulative: bool,
+}
+
+/// One data point as the engine reads it; `value` is `None` when invalid.
+struct Point<'a> {
+    attrs: &'a [KeyValue],
+    start: u64,
+    time: u64,
+    value: Option<Value>,
+}
+
 fn number(p: &NumberDataPoint) -> Option<f64> {
     if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
         return None;
@@ -326,6 +175,102 @@ fn number(p: &NumberDataPoint) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// Calls `f` for every point of a metric; returns the summary points
+/// (which cannot be merged and are only counted).
+fn each_point(data: Option<&metric::Data>, mut f: impl FnMut(Shape, Point<'_>)) -> u64 {
+    let flagged = |flags: u32| flags & FLAG_NO_RECORDED_VALUE != 0;
+    match data {
+        Some(metric::Data::Sum(s)) => {
+            let cumulative = s.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            let kind = match (cumulative, s.is_monotonic) {
+                (_, true) => OutKind::MonotonicSum,
+                (false, false) => OutKind::NonMonotonicSum,
+                (true, false) => OutKind::LastSum,
+            };
+            for p in &s.data_points {
+                let value = number(p).map(Value::Number);
+                let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+                f(
+                    Shape { kind, cumulative },
+                    Point {
+                        attrs: &p.attributes,
+                        start,
+                        time,
+                        value,
+                    },
+                );
+            }
+        }
+        Some(metric::Data::Gauge(g)) => {
+            let shape = Shape {
+                kind: OutKind::Gauge,
+                cumulative: false,
+            };
+            for p in &g.data_points {
+                let value = number(p).map(Value::Number);
+                let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+                f(
+                    shape,
+                    Point {
+                        attrs: &p.attributes,
+                        start,
+                        time,
+                        value,
+                    },
+                );
+            }
+        }
+        Some(metric::Data::Histogram(h)) => {
+            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            let shape = Shape {
+                kind: OutKind::Histogram,
+                cumulative,
+            };
+            for p in &h.data_points {
+                let value = Hist::from_point(p)
+                    .filter(|_| !flagged(p.flags))
+                    .map(Value::Hist);
+                let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+                f(
+                    shape,
+                    Point {
+                        attrs: &p.attributes,
+                        start,
+                        time,
+                        value,
+                    },
+                );
+            }
+        }
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
+            let shape = Shape {
+                kind: OutKind::ExpHistogram,
+                cumulative,
+            };
+            for p in &h.data_points {
+                let value = (!flagged(p.flags))
+                    .then(|| ExpHist::from_point(p))
+                    .flatten()
+                    .map(Value::Exp);
+                let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+                f(
+                    shape,
+                    Point {
+                        attrs: &p.attributes,
+                        start,
+                        time,
+                        value,
+                    },
+                );
+            }
+        }
+        Some(metric::Data::Summary(s)) => return s.data_points.len() as u64,
+        None => {}
+    }
+    0
+}
+
 /// What the engine was configured with, read-only while it runs.
 struct Rules {
     config: AggregationConfig,
@@ -334,21 +279,20 @@ struct Rules {
     interval: u64,
     grace: u64,
     skew: u64,
-    ttl: u64,
-    collector_start: u64,
     tracing: bool,
 }
 
 /// What the engine holds. Maps use aHash with per-process random keys:
 /// several times faster than SipHash on these short keys, and still keyed,
 /// so senders cannot choose attribute values that collide.
-#[derive(Default)]
 struct State {
     series: HashMap<SeriesKey, Series, ahash::RandomState>,
+    /// Emitted totals of non-additive kinds (gauges), kept one more window
+    /// so that a late point's re-emission replaces the window's value.
+    kept: HashMap<SeriesKey, Acc, ahash::RandomState>,
     groups: HashSet<Arc<Group>, ahash::RandomState>,
-    streams: HashMap<u128, Stream, ahash::RandomState>,
-    /// Two independent keys for the two halves of a stream id.
-    stream_keys: (ahash::RandomState, ahash::RandomState),
+    streams: Streams,
+    resource_hasher: ahash::RandomState,
     strs: Interner<str>,
     bytes: Interner<[u8]>,
     attrs: AttrInterner,
@@ -356,6 +300,26 @@ struct State {
     list: Vec<Attr>,
     scratch: Vec<u8>,
     order: Vec<usize>,
+    /// The `now` of the latest emission: windows closed by then were emitted.
+    emitted_through: u64,
+    /// Totals held outside the engine (refused downstream, to be offered
+    /// again), counted against `max_series`.
+    held: usize,
+}
+
+/// The resource, scope and metric a point belongs to.
+struct Origin<'a> {
+    token: Option<Arc<str>>,
+    /// The input resource (where the user key may be).
+    resource: &'a [KeyValue],
+    /// The input resource's identity, for stream ids.
+    resource_id: u64,
+    /// The output resource: allow-listed attributes, canonical, interned.
+    out_resource: Arc<[u8]>,
+    scope: (&'a str, &'a str),
+    name: Arc<str>,
+    unit: Arc<str>,
+    description: Arc<str>,
 }
 
 /// Per-user totals per window. See the crate docs for the rules.
@@ -368,7 +332,7 @@ impl Rules {
     /// The user key of a point: (key name, value), by the configured lookups.
     fn find_user<'a>(
         &'a self,
-        o: &'a Origin<'_>,
+        resource: &'a [KeyValue],
         attrs: &'a [KeyValue],
         ctx: &'a RequestContext,
     ) -> Option<(&'a str, Cow<'a, str>)> {
@@ -383,7 +347,7 @@ impl Rules {
         };
         self.lookups.iter().find_map(|l| match l {
             Lookup::DataPoint => find(attrs),
-            Lookup::Resource => find(o.resource),
+            Lookup::Resource => find(resource),
             Lookup::Header(h) => ctx
                 .header(h)
                 .filter(|v| !v.is_empty())
@@ -399,14 +363,26 @@ impl Rules {
             && !c.exclude_attributes.contains(&kv.key)
     }
 
-    fn window_of(&self, time: u64, now: u64) -> (u64, bool) {
+    fn keeps_resource(&self, kv: &KeyValue) -> bool {
+        self.keys.contains(&kv.key) || self.config.resource_attributes.keeps(&kv.key)
+    }
+
+    /// The window a point counts in: by its own time, or by `now` when it
+    /// has none or is stamped later than `now + max_future_skew`.
+    fn window_of(&self, time: u64, now: u64) -> u64 {
         let time = if time == 0 || time > now.saturating_add(self.skew) {
             now
         } else {
             time
         };
-        let window = time - time % self.interval;
-        (window, window + self.interval + self.grace <= now)
+        time - time % self.interval
+    }
+
+    fn closed_by(&self, window: u64, now: u64) -> bool {
+        window
+            .saturating_add(self.interval)
+            .saturating_add(self.grace)
+            <= now
     }
 
     fn trace(
@@ -438,21 +414,34 @@ impl Engine {
         collector_start: u64,
     ) -> Result<Self, otelcol_core::config::ConfigError> {
         config.validate()?;
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let ttl = nanos(config.stream_ttl).max(1);
+        let state = State {
+            series: HashMap::default(),
+            kept: HashMap::default(),
+            groups: HashSet::default(),
+            streams: Streams::new(config.max_streams, ttl, collector_start),
+            resource_hasher: ahash::RandomState::new(),
+            strs: Interner::default(),
+            bytes: Interner::default(),
+            attrs: AttrInterner::default(),
+            lists: Interner::default(),
+            list: vec![],
+            scratch: vec![],
+            order: vec![],
+            emitted_through: 0,
+            held: 0,
+        };
         let rules = Rules {
             keys: config.keys(),
             lookups: config.lookups()?,
-            interval: config.aggregation_interval.as_nanos() as u64,
-            grace: config.grace.as_nanos() as u64,
-            skew: config.max_future_skew.as_nanos() as u64,
-            ttl: config.stream_ttl.as_nanos().max(1) as u64,
-            collector_start,
+            interval: nanos(config.aggregation_interval),
+            grace: nanos(config.grace),
+            skew: nanos(config.max_future_skew),
             tracing: false,
             config,
         };
-        Ok(Self {
-            rules,
-            state: State::default(),
-        })
+        Ok(Self { rules, state })
     }
 
     /// Records a [`PointTrace`] per point in each [`AddOutcome`] (costly; for debugging).
@@ -465,9 +454,10 @@ impl Engine {
         &self.rules.config
     }
 
-    /// Open (window, series) entries.
+    /// Open (window, series) entries, emitted gauges kept for late points
+    /// included: what `max_series` bounds.
     pub fn open_series(&self) -> usize {
-        self.state.series.len()
+        self.state.series.len() + self.state.kept.len()
     }
 
     /// Cumulative streams remembered.
@@ -480,89 +470,120 @@ impl Engine {
         self.rules.interval
     }
 
+    /// Says how many totals the caller holds outside the engine (taken, not
+    /// yet accepted downstream): they count against `max_series`.
+    pub fn set_held(&mut self, totals: usize) {
+        self.state.held = totals;
+    }
+
     /// Adds every point of `request`, sent with `context`, at time `now`
-    /// (Unix nanoseconds).
-    pub fn add(&mut self, request: &Metrics, context: &RequestContext, now: u64) -> AddOutcome {
-        let mut out = AddOutcome::default();
-        let st = &mut self.state;
-        let token = context.bearer_token().map(|t| st.strs.get(t.expose()));
-        for rm in &request.resource_metrics {
-            let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-            canonical_into(&mut st.scratch, &mut st.order, resource, |_| true);
-            let resource_canon = st.bytes.get(&st.scratch);
-            for sm in &rm.scope_metrics {
-                let scope = sm
-                    .scope
-                    .as_ref()
-                    .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
-                for m in &sm.metrics {
-                    let origin = Origin {
-                        token: token.clone(),
-                        resource,
-                        resource_canon: resource_canon.clone(),
-                        scope,
-                        name: st.strs.get(&m.name),
-                        unit: st.strs.get(&m.unit),
-                        description: st.strs.get(&m.description),
-                    };
-                    add_metric(
-                        &self.rules,
-                        st,
-                        &origin,
-                        m.data.as_ref(),
-                        context,
-                        now,
-                        &mut out,
-                    );
-                }
+    /// (Unix nanoseconds). A request that would open more series than
+    /// `max_series` leaves room for is refused whole: nothing of it is
+    /// applied, so the sender's retry is not a duplicate.
+    pub fn add(
+        &mut self,
+        request: &Metrics,
+        context: &RequestContext,
+        now: u64,
+    ) -> Result<AddOutcome, AddError> {
+        let max = self.rules.config.max_series;
+        let used = self.open_series() + self.state.held;
+        let free = max.saturating_sub(used);
+        if request.item_count() > free {
+            let needed = self.new_series_needed(request, context, now);
+            if needed > free {
+                return Err(AddError::SeriesLimit { needed, free, max });
             }
         }
-        out
+        let mut out = AddOutcome::default();
+        let (rules, st) = (&self.rules, &mut self.state);
+        for_each_origin(rules, st, request, context, |rules, st, origin, data| {
+            out.dropped.summary += each_point(data, |shape, p| {
+                add_point(rules, st, origin, shape, p, context, now, &mut out)
+            });
+        });
+        Ok(out)
+    }
+
+    /// How many series not open now `request` would open (an upper bound:
+    /// cumulative points that will only set a baseline are counted too).
+    fn new_series_needed(&mut self, request: &Metrics, ctx: &RequestContext, now: u64) -> usize {
+        let mut new: HashSet<SeriesKey, ahash::RandomState> = HashSet::default();
+        let (rules, st) = (&self.rules, &mut self.state);
+        for_each_origin(rules, st, request, ctx, |rules, st, origin, data| {
+            each_point(data, |shape, p| {
+                if p.value.is_none() {
+                    return;
+                }
+                let Some(user) = resolve_user(rules, st, origin, p.attrs, ctx) else {
+                    return;
+                };
+                let window = rules.window_of(p.time, now);
+                let key = series_key(rules, st, origin, shape.kind, p.attrs, user, window);
+                if !st.series.contains_key(&key) {
+                    new.insert(key);
+                }
+            });
+        });
+        new.len()
     }
 
     /// Takes the totals of every window closed at `now` (`window_end + grace
     /// <= now`), one batch per client token, and forgets cumulative streams
     /// idle for longer than `stream_ttl`.
     pub fn take_closed(&mut self, now: u64) -> Vec<Batch<Metrics>> {
-        let closed = self.take_closed_series(now);
-        let batches = closed.build();
-        self.collect_garbage();
+        let batches = self.take_closed_series(now, usize::MAX).build();
+        self.finish_emission(now);
         batches
     }
 
     /// Takes every open window, the current one included (for shutdown).
     pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
-        let closed = self.take_all_series();
-        let batches = closed.build();
+        let batches = self.take_all_series(usize::MAX).build();
         self.collect_garbage();
         batches
     }
 
-    /// The series of every window closed at `now`, removed from the engine
-    /// but not yet turned into batches: [`Closed::build`] can then run
-    /// without holding whatever guards the engine. Also forgets idle
-    /// cumulative streams.
-    pub fn take_closed_series(&mut self, now: u64) -> Closed {
-        let (interval, grace, ttl) = (self.rules.interval, self.rules.grace, self.rules.ttl);
+    /// At most `max` series of the windows closed at `now`, removed from the
+    /// engine but not yet turned into batches: [`Closed::build`] can then
+    /// run without holding whatever guards the engine, and an emission of a
+    /// million series goes out in bounded pieces. Call it until it returns
+    /// nothing, then [`Engine::finish_emission`].
+    pub fn take_closed_series(&mut self, now: u64, max: usize) -> Closed {
+        let rules = &self.rules;
         let st = &mut self.state;
-        let closed: Vec<SeriesKey> = st
+        st.emitted_through = st.emitted_through.max(now);
+        let taken: Vec<(SeriesKey, Series)> = st
             .series
-            .keys()
-            .filter(|k| k.window + interval + grace <= now)
-            .cloned()
+            .extract_if(|k, _| rules.closed_by(k.window, now))
+            .take(max)
             .collect();
-        st.streams.retain(|_, s| now.saturating_sub(s.seen) < ttl);
-        let taken: Vec<(SeriesKey, Series)> = closed
-            .into_iter()
-            .filter_map(|k| st.series.remove_entry(&k))
-            .collect();
+        for (k, s) in &taken {
+            if !k.group.kind.is_additive() {
+                st.kept.insert(k.clone(), s.acc.clone());
+            }
+        }
         self.closed(taken)
     }
 
-    /// Every open series, the current window included (for shutdown).
-    pub fn take_all_series(&mut self) -> Closed {
-        let taken = self.state.series.drain().collect();
+    /// At most `max` open series, the current window included (for
+    /// shutdown); call until it returns nothing.
+    pub fn take_all_series(&mut self, max: usize) -> Closed {
+        self.state.kept.clear();
+        let taken = self.state.series.drain().take(max).collect();
         self.closed(taken)
+    }
+
+    /// After an emission: forgets cumulative streams idle for `stream_ttl`,
+    /// emitted gauges past their one-window keep, and shared values nothing
+    /// holds any more.
+    pub fn finish_emission(&mut self, now: u64) {
+        let rules = &self.rules;
+        let st = &mut self.state;
+        st.streams.expire(now);
+        st.kept
+            .retain(|k, _| !rules.closed_by(k.window.saturating_add(rules.interval), now));
+        self.collect_garbage();
     }
 
     fn closed(&self, taken: Vec<(SeriesKey, Series)>) -> Closed {
@@ -585,293 +606,73 @@ impl Engine {
     }
 }
 
-fn add_metric(
-    r: &Rules,
+/// Calls `f` for every metric of `request` with its [`Origin`].
+fn for_each_origin(
+    rules: &Rules,
     st: &mut State,
-    o: &Origin<'_>,
-    data: Option<&metric::Data>,
-    ctx: &RequestContext,
-    now: u64,
-    out: &mut AddOutcome,
+    request: &Metrics,
+    context: &RequestContext,
+    mut f: impl FnMut(&Rules, &mut State, &Origin<'_>, Option<&metric::Data>),
 ) {
-    match data {
-        Some(metric::Data::Sum(s)) => {
-            let cumulative = s.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-            for p in &s.data_points {
-                let Some(v) = number(p) else {
-                    out.dropped.invalid += 1;
-                    continue;
+    let token = context.bearer_token().map(|t| st.strs.get(t.expose()));
+    for rm in &request.resource_metrics {
+        let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
+        canonical_into(&mut st.scratch, &mut st.order, resource, |_| true);
+        let resource_id = st.resource_hasher.hash_one(&st.scratch[..]);
+        canonical_into(&mut st.scratch, &mut st.order, resource, |kv| {
+            rules.keeps_resource(kv)
+        });
+        let out_resource = st.bytes.get(&st.scratch);
+        for sm in &rm.scope_metrics {
+            let scope = sm
+                .scope
+                .as_ref()
+                .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
+            for m in &sm.metrics {
+                let origin = Origin {
+                    token: token.clone(),
+                    resource,
+                    resource_id,
+                    out_resource: out_resource.clone(),
+                    scope,
+                    name: st.strs.get(&m.name),
+                    unit: st.strs.get(&m.unit),
+                    description: st.strs.get(&m.description),
                 };
-                let stamp = Stamp {
-                    start: p.start_time_unix_nano,
-                    time: p.time_unix_nano,
-                };
-                match (cumulative, s.is_monotonic) {
-                    (false, mono) => {
-                        let kind = if mono {
-                            OutKind::MonotonicSum
-                        } else {
-                            OutKind::NonMonotonicSum
-                        };
-                        put(
-                            r,
-                            st,
-                            o,
-                            kind,
-                            &p.attributes,
-                            stamp.time,
-                            Acc::Sum(v),
-                            ctx,
-                            now,
-                            out,
-                        );
-                    }
-                    (true, true) => put_cumulative(
-                        r,
-                        st,
-                        o,
-                        OutKind::MonotonicSum,
-                        &p.attributes,
-                        stamp,
-                        v,
-                        ctx,
-                        now,
-                        out,
-                        Acc::Sum,
-                    ),
-                    (true, false) => {
-                        let acc = Acc::Gauge(Box::new(GaugeAcc::new(v, stamp.time)));
-                        put(
-                            r,
-                            st,
-                            o,
-                            OutKind::LastSum,
-                            &p.attributes,
-                            stamp.time,
-                            acc,
-                            ctx,
-                            now,
-                            out,
-                        );
-                    }
-                }
+                f(rules, st, &origin, m.data.as_ref());
             }
         }
-        Some(metric::Data::Gauge(g)) => {
-            for p in &g.data_points {
-                match number(p) {
-                    Some(v) => {
-                        let acc = Acc::Gauge(Box::new(GaugeAcc::new(v, p.time_unix_nano)));
-                        put(
-                            r,
-                            st,
-                            o,
-                            OutKind::Gauge,
-                            &p.attributes,
-                            p.time_unix_nano,
-                            acc,
-                            ctx,
-                            now,
-                            out,
-                        );
-                    }
-                    None => out.dropped.invalid += 1,
-                }
-            }
-        }
-        Some(metric::Data::Histogram(h)) => {
-            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-            for p in &h.data_points {
-                let hist = Hist::from_point(p)
-                    .filter(|h| h.sum.is_finite() && p.flags & FLAG_NO_RECORDED_VALUE == 0);
-                let Some(hist) = hist else {
-                    out.dropped.invalid += 1;
-                    continue;
-                };
-                let stamp = Stamp {
-                    start: p.start_time_unix_nano,
-                    time: p.time_unix_nano,
-                };
-                if cumulative {
-                    put_cumulative(
-                        r,
-                        st,
-                        o,
-                        OutKind::Histogram,
-                        &p.attributes,
-                        stamp,
-                        hist,
-                        ctx,
-                        now,
-                        out,
-                        |h| Acc::Hist(Box::new(h)),
-                    );
-                } else {
-                    put(
-                        r,
-                        st,
-                        o,
-                        OutKind::Histogram,
-                        &p.attributes,
-                        stamp.time,
-                        Acc::Hist(Box::new(hist)),
-                        ctx,
-                        now,
-                        out,
-                    );
-                }
-            }
-        }
-        Some(metric::Data::ExponentialHistogram(h)) => {
-            let cumulative = h.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-            for p in &h.data_points {
-                if p.flags & FLAG_NO_RECORDED_VALUE != 0 || !p.sum.unwrap_or(0.0).is_finite() {
-                    out.dropped.invalid += 1;
-                    continue;
-                }
-                let exp = ExpHist::from_point(p);
-                let stamp = Stamp {
-                    start: p.start_time_unix_nano,
-                    time: p.time_unix_nano,
-                };
-                if cumulative {
-                    put_cumulative(
-                        r,
-                        st,
-                        o,
-                        OutKind::ExpHistogram,
-                        &p.attributes,
-                        stamp,
-                        exp,
-                        ctx,
-                        now,
-                        out,
-                        |h| Acc::Exp(Box::new(h)),
-                    );
-                } else {
-                    put(
-                        r,
-                        st,
-                        o,
-                        OutKind::ExpHistogram,
-                        &p.attributes,
-                        stamp.time,
-                        Acc::Exp(Box::new(exp)),
-                        ctx,
-                        now,
-                        out,
-                    );
-                }
-            }
-        }
-        Some(metric::Data::Summary(s)) => out.dropped.summary += s.data_points.len() as u64,
-        None => {}
     }
 }
 
-/// A 128-bit id of an input stream: resource, scope, metric and all point attributes.
-fn stream_id(st: &mut State, o: &Origin<'_>, attrs: &[KeyValue]) -> u128 {
-    canonical_into(&mut st.scratch, &mut st.order, attrs, |_| true);
-    let parts = (&o.resource_canon, &o.scope, &o.name, &st.scratch);
-    let (a, b) = (&st.stream_keys.0, &st.stream_keys.1);
-    (u128::from(a.hash_one(parts)) << 64) | u128::from(b.hash_one(parts))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn put_cumulative<T: Cumulative>(
+/// The user key of a point, interned: (key name, value).
+fn resolve_user(
     r: &Rules,
     st: &mut State,
     o: &Origin<'_>,
-    kind: OutKind,
     attrs: &[KeyValue],
-    stamp: Stamp,
-    value: T,
     ctx: &RequestContext,
-    now: u64,
-    out: &mut AddOutcome,
-    into_acc: impl Fn(T) -> Acc,
-) {
-    let id = stream_id(st, o, attrs);
-    let mut state = st.streams.remove(&id);
-    let step = cumulative_step(&mut state, stamp, value, r.collector_start, now);
-    if let Some(s) = state {
-        st.streams.insert(id, s);
-    }
-    match step {
-        Step::Count(delta) => put(
-            r,
-            st,
-            o,
-            kind,
-            attrs,
-            stamp.time,
-            into_acc(delta),
-            ctx,
-            now,
-            out,
-        ),
-        Step::Baseline => {
-            out.baseline += 1;
-            r.trace(
-                out,
-                o,
-                None,
-                0,
-                0.0,
-                "baseline (cumulative stream began before the collector)",
-            );
-        }
-        Step::Stale => {
-            out.dropped.stale += 1;
-            r.trace(
-                out,
-                o,
-                None,
-                0,
-                0.0,
-                "dropped: not newer than the stream's last point",
-            );
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn put(
-    r: &Rules,
-    st: &mut State,
-    o: &Origin<'_>,
-    kind: OutKind,
-    attrs: &[KeyValue],
-    time: u64,
-    acc: Acc,
-    ctx: &RequestContext,
-    now: u64,
-    out: &mut AddOutcome,
-) {
-    let found = r.find_user(o, attrs, ctx);
-    let (user_key, user) = match found {
-        Some((k, v)) => (st.strs.get(k), st.strs.get(&v)),
-        None if r.config.missing_key == MissingKey::Keep => (
+) -> Option<(Arc<str>, Arc<str>)> {
+    match r.find_user(o.resource, attrs, ctx) {
+        Some((k, v)) => Some((st.strs.get(k), st.strs.get(&v))),
+        None if r.config.missing_key == MissingKey::Keep => Some((
             st.strs.get(&r.keys[0]),
             st.strs.get(&r.config.missing_key_value),
-        ),
-        None => {
-            r.trace(
-                out,
-                o,
-                None,
-                0,
-                acc.traced_value(),
-                "dropped: user key not found",
-            );
-            out.dropped.missing_key += 1;
-            if !out.missing_key_metrics.iter().any(|n| **n == *o.name) {
-                out.missing_key_metrics.push(o.name.to_string());
-            }
-            return;
-        }
-    };
-    let (window, late) = r.window_of(time, now);
+        )),
+        None => None,
+    }
+}
+
+/// The key of the output series a point of `kind` with `attrs` goes to.
+fn series_key(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    kind: OutKind,
+    attrs: &[KeyValue],
+    (user_key, user): (Arc<str>, Arc<str>),
+    window: u64,
+) -> SeriesKey {
     st.order.clear();
     st.order
         .extend((0..attrs.len()).filter(|&i| r.keeps(&attrs[i], &user_key)));
@@ -886,7 +687,7 @@ fn put(
     let attr_list = st.lists.get(&st.list);
     let group = Group {
         token: o.token.clone(),
-        resource: o.resource_canon.clone(),
+        resource: o.out_resource.clone(),
         name: o.name.clone(),
         kind,
         unit: o.unit.clone(),
@@ -901,46 +702,200 @@ fn put(
             g
         }
     };
-    let key = SeriesKey {
+    SeriesKey {
         group,
         window,
         user,
         attrs: attr_list,
+    }
+}
+
+/// The id of the cumulative stream a point belongs to (spec rule 3).
+fn stream_id(
+    st: &mut State,
+    o: &Origin<'_>,
+    kind: OutKind,
+    attrs: &[KeyValue],
+    user: &(Arc<str>, Arc<str>),
+    start: u64,
+) -> u128 {
+    canonical_into(&mut st.scratch, &mut st.order, attrs, |_| true);
+    st.streams.id(&StreamIdentity {
+        token: o.token.as_deref(),
+        user_key: &user.0,
+        user: &user.1,
+        resource: o.resource_id,
+        scope: o.scope,
+        name: &o.name,
+        kind: kind as u8,
+        attrs: &st.scratch,
+        start,
+    })
+}
+
+/// What a cumulative point brings: its increment (or, for a non-monotonic
+/// sum, its value tagged with its stream), or `None` when it only set a
+/// baseline or was stale (counted in `out`).
+#[allow(clippy::too_many_arguments)]
+fn cumulative<T: Cumulative>(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    kind: OutKind,
+    p: &Point<'_>,
+    user: &(Arc<str>, Arc<str>),
+    value: T,
+    now: u64,
+    out: &mut AddOutcome,
+) -> Option<(u128, Step<T>)> {
+    let id = stream_id(st, o, kind, p.attrs, user, p.start);
+    let stamp = Stamp {
+        start: p.start,
+        time: p.time,
+        capped: p.time.min(now.saturating_add(r.skew)),
     };
-    let point_time = if time == 0 { now } else { time };
-    let traced = r
-        .tracing
-        .then(|| (key.user.to_string(), acc.traced_value()));
-    if let Some(series) = st.series.get_mut(&key) {
-        series.acc.merge(acc, point_time);
-    } else if st.series.len() >= r.config.max_series {
-        out.dropped.max_series += 1;
-        if let Some((user, value)) = traced {
+    let (step, evicted) = st.streams.step(id, stamp, value, now);
+    out.streams_evicted += evicted;
+    match step {
+        Step::Stale => {
+            out.dropped.stale += 1;
             r.trace(
                 out,
                 o,
-                Some(&user),
-                window,
-                value,
-                "dropped: max_series reached",
+                Some(&user.1),
+                0,
+                0.0,
+                "dropped: not newer than the stream's last point",
             );
+            None
+        }
+        Step::Baseline if kind != OutKind::LastSum => {
+            out.baseline += 1;
+            r.trace(
+                out,
+                o,
+                Some(&user.1),
+                0,
+                0.0,
+                "baseline (the cumulative stream began before what the collector can vouch for)",
+            );
+            None
+        }
+        step => Some((id, step)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_point(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_>,
+    shape: Shape,
+    p: Point<'_>,
+    ctx: &RequestContext,
+    now: u64,
+    out: &mut AddOutcome,
+) {
+    let Some(value) = p.value.as_ref() else {
+        out.dropped.invalid += 1;
+        r.trace(out, o, None, 0, 0.0, "dropped: invalid value");
+        return;
+    };
+    let Some(user) = resolve_user(r, st, o, p.attrs, ctx) else {
+        out.dropped.missing_key += 1;
+        let value = match value {
+            Value::Number(v) => *v,
+            Value::Hist(h) => h.count as f64,
+            Value::Exp(h) => h.count as f64,
+        };
+        r.trace(out, o, None, 0, value, "dropped: user key not found");
+        if !out.missing_key_metrics.iter().any(|n| **n == *o.name) {
+            out.missing_key_metrics.push(o.name.to_string());
         }
         return;
-    } else {
-        st.series.insert(key, Series { acc });
+    };
+    let kind = shape.kind;
+    let time = if p.time == 0 { now } else { p.time };
+    let acc = match (value, shape.cumulative) {
+        (Value::Number(v), false) if kind == OutKind::Gauge => {
+            Acc::Gauge(Box::new(GaugeAcc::new(*v, time)))
+        }
+        (Value::Number(v), false) => Acc::Sum(*v),
+        (Value::Number(v), true) => match cumulative(r, st, o, kind, &p, &user, *v, now, out) {
+            None => return,
+            Some((id, _)) if kind == OutKind::LastSum => {
+                let time = p.time.min(now.saturating_add(r.skew));
+                Acc::Lasts(Box::new(StreamLasts(vec![StreamLast {
+                    stream: id,
+                    value: *v,
+                    time,
+                }])))
+            }
+            Some((_, Step::Count(d))) => Acc::Sum(d),
+            Some(_) => return,
+        },
+        (Value::Hist(h), false) => Acc::Hist(Box::new(h.clone())),
+        (Value::Hist(h), true) => {
+            match cumulative(r, st, o, kind, &p, &user, h.clone(), now, out) {
+                Some((_, Step::Count(d))) => Acc::Hist(Box::new(d)),
+                _ => return,
+            }
+        }
+        (Value::Exp(h), false) => Acc::Exp(Box::new(h.clone())),
+        (Value::Exp(h), true) => match cumulative(r, st, o, kind, &p, &user, h.clone(), now, out) {
+            Some((_, Step::Count(d))) => Acc::Exp(Box::new(d)),
+            _ => return,
+        },
+    };
+    let window = r.window_of(p.time, now);
+    let late = r.closed_by(window, st.emitted_through);
+    let traced = r.tracing.then(|| (user.1.to_string(), acc.traced_value()));
+    let key = series_key(r, st, o, kind, p.attrs, user, window);
+    let merged = match st.series.get_mut(&key) {
+        Some(series) => series.acc.merge(&acc),
+        None => {
+            let acc = match st.kept.get(&key) {
+                // A late point of an emitted gauge: the re-emission carries
+                // the whole window, so it replaces the earlier one.
+                Some(kept) => {
+                    let mut whole = kept.clone();
+                    whole.merge(&acc).then_some(whole)
+                }
+                None => Some(acc),
+            };
+            match acc {
+                Some(acc) => {
+                    st.series.insert(key, Series { acc });
+                    true
+                }
+                None => false,
+            }
+        }
+    };
+    let user = traced.as_ref().map(|t| t.0.as_str());
+    let value = traced.as_ref().map_or(0.0, |t| t.1);
+    if !merged {
+        out.dropped.invalid += 1;
+        r.trace(
+            out,
+            o,
+            user,
+            window,
+            value,
+            "dropped: the total would overflow",
+        );
+        return;
     }
     out.accepted += 1;
     if late {
         out.late += 1;
     }
-    if let Some((user, value)) = traced {
-        let what = if late {
-            "counted (late: its window was already emitted)"
-        } else {
-            "counted"
-        };
-        r.trace(out, o, Some(&user), window, value, what);
-    }
+    let what = if late {
+        "counted (late: its window was already emitted)"
+    } else {
+        "counted"
+    };
+    r.trace(out, o, user, window, value, what);
 }
 
 #[cfg(test)]

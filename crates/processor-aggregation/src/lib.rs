@@ -49,7 +49,7 @@
 //! };
 //! let now = 1_795_255_230_000_000_000; // 2026-11-21T10:00:30Z
 //! let mut engine = Engine::new(config, 0).unwrap();
-//! let outcome = engine.add(&request, &RequestContext::default(), now);
+//! let outcome = engine.add(&request, &RequestContext::default(), now).unwrap();
 //! assert_eq!(outcome.accepted, 2);
 //!
 //! // The 10:00–10:05 window closes at 10:05:30 (grace 30 s).
@@ -63,15 +63,19 @@
 
 pub mod config;
 mod engine;
+mod exp;
 mod intern;
 mod output;
 mod processor;
+mod series;
+mod stream;
 pub mod value;
 
-pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey};
-pub use engine::{AddOutcome, Dropped, Engine};
+pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey, ResourceAttributes};
+pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace};
 pub use output::{OutKind, SCOPE_NAME};
 pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};
+pub use series::Closed;
 
 /// Adds this crate's component types to `factories`: the entry point a
 /// distribution (`cargo xtask dist`) calls for every component crate.

@@ -7,21 +7,20 @@ use std::sync::Arc;
 use otelcol_core::consumer::{AuthData, Batch, BearerToken, RequestContext};
 use otelcol_core::pdata::proto::common::v1::{InstrumentationScope, KeyValue};
 use otelcol_core::pdata::proto::metrics::v1::{
-    exponential_histogram_data_point, metric, number_data_point, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{string_attribute, Metrics};
 
 use crate::config::GaugePolicy;
-use crate::engine::{decode_attr_list, decode_attrs, Acc, Series, SeriesKey};
+use crate::engine::{decode_attr_list, decode_attrs};
+use crate::series::{Acc, Series, SeriesKey};
 
 /// The scope name on every output metric.
 pub const SCOPE_NAME: &str = "otelcol-multitudes/processor/aggregation";
 
 const DELTA: i32 = 1;
-const CUMULATIVE: i32 = 2;
 
 /// The shape of an output series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,7 +29,8 @@ pub enum OutKind {
     MonotonicSum,
     /// Delta non-monotonic sum: added.
     NonMonotonicSum,
-    /// Cumulative non-monotonic sum: the last value in the window.
+    /// Cumulative non-monotonic sum: a gauge in effect, each stream's last
+    /// value combined by the gauge policy; emitted as a gauge.
     LastSum,
     /// Gauge: combined by the gauge policy.
     Gauge,
@@ -38,6 +38,14 @@ pub enum OutKind {
     Histogram,
     /// Exponential histogram.
     ExpHistogram,
+}
+
+impl OutKind {
+    /// Whether totals of this kind add up (a second emission for a window
+    /// is an extra delta); gauges are replaced instead.
+    pub fn is_additive(self) -> bool {
+        !matches!(self, OutKind::LastSum | OutKind::Gauge)
+    }
 }
 
 fn number_point(attrs: Vec<KeyValue>, start: u64, end: u64, v: f64) -> NumberDataPoint {
@@ -53,18 +61,12 @@ fn number_point(attrs: Vec<KeyValue>, start: u64, end: u64, v: f64) -> NumberDat
 fn new_metric(key: &SeriesKey) -> Metric {
     let g = &key.group;
     let data = match g.kind {
-        OutKind::MonotonicSum | OutKind::NonMonotonicSum | OutKind::LastSum => {
-            metric::Data::Sum(Sum {
-                data_points: vec![],
-                aggregation_temporality: if g.kind == OutKind::LastSum {
-                    CUMULATIVE
-                } else {
-                    DELTA
-                },
-                is_monotonic: g.kind == OutKind::MonotonicSum,
-            })
-        }
-        OutKind::Gauge => metric::Data::Gauge(Gauge {
+        OutKind::MonotonicSum | OutKind::NonMonotonicSum => metric::Data::Sum(Sum {
+            data_points: vec![],
+            aggregation_temporality: DELTA,
+            is_monotonic: g.kind == OutKind::MonotonicSum,
+        }),
+        OutKind::LastSum | OutKind::Gauge => metric::Data::Gauge(Gauge {
             data_points: vec![],
         }),
         OutKind::Histogram => metric::Data::Histogram(Histogram {
@@ -102,9 +104,11 @@ fn push_point(
         (Some(metric::Data::Sum(sum)), Acc::Sum(v)) => {
             sum.data_points.push(number_point(attrs, start, end, v))
         }
-        (Some(metric::Data::Sum(sum)), Acc::Gauge(g)) => sum
-            .data_points
-            .push(number_point(attrs, start, end, g.last)),
+        (Some(metric::Data::Gauge(gauge)), Acc::Lasts(l)) => {
+            gauge
+                .data_points
+                .push(number_point(attrs, start, end, l.value(policy)))
+        }
         (Some(metric::Data::Gauge(gauge)), Acc::Gauge(g)) => {
             gauge
                 .data_points
@@ -116,7 +120,7 @@ fn push_point(
                 start_time_unix_nano: start,
                 time_unix_nano: end,
                 count: v.count,
-                sum: Some(v.sum),
+                sum: v.sum,
                 bucket_counts: v.buckets,
                 explicit_bounds: v.bounds,
                 min: v.min,
@@ -125,22 +129,17 @@ fn push_point(
             })
         }
         (Some(metric::Data::ExponentialHistogram(h)), Acc::Exp(v)) => {
-            let side = |b: &crate::value::ExpBuckets| {
-                Some(b.to_proto()).filter(|b: &exponential_histogram_data_point::Buckets| {
-                    !b.bucket_counts.is_empty()
-                })
-            };
             h.data_points.push(ExponentialHistogramDataPoint {
                 attributes: attrs,
                 start_time_unix_nano: start,
                 time_unix_nano: end,
                 count: v.count,
-                sum: Some(v.sum),
+                sum: v.sum,
                 scale: v.scale,
                 zero_count: v.zero_count,
                 zero_threshold: v.zero_threshold,
-                positive: side(&v.positive),
-                negative: side(&v.negative),
+                positive: v.positive.to_proto(),
+                negative: v.negative.to_proto(),
                 min: v.min,
                 max: v.max,
                 ..Default::default()

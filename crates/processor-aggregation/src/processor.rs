@@ -19,7 +19,7 @@ use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
 
 use crate::config::AggregationConfig;
-use crate::engine::{AddOutcome, Engine};
+use crate::engine::{AddError, AddOutcome, Engine};
 
 /// How often the missing-key warning may repeat for one metric.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -88,11 +88,18 @@ impl ProcessorFactory for AggregationProcessorFactory {
     }
 }
 
+/// Series taken from the engine per piece of an emission: each piece is
+/// built and handed downstream before the next is taken, so an emission of
+/// a million series adds a few MiB, not a copy of everything.
+const EMIT_CHUNK: usize = 4096;
+
 struct Counters {
     accepted: Counter,
     late: Counter,
     baseline: Counter,
     dropped: HashMap<&'static str, Counter>,
+    refused: Counter,
+    streams_evicted: Counter,
     series_open: Gauge,
     emitted: Counter,
     emit_failed: Counter,
@@ -101,7 +108,7 @@ struct Counters {
 impl Counters {
     fn new(m: &MetricsRegistry, id: &str) -> Self {
         let l = [("processor", id)];
-        let dropped = ["missing_key", "summary", "max_series", "invalid", "stale"]
+        let dropped = ["missing_key", "summary", "invalid", "stale"]
             .into_iter()
             .map(|reason| {
                 let c = m.counter(
@@ -114,12 +121,14 @@ impl Counters {
             .collect();
         Self {
             accepted: m.counter("otelcol_processor_aggregation_points_accepted", "Data points counted in a total.", &l),
-            late: m.counter("otelcol_processor_aggregation_points_late", "Data points for an already emitted window (sent again as extra deltas).", &l),
-            baseline: m.counter("otelcol_processor_aggregation_points_baseline", "First points of cumulative streams that began before the collector (baseline only).", &l),
+            late: m.counter("otelcol_processor_aggregation_points_late", "Data points for an already emitted window (sent again).", &l),
+            baseline: m.counter("otelcol_processor_aggregation_points_baseline", "First points of cumulative streams that began before what the collector can vouch for (baseline only).", &l),
             dropped,
+            refused: m.counter("otelcol_processor_aggregation_points_refused", "Data points of requests refused whole (retryable) because max_series was reached.", &l),
+            streams_evicted: m.counter("otelcol_processor_aggregation_streams_evicted", "Cumulative streams forgotten to stay within max_streams.", &l),
             series_open: m.gauge("otelcol_processor_aggregation_series_open", "Open (window, series) totals held.", &l),
-            emitted: m.counter("otelcol_processor_aggregation_totals_emitted", "Total data points emitted downstream.", &l),
-            emit_failed: m.counter("otelcol_processor_aggregation_totals_failed", "Total data points refused downstream for good (logged).", &l),
+            emitted: m.counter("otelcol_processor_aggregation_totals_emitted", "Total data points accepted downstream (per branch of a fan-out).", &l),
+            emit_failed: m.counter("otelcol_processor_aggregation_totals_failed", "Total data points refused downstream for good (logged), per branch.", &l),
         }
     }
 
@@ -127,11 +136,11 @@ impl Counters {
         self.accepted.add(o.accepted);
         self.late.add(o.late);
         self.baseline.add(o.baseline);
+        self.streams_evicted.add(o.streams_evicted);
         let d = &o.dropped;
         for (reason, n) in [
             ("missing_key", d.missing_key),
             ("summary", d.summary),
-            ("max_series", d.max_series),
             ("invalid", d.invalid),
             ("stale", d.stale),
         ] {
@@ -144,15 +153,25 @@ impl Counters {
     }
 }
 
+/// Totals refused downstream with a retryable error, to be offered again,
+/// and the branches (of a fan-out) that still have to take them.
+struct Pending {
+    batch: Batch<Metrics>,
+    targets: Vec<usize>,
+}
+
 struct Shared {
     id: String,
+    /// The first user key, for logs.
+    key: String,
     engine: Mutex<Engine>,
-    next: Arc<dyn Consumer<Metrics>>,
+    /// Where totals go: the branches of a fan-out, or the one consumer.
+    targets: Vec<Arc<dyn Consumer<Metrics>>>,
     counters: Counters,
     debug: bool,
+    retry_after: Duration,
     warned: Mutex<HashMap<String, Instant>>,
-    /// Totals refused downstream with a retryable error, retried at the next tick.
-    pending: tokio::sync::Mutex<Vec<Batch<Metrics>>>,
+    pending: tokio::sync::Mutex<Vec<Pending>>,
 }
 
 /// The running `aggregation` processor.
@@ -173,16 +192,20 @@ impl AggregationProcessor {
         debug: bool,
     ) -> Result<Self, ComponentError> {
         let emit_interval = config.emit_interval;
+        let key = config.keys()[0].clone();
         let mut engine = Engine::new(config, collector_start)?;
         engine.set_tracing(debug);
         let id = settings.id.to_string();
+        let targets = next.branches().unwrap_or_else(|| vec![next]);
         Ok(Self {
             shared: Arc::new(Shared {
                 counters: Counters::new(&settings.metrics, &id),
                 id,
+                key,
                 engine: Mutex::new(engine),
-                next,
+                targets,
                 debug,
+                retry_after: emit_interval,
                 warned: Mutex::new(HashMap::new()),
                 pending: tokio::sync::Mutex::new(vec![]),
             }),
@@ -191,8 +214,8 @@ impl AggregationProcessor {
         })
     }
 
-    /// Emits the windows closed at `now` (Unix nanoseconds); what the task
-    /// does every `emit_interval`.
+    /// Emits the windows closed at `now` (Unix nanoseconds), and offers
+    /// again what was refused before; what the task does every `emit_interval`.
     pub async fn emit_closed(&self, now: u64) {
         self.shared.emit_closed(now).await;
     }
@@ -203,9 +226,10 @@ impl Shared {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn warn_missing(&self, metrics: &[String], key: &str) {
+    fn warn_missing(&self, metrics: &[String]) {
         let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
+        let key = &self.key;
         for name in metrics {
             let due = warned
                 .get(name)
@@ -219,7 +243,7 @@ impl Shared {
         }
     }
 
-    fn log_emission(&self, batch: &Batch<Metrics>, key: &str) {
+    fn log_emission(&self, batch: &Batch<Metrics>) {
         for rm in &batch.data.resource_metrics {
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let points: Vec<(&[KeyValue], u64, f64)> = match &m.data {
@@ -250,56 +274,90 @@ impl Shared {
                     _ => vec![],
                 };
                 for (attrs, window_start, value) in points {
-                    let user = find_attribute(attrs, key).and_then(as_str).map(redact);
+                    let user = find_attribute(attrs, &self.key)
+                        .and_then(as_str)
+                        .map(redact);
                     tracing::info!(processor = %self.id, metric = %m.name, user = user.as_deref().unwrap_or("-"), window_start, value, "aggregation: emitting a total");
                 }
             }
         }
     }
 
+    /// Offers `batches` (and what was refused before) to every target that
+    /// has not taken them. A retryable refusal keeps the batch for the next
+    /// tick, for the refusing branches only; on the `last_chance` (shutdown)
+    /// it is lost, counted and logged.
     async fn send(&self, batches: Vec<Batch<Metrics>>, last_chance: bool) {
         let mut pending = self.pending.lock().await;
-        let mut queue: Vec<Batch<Metrics>> = std::mem::take(&mut *pending);
-        queue.extend(batches);
-        for batch in queue {
-            let points = batch.data.item_count() as u64;
+        let all: Vec<usize> = (0..self.targets.len()).collect();
+        let mut queue = std::mem::take(&mut *pending);
+        queue.extend(batches.into_iter().map(|batch| Pending {
+            batch,
+            targets: all.clone(),
+        }));
+        for item in queue {
+            let points = item.batch.data.item_count() as u64;
             if self.debug {
-                let key = self.engine().config().keys()[0].clone();
-                self.log_emission(&batch, &key);
+                self.log_emission(&item.batch);
             }
-            match self.next.consume(batch.clone()).await {
-                Ok(()) => self.counters.emitted.add(points),
-                Err(e) if e.is_retryable() && !last_chance => {
-                    tracing::warn!(processor = %self.id, error = %e, points, "downstream refused totals for now; retrying at the next tick");
-                    pending.push(batch);
+            let mut refused = vec![];
+            for t in item.targets {
+                match self.targets[t].consume(item.batch.clone()).await {
+                    Ok(()) => self.counters.emitted.add(points),
+                    Err(e) if e.is_retryable() && !last_chance => {
+                        tracing::warn!(processor = %self.id, error = %e, points, "downstream refused totals for now; offering them again at the next tick");
+                        refused.push(t);
+                    }
+                    Err(e) => {
+                        self.counters.emit_failed.add(points);
+                        tracing::error!(processor = %self.id, error = %e, points, "downstream refused totals; they are lost");
+                    }
                 }
-                Err(e) => {
-                    self.counters.emit_failed.add(points);
-                    tracing::error!(processor = %self.id, error = %e, points, "downstream refused totals; they are lost");
-                }
+            }
+            if !refused.is_empty() {
+                pending.push(Pending {
+                    batch: item.batch,
+                    targets: refused,
+                });
             }
         }
+        let held = pending.iter().map(|p| p.batch.data.item_count()).sum();
+        self.engine().set_held(held);
     }
 
-    /// Takes the closed windows under the engine lock, but builds their
-    /// batches outside it, so incoming requests do not wait for an emission;
-    /// shared values are collected afterwards, only when something closed.
+    /// Offers again what was refused, then emits the closed windows in
+    /// pieces of [`EMIT_CHUNK`] series: each piece is taken under the
+    /// engine lock and built and sent outside it, so requests do not wait
+    /// for an emission.
     async fn emit_closed(&self, now: u64) {
-        let closed = {
-            let mut engine = self.engine();
-            let c = engine.take_closed_series(now);
-            self.counters.series_open.set(engine.open_series() as i64);
-            c
-        };
-        let batches = if closed.is_empty() {
-            vec![]
-        } else {
-            let b = closed.build();
-            self.engine().collect_garbage();
-            b
-        };
-        // Also retries what a downstream refused on an earlier tick.
-        self.send(batches, false).await;
+        self.send(vec![], false).await;
+        loop {
+            let closed = self.engine().take_closed_series(now, EMIT_CHUNK);
+            if closed.is_empty() {
+                break;
+            }
+            self.send(closed.build(), false).await;
+        }
+        let mut engine = self.engine();
+        engine.finish_emission(now);
+        self.counters.series_open.set(engine.open_series() as i64);
+    }
+
+    /// Emits every open window, the current one included, in pieces.
+    async fn flush_all(&self) {
+        let mut points = 0;
+        loop {
+            let closed = self.engine().take_all_series(EMIT_CHUNK);
+            if closed.is_empty() {
+                break;
+            }
+            points += closed.len();
+            self.send(closed.build(), true).await;
+        }
+        self.send(vec![], true).await;
+        self.engine().collect_garbage();
+        self.counters.series_open.set(0);
+        tracing::info!(processor = %self.id, points, "flushed every open window, the current one included");
     }
 }
 
@@ -307,19 +365,27 @@ impl Shared {
 impl Consumer<Metrics> for AggregationProcessor {
     async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
         let s = &self.shared;
-        let (outcome, open, key) = {
+        let (outcome, open) = {
             let mut engine = s.engine();
             let outcome = engine.add(&batch.data, &batch.context, now_nanos());
-            (
-                outcome,
-                engine.open_series(),
-                engine.config().keys()[0].clone(),
-            )
+            (outcome, engine.open_series())
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e @ AddError::SeriesLimit { .. }) => {
+                let points = batch.data.item_count() as u64;
+                s.counters.refused.add(points);
+                tracing::warn!(processor = %s.id, points, "refusing a request: {e}");
+                return Err(ConsumerError::Retryable {
+                    message: e.to_string(),
+                    retry_after: Some(s.retry_after),
+                });
+            }
         };
         s.counters.record(&outcome);
         s.counters.series_open.set(open as i64);
         if !outcome.missing_key_metrics.is_empty() {
-            s.warn_missing(&outcome.missing_key_metrics, &key);
+            s.warn_missing(&outcome.missing_key_metrics);
         }
         for t in &outcome.traces {
             let user = t.user.as_deref().map(redact);
@@ -342,15 +408,7 @@ impl Lifecycle for AggregationProcessor {
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
         self.ticker.stop().await;
-        let batches = {
-            let mut engine = self.shared.engine();
-            let b = engine.take_all();
-            self.shared.counters.series_open.set(0);
-            b
-        };
-        let points: usize = batches.iter().map(|b| b.data.item_count()).sum();
-        tracing::info!(processor = %self.shared.id, points, "flushing every open window, the current one included");
-        self.shared.send(batches, true).await;
+        self.shared.flush_all().await;
         Ok(())
     }
 }

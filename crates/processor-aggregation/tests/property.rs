@@ -85,7 +85,7 @@ proptest! {
                     sum(name, 1, true, pts)
                 })
                 .collect();
-            let o = e.add(&request(&[("service.name", "claude-code")], metrics), &RequestContext::default(), now);
+            let o = e.add(&request(&[("service.name", "claude-code")], metrics), &RequestContext::default(), now).unwrap();
             prop_assert_eq!(o.accepted as usize, chunk.len());
         }
         let mut got: BTreeMap<(String, String, String, i64), f64> = BTreeMap::new();

@@ -12,7 +12,7 @@ use otelcol_core::pdata::proto::metrics::v1::{
     SummaryDataPoint,
 };
 use otelcol_core::pdata::Metrics;
-use otelcol_processor_aggregation::{Dropped, GaugePolicy, MissingKey};
+use otelcol_processor_aggregation::{AddError, Dropped, GaugePolicy, MissingKey};
 
 const DELTA: i32 = 1;
 const CUMULATIVE: i32 = 2;
@@ -40,7 +40,8 @@ fn windows_follow_the_points_own_timestamp() {
         ]),
         &CTX(),
         at(LATER),
-    );
+    )
+    .unwrap();
     let t = by_user(&e.take_closed(at(LATER)), "user.email");
     assert_eq!(
         t,
@@ -54,15 +55,17 @@ fn windows_follow_the_points_own_timestamp() {
 #[test]
 fn delta_sums_are_added_and_output_shape_is_right() {
     let mut e = engine(|_| {});
-    let out = e.add(
-        &tokens(vec![
-            point(1834.0, at(10), at(0), &[ANA, ("type", "input")]),
-            point(612.0, at(20), at(10), &[ANA, ("type", "input")]),
-            point(0.0, at(30), at(20), &[ANA, ("type", "input")]),
-        ]),
-        &CTX(),
-        at(40),
-    );
+    let out = e
+        .add(
+            &tokens(vec![
+                point(1834.0, at(10), at(0), &[ANA, ("type", "input")]),
+                point(612.0, at(20), at(10), &[ANA, ("type", "input")]),
+                point(0.0, at(30), at(20), &[ANA, ("type", "input")]),
+            ]),
+            &CTX(),
+            at(40),
+        )
+        .unwrap();
     assert_eq!(out.accepted, 3);
     assert!(
         e.take_closed(at(329)).is_empty(),
@@ -112,7 +115,8 @@ fn cumulative_stream_across_three_windows_with_a_reset() {
             ),
             &CTX(),
             t,
-        );
+        )
+        .unwrap();
     }
     let batches = e.take_closed(at(LATER));
     assert!(
@@ -147,7 +151,7 @@ fn cumulative_baseline_lower_value_reset_and_stale_points() {
             CC,
             vec![sum("m", CUMULATIVE, true, vec![point(v, t, s, &[ANA])])],
         );
-        e.add(&r, &CTX(), t)
+        e.add(&r, &CTX(), t).unwrap()
     };
     let o = send(100.0, at(10));
     assert_eq!(
@@ -195,11 +199,13 @@ fn the_same_data_as_delta_and_as_cumulative_gives_identical_totals() {
                 let inc = (next() % 1000) as f64;
                 running[u][ty] += inc;
                 let labels = [*user, ("type", *kind)];
-                delta.add(
-                    &tokens(vec![point(inc, t, t - 25 * NS, &labels)]),
-                    &CTX(),
-                    t,
-                );
+                delta
+                    .add(
+                        &tokens(vec![point(inc, t, t - 25 * NS, &labels)]),
+                        &CTX(),
+                        t,
+                    )
+                    .unwrap();
                 let c = request(
                     CC,
                     vec![sum(
@@ -209,7 +215,7 @@ fn the_same_data_as_delta_and_as_cumulative_gives_identical_totals() {
                         vec![point(running[u][ty], t, at(0), &labels)],
                     )],
                 );
-                cumulative.add(&c, &CTX(), t);
+                cumulative.add(&c, &CTX(), t).unwrap();
             }
         }
     }
@@ -234,7 +240,7 @@ fn fixtures_delta_and_cumulative_exports_agree() {
     let run = |names: &[&str]| {
         let mut e = engine(|c| c.exclude_attributes = vec!["session.id".into()]);
         for n in names {
-            let o = e.add(&load(n), &CTX(), at(400));
+            let o = e.add(&load(n), &CTX(), at(400)).unwrap();
             assert_eq!(o.dropped, Dropped::default(), "{n}");
         }
         let mut m: BTreeMap<(String, i64), f64> = BTreeMap::new();
@@ -291,7 +297,8 @@ fn idle_cumulative_streams_expire() {
         ),
         &CTX(),
         at(10),
-    );
+    )
+    .unwrap();
     assert_eq!(e.open_streams(), 1);
     e.take_closed(at(609));
     assert_eq!(e.open_streams(), 1);
@@ -300,7 +307,7 @@ fn idle_cumulative_streams_expire() {
 }
 
 #[test]
-fn non_monotonic_sums_delta_added_cumulative_last() {
+fn non_monotonic_sums_delta_added_cumulative_as_a_gauge() {
     let mut e = engine(|_| {});
     let r = request(
         CC,
@@ -326,7 +333,7 @@ fn non_monotonic_sums_delta_added_cumulative_last() {
             ),
         ],
     );
-    e.add(&r, &CTX(), at(60));
+    e.add(&r, &CTX(), at(60)).unwrap();
     let t = totals(&e.take_closed(at(LATER)));
     let by_name: BTreeMap<_, _> = t
         .iter()
@@ -335,8 +342,8 @@ fn non_monotonic_sums_delta_added_cumulative_last() {
     assert_eq!(by_name["queue.delta"], ("updown", 3.0));
     assert_eq!(
         by_name["sessions.active"],
-        ("last", 1.0),
-        "the value with the latest timestamp"
+        ("gauge", 1.0),
+        "a gauge in effect: the stream's latest value (the older point is stale)"
     );
 }
 
@@ -358,7 +365,7 @@ fn gauges_follow_the_policy() {
                 point(2.0, at(30), 0, &[ANA]),
             ],
         );
-        e.add(&request(CC, vec![g]), &CTX(), at(40));
+        e.add(&request(CC, vec![g]), &CTX(), at(40)).unwrap();
         let t = totals(&e.take_all());
         assert_eq!((t[0].kind, t[0].value), ("gauge", expected), "{policy:?}");
     }
@@ -423,7 +430,7 @@ fn delta_histograms_merge() {
             ],
         )],
     );
-    e.add(&r, &CTX(), at(30));
+    e.add(&r, &CTX(), at(30)).unwrap();
     let p = only_histogram(&e.take_all());
     assert_eq!(
         (p.count, p.sum, p.min, p.max),
@@ -446,7 +453,7 @@ fn delta_histograms_merge() {
             ],
         )],
     );
-    e.add(&r, &CTX(), at(30));
+    e.add(&r, &CTX(), at(30)).unwrap();
     let p = only_histogram(&e.take_all());
     assert_eq!(
         (p.count, p.sum, p.min, p.max),
@@ -471,7 +478,8 @@ fn cumulative_histograms_become_deltas() {
             &request(CC, vec![histogram(CUMULATIVE, vec![p])]),
             &CTX(),
             t,
-        );
+        )
+        .unwrap();
     }
     let batches = e.take_closed(at(LATER));
     let t = totals(&batches);
@@ -519,7 +527,7 @@ fn exponential_histograms_merge_at_the_smaller_scale() {
         ..Default::default()
     };
     let mut e = engine(|_| {});
-    e.add(&request(CC, vec![m]), &CTX(), at(20));
+    e.add(&request(CC, vec![m]), &CTX(), at(20)).unwrap();
     let b = e.take_all();
     let m = &b[0].data.resource_metrics[0].scope_metrics[0].metrics[0];
     let Some(metric::Data::ExponentialHistogram(h)) = &m.data else {
@@ -559,7 +567,7 @@ fn summaries_are_dropped_and_counted() {
         })),
         ..Default::default()
     };
-    let o = e.add(&request(CC, vec![s]), &CTX(), at(20));
+    let o = e.add(&request(CC, vec![s]), &CTX(), at(20)).unwrap();
     assert_eq!(
         o.dropped,
         Dropped {
@@ -591,9 +599,9 @@ fn grouping_never_mixes_resources_or_tokens_and_keeps_attributes_as_configured()
             vec![p(4.0, "s3")],
         )],
     );
-    e.add(&cc, &with_token("tok-a"), at(20));
-    e.add(&cc, &with_token("tok-b"), at(20));
-    e.add(&codex, &with_token("tok-a"), at(20));
+    e.add(&cc, &with_token("tok-a"), at(20)).unwrap();
+    e.add(&cc, &with_token("tok-b"), at(20)).unwrap();
+    e.add(&codex, &with_token("tok-a"), at(20)).unwrap();
     let batches = e.take_all();
     assert_eq!(batches.len(), 2, "one batch per client token");
     let mut t: Vec<(Option<String>, String, f64)> = totals(&batches)
@@ -625,7 +633,7 @@ fn grouping_never_mixes_resources_or_tokens_and_keeps_attributes_as_configured()
     );
 
     let mut e = engine(|c| c.include_attributes = vec!["model".into()]);
-    e.add(&cc, &CTX(), at(20));
+    e.add(&cc, &CTX(), at(20)).unwrap();
     let t = totals(&e.take_all());
     assert_eq!(t.len(), 1);
     assert_eq!(
@@ -652,7 +660,7 @@ fn user_key_found_only_on_the_resource_is_written_on_every_point() {
             ],
         )],
     );
-    e.add(&r, &CTX(), at(30));
+    e.add(&r, &CTX(), at(30)).unwrap();
     let t = totals(&e.take_all());
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].value, 0.75);
@@ -665,7 +673,7 @@ fn user_key_found_only_on_the_resource_is_written_on_every_point() {
     )
     .unwrap();
     let mut e = engine(|_| {});
-    let o = e.add(&fixture, &CTX(), at(30));
+    let o = e.add(&fixture, &CTX(), at(30)).unwrap();
     assert_eq!((o.accepted, o.dropped.total()), (13, 0));
     let emails: std::collections::BTreeSet<String> = totals(&e.take_all())
         .into_iter()
@@ -689,9 +697,9 @@ fn lookup_order_attribute_keys_and_headers() {
         ..Default::default()
     };
     let r = tokens(vec![point(1.0, at(10), 0, &[ANA])]);
-    e.add(&r, &ctx, at(20));
+    e.add(&r, &ctx, at(20)).unwrap();
     let r = tokens(vec![point(2.0, at(10), 0, &[("user.id", "u-42")])]);
-    e.add(&r, &CTX(), at(20));
+    e.add(&r, &CTX(), at(20)).unwrap();
     let mut t: Vec<(String, String, f64)> = totals(&e.take_all())
         .into_iter()
         .map(|t| {
@@ -716,17 +724,20 @@ fn lookup_order_attribute_keys_and_headers() {
 #[test]
 fn late_points_are_emitted_again_as_extra_deltas() {
     let mut e = engine(|_| {});
-    e.add(&tokens(vec![point(5.0, at(10), 0, &[ANA])]), &CTX(), at(20));
+    e.add(&tokens(vec![point(5.0, at(10), 0, &[ANA])]), &CTX(), at(20))
+        .unwrap();
     let first = by_user(&e.take_closed(at(330)), "user.email");
     assert_eq!(
         first,
         BTreeMap::from([(k("ana@example.com", "claude_code.token.usage", 0), 5.0)])
     );
-    let o = e.add(
-        &tokens(vec![point(3.0, at(250), 0, &[ANA])]),
-        &CTX(),
-        at(340),
-    );
+    let o = e
+        .add(
+            &tokens(vec![point(3.0, at(250), 0, &[ANA])]),
+            &CTX(),
+            at(340),
+        )
+        .unwrap();
     assert_eq!((o.accepted, o.late), (1, 1));
     let second = by_user(&e.take_closed(at(400)), "user.email");
     assert_eq!(
@@ -742,12 +753,15 @@ fn a_point_inside_the_grace_period_still_lands_in_its_window() {
         &tokens(vec![point(5.0, at(299), 0, &[ANA])]),
         &CTX(),
         at(320),
-    );
-    let o = e.add(
-        &tokens(vec![point(1.0, at(298), 0, &[ANA])]),
-        &CTX(),
-        at(325),
-    );
+    )
+    .unwrap();
+    let o = e
+        .add(
+            &tokens(vec![point(1.0, at(298), 0, &[ANA])]),
+            &CTX(),
+            at(325),
+        )
+        .unwrap();
     assert_eq!(o.late, 0);
     let t = by_user(&e.take_closed(at(330)), "user.email");
     assert_eq!(
@@ -766,7 +780,8 @@ fn take_all_flushes_the_current_window() {
         ]),
         &CTX(),
         at(321),
-    );
+    )
+    .unwrap();
     assert_eq!(
         by_user(&e.take_closed(at(321)), "user.email").len(),
         0,
@@ -794,7 +809,8 @@ fn future_points_count_at_arrival() {
         ]),
         &CTX(),
         now,
-    );
+    )
+    .unwrap();
     let t = by_user(&e.take_all(), "user.email");
     assert_eq!(
         t,
@@ -818,7 +834,7 @@ fn missing_key_dropped_and_counted_or_kept() {
             vec![point(1.0, at(10), 0, &[("model", "x")]); 3],
         )],
     );
-    let o = e.add(&r, &CTX(), at(20));
+    let o = e.add(&r, &CTX(), at(20)).unwrap();
     assert_eq!(
         o.dropped,
         Dropped {
@@ -833,7 +849,7 @@ fn missing_key_dropped_and_counted_or_kept() {
         c.missing_key = MissingKey::Keep;
         c.missing_key_value = "unattributed".into();
     });
-    e.add(&r, &CTX(), at(20));
+    e.add(&r, &CTX(), at(20)).unwrap();
     let t = totals(&e.take_all());
     assert_eq!(
         (t[0].attrs["user.email"].as_str(), t[0].value),
@@ -842,17 +858,42 @@ fn missing_key_dropped_and_counted_or_kept() {
 }
 
 #[test]
-fn max_series_refuses_new_series_only() {
-    let mut e = engine(|c| c.max_series = 2);
+fn max_series_refuses_a_request_whole_and_retryably() {
+    let mut e = engine(|c| c.max_series = 3);
+    let dd = ("user.email", "dd@example.com");
+    let ee = ("user.email", "ee@example.com");
+    let two = tokens(vec![
+        point(1.0, at(10), 0, &[dd]),
+        point(1.0, at(10), 0, &[ee]),
+    ]);
+    assert_eq!(e.add(&two, &CTX(), at(30)).unwrap().accepted, 2);
     let r = tokens(vec![
         point(1.0, at(10), 0, &[ANA]),
         point(1.0, at(10), 0, &[BO]),
         point(1.0, at(10), 0, &[("user.email", "cy@example.com")]),
         point(1.0, at(20), 0, &[ANA]),
     ]);
-    let o = e.add(&r, &CTX(), at(30));
-    assert_eq!((o.accepted, o.dropped.max_series), (3, 1));
-    assert_eq!(e.open_series(), 2);
+    assert_eq!(
+        e.add(&r, &CTX(), at(30)),
+        Err(AddError::SeriesLimit {
+            needed: 3,
+            free: 1,
+            max: 3
+        })
+    );
+    assert_eq!(
+        e.open_series(),
+        2,
+        "nothing of a refused request is applied"
+    );
+    // Points into open series still fit when new ones do not.
+    assert_eq!(e.add(&two, &CTX(), at(31)).unwrap().accepted, 2);
+    // Once the window is emitted there is room again: the retry counts once.
+    assert_eq!(totals(&e.take_closed(at(330))).len(), 2);
+    assert_eq!(e.add(&r, &CTX(), at(340)).unwrap().accepted, 4);
+    let t = by_user(&e.take_all(), "user.email");
+    assert_eq!(t[&k("ana@example.com", "claude_code.token.usage", 0)], 2.0);
+    assert_eq!(t[&k("cy@example.com", "claude_code.token.usage", 0)], 1.0);
 }
 
 #[test]
@@ -864,11 +905,13 @@ fn invalid_values_are_dropped_and_counted() {
     let mut flagged = point(1.0, at(10), 0, &[ANA]);
     flagged.flags = 1;
     nan.flags = 0;
-    let o = e.add(
-        &tokens(vec![nan, none, flagged, point(2.0, at(10), 0, &[ANA])]),
-        &CTX(),
-        at(20),
-    );
+    let o = e
+        .add(
+            &tokens(vec![nan, none, flagged, point(2.0, at(10), 0, &[ANA])]),
+            &CTX(),
+            at(20),
+        )
+        .unwrap();
     assert_eq!((o.accepted, o.dropped.invalid), (1, 3));
 }
 
@@ -876,14 +919,16 @@ fn invalid_values_are_dropped_and_counted() {
 fn tracing_records_each_point() {
     let mut e = engine(|_| {});
     e.set_tracing(true);
-    let o = e.add(
-        &tokens(vec![
-            point(2.0, at(10), 0, &[ANA]),
-            point(1.0, at(10), 0, &[]),
-        ]),
-        &CTX(),
-        at(20),
-    );
+    let o = e
+        .add(
+            &tokens(vec![
+                point(2.0, at(10), 0, &[ANA]),
+                point(1.0, at(10), 0, &[]),
+            ]),
+            &CTX(),
+            at(20),
+        )
+        .unwrap();
     let outcomes: Vec<(&str, Option<&str>, f64)> = o
         .traces
         .iter()

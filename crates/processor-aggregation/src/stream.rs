@@ -1,0 +1,149 @@
+//! The cumulative streams the engine tracks: identity, first-point rule,
+//! expiry after `stream_ttl`, and a bound of `max_streams`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use crate::value::{cumulative_step, Cumulative, Stamp, Step, Stream};
+
+/// Everything that tells two writers of a cumulative stream apart (spec
+/// rule 3): the client token, the user key wherever it was found, the
+/// input resource, scope, metric name and kind, every point attribute
+/// (canonical bytes, before any is dropped) and the start time.
+#[derive(Hash)]
+pub(crate) struct StreamIdentity<'a> {
+    pub token: Option<&'a str>,
+    pub user_key: &'a str,
+    pub user: &'a str,
+    pub resource: u64,
+    pub scope: (&'a str, &'a str),
+    pub name: &'a str,
+    pub kind: u8,
+    pub attrs: &'a [u8],
+    pub start: u64,
+}
+
+/// The tracked streams, by 128-bit id.
+pub(crate) struct Streams {
+    map: HashMap<u128, Stream, ahash::RandomState>,
+    /// Two independent keys for the two halves of an id.
+    keys: (ahash::RandomState, ahash::RandomState),
+    max: usize,
+    ttl: u64,
+    collector_start: u64,
+    /// The latest start time of a stream forgotten for room: a stream that
+    /// began at or before it may have been counted already, so its first
+    /// point (again) only sets the baseline.
+    evicted_floor: u64,
+}
+
+impl Streams {
+    pub fn new(max: usize, ttl: u64, collector_start: u64) -> Self {
+        Self {
+            map: HashMap::default(),
+            keys: Default::default(),
+            max,
+            ttl,
+            collector_start,
+            evicted_floor: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The id of a stream.
+    pub fn id(&self, identity: &impl Hash) -> u128 {
+        let (a, b) = &self.keys;
+        (u128::from(a.hash_one(identity)) << 64) | u128::from(b.hash_one(identity))
+    }
+
+    /// Whether the first point of a stream that started at `start` counts
+    /// in full: only when the stream began at or after everything the
+    /// engine can vouch for (the collector's start, `now - stream_ttl`, and
+    /// any stream forgotten for room), so a returning stream is never
+    /// counted twice.
+    fn counts_first(&self, start: u64, now: u64) -> bool {
+        start != 0
+            && start >= self.collector_start.max(now.saturating_sub(self.ttl))
+            && start > self.evicted_floor
+    }
+
+    /// The step a point brings to stream `id`. Returns the step and the
+    /// number of streams forgotten to stay within `max_streams`.
+    pub fn step<T: Cumulative>(
+        &mut self,
+        id: u128,
+        stamp: Stamp,
+        value: T,
+        now: u64,
+    ) -> (Step<T>, u64) {
+        let counts_first = self.counts_first(stamp.start, now);
+        let mut slot = self.map.remove(&id);
+        let step = cumulative_step(&mut slot, stamp, value, counts_first, now);
+        if let Some(s) = slot {
+            self.map.insert(id, s);
+        }
+        let evicted = if self.map.len() > self.max {
+            self.evict(id)
+        } else {
+            0
+        };
+        (step, evicted)
+    }
+
+    /// Forgets the least recently seen streams (about 1/64 of them, at
+    /// least one), never `keep`. Returns how many.
+    fn evict(&mut self, keep: u128) -> u64 {
+        let n = (self.map.len() / 64).max(1);
+        let mut seen: Vec<u64> = self.map.values().map(|s| s.seen).collect();
+        let (_, threshold, _) = seen.select_nth_unstable(n - 1);
+        let threshold = *threshold;
+        let mut removed = 0usize;
+        let mut floor = self.evicted_floor;
+        self.map.retain(|id, s| {
+            if removed < n && *id != keep && s.seen <= threshold {
+                removed += 1;
+                floor = floor.max(s.start);
+                false
+            } else {
+                true
+            }
+        });
+        self.evicted_floor = floor;
+        removed as u64
+    }
+
+    /// Forgets streams unseen for `stream_ttl`.
+    pub fn expire(&mut self, now: u64) {
+        let ttl = self.ttl;
+        self.map.retain(|_, s| now.saturating_sub(s.seen) < ttl);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(start: u64, time: u64) -> Stamp {
+        Stamp {
+            start,
+            time,
+            capped: time,
+        }
+    }
+
+    #[test]
+    fn past_the_bound_the_least_recently_seen_go_and_cannot_count_twice() {
+        let mut s = Streams::new(2, 1000, 10);
+        assert_eq!(s.step(1, stamp(20, 30), 5.0, 30), (Step::Count(5.0), 0));
+        assert_eq!(s.step(2, stamp(21, 31), 5.0, 31), (Step::Count(5.0), 0));
+        // A third stream: stream 1 (seen at 30) is forgotten.
+        assert_eq!(s.step(3, stamp(22, 32), 5.0, 32), (Step::Count(5.0), 1));
+        assert_eq!(s.len(), 2);
+        // Stream 1 returns: it may have been counted, so it sets a baseline.
+        assert_eq!(s.step(1, stamp(20, 40), 7.0, 40).0, Step::Baseline);
+        assert_eq!(s.step(1, stamp(20, 41), 9.0, 41).0, Step::Count(2.0));
+    }
+}
