@@ -211,3 +211,48 @@ async fn the_factory_validates_and_builds_with_go_keys() {
         .unwrap();
     p.shutdown().await.unwrap();
 }
+
+/// Issue 12, defect 6: a retry after a partial fan-out went to every
+/// branch again, so the branch that had accepted counted the totals twice.
+#[tokio::test]
+async fn a_retry_after_a_partial_fan_out_reaches_only_the_refusing_branch() {
+    let (a, b) = (
+        Arc::new(Downstream::default()),
+        Arc::new(Downstream::default()),
+    );
+    let fan =
+        otelcol_core::consumer::fan_out(vec![a.clone() as Arc<dyn Consumer<Metrics>>, b.clone()]);
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let config = AggregationConfig {
+        aggregation_interval: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let p = AggregationProcessor::new(settings, config, fan, 0, false).unwrap();
+    let w = window_start(now());
+    let r = request(
+        &[],
+        vec![sum(
+            "m",
+            1,
+            true,
+            vec![point(2.0, w - 200 * NS, 0, &[("user.email", "a@b.c")])],
+        )],
+    );
+    p.consume(Batch::new(r)).await.unwrap();
+    b.refuse
+        .lock()
+        .unwrap()
+        .push(ConsumerError::retryable("queue full"));
+    p.emit_closed(w + 30 * NS).await;
+    p.emit_closed(w + 90 * NS).await;
+    p.emit_closed(w + 150 * NS).await;
+    let values = |d: &Downstream| {
+        totals(&d.got.lock().unwrap())
+            .iter()
+            .map(|t| t.value)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&a), vec![2.0], "the accepting branch got it once");
+    assert_eq!(values(&b), vec![2.0], "the refusing branch got the retry");
+    p.shutdown().await.unwrap();
+}
