@@ -169,8 +169,15 @@ impl<T: Wire> Lifecycle for MultitudesExporter<T> {
                     let next = rx.lock().await.recv().await;
                     let Some(batch) = next else { break };
                     sender.counters.queue_size.add(-1);
-                    // Failures are counted and logged by the sender.
-                    let _ = sender.send(&batch).await;
+                    // Permanent failures are counted and logged by the
+                    // sender; a retryable one it gave up on ends here.
+                    if let Err(e) = sender.send(&batch).await {
+                        if e.is_retryable() {
+                            let items = batch.data.item_count() as u64;
+                            sender.counters.send_failed.add(items);
+                            tracing::error!(items, error = %e, "giving up on a queued batch; it is dropped");
+                        }
+                    }
                 }
             }));
         }

@@ -16,6 +16,8 @@ use crate::config::{Compression, Encoding, MultitudesExporterConfig};
 const NO_TOKEN_WARN_EVERY: Duration = Duration::from_secs(60);
 /// How much of an error response body is logged.
 const BODY_SNIPPET: usize = 1024;
+/// How much of a success response body is read for a partial-success answer.
+const SUCCESS_BODY_MAX: usize = 4 << 20;
 
 /// What differs between the signals this exporter sends.
 pub trait Wire: Payload + Message + Default {
@@ -27,6 +29,8 @@ pub trait Wire: Payload + Message + Default {
     const REJECTED: &'static str;
     /// The Go collector's OTLP/JSON.
     fn to_json(&self) -> String;
+    /// The (rejected items, error message) of a protobuf export response.
+    fn partial_from_proto(body: &[u8]) -> Option<(u64, String)>;
 }
 
 impl Wire for Metrics {
@@ -36,6 +40,16 @@ impl Wire for Metrics {
     fn to_json(&self) -> String {
         json::metrics(self)
     }
+    fn partial_from_proto(body: &[u8]) -> Option<(u64, String)> {
+        use otelcol_core::pdata::proto::collector::metrics::v1::ExportMetricsServiceResponse;
+        let p = ExportMetricsServiceResponse::decode(body)
+            .ok()?
+            .partial_success?;
+        Some((
+            u64::try_from(p.rejected_data_points).unwrap_or(0),
+            p.error_message,
+        ))
+    }
 }
 
 impl Wire for Logs {
@@ -44,6 +58,16 @@ impl Wire for Logs {
     const REJECTED: &'static str = "rejectedLogRecords";
     fn to_json(&self) -> String {
         json::logs(self)
+    }
+    fn partial_from_proto(body: &[u8]) -> Option<(u64, String)> {
+        use otelcol_core::pdata::proto::collector::logs::v1::ExportLogsServiceResponse;
+        let p = ExportLogsServiceResponse::decode(body)
+            .ok()?
+            .partial_success?;
+        Some((
+            u64::try_from(p.rejected_log_records).unwrap_or(0),
+            p.error_message,
+        ))
     }
 }
 
@@ -266,11 +290,17 @@ impl Sender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let snippet = read_snippet(resp).await;
         if (200..300).contains(&status) {
-            self.note_partial_success::<T>(&snippet, items);
+            let proto = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-protobuf"));
+            let body = read_body(resp, SUCCESS_BODY_MAX).await;
+            self.note_partial_success::<T>(&body, proto, items);
             return Attempt::Done;
         }
+        let snippet = read_body(resp, BODY_SNIPPET).await;
         if retryable_status(status) {
             return Attempt::Retry {
                 why: format!("HTTP {status}: {}", String::from_utf8_lossy(&snippet)),
@@ -292,19 +322,18 @@ impl Sender {
         })
     }
 
-    fn note_partial_success<T: Wire>(&self, body: &[u8], items: u64) {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+    /// Counts and logs a partial-success answer, JSON or protobuf (as the
+    /// response's content type says), whatever its length up to
+    /// [`SUCCESS_BODY_MAX`].
+    fn note_partial_success<T: Wire>(&self, body: &[u8], proto: bool, items: u64) {
+        let found = if proto {
+            T::partial_from_proto(body)
+        } else {
+            partial_from_json(body, T::REJECTED)
+        };
+        let Some((rejected, message)) = found else {
             return;
         };
-        let Some(p) = v.get("partialSuccess").filter(|p| !p.is_null()) else {
-            return;
-        };
-        let rejected = match p.get(T::REJECTED) {
-            Some(serde_json::Value::String(s)) => s.parse::<u64>().unwrap_or(0),
-            Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
-            _ => 0,
-        };
-        let message = p.get("errorMessage").and_then(|m| m.as_str()).unwrap_or("");
         if rejected > 0 || !message.is_empty() {
             self.counters.partial_rejected.add(rejected);
             tracing::warn!(exporter = %self.id, rejected, items, message, "the endpoint accepted the batch in part");
@@ -367,15 +396,17 @@ impl Sender {
             let out_of_time = !retry.max_elapsed_time.is_zero()
                 && started.elapsed() + wait > retry.max_elapsed_time;
             if !retry.enabled || out_of_time {
-                self.counters.send_failed.add(items);
-                tracing::error!(
+                // Not counted as failed here: the refusal is retryable, so
+                // the caller still holds the batch (a queue worker counts
+                // the drop, see `lib.rs`).
+                tracing::warn!(
                     exporter = %self.id,
                     url = %self.url,
                     token = %token,
                     items,
                     attempts = attempt,
                     error = %why,
-                    "giving up on a batch; it is dropped"
+                    "giving up retrying a batch; handing the refusal back"
                 );
                 return Err(ConsumerError::Retryable {
                     message: format!(
@@ -406,16 +437,30 @@ fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
-async fn read_snippet(mut resp: reqwest::Response) -> Vec<u8> {
+/// At most `max` bytes of a response body.
+async fn read_body(mut resp: reqwest::Response, max: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    while out.len() < BODY_SNIPPET {
+    while out.len() < max {
         match resp.chunk().await {
             Ok(Some(chunk)) => out.extend_from_slice(&chunk),
             _ => break,
         }
     }
-    out.truncate(BODY_SNIPPET);
+    out.truncate(max);
     out
+}
+
+/// The (rejected items, error message) of a JSON export response.
+fn partial_from_json(body: &[u8], rejected_key: &str) -> Option<(u64, String)> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let p = v.get("partialSuccess").filter(|p| !p.is_null())?;
+    let rejected = match p.get(rejected_key) {
+        Some(serde_json::Value::String(s)) => s.parse::<u64>().unwrap_or(0),
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    };
+    let message = p.get("errorMessage").and_then(|m| m.as_str()).unwrap_or("");
+    Some((rejected, message.to_string()))
 }
 
 #[cfg(test)]

@@ -381,8 +381,11 @@ async fn bad_request_is_not_retried_and_is_logged_with_its_body() {
     );
 }
 
+/// Inline (no queue): giving up hands the retryable refusal back to the
+/// caller, who still holds the batch, so nothing is counted as failed
+/// (issue 12: it was counted failed, then sent by the caller's retry).
 #[tokio::test(flavor = "current_thread")]
-async fn endpoint_down_for_the_whole_retry_window_is_dropped_counted_and_logged() {
+async fn endpoint_down_for_the_whole_retry_window_hands_the_refusal_back() {
     let (logs, _guard) = capture_logs();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -402,13 +405,88 @@ async fn endpoint_down_for_the_whole_retry_window_is_dropped_counted_and_logged(
             &settings,
             "otelcol_exporter_send_failed_metric_points_total"
         ),
-        "otelcol_exporter_send_failed_metric_points_total{exporter=\"multitudes\"} 1"
+        "otelcol_exporter_send_failed_metric_points_total{exporter=\"multitudes\"} 0"
     );
     assert!(
-        text(&logs).contains("giving up on a batch; it is dropped"),
+        text(&logs).contains("giving up retrying a batch; handing the refusal back"),
         "{}",
         text(&logs)
     );
+}
+
+/// With a queue the batch ends in the exporter: dropped, counted, logged.
+#[tokio::test(flavor = "current_thread")]
+async fn endpoint_down_for_the_whole_retry_window_drops_a_queued_batch_counted_and_logged() {
+    let (logs, _guard) = capture_logs();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (exp, settings) = exporter(closed, "retry_on_failure: {initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 300ms}\n");
+    drop(exp);
+    let yaml = format!("endpoint: http://127.0.0.1:{closed}\nfallback_token: fallback-secret-0000\nretry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 300ms}}\n");
+    let raw: otelcol_core::config::RawConfig = serde_yaml::from_str(&yaml).unwrap();
+    let exp = MultitudesExporterFactory
+        .create_metrics(settings.clone(), &raw)
+        .unwrap();
+    exp.start(&Host::new(Default::default(), Default::default()))
+        .await
+        .unwrap();
+    exp.consume(batch(metrics("ana@example.com", 1.0), Some("tok-a")))
+        .await
+        .unwrap();
+    let failed = "otelcol_exporter_send_failed_metric_points_total{exporter=\"multitudes\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while line(
+        &settings,
+        "otelcol_exporter_send_failed_metric_points_total",
+    ) != failed
+    {
+        assert!(Instant::now() < deadline, "never counted: {}", text(&logs));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        text(&logs).contains("giving up on a queued batch; it is dropped"),
+        "{}",
+        text(&logs)
+    );
+    exp.shutdown().await.unwrap();
+}
+
+/// Issue 12, defect 11: partial success was read only as JSON and only
+/// within 1 KiB.
+#[tokio::test(flavor = "current_thread")]
+async fn partial_success_is_counted_in_protobuf_and_at_any_length() {
+    let (logs, _guard) = capture_logs();
+    let script = Arc::new(Script::default());
+    let long: &'static str = Box::leak(
+        format!(
+            "{{\"partialSuccess\": {{\"rejectedDataPoints\": \"2\", \"errorMessage\": \"{}\"}}}}",
+            "x".repeat(3000)
+        )
+        .into_boxed_str(),
+    );
+    script.answers.lock().unwrap().extend([
+        (200, vec![], long),
+        (
+            200,
+            vec![("content-type", "application/x-protobuf")],
+            "\n\x07\x08\x03\x12\x03bad",
+        ),
+    ]);
+    let (port, _server) = endpoint(script.clone()).await;
+    let (exp, settings) = exporter(port, "encoding: proto\n");
+    for _ in 0..2 {
+        exp.consume(batch(metrics("ana@example.com", 1.0), Some("tok-a")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        line(&settings, "otelcol_exporter_partial_rejected_items_total"),
+        "otelcol_exporter_partial_rejected_items_total{exporter=\"multitudes\"} 5"
+    );
+    assert!(text(&logs).contains("rejected=3 items=1 bad"), "{}", text(&logs));
 }
 
 #[tokio::test(flavor = "current_thread")]
