@@ -486,7 +486,11 @@ async fn partial_success_is_counted_in_protobuf_and_at_any_length() {
         line(&settings, "otelcol_exporter_partial_rejected_items_total"),
         "otelcol_exporter_partial_rejected_items_total{exporter=\"multitudes\"} 5"
     );
-    assert!(text(&logs).contains("rejected=3 items=1 bad"), "{}", text(&logs));
+    assert!(
+        text(&logs).contains("rejected=3 items=1 bad"),
+        "{}",
+        text(&logs)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -553,10 +553,16 @@ impl Engine {
         let rules = &self.rules;
         let st = &mut self.state;
         st.emitted_through = st.emitted_through.max(now);
-        let taken: Vec<(SeriesKey, Series)> = st
+        let keys: Vec<SeriesKey> = st
             .series
-            .extract_if(|k, _| rules.closed_by(k.window, now))
+            .keys()
+            .filter(|k| rules.closed_by(k.window, now))
             .take(max)
+            .cloned()
+            .collect();
+        let taken: Vec<(SeriesKey, Series)> = keys
+            .into_iter()
+            .filter_map(|k| st.series.remove_entry(&k))
             .collect();
         for (k, s) in &taken {
             if !k.group.kind.is_additive() {

@@ -7,26 +7,52 @@
 //!    of `aggregation_interval`; a point stamped more than `max_future_skew`
 //!    ahead counts at arrival time);
 //! 2. delta sums are added;
-//! 3. cumulative sums are turned into deltas per input stream (resource,
-//!    scope, metric, all point attributes): a new start time or a lower value
-//!    is a reset; the first point of a stream counts in full only if the
-//!    stream started at or after the collector, otherwise it sets the
-//!    baseline; idle streams are forgotten after `stream_ttl`;
-//! 4. non-monotonic sums: delta ones are added, cumulative ones report the
-//!    last value in the window (output as a cumulative non-monotonic sum);
-//! 5. gauges combine by `gauge` (`sum`, `last`, `min`, `max`, `mean`);
-//! 6. histograms merge count, sum, min, max and, while bounds agree, buckets;
-//!    cumulative ones are turned into deltas first (min and max of a
-//!    difference are unknown and left out); exponential histograms merge at
-//!    the smaller scale;
+//! 3. cumulative sums are turned into deltas per input stream; a stream is
+//!    told apart by client token, user key (wherever found, header
+//!    included), input resource, scope, metric name and kind, every point
+//!    attribute and the start time, so two processes of one user are two
+//!    streams and a sender restart is a new stream. A lower value is a
+//!    reset. The first point of a stream counts in full only if it started
+//!    at or after the collector, `now - stream_ttl` and any stream forgotten
+//!    for room (`max_streams`), else it sets the baseline: a returning
+//!    stream is never counted twice. A point not newer than the stream's
+//!    last is stale (dropped, counted) but keeps the stream alive; the time
+//!    a stream keeps is capped at `now + max_future_skew`, so one point
+//!    stamped in the future cannot make every later point look stale;
+//! 4. non-monotonic sums: delta ones are added; cumulative ones are gauges
+//!    in effect: each stream's last value, combined across the streams of a
+//!    series by the `gauge` policy, emitted as a gauge;
+//! 5. gauges combine by `gauge` (`sum`, `last`, `min`, `max`, `mean`); an
+//!    emitted gauge is kept one more window, so a late point re-emits the
+//!    whole window (a replacement, never an extra delta);
+//! 6. histograms merge count, sum (none if any point had none), min, max
+//!    and, while bounds agree, buckets; cumulative ones are turned into
+//!    deltas first (min and max of a difference are unknown and left out);
+//!    exponential histograms merge at a scale chosen before adding, so no
+//!    intermediate holds more than 160 buckets a side. Points whose numbers
+//!    are not finite, whose counts do not add up, whose bounds are not
+//!    increasing or whose exponential indexes cannot be represented are
+//!    refused as invalid (counted), as is a point whose total would
+//!    overflow: nothing wraps, nothing non-finite is emitted;
 //! 7. summaries are dropped and counted;
-//! 8. one output series per (client token, resource, metric name, kind, unit,
-//!    window, user key, kept point attributes);
+//! 8. one output series per (client token, output resource, metric name,
+//!    kind, unit, window, user key, kept point attributes); the output
+//!    resource keeps only `resource_attributes` (by default service name,
+//!    namespace and version, deployment environment, organization id) and
+//!    the user key, so process ids, host names, command lines and session
+//!    ids never leave and never split a user's totals;
 //! 9. output is delta, start = window start, time = window end, doubles, the
 //!    user key written on every point, scope [`SCOPE_NAME`];
 //! 10. points for an already emitted window are emitted again at the next
-//!     tick as extra deltas, and counted as late;
-//! 11. shutdown flushes every open window, the current one included.
+//!     tick (additive kinds as extra deltas), and counted as late;
+//! 11. shutdown flushes every open window, the current one included;
+//! 12. a request that would open more series than `max_series` leaves room
+//!     for is refused whole and retryably, so the sender's retry is not a
+//!     duplicate; totals refused downstream are offered again only to the
+//!     branches that refused, and count against `max_series` meanwhile.
+//!
+//! Emission takes closed series in pieces of a few thousand, each built and
+//! sent before the next is taken.
 //!
 //! The [`Engine`] is usable alone, with time driven by the caller:
 //!

@@ -562,9 +562,12 @@ fn expected_exp(parts: &[Sent]) -> (i32, i32, Vec<u64>) {
     }
 }
 
+/// Per key, each emission of an exponential histogram: (scale, offset, counts).
+type ExpEmissions = BTreeMap<Key, Vec<(i32, i32, Vec<u64>)>>;
+
 fn engine_totals(
     batches: &[otelcol_core::consumer::Batch<Metrics>],
-) -> (BTreeMap<Key, Tot>, BTreeMap<Key, Vec<(i32, i32, Vec<u64>)>>) {
+) -> (BTreeMap<Key, Tot>, ExpEmissions) {
     let leak = |s: &str| -> &'static str {
         match s {
             "ana@example.com" => USERS[0],
@@ -580,7 +583,7 @@ fn engine_totals(
         }
     };
     let mut totals: BTreeMap<Key, Tot> = BTreeMap::new();
-    let mut exp: BTreeMap<Key, Vec<(i32, i32, Vec<u64>)>> = BTreeMap::new();
+    let mut exp: ExpEmissions = BTreeMap::new();
     for b in batches {
         let token = b.context.bearer_token().map(|t| leak(t.expose()));
         for rm in &b.data.resource_metrics {
