@@ -7,8 +7,12 @@
 //! - doubles given as strings (`"1.5"`) → numbers; `"NaN"` and the
 //!   infinities cannot be carried and are rejected with the field's name;
 //! - `null` for any field → the field's default (proto3 JSON);
-//! - timestamps must be whole non-negative numbers (or such strings):
-//!   anything else is rejected with the field's name, never dropped.
+//! - timestamps must be whole non-negative numbers (or such strings) that
+//!   fit 64 bits: anything else is rejected with the field's name;
+//! - integers (`asInt`, `intValue`, counts, bucket counts, scale, offset,
+//!   flags) must be whole numbers in their type's range, as numbers or
+//!   strings; lists and objects must be lists and objects: the generated
+//!   code would otherwise drop the point or the whole metric without a word.
 
 use serde_json::{Map, Number, Value};
 
@@ -97,7 +101,7 @@ fn parse_double(path: &str, s: &str) -> Result<Value, String> {
 fn check_time(path: &str, v: &Value) -> Result<(), String> {
     let ok = match v {
         Value::Number(n) => n.is_u64(),
-        Value::String(s) => !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+        Value::String(s) => s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok(),
         _ => false,
     };
     if ok {
@@ -106,6 +110,82 @@ fn check_time(path: &str, v: &Value) -> Result<(), String> {
         Err(format!(
             "{path}: timestamp must be a whole non-negative number of nanoseconds, got {v}"
         ))
+    }
+}
+
+/// Integer fields and their ranges.
+fn int_range(key: &str) -> Option<(i128, i128)> {
+    Some(match key {
+        "asInt" | "intValue" => (i64::MIN.into(), i64::MAX.into()),
+        "count" | "zeroCount" | "bucketCounts" => (0, u64::MAX.into()),
+        "scale" | "offset" => (i32::MIN.into(), i32::MAX.into()),
+        "flags" | "droppedAttributesCount" | "droppedEventsCount" | "droppedLinksCount" => {
+            (0, u32::MAX.into())
+        }
+        _ => return None,
+    })
+}
+
+/// Fields that must hold a list.
+const LIST_KEYS: &[&str] = &[
+    "resourceMetrics",
+    "scopeMetrics",
+    "metrics",
+    "dataPoints",
+    "attributes",
+    "explicitBounds",
+    "exemplars",
+    "quantileValues",
+    "resourceLogs",
+    "scopeLogs",
+    "logRecords",
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "events",
+    "links",
+    "values",
+];
+
+/// Fields that must hold an object.
+const OBJECT_KEYS: &[&str] = &[
+    "resource",
+    "scope",
+    "gauge",
+    "histogram",
+    "exponentialHistogram",
+    "summary",
+    "positive",
+    "negative",
+    "body",
+    "arrayValue",
+    "kvlistValue",
+    "status",
+];
+
+/// Checks an integer given as a number or a string against `range`, and
+/// writes it back as a number.
+fn check_int(path: &str, v: &mut Value, (min, max): (i128, i128)) -> Result<(), String> {
+    let n: Option<i128> = match &*v {
+        Value::Number(n) => n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from)),
+        Value::String(s) => s.trim().parse::<i128>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (min..=max).contains(&n) => {
+            *v = if n < 0 {
+                Value::from(n as i64)
+            } else {
+                Value::from(n as u64)
+            };
+            Ok(())
+        }
+        _ => Err(format!(
+            "{path}: must be a whole number from {min} to {max}, got {v}"
+        )),
     }
 }
 
@@ -138,9 +218,14 @@ fn normalize_object(map: &mut Map<String, Value>, path: &str) -> Result<(), Stri
     }
     map.retain(|_, v| !v.is_null());
     let has_quantile = map.contains_key("quantile");
+    // In a metric `sum` is the Sum object; in a data point, a double.
+    let is_metric = map.contains_key("name") && !map.contains_key("version");
     for (key, v) in map.iter_mut() {
         let here = format!("{path}.{key}");
         match v {
+            _ if is_metric && key == "sum" && !v.is_object() => {
+                return Err(format!("{here}: must be an object, got {}", kind_of(v)))
+            }
             Value::String(s) if ENUM_KEYS.contains(&key.as_str()) => {
                 let n = enum_value(key, s)
                     .ok_or_else(|| format!("{here}: unknown enum value `{s}`"))?;
@@ -159,10 +244,40 @@ fn normalize_object(map: &mut Map<String, Value>, path: &str) -> Result<(), Stri
                 }
             }
             _ if is_time_key(key) => check_time(&here, v)?,
+            Value::Array(items) if key == "bucketCounts" => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    check_int(&format!("{here}[{i}]"), item, (0, u64::MAX.into()))?;
+                }
+            }
+            _ if key == "bucketCounts" => return Err(format!("{here}: must be a list, got {v}")),
+            _ if int_range(key).is_some() => {
+                if let Some(range) = int_range(key) {
+                    check_int(&here, v, range)?;
+                }
+            }
+            Value::Array(_) if LIST_KEYS.contains(&key.as_str()) => walk(v, &here)?,
+            _ if LIST_KEYS.contains(&key.as_str()) => {
+                return Err(format!("{here}: must be a list, got {}", kind_of(v)))
+            }
+            Value::Object(_) if OBJECT_KEYS.contains(&key.as_str()) => walk(v, &here)?,
+            _ if OBJECT_KEYS.contains(&key.as_str()) => {
+                return Err(format!("{here}: must be an object, got {}", kind_of(v)))
+            }
             _ => walk(v, &here)?,
         }
     }
     Ok(())
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +332,43 @@ mod tests {
         assert_eq!(enum_value("severityNumber", "SEVERITY_NUMBER_INFO5"), None);
         assert_eq!(enum_value("kind", "SPAN_KIND_CLIENT"), Some(3));
         assert_eq!(enum_value("code", "STATUS_CODE_ERROR"), Some(2));
+    }
+
+    /// Issue 12, defect 15: each of these was answered 200 and then lost.
+    #[test]
+    fn values_the_generated_code_would_drop_are_refused_with_their_path() {
+        let sum = |dp: &str| {
+            format!(
+                r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","sum":{{"aggregationTemporality":1,"dataPoints":[{dp}]}}}}]}}]}}]}}"#
+            )
+        };
+        let point = "$.resourceMetrics[0].scopeMetrics[0].metrics[0].sum.dataPoints[0]";
+        for (body, error) in [
+            (sum(r#"{"asInt":"99999999999999999999999"}"#), format!("{point}.asInt: must be a whole number from -9223372036854775808 to 9223372036854775807, got \"99999999999999999999999\"")),
+            (sum(r#"{"asInt":1e30}"#), format!("{point}.asInt: must be a whole number from -9223372036854775808 to 9223372036854775807, got 1e+30")),
+            (sum(r#"{"asInt":true}"#), format!("{point}.asInt: must be a whole number from -9223372036854775808 to 9223372036854775807, got true")),
+            (sum(r#"{"timeUnixNano":"18446744073709551616"}"#), format!("{point}.timeUnixNano: timestamp must be a whole non-negative number of nanoseconds, got \"18446744073709551616\"")),
+            (sum(r#"{"attributes":{"a":"b"}}"#), format!("{point}.attributes: must be a list, got an object")),
+            (r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","histogram":{"dataPoints":[{"count":"1","bucketCounts":["-1"]}]}}]}]}]}"#.into(),
+             "$.resourceMetrics[0].scopeMetrics[0].metrics[0].histogram.dataPoints[0].bucketCounts[0]: must be a whole number from 0 to 18446744073709551615, got \"-1\"".into()),
+            (r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","sum":{"dataPoints":"x"}}]}]}]}"#.into(),
+             "$.resourceMetrics[0].scopeMetrics[0].metrics[0].sum.dataPoints: must be a list, got a string".into()),
+            (r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","sum":"x"}]}]}]}"#.into(),
+             "$.resourceMetrics[0].scopeMetrics[0].metrics[0].sum: must be an object, got a string".into()),
+            (r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","gauge":"x"}]}]}]}"#.into(),
+             "$.resourceMetrics[0].scopeMetrics[0].metrics[0].gauge: must be an object, got a string".into()),
+        ] {
+            let mut v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(normalize(&mut v), Err(error), "{body}");
+        }
+        // Integers as strings or numbers in range pass, written as numbers.
+        let mut v: Value = serde_json::from_str(&sum(
+            r#"{"asInt":"-12","timeUnixNano":"18446744073709551615"}"#,
+        ))
+        .unwrap();
+        normalize(&mut v).unwrap();
+        let p = &v["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0];
+        assert_eq!(p["asInt"], json!(-12));
     }
 
     #[test]
