@@ -15,8 +15,11 @@
 //! - `release-check`: VERSION, crate versions, the builder manifest and the
 //!   changelog agree.
 //! - `docker`: build the image tagged with VERSION, where an engine runs.
+//! - `fuzz [--target T] [--seconds N] [--seeds]`: the cargo-fuzz targets
+//!   (see `fuzz.rs`); crashing inputs become regression inputs.
 
 mod dist;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -359,9 +362,10 @@ fn main() -> ExitCode {
         Some("dist") => dist(&args[1..]),
         Some("release-check") => release_check(),
         Some("docker") => docker(),
+        Some("fuzz") => fuzz::fuzz(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|test-tools|bench|loadgen|sink|check-features|dist|release-check|docker>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  bench [--quick] the end-to-end bench (release; writes BENCHMARKS.md); --quick: debug build, checks totals in = out under load\n  loadgen ARGS    the OTLP load generator (--help for its arguments)\n  sink ARGS       the counting OTLP/HTTP sink\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)"
+                "usage: cargo xtask <ci|test|test-tools|bench|loadgen|sink|check-features|dist|release-check|docker|fuzz>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  bench [--quick] the end-to-end bench (release; writes BENCHMARKS.md); --quick: debug build, checks totals in = out under load\n  loadgen ARGS    the OTLP load generator (--help for its arguments)\n  sink ARGS       the counting OTLP/HTTP sink\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)\n  fuzz [--target T] [--seconds N] [--seeds]  the cargo-fuzz targets under libFuzzer (stable, --sanitizer none)"
             );
             return ExitCode::from(2);
         }
