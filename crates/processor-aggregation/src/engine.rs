@@ -575,8 +575,13 @@ impl Engine {
     /// At most `max` open series, the current window included (for
     /// shutdown); call until it returns nothing.
     pub fn take_all_series(&mut self, max: usize) -> Closed {
-        self.state.kept.clear();
-        let taken = self.state.series.drain().take(max).collect();
+        let st = &mut self.state;
+        st.kept.clear();
+        let keys: Vec<SeriesKey> = st.series.keys().take(max).cloned().collect();
+        let taken = keys
+            .into_iter()
+            .filter_map(|k| st.series.remove_entry(&k))
+            .collect();
         self.closed(taken)
     }
 

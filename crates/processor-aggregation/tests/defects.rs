@@ -612,3 +612,29 @@ fn shutdown_flush_and_closed_windows_come_out_in_bounded_pieces() {
     assert_eq!(sizes, vec![30, 30, 30, 10]);
     assert_eq!(e.open_series(), 0);
 }
+
+#[test]
+fn the_shutdown_flush_in_pieces_takes_every_series() {
+    let mut e = engine(|_| {});
+    let points: Vec<_> = (0..100)
+        .map(|i| {
+            point(
+                1.0,
+                at(10),
+                0,
+                &[("user.email", &format!("u{i}@example.com"))],
+            )
+        })
+        .collect();
+    add(&mut e, &tokens(points), &RequestContext::default(), at(20));
+    let mut total = 0.0;
+    loop {
+        let c = e.take_all_series(30);
+        if c.is_empty() {
+            break;
+        }
+        assert!(c.len() <= 30);
+        total += totals(&c.build()).iter().map(|t| t.value).sum::<f64>();
+    }
+    assert_eq!(total, 100.0, "no series lost between pieces");
+}

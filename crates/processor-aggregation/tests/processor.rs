@@ -256,3 +256,21 @@ async fn a_retry_after_a_partial_fan_out_reaches_only_the_refusing_branch() {
     assert_eq!(values(&b), vec![2.0], "the refusing branch got the retry");
     p.shutdown().await.unwrap();
 }
+
+/// More open series than one emission piece (4,096): the shutdown flush
+/// sends every one of them.
+#[tokio::test]
+async fn the_shutdown_flush_sends_every_series_across_pieces() {
+    let (p, down, _settings) = setup();
+    let t = now();
+    let points = (0..5000)
+        .map(|i| point(1.0, t, 0, &[("user.email", &format!("u{i}@example.com"))]))
+        .collect();
+    p.consume(Batch::new(request(&[], vec![sum("m", 1, true, points)])))
+        .await
+        .unwrap();
+    p.shutdown().await.unwrap();
+    let got = totals(&down.got.lock().unwrap());
+    assert_eq!(got.len(), 5000);
+    assert_eq!(got.iter().map(|t| t.value).sum::<f64>(), 5000.0);
+}
