@@ -16,9 +16,12 @@ mod engine_input;
 
 pub use engine_input::requests_and_ticks;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as `cargo xtask fuzz --target` and the corpus test
 /// know them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("http_body", http_body),
     ("grpc_request", grpc_request),
     ("engine", engine),
