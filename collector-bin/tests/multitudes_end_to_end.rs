@@ -147,49 +147,18 @@ async fn production_config_delivers_per_user_totals_under_each_token() {
             server::response(hyper::StatusCode::OK, "application/json", "{}")
         }
     });
-    let port = |_: ()| common::free_port();
-    let (grpc, http, health, health_grpc, zpages, pprof, metrics) = (
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-    );
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/otel-collector-config.yaml");
-    let sets = [
-        format!("receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{grpc}"),
-        format!("receivers.otlp.protocols.http.endpoint=127.0.0.1:{http}"),
-        format!("extensions.healthcheckv2.http.endpoint=127.0.0.1:{health}"),
-        format!("extensions.healthcheckv2.grpc.endpoint=127.0.0.1:{health_grpc}"),
-        format!("extensions.zpages.endpoint=127.0.0.1:{zpages}"),
-        format!("extensions.pprof.endpoint=127.0.0.1:{pprof}"),
-        format!("service.telemetry.metrics.address=127.0.0.1:{metrics}"),
-        "processors.batch.timeout=100ms".to_string(),
-        "service.telemetry.logs.level=debug".to_string(),
-    ];
-    let mut args = vec!["--config".to_string(), config.display().to_string()];
-    for s in &sets {
-        args.push("--set".into());
-        args.push(s.clone());
-    }
-    let collector = common::Collector::spawn(
-        &args,
-        &[
-            (
-                "MULTITUDES_INTEGRATION_ENDPOINT",
-                format!("http://127.0.0.1:{}/ai/otel/", endpoint.local_addr().port()),
-            ),
-            ("MULTITUDES_INTEGRATION_TOKEN", FALLBACK.to_string()),
-            (
-                "RUST_LOG",
-                "debug,hyper=info,h2=info,tonic=info,reqwest=info".to_string(),
-            ),
-        ],
-    );
-    common::wait_healthy(&format!("http://127.0.0.1:{health}/")).await;
+    let url = format!("http://127.0.0.1:{}/ai/otel/", endpoint.local_addr().port());
+    let (collector, ports) = common::spawn_production(
+        &url,
+        FALLBACK,
+        &["service.telemetry.logs.level=debug"],
+        &[(
+            "RUST_LOG",
+            "debug,hyper=info,h2=info,tonic=info,reqwest=info".to_string(),
+        )],
+    )
+    .await;
+    let (http, zpages) = (ports.http, ports.zpages);
     let users = [
         ("ana@example.com", Some("tok-ana-aaaa-1111"), 0.25, 1000.0),
         ("bo@example.com", Some("tok-bo-bbbb-2222"), 1.5, 2000.0),

@@ -108,47 +108,10 @@ async fn real_exports_give_exact_token_totals_and_only_allow_listed_resources() 
             server::response(hyper::StatusCode::OK, "application/json", "{}")
         }
     });
-    let port = |_: ()| common::free_port();
-    let (grpc, http, health, health_grpc, zpages, pprof, metrics) = (
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-        port(()),
-    );
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/otel-collector-config.yaml");
-    let sets = [
-        format!("receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{grpc}"),
-        format!("receivers.otlp.protocols.http.endpoint=127.0.0.1:{http}"),
-        format!("extensions.healthcheckv2.http.endpoint=127.0.0.1:{health}"),
-        format!("extensions.healthcheckv2.grpc.endpoint=127.0.0.1:{health_grpc}"),
-        format!("extensions.zpages.endpoint=127.0.0.1:{zpages}"),
-        format!("extensions.pprof.endpoint=127.0.0.1:{pprof}"),
-        format!("service.telemetry.metrics.address=127.0.0.1:{metrics}"),
-        "processors.batch.timeout=100ms".to_string(),
-    ];
-    let mut args = vec!["--config".to_string(), config.display().to_string()];
-    for s in &sets {
-        args.push("--set".into());
-        args.push(s.clone());
-    }
-    let collector = common::Collector::spawn(
-        &args,
-        &[
-            (
-                "MULTITUDES_INTEGRATION_ENDPOINT",
-                format!("http://127.0.0.1:{}/ai/otel", endpoint.local_addr().port()),
-            ),
-            (
-                "MULTITUDES_INTEGRATION_TOKEN",
-                "fallback-token-real-0001".to_string(),
-            ),
-        ],
-    );
-    common::wait_healthy(&format!("http://127.0.0.1:{health}/")).await;
+    let url = format!("http://127.0.0.1:{}/ai/otel", endpoint.local_addr().port());
+    let (collector, ports) =
+        common::spawn_production(&url, "fallback-token-real-0001", &[], &[]).await;
+    let http = ports.http;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

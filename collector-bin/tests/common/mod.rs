@@ -301,3 +301,70 @@ pub fn scratch_data_dir() -> std::path::PathBuf {
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The loopback ports a production-config collector listens on.
+pub struct ProductionPorts {
+    pub grpc: u16,
+    pub http: u16,
+    pub health: u16,
+    pub zpages: u16,
+}
+
+/// The binary with the production config (`configs/otel-collector-config.yaml`)
+/// on free loopback ports, sending to `endpoint` with `fallback_token`;
+/// `extra_sets` are further `--set`s, `envs` further variables. Returns once
+/// it reports healthy.
+pub async fn spawn_production(
+    endpoint: &str,
+    fallback_token: &str,
+    extra_sets: &[&str],
+    envs: &[(&str, String)],
+) -> (Collector, ProductionPorts) {
+    let ports = ProductionPorts {
+        grpc: free_port(),
+        http: free_port(),
+        health: free_port(),
+        zpages: free_port(),
+    };
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/otel-collector-config.yaml");
+    let mut sets = vec![
+        format!(
+            "receivers.otlp.protocols.grpc.endpoint=127.0.0.1:{}",
+            ports.grpc
+        ),
+        format!(
+            "receivers.otlp.protocols.http.endpoint=127.0.0.1:{}",
+            ports.http
+        ),
+        format!(
+            "extensions.healthcheckv2.http.endpoint=127.0.0.1:{}",
+            ports.health
+        ),
+        format!(
+            "extensions.healthcheckv2.grpc.endpoint=127.0.0.1:{}",
+            free_port()
+        ),
+        format!("extensions.zpages.endpoint=127.0.0.1:{}", ports.zpages),
+        format!("extensions.pprof.endpoint=127.0.0.1:{}", free_port()),
+        format!(
+            "service.telemetry.metrics.address=127.0.0.1:{}",
+            free_port()
+        ),
+        "processors.batch.timeout=100ms".to_string(),
+    ];
+    sets.extend(extra_sets.iter().map(|s| s.to_string()));
+    let mut args = vec!["--config".to_string(), config.display().to_string()];
+    for s in sets {
+        args.push("--set".into());
+        args.push(s);
+    }
+    let mut all_envs = vec![
+        ("MULTITUDES_INTEGRATION_ENDPOINT", endpoint.to_string()),
+        ("MULTITUDES_INTEGRATION_TOKEN", fallback_token.to_string()),
+    ];
+    all_envs.extend(envs.iter().cloned());
+    let collector = Collector::spawn(&args, &all_envs);
+    wait_healthy(&format!("http://127.0.0.1:{}/", ports.health)).await;
+    (collector, ports)
+}

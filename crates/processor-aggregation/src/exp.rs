@@ -9,7 +9,7 @@
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets as ProtoBuckets;
 use opentelemetry_proto::tonic::metrics::v1::ExponentialHistogramDataPoint;
 
-use crate::value::{checked_sum, opt_max, opt_min, sum_opt};
+use crate::value::{checked_sum, opt_max, opt_min, sum_opt, sum_since};
 
 /// The most buckets a merged exponential histogram keeps on each side (the
 /// SDK default); a merge that would need more picks a coarser scale first.
@@ -280,10 +280,7 @@ impl ExpHist {
             positive: sub(at(self, |h| &h.positive)?, at(earlier, |h| &h.positive)?)?,
             negative: sub(at(self, |h| &h.negative)?, at(earlier, |h| &h.negative)?)?,
             count: self.count - earlier.count,
-            sum: match (self.sum, earlier.sum) {
-                (Some(a), Some(b)) => Some(a - b).filter(|d| d.is_finite()),
-                _ => None,
-            },
+            sum: sum_since(self.sum, earlier.sum),
             min: None,
             max: None,
         })

@@ -83,6 +83,15 @@ pub(crate) fn sum_opt(a: Option<f64>, b: Option<f64>) -> Option<Option<f64>> {
     }
 }
 
+/// The sum of a cumulative difference: unknown if either side is, or if
+/// the difference is not finite.
+pub(crate) fn sum_since(now: Option<f64>, before: Option<f64>) -> Option<f64> {
+    match (now, before) {
+        (Some(a), Some(b)) => Some(a - b).filter(|d| d.is_finite()),
+        _ => None,
+    }
+}
+
 pub(crate) fn opt_min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
@@ -192,10 +201,7 @@ impl Hist {
         }
         Some(Hist {
             count: self.count - earlier.count,
-            sum: match (self.sum, earlier.sum) {
-                (Some(a), Some(b)) => Some(a - b).filter(|d| d.is_finite()),
-                _ => None,
-            },
+            sum: sum_since(self.sum, earlier.sum),
             min: None,
             max: None,
             bounds: self.bounds.clone(),
