@@ -4,9 +4,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The global allocator, wrapped so that `memory_limiter` reads the live
+/// heap (bytes allocated and not freed), not the resident set.
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static ALLOCATOR: otelcol_core::memory::CountingAllocator<std::alloc::System> =
+    otelcol_core::memory::CountingAllocator(std::alloc::System);
+
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: otelcol_core::memory::CountingAllocator<mimalloc::MiMalloc> =
+    otelcol_core::memory::CountingAllocator(mimalloc::MiMalloc);
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,6 +63,64 @@ pub struct RequestContext {
     /// Request headers, lower-case names, kept when the receiver has
     /// `include_metadata: true`.
     pub metadata: Arc<Vec<(String, String)>>,
+    /// Items of this request that a consumer took the rest of the request
+    /// without: the receiver answers them as OTLP `partial_success`.
+    pub rejected: Arc<Rejections>,
+}
+
+/// Items a consumer dropped for good while accepting the rest of a request
+/// (an invalid point, a point without the user key), with the first reason.
+///
+/// The receiver creates one per request and answers its count as
+/// `partial_success.rejected_*`; a [`FanOut`] gives each branch its own and
+/// keeps the largest, so a point refused by two pipelines counts once.
+/// Consumers that answer after the request (a batching queue) have nowhere
+/// to report, and count their drops as they always do.
+#[derive(Debug, Default)]
+pub struct Rejections {
+    items: AtomicU64,
+    message: Mutex<Option<String>>,
+}
+
+impl Rejections {
+    /// Records `items` dropped for `reason` (the first reason is kept).
+    pub fn add(&self, items: u64, reason: impl FnOnce() -> String) {
+        if items == 0 {
+            return;
+        }
+        self.items.fetch_add(items, Ordering::Relaxed);
+        let mut message = self.message.lock().unwrap_or_else(PoisonError::into_inner);
+        if message.is_none() {
+            *message = Some(reason());
+        }
+    }
+
+    /// How many items were rejected.
+    pub fn items(&self) -> u64 {
+        self.items.load(Ordering::Relaxed)
+    }
+
+    /// The first reason given, when any item was rejected.
+    pub fn message(&self) -> Option<String> {
+        self.message
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes in what one branch of a fan-out rejected: the larger count wins
+    /// (the branches saw the same items), the first reason is kept.
+    fn absorb_branch(&self, branch: &Rejections) {
+        let n = branch.items();
+        if n == 0 {
+            return;
+        }
+        self.items.fetch_max(n, Ordering::Relaxed);
+        let mut message = self.message.lock().unwrap_or_else(PoisonError::into_inner);
+        if message.is_none() {
+            *message = branch.message();
+        }
+    }
 }
 
 impl RequestContext {
@@ -182,7 +241,8 @@ pub trait Consumer<T: Send + 'static>: Send + Sync {
 ///
 /// Every branch gets the batch even if an earlier one fails. The result is
 /// `Ok` only if all succeed; otherwise the first permanent error if any,
-/// else the first retryable one.
+/// else the first retryable one. Each branch reports its
+/// [`Rejections`] apart; the request's count is the largest of them.
 pub struct FanOut<T> {
     consumers: Vec<Arc<dyn Consumer<T>>>,
 }
@@ -212,10 +272,23 @@ impl<T: Clone + Send + Sync + 'static> Consumer<T> for FanOut<T> {
                 }
             }
         };
+        let request = batch.context.rejected.clone();
+        let branch_batch = |batch: &Batch<T>| {
+            let mut b = batch.clone();
+            b.context.rejected = Arc::new(Rejections::default());
+            b
+        };
         for c in rest {
-            note(c.consume(batch.clone()).await);
+            let b = branch_batch(&batch);
+            let seen = b.context.rejected.clone();
+            note(c.consume(b).await);
+            request.absorb_branch(&seen);
         }
-        note(last.consume(batch).await);
+        let b = branch_batch(&batch);
+        drop(batch);
+        let seen = b.context.rejected.clone();
+        note(last.consume(b).await);
+        request.absorb_branch(&seen);
         first_error.map_or(Ok(()), Err)
     }
 
@@ -277,6 +350,45 @@ mod tests {
         for r in [&a, &b, &c] {
             assert_eq!(*r.seen.lock().unwrap(), vec![7]);
         }
+    }
+
+    /// Rejects `n` items of each batch, then answers `Ok`.
+    struct Rejecter(u64);
+
+    #[async_trait]
+    impl Consumer<u32> for Rejecter {
+        async fn consume(&self, batch: Batch<u32>) -> Result<(), ConsumerError> {
+            let n = self.0;
+            batch
+                .context
+                .rejected
+                .add(n, || format!("{n} items refused"));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn fan_out_reports_the_largest_branch_rejection_once() {
+        let fan = fan_out(vec![
+            Arc::new(Rejecter(2)) as Arc<dyn Consumer<u32>>,
+            Arc::new(Rejecter(3)),
+            Arc::new(Rejecter(0)),
+        ]);
+        let batch = Batch::new(7);
+        let request = batch.context.rejected.clone();
+        fan.consume(batch).await.unwrap();
+        assert_eq!(
+            request.items(),
+            3,
+            "the same items seen by two branches count once"
+        );
+        assert_eq!(request.message().as_deref(), Some("2 items refused"));
+
+        let single = Rejecter(4);
+        let batch = Batch::new(1);
+        let request = batch.context.rejected.clone();
+        single.consume(batch).await.unwrap();
+        assert_eq!(request.items(), 4);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`config`]: YAML loading with merging, `--set` and `${env:…}` expansion;
 //! - [`pipeline`]: the builder that turns a config into a running
 //!   [`pipeline::Service`];
+//! - [`memory`]: live heap accounting (a counting global allocator) for
+//!   memory limits;
 //! - [`server`]: the HTTP server the listening components share;
 //! - [`task`]: a periodic background task for components;
 //! - [`status`]: component health as reported to health extensions;
@@ -24,6 +26,7 @@
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod memory;
 pub mod net;
 pub mod pdata;
 pub mod pipeline;

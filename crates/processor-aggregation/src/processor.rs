@@ -19,7 +19,7 @@ use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
 
 use crate::config::AggregationConfig;
-use crate::engine::{AddError, AddOutcome, Engine};
+use crate::engine::{AddError, AddOutcome, Dropped, Engine};
 
 /// How often the missing-key warning may repeat for one metric.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -41,6 +41,22 @@ fn number(p: &NumberDataPoint) -> (&[KeyValue], u64, f64) {
         None => f64::NAN,
     };
     (p.attributes.as_slice(), p.start_time_unix_nano, v)
+}
+
+/// The partial-success message for points a request had that count in no
+/// total: what was wrong, by reason.
+fn rejection_message(d: &Dropped, key: &str) -> String {
+    let mut parts = vec![];
+    if d.invalid > 0 {
+        parts.push(format!("{} invalid (no value, a non-finite number, malformed buckets, an unrepresentable exponential histogram, or a total that would overflow)", d.invalid));
+    }
+    if d.missing_key > 0 {
+        parts.push(format!("{} without the user key {key:?}", d.missing_key));
+    }
+    if d.summary > 0 {
+        parts.push(format!("{} summaries (cannot be aggregated)", d.summary));
+    }
+    format!("aggregation: data points not counted: {}", parts.join("; "))
 }
 
 fn now_nanos() -> u64 {
@@ -171,6 +187,7 @@ struct Shared {
     debug: bool,
     retry_after: Duration,
     warned: Mutex<HashMap<String, Instant>>,
+    warned_invalid: Mutex<Option<Instant>>,
     pending: tokio::sync::Mutex<Vec<Pending>>,
 }
 
@@ -207,6 +224,7 @@ impl AggregationProcessor {
                 debug,
                 retry_after: emit_interval,
                 warned: Mutex::new(HashMap::new()),
+                warned_invalid: Mutex::new(None),
                 pending: tokio::sync::Mutex::new(vec![]),
             }),
             emit_interval,
@@ -240,6 +258,20 @@ impl Shared {
                     "dropping data point: required attribute not found {{\"attribute_key\": \"{key}\", \"metric_name\": \"{name}\"}}"
                 );
             }
+        }
+    }
+
+    /// Logs points refused as invalid or unmergeable, at most once a minute
+    /// (the counters have every one).
+    fn warn_invalid(&self, message: String) {
+        let mut last = self
+            .warned_invalid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+            *last = Some(now);
+            tracing::warn!(processor = %self.id, "{message}");
         }
     }
 
@@ -386,6 +418,15 @@ impl Consumer<Metrics> for AggregationProcessor {
         s.counters.series_open.set(open as i64);
         if !outcome.missing_key_metrics.is_empty() {
             s.warn_missing(&outcome.missing_key_metrics);
+        }
+        let d = &outcome.dropped;
+        let rejected = d.invalid + d.missing_key + d.summary;
+        if rejected > 0 {
+            let reason = || rejection_message(d, &s.key);
+            if d.invalid + d.summary > 0 {
+                s.warn_invalid(reason());
+            }
+            batch.context.rejected.add(rejected, reason);
         }
         for t in &outcome.traces {
             let user = t.user.as_deref().map(redact);

@@ -3,14 +3,26 @@
 //! error, so the receiver answers 503 / Unavailable with `Retry-After` and
 //! the senders keep their data until the collector has room again.
 //!
-//! Memory is the process's resident set size (`VmRSS`), sampled every
-//! `check_interval`; percentages are of the cgroup limit when one is set,
-//! else of the machine's memory.
+//! Memory is the **live heap** (bytes allocated and not yet freed), read
+//! from [`otelcol_core::memory`]'s counting allocator, which the binary
+//! installs: on every batch (an O(1) read), and every `check_interval` for
+//! the logs and gauges. The Go limiter reads the heap in use for the same
+//! reason: the resident set stays high after a burst, because the allocator
+//! keeps freed pages, and a limiter reading it would go on refusing long
+//! after the memory is free. At each check, when the resident set exceeds
+//! the live heap by more than [`TRIM_SLACK`] (or an eighth of the limit),
+//! the limiter asks the allocator to give the free pages back (glibc
+//! `malloc_trim`, at most every [`TRIM_EVERY`]), so the resident set follows
+//! the heap down too. A program that does not install the counting
+//! allocator gets the resident set, sampled every `check_interval`.
+//!
+//! Percentages are of the cgroup limit when one is set, else of the
+//! machine's memory.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use otelcol_core::component::{
@@ -18,6 +30,7 @@ use otelcol_core::component::{
 };
 use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
+use otelcol_core::memory::{live_heap_bytes, release_free_memory, resident_bytes};
 use otelcol_core::pdata::{Logs, Metrics, Payload, Traces};
 use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge};
@@ -25,6 +38,13 @@ use otelcol_core::{Signal, Stability};
 use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
+
+/// Free memory the allocator may keep (resident set above the live heap)
+/// before the limiter asks it to give pages back.
+pub const TRIM_SLACK: u64 = 64 * MIB;
+
+/// The shortest time between two requests to give memory back.
+pub const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// `processors.memory_limiter`, with the Go processor's keys.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -101,11 +121,6 @@ fn proc_field_kib(path: &str, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The collector's resident memory in bytes.
-pub fn resident_bytes() -> Option<u64> {
-    proc_field_kib("/proc/self/status", "VmRSS:").map(|k| k * 1024)
-}
-
 /// Memory available to the collector: the cgroup limit, else the machine's.
 pub fn available_bytes() -> Option<u64> {
     let cgroup = read_number("/sys/fs/cgroup/memory.max")
@@ -118,27 +133,85 @@ struct Shared {
     id: String,
     config: MemoryLimiterConfig,
     refusing: AtomicBool,
+    /// The soft limit in bytes, set at each check (0 before the first).
+    soft: AtomicU64,
+    last_trim: Mutex<Option<Instant>>,
     refused: Counter,
-    usage: Gauge,
+    rss: Gauge,
+    heap: Gauge,
 }
 
 impl Shared {
+    /// Whether memory is above the soft limit now: the live heap when it is
+    /// counted, else what the last check saw of the resident set.
+    fn over(&self) -> bool {
+        match live_heap_bytes() {
+            Some(heap) => {
+                let soft = self.soft.load(Ordering::Relaxed);
+                soft > 0 && heap > soft
+            }
+            None => self.refusing.load(Ordering::Acquire),
+        }
+    }
+
     fn check(&self) {
-        let (Some(used), Some(available)) = (resident_bytes(), available_bytes()) else {
+        let Some(available) = available_bytes() else {
             return;
         };
         let (soft, hard) = self.config.limits(available);
-        self.usage.set(used as i64);
+        self.soft.store(soft, Ordering::Relaxed);
+        let rss = resident_bytes();
+        let heap = live_heap_bytes();
+        if let Some(rss) = rss {
+            self.rss.set(rss as i64);
+        }
+        if let Some(heap) = heap {
+            self.heap.set(heap as i64);
+        }
+        let Some(used) = heap.or(rss) else {
+            return;
+        };
         let over = used > soft;
         let was = self.refusing.swap(over, Ordering::AcqRel);
+        let measure = if heap.is_some() {
+            "live heap"
+        } else {
+            "resident set"
+        };
         match (was, over) {
             (false, true) => {
-                tracing::warn!(processor = %self.id, used_mib = used / MIB, soft_limit_mib = soft / MIB, hard_limit_mib = hard / MIB, "memory above the soft limit: refusing data")
+                tracing::warn!(processor = %self.id, measure, used_mib = used / MIB, soft_limit_mib = soft / MIB, hard_limit_mib = hard / MIB, "memory above the soft limit: refusing data")
             }
             (true, false) => {
-                tracing::info!(processor = %self.id, used_mib = used / MIB, "memory below the soft limit again: accepting data")
+                tracing::info!(processor = %self.id, measure, used_mib = used / MIB, "memory below the soft limit again: accepting data")
             }
             _ => {}
+        }
+        if let (Some(heap), Some(rss)) = (heap, rss) {
+            self.give_back(heap, rss, hard);
+        }
+    }
+
+    /// After a burst the allocator keeps the freed pages: ask for them to go
+    /// back to the system when they are many, at most every [`TRIM_EVERY`].
+    fn give_back(&self, heap: u64, rss: u64, hard: u64) {
+        if rss.saturating_sub(heap) <= TRIM_SLACK.max(hard / 8) {
+            return;
+        }
+        let mut last = self
+            .last_trim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < TRIM_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        if release_free_memory() {
+            let after = resident_bytes().unwrap_or(rss);
+            tracing::debug!(processor = %self.id, heap_mib = heap / MIB, rss_before_mib = rss / MIB, rss_after_mib = after / MIB, "gave free memory back to the system");
+            self.rss.set(after as i64);
         }
     }
 }
@@ -154,7 +227,7 @@ pub struct MemoryLimiter<T> {
 #[async_trait]
 impl<T: Payload> Consumer<T> for MemoryLimiter<T> {
     async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
-        if self.shared.refusing.load(Ordering::Acquire) {
+        if self.shared.over() {
             self.shared.refused.add(batch.data.item_count() as u64);
             return Err(ConsumerError::Retryable {
                 message: "data refused due to high memory usage".into(),
@@ -228,14 +301,21 @@ fn build<T: Payload>(
                 "Items refused by the memory limiter.",
                 &[("processor", &id)],
             ),
-            usage: settings.metrics.gauge(
+            rss: settings.metrics.gauge(
                 "otelcol_process_memory_rss",
                 "Resident memory of the collector in bytes.",
+                &[],
+            ),
+            heap: settings.metrics.gauge(
+                "otelcol_process_runtime_heap_alloc_bytes",
+                "Bytes allocated on the heap and not yet freed (what the limit compares).",
                 &[],
             ),
             id,
             config,
             refusing: AtomicBool::new(false),
+            soft: AtomicU64::new(0),
+            last_trim: Mutex::new(None),
         }),
         next,
         ticker: Periodic::default(),

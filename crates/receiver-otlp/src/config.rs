@@ -103,6 +103,13 @@ pub struct HttpConfig {
     pub logs_url_path: String,
     /// Largest accepted body in bytes, checked on the wire and again after decompression.
     pub max_request_body_size: u64,
+    /// Not a Go key: the most bytes of request bodies (as read, plus as
+    /// decompressed) held at once by requests being read, decoded or handed
+    /// to the pipeline. A request that would go past it is refused with 503
+    /// and `Retry-After`, so a burst of large requests cannot take memory
+    /// faster than `memory_limiter` can see it. At least
+    /// `max_request_body_size`; default 64 MiB.
+    pub max_inflight_bytes: u64,
     /// Keep the request's headers in the batch context.
     pub include_metadata: bool,
     /// Authenticate requests with this extension.
@@ -135,6 +142,7 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             max_request_body_size: 20 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
             include_metadata: false,
             auth: None,
             tls: None,
@@ -193,6 +201,15 @@ impl OtlpReceiverConfig {
                 return Err(ConfigError::invalid(
                     "protocols.http.max_request_body_size",
                     "must be above 0",
+                ));
+            }
+            if h.max_inflight_bytes < h.max_request_body_size {
+                return Err(ConfigError::invalid(
+                    "protocols.http.max_inflight_bytes",
+                    format!(
+                        "{} is below max_request_body_size ({}): a request of the largest size could never be read",
+                        h.max_inflight_bytes, h.max_request_body_size
+                    ),
                 ));
             }
             if let Some(list) = &h.compression_algorithms {

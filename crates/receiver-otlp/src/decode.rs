@@ -1,6 +1,7 @@
 //! Turning a request body into a batch: decompression under a size limit,
 //! then protobuf or OTLP/JSON.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use prost::Message;
@@ -106,14 +107,19 @@ fn read_limited(reader: impl Read, encoding: Encoding, limit: u64) -> Result<Vec
     Ok(out)
 }
 
-/// Decompresses `body` per `encoding`, refusing output above `limit` bytes.
-pub fn decompress(body: &[u8], encoding: Encoding, limit: u64) -> Result<Vec<u8>, DecodeError> {
+/// Decompresses `body` per `encoding`, refusing output above `limit` bytes;
+/// an identity body is borrowed, not copied.
+pub fn decompress(
+    body: &[u8],
+    encoding: Encoding,
+    limit: u64,
+) -> Result<Cow<'_, [u8]>, DecodeError> {
     let bad = |message: String| DecodeError::Decompress {
         encoding: encoding.name(),
         message,
     };
-    match encoding {
-        Encoding::Identity => Ok(body.to_vec()),
+    let out = match encoding {
+        Encoding::Identity => return Ok(Cow::Borrowed(body)),
         Encoding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(body), encoding, limit),
         Encoding::Zstd => {
             let decoder = zstd::stream::read::Decoder::new(body).map_err(|e| bad(e.to_string()))?;
@@ -143,7 +149,8 @@ pub fn decompress(body: &[u8], encoding: Encoding, limit: u64) -> Result<Vec<u8>
             read_limited(snap::read::FrameDecoder::new(body), encoding, limit)
         }
         Encoding::Lz4 => read_limited(lz4_flex::frame::FrameDecoder::new(body), encoding, limit),
-    }
+    };
+    out.map(Cow::Owned)
 }
 
 /// Decodes a protobuf body.
@@ -200,7 +207,11 @@ mod tests {
             }),
         ];
         for (enc, body) in cases {
-            assert_eq!(decompress(&body, enc, 1 << 20).unwrap(), data, "{enc:?}");
+            assert_eq!(
+                *decompress(&body, enc, 1 << 20).unwrap(),
+                data[..],
+                "{enc:?}"
+            );
         }
     }
 

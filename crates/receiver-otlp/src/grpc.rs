@@ -60,7 +60,7 @@ impl<T: OtlpSignal> Handler<T> {
             }
         }
         match self.sink.deliver(request.into_inner(), context).await {
-            Ok(()) => Ok(Response::new(T::Response::default())),
+            Ok(delivered) => Ok(Response::new(T::response(&delivered))),
             Err(e) => Err(crate::status::to_grpc(&e)),
         }
     }

@@ -2,12 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use hyper::Request;
 use otelcol_core::component::{ComponentError, ServerAuthenticator};
 use otelcol_core::consumer::RequestContext;
@@ -15,6 +14,7 @@ use otelcol_core::server::{self, HttpResponse, ServerHandle, ServerOptions};
 use prost::Message;
 use tonic::Code;
 
+use crate::budget::{Budget, Held};
 use crate::config::HttpConfig;
 use crate::decode::{self, DecodeError, Encoding};
 use crate::signal::{header_pairs, OtlpSignal, Sink, Sinks};
@@ -40,6 +40,7 @@ struct State {
     sinks: Sinks,
     auth: Option<Arc<dyn ServerAuthenticator>>,
     encodings: Option<Vec<Encoding>>,
+    budget: Budget,
 }
 
 pub(crate) async fn start(
@@ -57,6 +58,7 @@ pub(crate) async fn start(
         sinks,
         auth,
         encodings,
+        budget: Budget::new(config.max_inflight_bytes),
     });
     let tls = config
         .tls
@@ -190,18 +192,32 @@ async fn handle<T: OtlpSignal>(
         }
     };
     let limit = state.config.max_request_body_size;
-    let body = match read_body(req.into_body(), limit, state.config.read_timeout).await {
+    // Held until the pipeline has answered: the body, its decompressed form.
+    let mut held = Held::default();
+    let body = match read_body(req.into_body(), limit, state, &mut held).await {
         Ok(b) => b,
-        Err((status, message)) => {
+        Err(BodyError::Refused(status, message)) => {
             let mut r = error(format, Code::InvalidArgument, &message);
             *r.status_mut() = status;
             return r;
         }
+        Err(BodyError::Busy(message)) => return busy(format, &message),
     };
-    let decoded = decode::decompress(&body, encoding, limit).and_then(|raw| match format {
+    let raw = match decode::decompress(&body, encoding, limit) {
+        Ok(raw) => raw,
+        Err(e) => return error(format, Code::InvalidArgument, &e.to_string()),
+    };
+    if let std::borrow::Cow::Owned(raw) = &raw {
+        if let Err(e) = state.budget.take(&mut held, raw.len()) {
+            return busy(format, &e.to_string());
+        }
+    }
+    let decoded = match format {
         Format::Proto => decode::decode_proto::<T>(&raw),
         Format::Json => decode::decode_json::<T>(&raw),
-    });
+    };
+    drop(raw);
+    drop(body);
     let data = match decoded {
         Ok(d) => d,
         Err(e) => {
@@ -210,10 +226,10 @@ async fn handle<T: OtlpSignal>(
         }
     };
     match sink.deliver(data, context).await {
-        Ok(()) => {
+        Ok(delivered) => {
             let body = match format {
-                Format::Proto => T::Response::default().encode_to_vec(),
-                Format::Json => b"{}".to_vec(),
+                Format::Proto => T::response(&delivered).encode_to_vec(),
+                Format::Json => delivered.json_body::<T>(),
             };
             server::response(StatusCode::OK, format.content_type(), body)
         }
@@ -230,31 +246,85 @@ async fn handle<T: OtlpSignal>(
     }
 }
 
-/// Reads the whole body, at most `limit` bytes and within `timeout`; on
-/// failure, the HTTP status and message to answer.
+/// A retryable refusal (503, `Retry-After: 1`) for a request the in-flight
+/// budget has no room for.
+fn busy(format: Format, message: &str) -> HttpResponse {
+    tracing::debug!("refused a request: {message}");
+    let mut r = error(format, Code::Unavailable, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Why a body was not read.
+enum BodyError {
+    /// The client's fault: the HTTP status and message to answer.
+    Refused(StatusCode, String),
+    /// The in-flight budget is taken: try again.
+    Busy(String),
+}
+
+/// Reads the whole body, at most `limit` bytes and within the read timeout,
+/// taking each piece from the in-flight budget into `held` as it arrives.
 async fn read_body(
-    body: Incoming,
+    mut body: Incoming,
     limit: u64,
-    timeout: Duration,
-) -> Result<Bytes, (StatusCode, String)> {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            let e = DecodeError::TooLarge {
-                limit,
-                decompressed: false,
+    state: &State,
+    held: &mut Held,
+) -> Result<Bytes, BodyError> {
+    let too_large = || {
+        let e = DecodeError::TooLarge {
+            limit,
+            decompressed: false,
+        };
+        BodyError::Refused(StatusCode::BAD_REQUEST, e.to_string())
+    };
+    // A declared Content-Length is the size hint's lower bound.
+    if body.size_hint().lower() > limit {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut buf = bytes::BytesMut::new();
+        // Once the budget is taken, the rest of the body is read and thrown
+        // away, so the client gets its 503 instead of a reset connection.
+        let mut busy: Option<String> = None;
+        let mut seen: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                BodyError::Refused(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
             };
-            Err((StatusCode::BAD_REQUEST, e.to_string()))
+            seen += data.len() as u64;
+            if seen > limit {
+                return Err(too_large());
+            }
+            if busy.is_some() {
+                continue;
+            }
+            if let Err(e) = state.budget.take(held, data.len()) {
+                busy = Some(e.to_string());
+                buf = bytes::BytesMut::new();
+                *held = Held::default();
+                continue;
+            }
+            if buf.is_empty() && body.is_end_stream() {
+                return Ok(data);
+            }
+            buf.extend_from_slice(&data);
         }
-        Ok(Err(e)) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
-        )),
-        Err(_) => Err((
+        match busy {
+            Some(message) => Err(BodyError::Busy(message)),
+            None => Ok(buf.freeze()),
+        }
+    };
+    match tokio::time::timeout(state.config.read_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => Err(BodyError::Refused(
             StatusCode::REQUEST_TIMEOUT,
             "timed out reading the request body".into(),
         )),

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 pub mod config;
 pub mod decode;
 mod grpc;

@@ -4,6 +4,10 @@ use std::sync::Arc;
 
 use otelcol_core::component::{CreateSettings, SignalConsumers};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError, RequestContext};
+use otelcol_core::pdata::proto::collector::{
+    logs::v1::ExportLogsPartialSuccess, metrics::v1::ExportMetricsPartialSuccess,
+    trace::v1::ExportTracePartialSuccess,
+};
 use otelcol_core::pdata::{
     ExportLogsServiceResponse, ExportMetricsServiceResponse, ExportTraceServiceResponse, Logs,
     Metrics, Payload, Traces,
@@ -18,19 +22,88 @@ pub(crate) trait OtlpSignal:
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
     /// Suffix of the Go counter names: `metric_points`, `log_records`, `spans`.
     const ITEMS: &'static str;
+    /// The OTLP/JSON name of the partial-success count field.
+    const REJECTED_FIELD: &'static str;
+    /// The response for an accepted request, with a partial success when
+    /// items were rejected.
+    fn response(outcome: &Delivered) -> Self::Response;
 }
 
 impl OtlpSignal for Metrics {
     type Response = ExportMetricsServiceResponse;
     const ITEMS: &'static str = "metric_points";
+    const REJECTED_FIELD: &'static str = "rejectedDataPoints";
+    fn response(o: &Delivered) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: o.partial().map(|(n, m)| ExportMetricsPartialSuccess {
+                rejected_data_points: n,
+                error_message: m,
+            }),
+        }
+    }
 }
 impl OtlpSignal for Logs {
     type Response = ExportLogsServiceResponse;
     const ITEMS: &'static str = "log_records";
+    const REJECTED_FIELD: &'static str = "rejectedLogRecords";
+    fn response(o: &Delivered) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: o.partial().map(|(n, m)| ExportLogsPartialSuccess {
+                rejected_log_records: n,
+                error_message: m,
+            }),
+        }
+    }
 }
 impl OtlpSignal for Traces {
     type Response = ExportTraceServiceResponse;
     const ITEMS: &'static str = "spans";
+    const REJECTED_FIELD: &'static str = "rejectedSpans";
+    fn response(o: &Delivered) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: o.partial().map(|(n, m)| ExportTracePartialSuccess {
+                rejected_spans: n,
+                error_message: m,
+            }),
+        }
+    }
+}
+
+/// What the pipeline did with an accepted request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    /// Items the pipeline dropped for good while taking the rest.
+    pub rejected: u64,
+    /// Why, when `rejected > 0`.
+    pub message: Option<String>,
+}
+
+impl Delivered {
+    /// `(rejected, error_message)` for a partial-success answer, if any.
+    fn partial(&self) -> Option<(i64, String)> {
+        (self.rejected > 0).then(|| {
+            (
+                i64::try_from(self.rejected).unwrap_or(i64::MAX),
+                self.message.clone().unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The OTLP/JSON body of the answer: `{}` or the partial success, with
+    /// the count as a decimal string as protobuf JSON writes 64-bit integers.
+    pub(crate) fn json_body<T: OtlpSignal>(&self) -> Vec<u8> {
+        match self.partial() {
+            None => b"{}".to_vec(),
+            Some((n, message)) => {
+                let mut partial = serde_json::Map::new();
+                partial.insert(T::REJECTED_FIELD.into(), n.to_string().into());
+                partial.insert("errorMessage".into(), message.into());
+                serde_json::json!({ "partialSuccess": partial })
+                    .to_string()
+                    .into_bytes()
+            }
+        }
+    }
 }
 
 /// Where one signal goes from one transport, with its counters.
@@ -94,20 +167,29 @@ impl<T: OtlpSignal> Sink<T> {
     }
 
     /// Hands a decoded request to the pipeline. An empty request is answered
-    /// without entering it.
+    /// without entering it. Items the pipeline rejected while taking the
+    /// rest are counted refused and logged, and come back for the answer's
+    /// partial success.
     pub(crate) async fn deliver(
         &self,
         data: T,
         context: RequestContext,
-    ) -> Result<(), ConsumerError> {
+    ) -> Result<Delivered, ConsumerError> {
         let items = data.item_count() as u64;
         if items == 0 {
-            return Ok(());
+            return Ok(Delivered::default());
         }
+        let rejections = context.rejected.clone();
         match self.consumer.consume(Batch { data, context }).await {
             Ok(()) => {
-                self.accepted.add(items);
-                Ok(())
+                let rejected = rejections.items().min(items);
+                let message = rejections.message();
+                self.accepted.add(items - rejected);
+                if rejected > 0 {
+                    self.refused.add(rejected);
+                    tracing::debug!(rejected, items, signal = %T::SIGNAL, reason = message.as_deref().unwrap_or(""), "answered a partial success");
+                }
+                Ok(Delivered { rejected, message })
             }
             Err(e) => {
                 self.refused.add(items);
