@@ -63,6 +63,7 @@ async fn in_flight_requests_finish_and_health_turns_503_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheckv2_reports_components_over_http_and_grpc() {
+    // The Go distribution's own config sets `http.status.include_attributes`.
     let (http_port, grpc_port, health, health_grpc) = (
         common::free_port(),
         common::free_port(),
@@ -83,6 +84,7 @@ extensions:
       status:
         enabled: true
         path: "/"
+        include_attributes: true
     grpc:
       endpoint: "127.0.0.1:{health_grpc}"
       transport: tcp

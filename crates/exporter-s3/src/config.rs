@@ -128,7 +128,10 @@ pub struct S3Uploader {
     pub endpoint: String,
     /// Path-style addressing (`endpoint/bucket/key`).
     pub s3_force_path_style: bool,
-    /// Allow `http://` endpoints.
+    /// As in Go, affects only an `endpoint` given without a scheme: it is
+    /// then reached over `http://` instead of `https://`. An endpoint given
+    /// with its scheme is used as it is (`http://minio:9000` works without
+    /// it, with a start-up warning that the connection is plaintext).
     pub disable_ssl: bool,
     /// `none`, `gzip` or `zstd`.
     pub compression: Compression,
@@ -169,6 +172,29 @@ impl Default for S3Uploader {
             retry_max_backoff: Duration::from_secs(20),
             unique_key_func_name: String::new(),
         }
+    }
+}
+
+impl S3Uploader {
+    /// The endpoint as it will be reached, scheme included; empty for AWS.
+    /// A scheme given is kept; without one it is `http://` when
+    /// `disable_ssl` is set and `https://` otherwise (Go's rule).
+    pub fn endpoint_url(&self) -> String {
+        let e = self.endpoint.trim().trim_end_matches('/');
+        if e.is_empty() || e.contains("://") {
+            e.to_string()
+        } else if self.disable_ssl {
+            format!("http://{e}")
+        } else {
+            format!("https://{e}")
+        }
+    }
+
+    /// Whether objects go over plaintext HTTP.
+    pub fn plain_http(&self) -> bool {
+        self.endpoint_url()
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
     }
 }
 
@@ -428,13 +454,6 @@ impl S3ExporterConfig {
             return Err(ConfigError::invalid(
                 "encoding",
                 "encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet",
-            ));
-        }
-        let e = u.endpoint.trim();
-        if e.starts_with("http://") && !u.disable_ssl {
-            return Err(ConfigError::invalid(
-                "s3uploader.endpoint",
-                format!("`{e}` is plain http: set disable_ssl: true to allow it"),
             ));
         }
         if self.timeout.is_zero() {

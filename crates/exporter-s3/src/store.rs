@@ -93,7 +93,15 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
     install_crypto();
     let u = &c.s3uploader;
     let what = format!("s3://{}", u.s3_bucket);
-    let mut options = client_options(c.timeout, u.disable_ssl);
+    let endpoint = u.endpoint_url();
+    let plain = u.plain_http();
+    if plain {
+        tracing::warn!(
+            endpoint = %endpoint,
+            "awss3: the endpoint is plain http: objects and request signatures travel unencrypted; use https:// unless this is a trusted local network"
+        );
+    }
+    let mut options = client_options(c.timeout, plain);
     if !u.acl.is_empty() {
         // Added before signing, so the ACL header is part of the signature.
         let mut headers = http::HeaderMap::new();
@@ -104,15 +112,14 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
     let mut b = AmazonS3Builder::from_env()
         .with_bucket_name(&u.s3_bucket)
         .with_region(&u.region)
-        .with_allow_http(u.disable_ssl)
+        .with_allow_http(plain)
         .with_retry(no_retries())
         .with_client_options(options);
-    let endpoint = u.endpoint.trim().trim_end_matches('/');
     if !endpoint.is_empty() {
         let (url, virtual_hosted) = if u.s3_force_path_style {
-            (endpoint.to_string(), false)
+            (endpoint.clone(), false)
         } else {
-            (virtual_host(endpoint, &u.s3_bucket), true)
+            (virtual_host(&endpoint, &u.s3_bucket), true)
         };
         b = b
             .with_endpoint(url)
@@ -137,7 +144,7 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
     if !u.storage_class.is_empty() {
         attributes.insert(Attribute::StorageClass, u.storage_class.clone().into());
     }
-    Ok(cloud(Arc::new(store), what, endpoint, attributes))
+    Ok(cloud(Arc::new(store), what, &endpoint, attributes))
 }
 
 /// The `googlecloudstorage` client: a key file, else the standard Google
@@ -176,7 +183,7 @@ pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
     if !c.storage_class.is_empty() {
         attributes.insert(Attribute::StorageClass, c.storage_class.clone().into());
     }
-    Ok(cloud(Arc::new(store), what, endpoint, attributes))
+    Ok(cloud(Arc::new(store), what, &endpoint, attributes))
 }
 
 /// The `file` store: the folder is created if missing.

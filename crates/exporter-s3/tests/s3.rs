@@ -91,6 +91,34 @@ async fn objects_land_under_data_time_partitions_with_the_exact_content() {
     );
 }
 
+/// A contrib MinIO config: `endpoint: http://host:port` and no
+/// `disable_ssl` (Go uses an endpoint given with a scheme as it is).
+#[tokio::test]
+async fn an_http_endpoint_without_disable_ssl_writes_objects() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("minio").await;
+    let yaml = format!(
+        "s3uploader:\n  region: us-east-1\n  s3_bucket: minio\n  endpoint: {}\n  s3_force_path_style: true\n",
+        moto.endpoint()
+    );
+    assert!(
+        moto.endpoint().starts_with("http://"),
+        "{}",
+        moto.endpoint()
+    );
+    let (exp, _) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&host()).await.unwrap();
+    let sent = totals("claude-code", T0, &[("ana@example.com", 2.5)]);
+    exp.consume(batch(sent.clone())).await.unwrap();
+    exp.shutdown().await.unwrap();
+    let reader = moto.reader("minio");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let got: Metrics = serde_json::from_slice(&get(&reader, &keys[0]).await).unwrap();
+    assert_eq!(got, sent);
+}
+
 #[tokio::test]
 async fn a_failed_first_upload_is_retried_into_exactly_one_object() {
     aws_env();

@@ -100,7 +100,7 @@ pub struct V2Http {
     /// `host:port` to listen on.
     pub endpoint: String,
     /// The status document.
-    pub status: PathToggle,
+    pub status: StatusPath,
     /// The config document (not served: it would expose the config).
     pub config: PathToggle,
 }
@@ -109,9 +109,10 @@ impl Default for V2Http {
     fn default() -> Self {
         Self {
             endpoint: "localhost:13133".into(),
-            status: PathToggle {
+            status: StatusPath {
                 enabled: true,
                 path: "/status".into(),
+                include_attributes: false,
             },
             config: PathToggle {
                 enabled: false,
@@ -129,6 +130,21 @@ pub struct PathToggle {
     pub enabled: bool,
     /// Its path.
     pub path: String,
+}
+
+/// `http.status` of v2: the Go `PathConfig` plus `include_attributes`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusPath {
+    /// Served or not.
+    pub enabled: bool,
+    /// Its path.
+    pub path: String,
+    /// Go: add the attributes of each component's latest status event to
+    /// its entry. Accepted with a start-up warning: no component of this
+    /// collector attaches attributes to its status events, so the document
+    /// is the same either way.
+    pub include_attributes: bool,
 }
 
 /// `grpc` of v2.

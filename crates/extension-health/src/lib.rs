@@ -54,10 +54,11 @@ impl Factory for HealthCheckFactory {
 impl ExtensionFactory for HealthCheckFactory {
     fn create(
         &self,
-        _: CreateSettings,
+        settings: CreateSettings,
         config: &RawConfig,
     ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckConfig = decode(config)?;
+        warn_pipeline_check(&settings, c.check_collector_pipeline.is_some());
         Ok(Arc::new(HealthExtension::new(Mode::V1 {
             endpoint: c.endpoint,
             path: c.path,
@@ -91,10 +92,17 @@ impl Factory for HealthCheckV2Factory {
 impl ExtensionFactory for HealthCheckV2Factory {
     fn create(
         &self,
-        _: CreateSettings,
+        settings: CreateSettings,
         config: &RawConfig,
     ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckV2Config = decode(config)?;
+        warn_pipeline_check(&settings, c.check_collector_pipeline.is_some());
+        if c.http.as_ref().is_some_and(|h| h.status.include_attributes) {
+            tracing::warn!(
+                extension = %settings.id,
+                "http.status.include_attributes has no effect here: no component of this collector attaches attributes to its status events, so the status document is the same with or without it"
+            );
+        }
         let mode = if c.use_v2 {
             Mode::V2 {
                 policy: c.component_health,
@@ -109,6 +117,17 @@ impl ExtensionFactory for HealthCheckV2Factory {
             }
         };
         Ok(Arc::new(HealthExtension::new(mode)))
+    }
+}
+
+/// `check_collector_pipeline` is accepted and has no effect, as in the Go
+/// extension since it was deprecated; say so once at start.
+fn warn_pipeline_check(settings: &CreateSettings, given: bool) {
+    if given {
+        tracing::warn!(
+            extension = %settings.id,
+            "check_collector_pipeline has no effect: the Go extension ignores it too (deprecated); use healthcheckv2 component_health"
+        );
     }
 }
 
