@@ -1,6 +1,7 @@
 //! OTLP/gRPC: the three collector services on one tonic server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use otelcol_core::component::{ComponentError, ServerAuthenticator};
@@ -14,6 +15,8 @@ use otelcol_core::pdata::{Logs, Metrics, Traces};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
+use tonic::codegen::{BoxFuture, Context, Poll, Service};
+use tonic::server::NamedService;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
@@ -43,6 +46,9 @@ struct Handler<T> {
 
 impl<T: OtlpSignal> Handler<T> {
     async fn export(&self, request: Request<T>) -> Result<Response<T::Response>, Status> {
+        if let Some(reached) = request.extensions().get::<Reached>() {
+            reached.0.store(true, Ordering::Release);
+        }
         let mut context = RequestContext {
             client_addr: request.remote_addr(),
             ..Default::default()
@@ -64,6 +70,61 @@ impl<T: OtlpSignal> Handler<T> {
             Err(e) => Err(crate::status::to_grpc(&e)),
         }
     }
+}
+
+/// Set by the handler: the call was decoded and reached the pipeline.
+#[derive(Clone, Default)]
+struct Reached(Arc<AtomicBool>);
+
+/// Wraps a generated service so that what tonic answers before the handler
+/// runs carries the OTLP code the Go receiver gives: a body that does not
+/// decode (tonic: `INTERNAL`) is `INVALID_ARGUMENT`, permanent; a message
+/// over `max_recv_msg_size_mib` (tonic: `OUT_OF_RANGE`, which OTLP clients
+/// retry forever) is `RESOURCE_EXHAUSTED` without retry info, which they
+/// do not retry. Answers from the pipeline are left as they are.
+#[derive(Clone)]
+struct DecodeCodes<S>(S);
+
+impl<S: NamedService> NamedService for DecodeCodes<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> Service<http::Request<B>> for DecodeCodes<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let reached = Reached::default();
+        request.extensions_mut().insert(reached.clone());
+        let call = self.0.call(request);
+        Box::pin(async move {
+            let mut response = call.await?;
+            if !reached.0.load(Ordering::Acquire) {
+                remap_decode_code(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites the `grpc-status` of a trailers-only answer tonic gave before
+/// the handler ran (see [`DecodeCodes`]).
+fn remap_decode_code(headers: &mut http::HeaderMap) {
+    let code = match headers.get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"13") => tonic::Code::InvalidArgument,
+        Some(b"11") => tonic::Code::ResourceExhausted,
+        _ => return,
+    };
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
 }
 
 macro_rules! service {
@@ -95,14 +156,16 @@ pub(crate) async fn start(
     macro_rules! svc {
         ($server:ident, $sink:expr) => {
             $sink.map(|s| {
-                $server::new(Handler {
-                    sink: s,
-                    auth: auth.clone(),
-                    include_metadata: config.include_metadata,
-                })
-                .max_decoding_message_size(max)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
+                DecodeCodes(
+                    $server::new(Handler {
+                        sink: s,
+                        auth: auth.clone(),
+                        include_metadata: config.include_metadata,
+                    })
+                    .max_decoding_message_size(max)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd),
+                )
             })
         };
     }

@@ -641,12 +641,80 @@ async fn grpc_errors_map_to_unavailable_with_retry_info_and_size_limits() {
         ..Default::default()
     });
     let err = client.export(big).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    // The Go receiver's answer: not OUT_OF_RANGE, which OTLP clients retry
+    // forever, and without RetryInfo, so that they do not retry it at all.
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        RpcStatus::decode(err.details())
+            .map(|s| s.details.is_empty())
+            .unwrap_or(true),
+        "no retry info: {err:?}"
+    );
     assert!(r.sink.metrics.lock().unwrap().is_empty());
     client
         .export(one_point("ana@example.com", 1.0))
         .await
         .expect("the server still serves");
+    r.receiver.shutdown().await.unwrap();
+}
+
+/// A raw gRPC call: one length-prefixed message of `message` bytes, sent
+/// over HTTP/2; returns the `grpc-status` (headers or trailers) and message.
+async fn raw_grpc(addr: SocketAddr, path: &str, message: &[u8]) -> (String, String) {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(message);
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap();
+    let all = body.trailers().cloned().unwrap_or_default();
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .or_else(|| all.get(name))
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+#[tokio::test]
+async fn grpc_malformed_protobuf_is_invalid_argument() {
+    let r = start("", "").await;
+    // Field 1 (resource_metrics) says 100 bytes follow; 2 do.
+    let (code, message) = raw_grpc(
+        r.grpc,
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        &[0x0a, 100, 1, 2],
+    )
+    .await;
+    assert_eq!(
+        code,
+        (tonic::Code::InvalidArgument as i32).to_string(),
+        "{message}"
+    );
+    assert!(message.contains("decode"), "{message}");
+    assert!(r.sink.metrics.lock().unwrap().is_empty());
+    // An error the pipeline gives keeps its own code.
+    *r.sink.answer.lock().unwrap() = Some(ConsumerError::permanent("broken exporter"));
+    let (code, _) = raw_grpc(
+        r.grpc,
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        &one_point("ana@example.com", 1.0).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(code, (tonic::Code::Internal as i32).to_string());
     r.receiver.shutdown().await.unwrap();
 }
 
