@@ -183,7 +183,7 @@ pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
     if !c.storage_class.is_empty() {
         attributes.insert(Attribute::StorageClass, c.storage_class.clone().into());
     }
-    Ok(cloud(Arc::new(store), what, &endpoint, attributes))
+    Ok(cloud(Arc::new(store), what, endpoint, attributes))
 }
 
 /// The `file` store: the folder is created if missing.

@@ -154,20 +154,19 @@ pub(crate) async fn start(
     let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024))
         .unwrap_or(usize::MAX);
     macro_rules! svc {
-        ($server:ident, $sink:expr) => {
-            $sink.map(|s| {
-                DecodeCodes(
-                    $server::new(Handler {
-                        sink: s,
-                        auth: auth.clone(),
-                        include_metadata: config.include_metadata,
-                    })
-                    .max_decoding_message_size(max)
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .accept_compressed(CompressionEncoding::Zstd),
-                )
-            })
-        };
+        ($server:ident, $sink:expr) => {{
+            let s = $sink;
+            DecodeCodes(
+                $server::new(Handler {
+                    sink: s,
+                    auth: auth.clone(),
+                    include_metadata: config.include_metadata,
+                })
+                .max_decoding_message_size(max)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            )
+        }};
     }
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
@@ -187,9 +186,9 @@ pub(crate) async fn start(
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20))
         .max_concurrent_streams(config.max_concurrent_streams)
-        .add_optional_service(svc!(MetricsServiceServer, sinks.metrics))
-        .add_optional_service(svc!(LogsServiceServer, sinks.logs))
-        .add_optional_service(svc!(TraceServiceServer, sinks.traces));
+        .add_service(svc!(MetricsServiceServer, sinks.metrics))
+        .add_service(svc!(LogsServiceServer, sinks.logs))
+        .add_service(svc!(TraceServiceServer, sinks.traces));
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {

@@ -92,17 +92,11 @@ async fn route(state: &State, req: Request<Incoming>, peer: SocketAddr) -> HttpR
     let path = req.uri().path();
     let c = &state.config;
     if path == c.metrics_url_path {
-        if let Some(sink) = &state.sinks.metrics {
-            return handle(state, sink, req, peer).await;
-        }
+        return handle(state, &state.sinks.metrics, req, peer).await;
     } else if path == c.logs_url_path {
-        if let Some(sink) = &state.sinks.logs {
-            return handle(state, sink, req, peer).await;
-        }
+        return handle(state, &state.sinks.logs, req, peer).await;
     } else if path == c.traces_url_path {
-        if let Some(sink) = &state.sinks.traces {
-            return handle(state, sink, req, peer).await;
-        }
+        return handle(state, &state.sinks.traces, req, peer).await;
     }
     server::response(
         StatusCode::NOT_FOUND,

@@ -40,7 +40,7 @@ use otelcol_core::server::ServerHandle;
 use otelcol_core::{ComponentId, Signal, Stability};
 
 pub use config::OtlpReceiverConfig;
-use signal::Sinks;
+use signal::{DiscardWarnings, Sinks};
 
 /// The factory for type `otlp`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,6 +79,7 @@ pub struct OtlpReceiver {
     settings: CreateSettings,
     config: OtlpReceiverConfig,
     next: SignalConsumers,
+    discard_warnings: DiscardWarnings,
     http: Mutex<Option<ServerHandle>>,
     grpc: Mutex<Option<grpc::GrpcServer>>,
 }
@@ -94,6 +95,7 @@ impl OtlpReceiver {
             settings,
             config,
             next,
+            discard_warnings: DiscardWarnings::default(),
             http: Mutex::new(None),
             grpc: Mutex::new(None),
         }
@@ -135,13 +137,25 @@ impl Lifecycle for OtlpReceiver {
     async fn start(&self, host: &Host) -> Result<(), ComponentError> {
         let id = self.settings.id.to_string();
         if let Some(cfg) = &self.config.protocols.grpc {
-            let sinks = Sinks::new(&self.settings, &self.next, &id, "grpc");
+            let sinks = Sinks::new(
+                &self.settings,
+                &self.next,
+                &self.discard_warnings,
+                &id,
+                "grpc",
+            );
             let server = grpc::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr, "OTLP/gRPC listening");
             *self.grpc.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
         }
         if let Some(cfg) = &self.config.protocols.http {
-            let sinks = Sinks::new(&self.settings, &self.next, &id, "http");
+            let sinks = Sinks::new(
+                &self.settings,
+                &self.next,
+                &self.discard_warnings,
+                &id,
+                "http",
+            );
             let server = http::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr(), "OTLP/HTTP listening");
             *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);

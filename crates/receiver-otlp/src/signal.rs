@@ -1,6 +1,8 @@
 //! What differs between signals, and the one delivery path both transports use.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use otelcol_core::component::{CreateSettings, SignalConsumers};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError, RequestContext};
@@ -108,59 +110,91 @@ impl Delivered {
 
 /// Where one signal goes from one transport, with its counters.
 pub(crate) struct Sink<T> {
-    consumer: Arc<dyn Consumer<T>>,
+    route: Route<T>,
     accepted: Counter,
     refused: Counter,
+}
+
+/// A pipeline takes the signal, or none does.
+enum Route<T> {
+    Pipeline(Arc<dyn Consumer<T>>),
+    /// No pipeline takes it: requests are answered OK (an SDK that gets an
+    /// error for one signal may drop the others: Gemini CLI aborts its
+    /// final flush) and their items discarded, counted and warned about.
+    Discard {
+        discarded: Counter,
+        last_warned: Arc<AtomicU64>,
+        receiver: String,
+    },
+}
+
+/// How often the "no pipeline takes ..." warning repeats, per signal.
+const DISCARD_WARN_EVERY: Duration = Duration::from_secs(600);
+
+/// When each signal's discard warning last went out (Unix seconds, 0 for
+/// never), shared by the transports of one receiver.
+#[derive(Default)]
+pub(crate) struct DiscardWarnings {
+    metrics: Arc<AtomicU64>,
+    logs: Arc<AtomicU64>,
+    traces: Arc<AtomicU64>,
+}
+
+/// Names and help texts of one signal's receiver counters (the Go names).
+struct CounterNames {
+    accepted: (&'static str, &'static str),
+    refused: (&'static str, &'static str),
+    discarded: (&'static str, &'static str),
+}
+
+fn counter_names(items: &str) -> CounterNames {
+    match items {
+        "metric_points" => CounterNames {
+            accepted: ("otelcol_receiver_accepted_metric_points", "Metric points accepted by the receiver and handed to the pipeline."),
+            refused: ("otelcol_receiver_refused_metric_points", "Metric points that could not be pushed into the pipeline."),
+            discarded: ("otelcol_receiver_discarded_metric_points", "Metric points received and discarded because no pipeline of the receiver takes metrics."),
+        },
+        "log_records" => CounterNames {
+            accepted: ("otelcol_receiver_accepted_log_records", "Log records accepted by the receiver and handed to the pipeline."),
+            refused: ("otelcol_receiver_refused_log_records", "Log records that could not be pushed into the pipeline."),
+            discarded: ("otelcol_receiver_discarded_log_records", "Log records received and discarded because no pipeline of the receiver takes logs."),
+        },
+        _ => CounterNames {
+            accepted: ("otelcol_receiver_accepted_spans", "Spans accepted by the receiver and handed to the pipeline."),
+            refused: ("otelcol_receiver_refused_spans", "Spans that could not be pushed into the pipeline."),
+            discarded: ("otelcol_receiver_discarded_spans", "Spans received and discarded because no pipeline of the receiver takes traces."),
+        },
+    }
 }
 
 impl<T: OtlpSignal> Sink<T> {
     fn new(
         settings: &CreateSettings,
-        consumer: Arc<dyn Consumer<T>>,
+        consumer: Option<Arc<dyn Consumer<T>>>,
+        last_warned: &Arc<AtomicU64>,
         id: &str,
         transport: &str,
     ) -> Self {
         let labels = [("receiver", id), ("transport", transport)];
-        let (accepted, refused) = match T::ITEMS {
-            "metric_points" => (
-                settings.metrics.counter(
-                    "otelcol_receiver_accepted_metric_points",
-                    "Metric points accepted by the receiver and handed to the pipeline.",
-                    &labels,
-                ),
-                settings.metrics.counter(
-                    "otelcol_receiver_refused_metric_points",
-                    "Metric points that could not be pushed into the pipeline.",
-                    &labels,
-                ),
-            ),
-            "log_records" => (
-                settings.metrics.counter(
-                    "otelcol_receiver_accepted_log_records",
-                    "Log records accepted by the receiver and handed to the pipeline.",
-                    &labels,
-                ),
-                settings.metrics.counter(
-                    "otelcol_receiver_refused_log_records",
-                    "Log records that could not be pushed into the pipeline.",
-                    &labels,
-                ),
-            ),
-            _ => (
-                settings.metrics.counter(
-                    "otelcol_receiver_accepted_spans",
-                    "Spans accepted by the receiver and handed to the pipeline.",
-                    &labels,
-                ),
-                settings.metrics.counter(
-                    "otelcol_receiver_refused_spans",
-                    "Spans that could not be pushed into the pipeline.",
-                    &labels,
-                ),
-            ),
+        let names = counter_names(T::ITEMS);
+        let accepted = settings
+            .metrics
+            .counter(names.accepted.0, names.accepted.1, &labels);
+        let refused = settings
+            .metrics
+            .counter(names.refused.0, names.refused.1, &labels);
+        let route = match consumer {
+            Some(c) => Route::Pipeline(c),
+            None => Route::Discard {
+                discarded: settings
+                    .metrics
+                    .counter(names.discarded.0, names.discarded.1, &labels),
+                last_warned: last_warned.clone(),
+                receiver: id.to_string(),
+            },
         };
         Self {
-            consumer,
+            route,
             accepted,
             refused,
         }
@@ -179,8 +213,20 @@ impl<T: OtlpSignal> Sink<T> {
         if items == 0 {
             return Ok(Delivered::default());
         }
+        let consumer = match &self.route {
+            Route::Pipeline(c) => c,
+            Route::Discard {
+                discarded,
+                last_warned,
+                receiver,
+            } => {
+                discarded.add(items);
+                warn_discard::<T>(last_warned, receiver, items);
+                return Ok(Delivered::default());
+            }
+        };
         let rejections = context.rejected.clone();
-        match self.consumer.consume(Batch { data, context }).await {
+        match consumer.consume(Batch { data, context }).await {
             Ok(()) => {
                 let rejected = rejections.items().min(items);
                 let message = rejections.message();
@@ -200,33 +246,70 @@ impl<T: OtlpSignal> Sink<T> {
     }
 }
 
-/// The sinks of the signals this receiver's pipelines carry.
+/// Warns that `items` of `T` were discarded, at most once per
+/// [`DISCARD_WARN_EVERY`] per signal and receiver.
+fn warn_discard<T: OtlpSignal>(last_warned: &AtomicU64, receiver: &str, items: u64) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = last_warned.load(Ordering::Relaxed);
+    let due = last == 0 || now.saturating_sub(last) >= DISCARD_WARN_EVERY.as_secs();
+    if due
+        && last_warned
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let signal = T::SIGNAL;
+        tracing::warn!(
+            receiver,
+            signal = %signal,
+            items,
+            "discarding {signal} received by `{receiver}`: no pipeline takes {signal} from this receiver \
+             (answered OK so that senders keep sending their other signals; counted in otelcol_receiver_discarded_{}). \
+             To keep them, add a `{signal}` pipeline with `receivers: [{receiver}]`. Repeats at most every 10 minutes.",
+            T::ITEMS
+        );
+    }
+}
+
+/// The sinks of the three signals: each goes to its pipeline, or is
+/// discarded (counted) when no pipeline of this receiver takes it.
 pub(crate) struct Sinks {
-    pub metrics: Option<Arc<Sink<Metrics>>>,
-    pub logs: Option<Arc<Sink<Logs>>>,
-    pub traces: Option<Arc<Sink<Traces>>>,
+    pub metrics: Arc<Sink<Metrics>>,
+    pub logs: Arc<Sink<Logs>>,
+    pub traces: Arc<Sink<Traces>>,
 }
 
 impl Sinks {
     pub(crate) fn new(
         settings: &CreateSettings,
         next: &SignalConsumers,
+        warnings: &DiscardWarnings,
         id: &str,
         transport: &str,
     ) -> Self {
         Self {
-            metrics: next
-                .metrics
-                .clone()
-                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
-            logs: next
-                .logs
-                .clone()
-                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
-            traces: next
-                .traces
-                .clone()
-                .map(|c| Arc::new(Sink::new(settings, c, id, transport))),
+            metrics: Arc::new(Sink::new(
+                settings,
+                next.metrics.clone(),
+                &warnings.metrics,
+                id,
+                transport,
+            )),
+            logs: Arc::new(Sink::new(
+                settings,
+                next.logs.clone(),
+                &warnings.logs,
+                id,
+                transport,
+            )),
+            traces: Arc::new(Sink::new(
+                settings,
+                next.traces.clone(),
+                &warnings.traces,
+                id,
+                transport,
+            )),
         }
     }
 }

@@ -25,7 +25,7 @@ use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
-use otelcol_core::pdata::{Logs, Metrics, Payload};
+use otelcol_core::pdata::{ExportTraceServiceResponse, Logs, Metrics, Payload, Traces};
 use otelcol_core::status::StatusBoard;
 use otelcol_core::ComponentId;
 use otelcol_receiver_otlp::status::RpcStatus;
@@ -308,8 +308,68 @@ async fn wrong_content_type_is_415_and_get_is_405() {
     assert_eq!(a.text(), "405 method not allowed, supported: [POST]");
     let a = send(r.http, "POST", "/v1/nothing", &[PROTO], vec![]).await;
     assert_eq!(a.status, 404);
-    let a = send(r.http, "POST", "/v1/traces", &[PROTO], vec![]).await;
-    assert_eq!(a.status, 404, "no traces pipeline uses this receiver");
+    r.receiver.shutdown().await.unwrap();
+}
+
+fn three_spans() -> Traces {
+    use otelcol_core::pdata::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let span = |n: u8| Span {
+        trace_id: vec![n; 16],
+        span_id: vec![n; 8],
+        name: format!("span-{n}"),
+        ..Default::default()
+    };
+    Traces {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(1), span(2), span(3)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// No pipeline of this receiver takes traces: every transport still
+/// answers OK (Gemini CLI aborts its final flush, metrics included, when
+/// one signal fails), and the spans are discarded and counted.
+#[tokio::test]
+async fn a_signal_no_pipeline_takes_is_accepted_counted_and_discarded() {
+    use otelcol_core::pdata::proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let r = start("", "").await;
+    let body = three_spans().encode_to_vec();
+    let a = send(r.http, "POST", "/v1/traces", &[PROTO], body.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        ExportTraceServiceResponse::decode(a.body.clone()).unwrap(),
+        ExportTraceServiceResponse::default()
+    );
+    let json = serde_json::to_vec(&three_spans()).unwrap();
+    let a = send(r.http, "POST", "/v1/traces", &[JSON], json).await;
+    assert_eq!((a.status, a.text().as_str()), (200, "{}"));
+    // Malformed input is still refused: discarding is not a blind 200.
+    let a = send(r.http, "POST", "/v1/traces", &[PROTO], vec![0x0a, 100, 1]).await;
+    assert_eq!(a.status, 400);
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    client.export(three_spans()).await.expect("gRPC answers OK");
+
+    let rendered = r.settings.metrics.render();
+    for transport in ["http", "grpc"] {
+        let spans = if transport == "http" { 6 } else { 3 };
+        let line = format!(
+            "otelcol_receiver_discarded_spans_total{{receiver=\"otlp\",transport=\"{transport}\"}} {spans}"
+        );
+        assert!(rendered.contains(&line), "{line} in\n{rendered}");
+    }
+    assert!(
+        rendered.contains(
+            "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"http\"} 0"
+        ),
+        "{rendered}"
+    );
     r.receiver.shutdown().await.unwrap();
 }
 
