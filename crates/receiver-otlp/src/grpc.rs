@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use otelcol_core::component::{ComponentError, ServerAuthenticator};
 use otelcol_core::consumer::RequestContext;
 use otelcol_core::pdata::proto::collector::{
@@ -21,6 +22,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::config::GrpcConfig;
+use crate::grpc_conn::{ConnInfo, IdleClosing};
 use crate::signal::{header_pairs, OtlpSignal, Sink, Sinks};
 
 /// A running gRPC server.
@@ -50,7 +52,7 @@ impl<T: OtlpSignal> Handler<T> {
             reached.0.store(true, Ordering::Release);
         }
         let mut context = RequestContext {
-            client_addr: request.remote_addr(),
+            client_addr: ConnInfo::of(request.extensions()).and_then(|c| c.remote_addr),
             ..Default::default()
         };
         if self.auth.is_some() || self.include_metadata {
@@ -105,9 +107,11 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let reached = Reached::default();
         request.extensions_mut().insert(reached.clone());
+        let in_flight = ConnInfo::of(request.extensions()).map(|c| c.activity.call());
         let call = self.0.call(request);
         Box::pin(async move {
             let mut response = call.await?;
+            drop(in_flight);
             if !reached.0.load(Ordering::Acquire) {
                 remap_decode_code(response.headers_mut());
             }
@@ -141,6 +145,10 @@ service!(MetricsService, Metrics, <Metrics as OtlpSignal>::Response);
 service!(LogsService, Logs, <Logs as OtlpSignal>::Response);
 service!(TraceService, Traces, <Traces as OtlpSignal>::Response);
 
+fn nonzero(d: std::time::Duration) -> Option<std::time::Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
 pub(crate) async fn start(
     config: &GrpcConfig,
     sinks: Sinks,
@@ -168,7 +176,20 @@ pub(crate) async fn start(
             )
         }};
     }
+    if config.keepalive.enforcement_policy.is_some() {
+        tracing::warn!(
+            endpoint = %config.endpoint,
+            "protocols.grpc.keepalive.enforcement_policy has no effect here: this server answers client pings without policing their rate"
+        );
+    }
+    let params = &config.keepalive.server_parameters;
     let mut builder = tonic::transport::Server::builder();
+    if !params.max_connection_age.is_zero() {
+        builder = builder.max_connection_age(params.max_connection_age);
+        if !params.max_connection_age_grace.is_zero() {
+            builder = builder.max_connection_age_grace(params.max_connection_age_grace);
+        }
+    }
     if let Some(tls) = &config.tls {
         tls.server_config()
             .map_err(|e| ComponentError::Failed(format!("protocols.grpc: {e}")))?;
@@ -186,11 +207,16 @@ pub(crate) async fn start(
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20))
         .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(nonzero(params.time))
+        .http2_keepalive_timeout(nonzero(params.timeout))
         .add_service(svc!(MetricsServiceServer, sinks.metrics))
         .add_service(svc!(LogsServiceServer, sinks.logs))
         .add_service(svc!(TraceServiceServer, sinks.traces));
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let idle = params.max_connection_idle;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|stream| IdleClosing::new(stream, idle)));
     let task = tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;

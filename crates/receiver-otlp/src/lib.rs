@@ -23,6 +23,7 @@ mod budget;
 pub mod config;
 pub mod decode;
 mod grpc;
+mod grpc_conn;
 mod http;
 pub mod json;
 mod signal;

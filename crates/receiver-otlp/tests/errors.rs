@@ -36,11 +36,14 @@ use prost::Message;
 struct Sink {
     metrics: Mutex<Vec<Batch<Metrics>>>,
     answer: Mutex<Option<ConsumerError>>,
+    delay: Mutex<Duration>,
 }
 
 #[async_trait]
 impl Consumer<Metrics> for Sink {
     async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         if let Some(e) = self.answer.lock().unwrap().clone() {
             return Err(e);
         }
@@ -776,6 +779,93 @@ async fn grpc_malformed_protobuf_is_invalid_argument() {
     .await;
     assert_eq!(code, (tonic::Code::Internal as i32).to_string());
     r.receiver.shutdown().await.unwrap();
+}
+
+/// `keepalive.server_parameters.max_connection_idle` (Go meaning): a
+/// connection with no call in flight for that long is closed; one with a
+/// call in flight is not, however long the call takes.
+#[tokio::test]
+async fn grpc_connections_idle_past_max_connection_idle_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let r = start(
+        "",
+        ", keepalive: {server_parameters: {max_connection_idle: 1s, time: 1h, timeout: 5s}}",
+    )
+    .await;
+    // Opened and left: closed by the server.
+    let mut idle = tokio::net::TcpStream::connect(r.grpc).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle connection was not closed within 10 s"
+    );
+
+    // A call that takes 2.5 s (longer than the idle limit) completes.
+    *r.sink.delay.lock().unwrap() = Duration::from_millis(2500);
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    client
+        .export(one_point("ana@example.com", 1.0))
+        .await
+        .expect("a call in flight keeps its connection");
+    assert_eq!(r.sink.metrics.lock().unwrap().len(), 1);
+    assert_eq!(
+        r.sink.metrics.lock().unwrap()[0]
+            .context
+            .client_addr
+            .map(|a| a.ip()),
+        Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        "the client address still reaches the context"
+    );
+    r.receiver.shutdown().await.unwrap();
+}
+
+#[test]
+fn grpc_keepalive_takes_the_go_keys() {
+    use otelcol_core::component::Factory;
+    use otelcol_receiver_otlp::config::OtlpReceiverConfig;
+    let yaml = "protocols:\n  grpc:\n    max_concurrent_streams: 16\n    keepalive:\n      server_parameters:\n        max_connection_idle: 11s\n        max_connection_age: 12s\n        max_connection_age_grace: 5s\n        time: 30s\n        timeout: 4s\n      enforcement_policy:\n        min_time: 10s\n        permit_without_stream: true\n";
+    let raw: otelcol_core::config::RawConfig = serde_yaml::from_str(yaml).unwrap();
+    OtlpReceiverFactory.validate(&raw).unwrap();
+    let c: OtlpReceiverConfig = otelcol_core::config::decode(&raw).unwrap();
+    let g = c.protocols.grpc.unwrap();
+    let p = &g.keepalive.server_parameters;
+    assert_eq!(g.max_concurrent_streams, 16);
+    assert_eq!(
+        [
+            p.max_connection_idle,
+            p.max_connection_age,
+            p.max_connection_age_grace,
+            p.time,
+            p.timeout
+        ],
+        [11, 12, 5, 30, 4].map(Duration::from_secs)
+    );
+    let e = g.keepalive.enforcement_policy.unwrap();
+    assert_eq!(
+        (e.min_time, e.permit_without_stream),
+        (Duration::from_secs(10), true)
+    );
+    // Defaults: idle connections close after 5 minutes; 100 calls per connection.
+    let raw: otelcol_core::config::RawConfig =
+        serde_yaml::from_str("protocols:\n  grpc:\n").unwrap();
+    let c: OtlpReceiverConfig = otelcol_core::config::decode(&raw).unwrap();
+    let g = c.protocols.grpc.unwrap();
+    assert_eq!(
+        g.keepalive.server_parameters.max_connection_idle,
+        Duration::from_secs(300)
+    );
+    assert_eq!(g.max_concurrent_streams, 100);
 }
 
 #[tokio::test]
