@@ -124,8 +124,9 @@ service:
         self.child.id()
     }
 
-    /// SIGTERM, then wait (the shutdown flushes every window).
-    fn stop(mut self) -> bool {
+    /// SIGTERM, then wait up to `limit` (the shutdown flushes every window);
+    /// killed past it.
+    fn stop(mut self, limit: Duration) -> bool {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let t0 = Instant::now();
@@ -133,7 +134,7 @@ service:
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.success();
             }
-            if t0.elapsed() > Duration::from_secs(60) {
+            if t0.elapsed() > limit {
                 let _ = self.child.kill();
                 return false;
             }
@@ -291,7 +292,7 @@ async fn main() {
 
     let started = collector.started_to_healthy;
     let sent: f64 = rows.iter().map(|r| r.result.value_sum).sum();
-    let clean_exit = collector.stop();
+    let clean_exit = collector.stop(Duration::from_secs(60));
     // The exporter's last requests may still be in flight when it exits.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = sink.stats();
@@ -328,8 +329,25 @@ async fn main() {
     }
 }
 
-/// RSS per open series with 1,000,000 series (100,000 users × 10).
-async fn series_memory(bin: &PathBuf, dir: &std::path::Path) -> (u64, u64, u64) {
+/// What the 1,000,000-series run measured.
+struct SeriesRun {
+    /// RSS before the load, bytes.
+    before: u64,
+    /// RSS with every series open, bytes.
+    after: u64,
+    /// Highest RSS sampled (every 10 ms) from SIGTERM to exit, bytes.
+    shutdown_peak: u64,
+    /// Points the sink received from the shutdown flush.
+    flushed_points: u64,
+    /// From SIGTERM to exit.
+    shutdown: Duration,
+    /// The process exited 0.
+    clean_exit: bool,
+}
+
+/// RSS per open series with 1,000,000 series (100,000 users × 10), then
+/// what the shutdown flush of all of them costs.
+async fn series_memory(bin: &PathBuf, dir: &std::path::Path) -> SeriesRun {
     let sink = sink::start("127.0.0.1:0", TOKEN)
         .await
         .unwrap_or_else(|e| fail(&format!("sink: {e}")));
@@ -356,8 +374,38 @@ async fn series_memory(bin: &PathBuf, dir: &std::path::Path) -> (u64, u64, u64) 
         mib(after),
         after.saturating_sub(before) / 1_000_000
     );
-    drop(c);
-    (before, after, sent)
+    let pid = c.pid();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(rss) = procfs::rss(pid) {
+            peak = peak.max(rss);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
+    let t0 = Instant::now();
+    let clean_exit = tokio::task::spawn_blocking(move || c.stop(Duration::from_secs(300)))
+        .await
+        .unwrap_or(false);
+    let shutdown = t0.elapsed();
+    // The pid disappears once the exited child is reaped (in stop).
+    let shutdown_peak = sampler.join().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flushed_points = sink.stats().points;
+    println!(
+        "bench: shutdown with 1,000,000 open series: {:.1} s, RSS peak {:.1} MiB (+{:.1}), {flushed_points} points flushed, clean exit {clean_exit}",
+        shutdown.as_secs_f64(),
+        mib(shutdown_peak),
+        mib(shutdown_peak.saturating_sub(after)),
+    );
+    SeriesRun {
+        before,
+        after,
+        shutdown_peak,
+        flushed_points,
+        shutdown,
+        clean_exit,
+    }
 }
 
 fn machine() -> String {
@@ -407,7 +455,7 @@ fn report(
     rows: &[Row],
     idle: u64,
     started: Duration,
-    series: (u64, u64, u64),
+    series: SeriesRun,
     totals: (f64, f64, bool),
 ) -> String {
     let mut s = String::new();
@@ -448,7 +496,7 @@ fn report(
         .map(|r| r.peak_rss)
         .max()
         .unwrap_or(0);
-    let (before, after, _) = series;
+    let (before, after) = (series.before, series.after);
     let per_series = after.saturating_sub(before) / 1_000_000;
     let started_ms = started.as_secs_f64() * 1000.0;
     s.push_str("\n| target | measured | |\n| --- | --- | --- |\n");
@@ -489,6 +537,20 @@ fn report(
             mib(after)
         ),
         per_series <= 256,
+    );
+    let flush_extra = series.shutdown_peak.saturating_sub(after);
+    t(
+        "shutdown flush of 1,000,000 open series adds ≤ 64 MiB, every total delivered",
+        format!(
+            "+{:.1} MiB ({:.0} → {:.0} MiB peak), {} of 1,000,000 points in {:.1} s, clean exit: {}",
+            mib(flush_extra),
+            mib(after),
+            mib(series.shutdown_peak),
+            series.flushed_points,
+            series.shutdown.as_secs_f64(),
+            series.clean_exit
+        ),
+        flush_extra <= 64 << 20 && series.flushed_points == 1_000_000 && series.clean_exit,
     );
     t(
         "idle RSS ≤ 15 MiB",
