@@ -196,8 +196,9 @@ pub struct HttpConfig {
     pub write_timeout: Option<String>,
     /// Accepted for compatibility; ignored.
     pub idle_timeout: Option<String>,
-    /// Accepted for compatibility; CORS is not served.
-    pub cors: Option<serde_json::Value>,
+    /// CORS for browser-based senders (Go keys; off without
+    /// `allowed_origins`).
+    pub cors: Option<crate::cors::CorsConfig>,
     /// Headers added to every response.
     pub response_headers: BTreeMap<String, String>,
     /// `Content-Encoding`s accepted (default: all supported).

@@ -74,7 +74,19 @@ pub(crate) async fn start(
     Ok(server::serve(listener, options, move |req, peer| {
         let state = state.clone();
         async move {
-            let mut resp = route(&state, req, peer).await;
+            let cors = state.config.cors.as_ref().filter(|c| c.enabled());
+            let preflight = cors.and_then(|c| c.preflight(req.method(), req.headers()));
+            let origin = cors.and(req.headers().get(header::ORIGIN).cloned());
+            let mut resp = match preflight {
+                Some(answer) => answer,
+                None => {
+                    let mut resp = route(&state, req, peer).await;
+                    if let Some(c) = cors {
+                        c.decorate(origin.as_ref(), &mut resp);
+                    }
+                    resp
+                }
+            };
             for (k, v) in &state.config.response_headers {
                 if let (Ok(k), Ok(v)) = (
                     header::HeaderName::try_from(k.as_str()),

@@ -21,6 +21,7 @@
 
 mod budget;
 pub mod config;
+pub mod cors;
 pub mod decode;
 mod grpc;
 mod grpc_conn;

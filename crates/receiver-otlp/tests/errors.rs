@@ -868,6 +868,107 @@ fn grpc_keepalive_takes_the_go_keys() {
     assert_eq!(g.max_concurrent_streams, 100);
 }
 
+/// `protocols.http.cors` as the Go receiver answers it: preflights from
+/// allowed origins get the CORS headers, others a bare 204; answers to
+/// allowed origins carry `Access-Control-Allow-Origin`.
+#[tokio::test]
+async fn cors_preflights_and_answers_follow_the_allowed_origins() {
+    let r = start(
+        ", cors: {allowed_origins: ['https://*.example.com'], allowed_headers: [x-team], max_age: 600}",
+        "",
+    )
+    .await;
+    async fn preflight(addr: SocketAddr, origin: &str, headers: &str) -> Answer {
+        let asked = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", headers),
+        ];
+        send(addr, "OPTIONS", "/v1/metrics", &asked, vec![]).await
+    }
+    let a = preflight(r.http, "https://app.example.com", "content-type, x-team").await;
+    assert_eq!(a.status, 204);
+    let h = |a: &Answer, name: &str| a.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        h(&a, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        h(&a, "access-control-allow-methods").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        h(&a, "access-control-allow-headers").as_deref(),
+        Some("content-type, x-team")
+    );
+    assert_eq!(
+        h(&a, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(h(&a, "access-control-max-age").as_deref(), Some("600"));
+    for (origin, headers) in [
+        ("https://evil.test", "content-type"),
+        ("https://app.example.com", "content-type, x-secret"),
+    ] {
+        let a = preflight(r.http, origin, headers).await;
+        assert_eq!(a.status, 204);
+        assert_eq!(
+            h(&a, "access-control-allow-origin"),
+            None,
+            "{origin} {headers}"
+        );
+    }
+    assert!(
+        r.sink.metrics.lock().unwrap().is_empty(),
+        "a preflight is not data"
+    );
+
+    let body = one_point("ana@example.com", 1.0).encode_to_vec();
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("origin", "https://app.example.com")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        h(&a, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO, ("origin", "https://evil.test")],
+        body,
+    )
+    .await;
+    assert_eq!(
+        a.status, 200,
+        "CORS is for browsers; the data is still taken"
+    );
+    assert_eq!(h(&a, "access-control-allow-origin"), None);
+    r.receiver.shutdown().await.unwrap();
+
+    // Without `cors`, OPTIONS is just a method the receiver does not take.
+    let plain = start("", "").await;
+    let a = send(
+        plain.http,
+        "OPTIONS",
+        "/v1/metrics",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(a.status, 405);
+    plain.receiver.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
