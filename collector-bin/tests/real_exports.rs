@@ -1,7 +1,8 @@
 //! The real exports of Claude Code (delta doubles), Codex (histograms,
 //! identity only on the resource) and Gemini CLI (cumulative ints, the
-//! prompt on the resource) replayed as OTLP/JSON into the real binary with
-//! the production config; an HTTP server on 127.0.0.1 plays the Multitudes
+//! prompt on the resource) replayed into the real binary with the
+//! production config as they were sent (OTLP/JSON, or re-encoded to
+//! protobuf for the http/protobuf runs); an HTTP server on 127.0.0.1 plays the Multitudes
 //! endpoint. Checked: every token total equals what the fake model API
 //! served (`shared/testdata/real/README.md`), and the totals' resource
 //! holds only allow-listed attributes (no prompt, session, host or pid).
@@ -91,8 +92,19 @@ fn metric_bodies(file: &str, now: u128) -> Vec<Vec<u8>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_exports_give_exact_token_totals_and_only_allow_listed_resources() {
+/// How a replayed export goes on the wire.
+#[derive(Clone, Copy)]
+enum Wire {
+    Json,
+    /// Re-encoded to protobuf, as the tool sent it.
+    Protobuf,
+}
+
+/// Replays the metric exports of `files` through the production config and
+/// returns the token totals at the endpoint by (metric, token type), after
+/// checking that every total is `ana@example.com`'s and that the totals'
+/// resource keeps only allow-listed attributes.
+async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
     common::init_crypto();
     let received: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
     let listener = server::bind("127.0.0.1:0").await.unwrap();
@@ -116,12 +128,22 @@ async fn real_exports_give_exact_token_totals_and_only_allow_listed_resources() 
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    for file in ["claude-json.jsonl", "codex-json.jsonl", "gemini.jsonl"] {
+    for (file, wire) in files {
         for body in metric_bodies(file, now) {
+            let (content_type, body) = match wire {
+                Wire::Json => ("application/json", body),
+                Wire::Protobuf => {
+                    let request: Metrics = serde_json::from_slice(&body).unwrap();
+                    (
+                        "application/x-protobuf",
+                        prost::Message::encode_to_vec(&request),
+                    )
+                }
+            };
             let (status, answer) = common::http(
                 "POST",
                 &format!("http://127.0.0.1:{http}/v1/metrics"),
-                &[("content-type", "application/json")],
+                &[("content-type", content_type)],
                 body,
             )
             .await;
@@ -189,6 +211,17 @@ async fn real_exports_give_exact_token_totals_and_only_allow_listed_resources() 
             }
         }
     }
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_json_exports_give_exact_token_totals_and_only_allow_listed_resources() {
+    let files = [
+        ("claude-json.jsonl", Wire::Json),
+        ("codex-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    let tokens = replay(&files).await;
     let expected: BTreeMap<(String, String), f64> = [
         // The fake model API serves input + 1 per call: the JSON runs of
         // Claude Code and Codex were its fourth calls (1001 + 3, 2001 + 3).
@@ -210,6 +243,32 @@ async fn real_exports_give_exact_token_totals_and_only_allow_listed_resources() 
         ("gemini_cli.token.usage", "tool", 0.0),
         ("gen_ai.client.token.usage", "input", 6003.0),
         ("gen_ai.client.token.usage", "output", 80.0),
+    ]
+    .into_iter()
+    .map(|(m, t, v)| ((m.to_string(), t.to_string()), v))
+    .collect();
+    assert_eq!(tokens, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_protobuf_exports_give_exact_token_totals_and_only_allow_listed_resources() {
+    let files = [
+        ("claude.jsonl", Wire::Protobuf),
+        ("codex.jsonl", Wire::Protobuf),
+    ];
+    let tokens = replay(&files).await;
+    let expected: BTreeMap<(String, String), f64> = [
+        // The protobuf runs were the fake model API's first calls.
+        ("claude_code.token.usage", "input", 1001.0),
+        ("claude_code.token.usage", "output", 20.0),
+        ("claude_code.token.usage", "cacheRead", 300.0),
+        ("claude_code.token.usage", "cacheCreation", 40.0),
+        ("codex.turn.token_usage", "input", 2001.0),
+        ("codex.turn.token_usage", "cached_input", 500.0),
+        ("codex.turn.token_usage", "cache_write_input", 0.0),
+        ("codex.turn.token_usage", "output", 30.0),
+        ("codex.turn.token_usage", "reasoning_output", 7.0),
+        ("codex.turn.token_usage", "total", 2031.0),
     ]
     .into_iter()
     .map(|(m, t, v)| ((m.to_string(), t.to_string()), v))
