@@ -269,6 +269,9 @@ pub async fn run_distribution(cli: Cli, dist: Distribution) -> ExitCode {
             }
             match pipeline::validate(&loaded.config, &factories) {
                 Ok(_) => {
+                    for w in pipeline::no_effect_warnings(&loaded.config, &factories) {
+                        eprintln!("warning: {w}");
+                    }
                     println!("configuration is valid");
                     ExitCode::SUCCESS
                 }

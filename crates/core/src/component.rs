@@ -315,6 +315,29 @@ pub struct SignalConsumers {
     pub traces: Option<Arc<dyn Consumer<Traces>>>,
 }
 
+/// A key of a component's config that the Go component has and that is
+/// accepted here with no effect (see [`Factory::no_effect_keys`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoEffectKey {
+    /// Where the key sits in the component's config, `.`-separated; a `*`
+    /// segment matches any map key or list element
+    /// (`protocols.*.tls.reload_interval`).
+    pub path: String,
+    /// Why it has no effect here: the warning reads
+    /// "`<path>` has no effect here: <why>".
+    pub why: &'static str,
+}
+
+impl NoEffectKey {
+    /// The key at `path`, ignored because `why`.
+    pub fn new(path: impl Into<String>, why: &'static str) -> Self {
+        Self {
+            path: path.into(),
+            why,
+        }
+    }
+}
+
 /// What every factory says about itself.
 pub trait Factory: Send + Sync {
     /// The `type` in component ids, e.g. `otlp`.
@@ -326,6 +349,13 @@ pub trait Factory: Send + Sync {
     /// Decodes and checks a config without building anything, so that
     /// `validate` and start-up report every config error before data flows.
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError>;
+    /// The Go keys this component accepts and ignores, each with the
+    /// reason. The service warns once at start for every one a config sets
+    /// and `validate` prints the same lines, so a Go config runs unchanged
+    /// and no key is ignored silently (`docs/compatibility.md` lists them).
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        Vec::new()
+    }
 }
 
 fn unsupported<T>(type_name: &str, signal: Signal) -> Result<T, ComponentError> {

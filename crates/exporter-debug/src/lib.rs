@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, Lifecycle,
+    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, Lifecycle, NoEffectKey,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
@@ -34,11 +34,11 @@ pub enum Verbosity {
 pub struct DebugExporterConfig {
     /// How much to print.
     pub verbosity: Verbosity,
-    /// Accepted for compatibility with the Go exporter; every batch is logged.
+    /// Accepted with a start-up warning; every batch is logged.
     pub sampling_initial: Option<u64>,
-    /// Accepted for compatibility with the Go exporter; every batch is logged.
+    /// Accepted with a start-up warning; every batch is logged.
     pub sampling_thereafter: Option<u64>,
-    /// Accepted for compatibility with the Go exporter.
+    /// Accepted with a start-up warning; the collector's log is always used.
     pub use_internal_logger: Option<bool>,
 }
 
@@ -58,6 +58,17 @@ impl Factory for DebugExporterFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<DebugExporterConfig>(config).map(|_| ())
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        const SAMPLING: &str = "every batch is logged, one line each; sampling is not needed at the rate totals arrive";
+        vec![
+            NoEffectKey::new("sampling_initial", SAMPLING),
+            NoEffectKey::new("sampling_thereafter", SAMPLING),
+            NoEffectKey::new(
+                "use_internal_logger",
+                "the exporter always writes through the collector's own log",
+            ),
+        ]
     }
 }
 

@@ -247,12 +247,55 @@ impl Default for S3ExporterConfig {
     }
 }
 
+/// `bucket` of `googlecloudstorage`: a name, or the Go exporter's block.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum GcsBucket {
+    /// The bucket's name.
+    Name(String),
+    /// The Go exporter's `bucket` block.
+    Go(GoGcsBucket),
+}
+
+/// The Go `googlecloudstorage` exporter's `bucket` block.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoGcsBucket {
+    /// The bucket's name (required).
+    pub name: String,
+    /// Go: the project a new bucket is created in. Accepted with a
+    /// start-up warning; no effect (buckets are never created here).
+    pub project_id: Option<String>,
+    /// Go: the region of a new bucket. As `project_id`.
+    pub region: Option<String>,
+    /// Go: use the bucket if it exists instead of failing. As `project_id`:
+    /// an existing bucket is always used, a missing one fails the start.
+    pub reuse_if_exists: Option<bool>,
+    /// Prepended to each object's file name (Go default `logs`).
+    pub file_prefix: Option<String>,
+    /// The time partition and the prefix before it.
+    pub partition: GoGcsPartition,
+}
+
+/// `bucket.partition` of the Go `googlecloudstorage` exporter.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoGcsPartition {
+    /// strftime pattern of the time partition (of the data's time here;
+    /// Go uses the upload time).
+    pub format: Option<String>,
+    /// Prefix before the partition.
+    pub prefix: Option<String>,
+}
+
 /// `exporters.googlecloudstorage`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcsExporterConfig {
-    /// The bucket (required).
-    pub bucket: String,
+    /// The bucket (required): its name, or the Go exporter's `bucket`
+    /// block (whose `file_prefix` and `partition` then take the place of
+    /// the keys below).
+    pub bucket: GcsBucket,
     /// Prefix of every key.
     pub prefix: String,
     /// strftime pattern of the time partition.
@@ -291,7 +334,7 @@ pub struct GcsExporterConfig {
 impl Default for GcsExporterConfig {
     fn default() -> Self {
         Self {
-            bucket: String::new(),
+            bucket: GcsBucket::Name(String::new()),
             prefix: String::new(),
             partition_format: crate::key::DEFAULT_PARTITION_FORMAT.into(),
             partition_timezone: String::new(),
@@ -468,12 +511,51 @@ impl S3ExporterConfig {
 }
 
 impl GcsExporterConfig {
+    /// The bucket's name.
+    pub fn bucket_name(&self) -> &str {
+        match &self.bucket {
+            GcsBucket::Name(n) => n,
+            GcsBucket::Go(b) => &b.name,
+        }
+    }
+
+    /// The Go block's value when it gives one, else the key of this config.
+    fn go_or<'a>(
+        &'a self,
+        go: impl Fn(&'a GoGcsBucket) -> Option<&'a String>,
+        own: &'a str,
+    ) -> &'a str {
+        match &self.bucket {
+            GcsBucket::Go(b) => go(b).map(String::as_str).unwrap_or(own),
+            GcsBucket::Name(_) => own,
+        }
+    }
+
+    /// The prefix before the partition.
+    pub fn key_prefix(&self) -> &str {
+        self.go_or(|b| b.partition.prefix.as_ref(), &self.prefix)
+    }
+
+    /// The strftime pattern of the partition.
+    pub fn partition(&self) -> &str {
+        self.go_or(|b| b.partition.format.as_ref(), &self.partition_format)
+    }
+
+    /// Prepended to each object's file name.
+    pub fn object_file_prefix(&self) -> &str {
+        self.go_or(|b| b.file_prefix.as_ref(), &self.file_prefix)
+    }
+
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.bucket.trim().is_empty() {
-            return Err(ConfigError::invalid("bucket", "is required"));
+        if self.bucket_name().trim().is_empty() {
+            let path = match self.bucket {
+                GcsBucket::Name(_) => "bucket",
+                GcsBucket::Go(_) => "bucket.name",
+            };
+            return Err(ConfigError::invalid(path, "is required"));
         }
-        PartitionFormat::parse(&self.partition_format, &self.partition_timezone)
+        PartitionFormat::parse(self.partition(), &self.partition_timezone)
             .map_err(|m| ConfigError::invalid("partition_format", m))?;
         one_of("storage_class", &self.storage_class, GCS_STORAGE_CLASSES)?;
         if self.timeout.is_zero() {

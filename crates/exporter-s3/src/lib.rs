@@ -33,7 +33,9 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otelcol_core::component::{ComponentError, CreateSettings, Exporter, ExporterFactory, Factory};
+use otelcol_core::component::{
+    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, NoEffectKey,
+};
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use otelcol_core::{Signal as SignalKind, Stability};
@@ -55,6 +57,10 @@ trait ObjectConfig: serde::de::DeserializeOwned {
     fn check(&self) -> Result<(), ConfigError>;
     fn settings(&self) -> Result<Settings, ConfigError>;
     fn target(&self) -> Result<Target, store::StoreError>;
+    /// The Go keys of this type accepted with no effect.
+    fn no_effect_keys() -> Vec<NoEffectKey> {
+        Vec::new()
+    }
 }
 
 impl ObjectConfig for S3ExporterConfig {
@@ -96,18 +102,28 @@ impl ObjectConfig for GcsExporterConfig {
     fn check(&self) -> Result<(), ConfigError> {
         self.validate()
     }
+    fn no_effect_keys() -> Vec<NoEffectKey> {
+        const WHY: &str = "buckets are never created here: an existing bucket is used, a missing one fails the start";
+        [
+            "bucket.project_id",
+            "bucket.region",
+            "bucket.reuse_if_exists",
+        ]
+        .map(|k| NoEffectKey::new(k, WHY))
+        .to_vec()
+    }
     fn settings(&self) -> Result<Settings, ConfigError> {
         Ok(Settings {
             layout: Layout {
                 base: String::new(),
-                prefix: self.prefix.clone(),
+                prefix: self.key_prefix().to_string(),
                 prefix_attribute: None,
                 partition: partition(
-                    &self.partition_format,
+                    self.partition(),
                     &self.partition_timezone,
                     "partition_format",
                 )?,
-                file_prefix: self.file_prefix.clone(),
+                file_prefix: self.object_file_prefix().to_string(),
                 marshaler: self.marshaler,
                 compression: self.compression,
                 user_attributes: self.parquet.user_attributes.clone(),
@@ -196,6 +212,9 @@ macro_rules! factory {
             }
             fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
                 decode::<$config>(config)?.check()
+            }
+            fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+                <$config as ObjectConfig>::no_effect_keys()
             }
         }
 

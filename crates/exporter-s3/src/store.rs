@@ -152,11 +152,11 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
 /// carry a placeholder bearer token.
 pub fn gcs(c: &GcsExporterConfig) -> Result<Target, StoreError> {
     install_crypto();
-    let what = format!("gs://{}", c.bucket);
+    let what = format!("gs://{}", c.bucket_name());
     let endpoint = c.endpoint.trim().trim_end_matches('/');
     let options = client_options(c.timeout, endpoint.starts_with("http://"));
     let mut b = GoogleCloudStorageBuilder::from_env()
-        .with_bucket_name(&c.bucket)
+        .with_bucket_name(c.bucket_name())
         .with_retry(no_retries())
         .with_client_options(options);
     if !c.credentials_file.is_empty() {

@@ -56,7 +56,8 @@ pub struct BearerTokenAuthConfig {
     pub token: String,
     /// Accepted tokens.
     pub tokens: Vec<String>,
-    /// A file with accepted tokens, one per line (read at start).
+    /// A file with accepted tokens, one per line: read at start, and again
+    /// whenever its content changes (checked every second).
     pub filename: String,
     /// Request headers to keep in the context (lower-case names).
     pub headers: Vec<String>,
@@ -125,16 +126,74 @@ impl ServerAuthenticator for MultitudesAuth {
 /// The `bearertokenauth` extension.
 pub struct BearerTokenAuth {
     config: BearerTokenAuthConfig,
-    accepted: std::sync::RwLock<Vec<String>>,
+    accepted: Arc<std::sync::RwLock<Vec<String>>>,
+    watch: otelcol_core::task::Periodic,
+}
+
+/// How often `filename` is checked for a change.
+pub const TOKEN_FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The tokens of `text`, one per line (blank lines skipped).
+fn file_tokens(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl BearerTokenAuth {
+    /// `token` and `tokens` from the config.
+    fn inline_tokens(&self) -> Vec<String> {
+        let mut tokens = self.config.tokens.clone();
+        if !self.config.token.is_empty() {
+            tokens.push(self.config.token.clone());
+        }
+        tokens
+    }
+
+    /// Re-reads `filename` every [`TOKEN_FILE_CHECK`] and, when its content
+    /// changed, accepts its tokens (plus the inline ones) from then on, as
+    /// the Go extension does on a file change. A file that cannot be read
+    /// or holds no token keeps the tokens in use, with a warning.
+    fn watch_file(&self, first: String) {
+        let path = self.config.filename.clone();
+        let inline = self.inline_tokens();
+        let accepted = self.accepted.clone();
+        let mut last = first;
+        self.watch.start(TOKEN_FILE_CHECK, move || {
+            let text = std::fs::read_to_string(&path);
+            match text {
+                Ok(text) if text != last => {
+                    let from_file = file_tokens(&text);
+                    if from_file.is_empty() {
+                        tracing::warn!(filename = %path, "bearertokenauth: the token file holds no token now; keeping the tokens in use");
+                    } else {
+                        let n = from_file.len();
+                        let mut tokens = inline.clone();
+                        tokens.extend(from_file);
+                        *accepted
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokens;
+                        tracing::info!(filename = %path, tokens = n, "bearertokenauth: the token file changed; its tokens are accepted from now on");
+                    }
+                    last = text;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(filename = %path, error = %e, "bearertokenauth: cannot read the token file; keeping the tokens in use");
+                }
+            }
+            std::future::ready(())
+        });
+    }
 }
 
 #[async_trait::async_trait]
 impl Lifecycle for BearerTokenAuth {
     async fn start(&self, _host: &otelcol_core::component::Host) -> Result<(), ComponentError> {
-        let mut tokens: Vec<String> = self.config.tokens.clone();
-        if !self.config.token.is_empty() {
-            tokens.push(self.config.token.clone());
-        }
+        let mut tokens = self.inline_tokens();
+        let mut file_text = None;
         if !self.config.filename.is_empty() {
             let text = std::fs::read_to_string(&self.config.filename).map_err(|source| {
                 ComponentError::Io {
@@ -145,12 +204,8 @@ impl Lifecycle for BearerTokenAuth {
                     source,
                 }
             })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            );
+            tokens.extend(file_tokens(&text));
+            file_text = Some(text);
         }
         if tokens.is_empty() {
             return Err(ComponentError::Failed(
@@ -161,6 +216,14 @@ impl Lifecycle for BearerTokenAuth {
             .accepted
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = tokens;
+        if let Some(text) = file_text {
+            self.watch_file(text);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ComponentError> {
+        self.watch.stop().await;
         Ok(())
     }
 }
@@ -259,6 +322,7 @@ impl ExtensionFactory for BearerTokenAuthFactory {
         Ok(Arc::new(BearerTokenAuth {
             config: decode(config)?,
             accepted: Default::default(),
+            watch: Default::default(),
         }))
     }
 }
@@ -369,6 +433,51 @@ mod tests {
                 .to_string(),
             "one of token, tokens or filename is required"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_changed_token_file_is_read_again() {
+        let dir = std::env::temp_dir().join(format!("otelcol-auth-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "old-token\n").unwrap();
+        let raw: RawConfig =
+            serde_yaml::from_str(&format!("filename: {}\n", file.display())).unwrap();
+        let settings = CreateSettings::standalone(
+            otelcol_core::ComponentId::new("bearertokenauth"),
+            otelcol_core::component::Kind::Extension,
+        );
+        let ext = BearerTokenAuthFactory.create(settings, &raw).unwrap();
+        ext.start(&Host::new(Default::default(), Default::default()))
+            .await
+            .unwrap();
+        let auth = ext.clone().server_authenticator().unwrap();
+        let ok = |t: &str| {
+            let h: http::HeaderMap = [(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            )]
+            .into_iter()
+            .collect();
+            auth.authenticate(&h).is_ok()
+        };
+        assert!(ok("old-token") && !ok("new-token"));
+        std::fs::write(&file, "new-token\n").unwrap();
+        let started = std::time::Instant::now();
+        while !ok("new-token") {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "the new token is accepted within 5 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(!ok("old-token"), "the replaced token is refused");
+        // A file emptied mid-rotation keeps the tokens in use.
+        std::fs::write(&file, "").unwrap();
+        tokio::time::sleep(TOKEN_FILE_CHECK * 2 + std::time::Duration::from_millis(200)).await;
+        assert!(ok("new-token"), "an empty file does not lock everyone out");
+        ext.shutdown().await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

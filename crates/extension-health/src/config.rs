@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use otelcol_core::config::duration;
+use otelcol_core::config::go_keys::{UnusedGrpcServerKeys, UnusedHttpServerKeys};
 
 /// `extensions.health_check`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -16,8 +17,12 @@ pub struct HealthCheckConfig {
     pub path: String,
     /// Replacement bodies: `{healthy: "...", unhealthy: "..."}`.
     pub response_body: Option<ResponseBody>,
-    /// Accepted for compatibility; ignored (as in recent Go releases).
+    /// Accepted with a start-up warning; ignored (as in recent Go releases).
     pub check_collector_pipeline: Option<serde_json::Value>,
+    /// The rest of the Go `confighttp` server keys: accepted with a
+    /// start-up warning, no effect.
+    #[serde(flatten)]
+    pub unused: UnusedHttpServerKeys,
 }
 
 impl Default for HealthCheckConfig {
@@ -27,6 +32,7 @@ impl Default for HealthCheckConfig {
             path: "/".into(),
             response_body: None,
             check_collector_pipeline: None,
+            unused: UnusedHttpServerKeys::default(),
         }
     }
 }
@@ -59,8 +65,12 @@ pub struct HealthCheckV2Config {
     pub path: String,
     /// v1 key used when `use_v2` is false.
     pub response_body: Option<ResponseBody>,
-    /// Accepted for compatibility; ignored.
+    /// Accepted with a start-up warning; ignored.
     pub check_collector_pipeline: Option<serde_json::Value>,
+    /// The rest of the Go `confighttp` server keys of the v1 endpoint:
+    /// accepted with a start-up warning, no effect.
+    #[serde(flatten)]
+    pub unused: UnusedHttpServerKeys,
 }
 
 impl Default for HealthCheckV2Config {
@@ -75,6 +85,7 @@ impl Default for HealthCheckV2Config {
             path: v1.path,
             response_body: None,
             check_collector_pipeline: None,
+            unused: UnusedHttpServerKeys::default(),
         }
     }
 }
@@ -103,6 +114,10 @@ pub struct V2Http {
     pub status: StatusPath,
     /// The config document (not served: it would expose the config).
     pub config: PathToggle,
+    /// The rest of the Go `confighttp` server keys: accepted with a
+    /// start-up warning, no effect.
+    #[serde(flatten)]
+    pub unused: UnusedHttpServerKeys,
 }
 
 impl Default for V2Http {
@@ -118,6 +133,7 @@ impl Default for V2Http {
                 enabled: false,
                 path: "/config".into(),
             },
+            unused: UnusedHttpServerKeys::default(),
         }
     }
 }
@@ -155,6 +171,10 @@ pub struct V2Grpc {
     pub endpoint: String,
     /// Only `tcp`.
     pub transport: String,
+    /// The rest of the Go `configgrpc` server keys: accepted with a
+    /// start-up warning, no effect.
+    #[serde(flatten)]
+    pub unused: UnusedGrpcServerKeys,
 }
 
 impl Default for V2Grpc {
@@ -162,6 +182,7 @@ impl Default for V2Grpc {
         Self {
             endpoint: "localhost:13132".into(),
             transport: "tcp".into(),
+            unused: UnusedGrpcServerKeys::default(),
         }
     }
 }

@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use http::StatusCode;
 use otelcol_core::component::{
     ComponentError, CreateSettings, Extension, ExtensionFactory, Factory, Host, Lifecycle,
+    NoEffectKey,
 };
-use otelcol_core::config::{decode, ConfigError, RawConfig};
+use otelcol_core::config::{decode, go_keys, ConfigError, RawConfig};
 use otelcol_core::server::{self, HttpResponse, ServerHandle, ServerOptions};
 use otelcol_core::status::{CollectorState, StatusBoard};
 use otelcol_core::{Signal, Stability};
@@ -49,16 +50,18 @@ impl Factory for HealthCheckFactory {
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<HealthCheckConfig>(config).map(|_| ())
     }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        v1_no_effect()
+    }
 }
 
 impl ExtensionFactory for HealthCheckFactory {
     fn create(
         &self,
-        settings: CreateSettings,
+        _settings: CreateSettings,
         config: &RawConfig,
     ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckConfig = decode(config)?;
-        warn_pipeline_check(&settings, c.check_collector_pipeline.is_some());
         Ok(Arc::new(HealthExtension::new(Mode::V1 {
             endpoint: c.endpoint,
             path: c.path,
@@ -87,22 +90,31 @@ impl Factory for HealthCheckV2Factory {
         }
         Ok(())
     }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        let mut keys = v1_no_effect();
+        keys.extend(go_keys::http_server_no_effect("http.", PLAIN_ENDPOINT));
+        keys.extend(go_keys::grpc_server_no_effect("grpc.", PLAIN_ENDPOINT));
+        for key in ["http.config.enabled", "http.config.path"] {
+            keys.push(NoEffectKey::new(
+                key,
+                "the config document is never served: it would show the collector's configuration to anyone who can reach the health port",
+            ));
+        }
+        keys.push(NoEffectKey::new(
+            "http.status.include_attributes",
+            "no component of this collector attaches attributes to its status events, so the status document is the same with or without it",
+        ));
+        keys
+    }
 }
 
 impl ExtensionFactory for HealthCheckV2Factory {
     fn create(
         &self,
-        settings: CreateSettings,
+        _settings: CreateSettings,
         config: &RawConfig,
     ) -> Result<Arc<dyn Extension>, ComponentError> {
         let c: HealthCheckV2Config = decode(config)?;
-        warn_pipeline_check(&settings, c.check_collector_pipeline.is_some());
-        if c.http.as_ref().is_some_and(|h| h.status.include_attributes) {
-            tracing::warn!(
-                extension = %settings.id,
-                "http.status.include_attributes has no effect here: no component of this collector attaches attributes to its status events, so the status document is the same with or without it"
-            );
-        }
         let mode = if c.use_v2 {
             Mode::V2 {
                 policy: c.component_health,
@@ -120,17 +132,22 @@ impl ExtensionFactory for HealthCheckV2Factory {
     }
 }
 
-/// `check_collector_pipeline` is accepted and has no effect, as in the Go
-/// extension since it was deprecated; say so once at start.
-fn warn_pipeline_check(settings: &CreateSettings, given: bool) {
-    if given {
-        tracing::warn!(
-            extension = %settings.id,
-            "check_collector_pipeline has no effect: the Go extension ignores it too (deprecated); use healthcheckv2 component_health"
-        );
-    }
+/// Why the Go server keys of the health endpoints have no effect.
+const PLAIN_ENDPOINT: &str = "the health endpoints are small plain servers for probes on the pod network; of the Go server keys only endpoint is implemented";
+
+/// Why `check_collector_pipeline` has no effect.
+const PIPELINE_CHECK: &str =
+    "the Go extension ignores it too (deprecated); use healthcheckv2 component_health";
+
+/// The Go keys `health_check` accepts and ignores.
+fn v1_no_effect() -> Vec<NoEffectKey> {
+    let mut keys = go_keys::http_server_no_effect("", PLAIN_ENDPOINT);
+    keys.push(NoEffectKey::new("check_collector_pipeline", PIPELINE_CHECK));
+    keys
 }
 
+// One value per extension: the size of the v2 variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Mode {
     V1 {

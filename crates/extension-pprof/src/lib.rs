@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use otelcol_core::component::{
     ComponentError, CreateSettings, Extension, ExtensionFactory, Factory, Host, Lifecycle,
+    NoEffectKey,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::server::{self, HttpResponse, ServerHandle, ServerOptions};
@@ -32,11 +33,11 @@ const MAX_SECONDS: u64 = 300;
 pub struct PprofConfig {
     /// `host:port` to listen on.
     pub endpoint: String,
-    /// Accepted for compatibility; Rust has no block profile.
+    /// Accepted with a start-up warning; Rust has no block profile.
     pub block_profile_fraction: i64,
-    /// Accepted for compatibility; Rust has no mutex profile.
+    /// Accepted with a start-up warning; Rust has no mutex profile.
     pub mutex_profile_fraction: i64,
-    /// Accepted for compatibility; profiles are served over HTTP only.
+    /// Accepted with a start-up warning; profiles are served over HTTP only.
     pub save_to_file: String,
 }
 
@@ -169,6 +170,22 @@ impl Factory for PprofFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<PprofConfig>(config).map(|_| ())
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        vec![
+            NoEffectKey::new(
+                "block_profile_fraction",
+                "Rust has no goroutine block profile; /debug/pprof/profile samples CPU",
+            ),
+            NoEffectKey::new(
+                "mutex_profile_fraction",
+                "Rust has no mutex contention profile; /debug/pprof/profile samples CPU",
+            ),
+            NoEffectKey::new(
+                "save_to_file",
+                "profiles are served over HTTP only; fetch /debug/pprof/profile to save one",
+            ),
+        ]
     }
 }
 

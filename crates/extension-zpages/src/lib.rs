@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use http::StatusCode;
 use otelcol_core::component::{
     ComponentError, CreateSettings, Extension, ExtensionFactory, Factory, Host, Kind, Lifecycle,
+    NoEffectKey,
 };
+use otelcol_core::config::go_keys::{self, UnusedHttpServerKeys};
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::server::{self, HttpResponse, ServerHandle, ServerOptions};
 use otelcol_core::status::{ComponentStatus, StatusBoard};
@@ -29,12 +31,22 @@ use serde_json::json;
 pub struct ZpagesConfig {
     /// `host:port` to listen on.
     pub endpoint: String,
+    /// Go: `expvar.enabled` serves the Go runtime's variables. Accepted
+    /// with a start-up warning; no effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expvar: Option<RawConfig>,
+    /// The rest of the Go `confighttp` server keys: accepted with a
+    /// start-up warning, no effect.
+    #[serde(flatten)]
+    pub unused: UnusedHttpServerKeys,
 }
 
 impl Default for ZpagesConfig {
     fn default() -> Self {
         Self {
             endpoint: "localhost:55679".into(),
+            expvar: None,
+            unused: UnusedHttpServerKeys::default(),
         }
     }
 }
@@ -196,6 +208,17 @@ impl Factory for ZpagesFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<ZpagesConfig>(config).map(|_| ())
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        let mut keys = go_keys::http_server_no_effect(
+            "",
+            "the status page is a small plain-HTTP server; of the Go server keys only endpoint is implemented",
+        );
+        keys.push(NoEffectKey::new(
+            "expvar",
+            "there are no Go runtime variables to serve",
+        ));
+        keys
     }
 }
 

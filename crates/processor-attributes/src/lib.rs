@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Factory, Lifecycle, Processor, ProcessorFactory,
+    ComponentError, CreateSettings, Factory, Lifecycle, NoEffectKey, Processor, ProcessorFactory,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError, PermanentKind, RequestContext};
@@ -303,6 +303,21 @@ fn mode(which: Which, raw: &RawConfig, signal: Signal) -> Result<Mode, ConfigErr
     })
 }
 
+/// The Go keys each processor type accepts with no effect.
+fn no_effect_keys(which: Which) -> Vec<NoEffectKey> {
+    const CACHE: &str = "each pattern is compiled once at start; there is no match cache to size";
+    match which {
+        Which::Attributes => ["include", "exclude"]
+            .into_iter()
+            .flat_map(|side| {
+                ["cacheenabled", "cachemaxnumentries"]
+                    .map(|k| NoEffectKey::new(format!("{side}.regexp.{k}"), CACHE))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 macro_rules! factory {
     ($name:ident, $type_name:literal, $which:expr, $doc:literal) => {
         #[doc = $doc]
@@ -324,6 +339,9 @@ macro_rules! factory {
                     mode($which, config, s)?;
                 }
                 Ok(())
+            }
+            fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+                no_effect_keys($which)
             }
         }
 

@@ -37,7 +37,7 @@ pub struct MatchConfig {
     pub resources: Vec<AttributeMatch>,
     /// Item attributes that must all match.
     pub attributes: Vec<AttributeMatch>,
-    /// Accepted for compatibility (the Go regexp cache settings).
+    /// Go: the regexp cache settings. Accepted with a start-up warning; no effect.
     pub regexp: Option<serde_json::Value>,
 }
 

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
+    ComponentError, CreateSettings, Factory, Host, Lifecycle, NoEffectKey, Processor,
+    ProcessorFactory,
 };
 use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
@@ -61,6 +62,11 @@ pub struct MemoryLimiterConfig {
     pub limit_percentage: u64,
     /// Headroom as a percentage of available memory.
     pub spike_limit_percentage: u64,
+    /// Go: the shortest time between two forced garbage collections above
+    /// the soft limit. Accepted with a start-up warning; no effect.
+    pub min_gc_interval_when_soft_limited: Option<String>,
+    /// As `min_gc_interval_when_soft_limited`, above the hard limit.
+    pub min_gc_interval_when_hard_limited: Option<String>,
 }
 
 impl MemoryLimiterConfig {
@@ -278,6 +284,13 @@ impl Factory for MemoryLimiterFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<MemoryLimiterConfig>(config)?.validate()
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        const WHY: &str = "there is no garbage collector to force; above the soft limit the allocator is asked to return free memory instead (at most every 5 s)";
+        vec![
+            NoEffectKey::new("min_gc_interval_when_soft_limited", WHY),
+            NoEffectKey::new("min_gc_interval_when_hard_limited", WHY),
+        ]
     }
 }
 

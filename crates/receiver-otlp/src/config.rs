@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use otelcol_core::config::duration;
-use otelcol_core::config::ConfigError;
+use otelcol_core::config::{ConfigError, RawConfig};
 use otelcol_core::tls::TlsSettings;
 
 /// `receivers.otlp`.
@@ -44,6 +44,11 @@ where
 pub struct AuthConfig {
     /// Id of an extension listed in `service.extensions`.
     pub authenticator: String,
+    /// Go (HTTP only): query parameters handed to the authenticator.
+    /// Accepted with a start-up warning: the authenticators here read
+    /// headers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_params: Option<Vec<String>>,
 }
 
 /// `protocols.grpc`.
@@ -60,9 +65,10 @@ pub struct GrpcConfig {
     /// ours is 100, so that one connection cannot hold more than
     /// 100 × `max_recv_msg_size_mib` of messages being decoded.
     pub max_concurrent_streams: u32,
-    /// Accepted for compatibility; ignored.
+    /// Accepted with a start-up warning; no effect (tonic sizes its
+    /// connection buffers itself).
     pub read_buffer_size: Option<u64>,
-    /// Accepted for compatibility; ignored.
+    /// Accepted with a start-up warning; no effect (as `read_buffer_size`).
     pub write_buffer_size: Option<u64>,
     /// Connection lifetime and liveness, with the Go keys.
     pub keepalive: KeepaliveConfig,
@@ -72,6 +78,10 @@ pub struct GrpcConfig {
     pub auth: Option<AuthConfig>,
     /// Serve over TLS.
     pub tls: Option<TlsSettings>,
+    /// Go: middleware extensions. Accepted with a start-up warning: this
+    /// build has no middleware extension types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middlewares: Option<RawConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -87,6 +97,7 @@ impl Default for GrpcConfig {
             include_metadata: false,
             auth: None,
             tls: None,
+            middlewares: None,
         }
     }
 }
@@ -165,6 +176,8 @@ impl Default for EnforcementPolicy {
 pub struct HttpConfig {
     /// `host:port` to listen on.
     pub endpoint: String,
+    /// Only `tcp` is supported.
+    pub transport: String,
     /// Path for traces.
     pub traces_url_path: String,
     /// Path for metrics.
@@ -192,10 +205,19 @@ pub struct HttpConfig {
     /// How long a client may take to send the whole body.
     #[serde(with = "duration")]
     pub read_timeout: Duration,
-    /// Accepted for compatibility; ignored.
+    /// Accepted with a start-up warning; no effect (responses are small
+    /// and written at once).
     pub write_timeout: Option<String>,
-    /// Accepted for compatibility; ignored.
+    /// Accepted with a start-up warning; no effect (a kept-alive
+    /// connection waiting for its next request is bounded by
+    /// `read_header_timeout`).
     pub idle_timeout: Option<String>,
+    /// Go: turn HTTP keep-alives off. Accepted with a start-up warning; no effect.
+    pub keep_alives_enabled: Option<bool>,
+    /// Go: middleware extensions. Accepted with a start-up warning: this
+    /// build has no middleware extension types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middlewares: Option<RawConfig>,
     /// CORS for browser-based senders (Go keys; off without
     /// `allowed_origins`).
     pub cors: Option<crate::cors::CorsConfig>,
@@ -209,6 +231,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             endpoint: "localhost:4318".into(),
+            transport: "tcp".into(),
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
@@ -221,6 +244,8 @@ impl Default for HttpConfig {
             read_timeout: Duration::from_secs(30),
             write_timeout: None,
             idle_timeout: None,
+            keep_alives_enabled: None,
+            middlewares: None,
             cors: None,
             response_headers: BTreeMap::new(),
             compression_algorithms: None,
@@ -262,6 +287,15 @@ impl OtlpReceiverConfig {
             }
         }
         if let Some(h) = &p.http {
+            if h.transport != "tcp" {
+                return Err(ConfigError::invalid(
+                    "protocols.http.transport",
+                    format!(
+                        "unsupported transport `{}`; only `tcp` is available",
+                        h.transport
+                    ),
+                ));
+            }
             for (key, path) in [
                 ("traces_url_path", &h.traces_url_path),
                 ("metrics_url_path", &h.metrics_url_path),

@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::{BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::config::GrpcConfig;
@@ -176,12 +175,6 @@ pub(crate) async fn start(
             )
         }};
     }
-    if config.keepalive.enforcement_policy.is_some() {
-        tracing::warn!(
-            endpoint = %config.endpoint,
-            "protocols.grpc.keepalive.enforcement_policy has no effect here: this server answers client pings without policing their rate"
-        );
-    }
     let params = &config.keepalive.server_parameters;
     let mut builder = tonic::transport::Server::builder();
     if !params.max_connection_age.is_zero() {
@@ -190,18 +183,13 @@ pub(crate) async fn start(
             builder = builder.max_connection_age_grace(params.max_connection_age_grace);
         }
     }
-    if let Some(tls) = &config.tls {
-        tls.server_config()
-            .map_err(|e| ComponentError::Failed(format!("protocols.grpc: {e}")))?;
-        let pem = tls.read_pem()?;
-        let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(pem.cert, pem.key));
-        if let Some(ca) = pem.client_ca {
-            server_tls = server_tls.client_ca_root(Certificate::from_pem(ca));
-        }
-        builder = builder
-            .tls_config(server_tls)
-            .map_err(|e| ComponentError::Failed(format!("protocols.grpc.tls: {e}")))?;
-    }
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            tls.server_config()
+                .map_err(|e| ComponentError::Failed(format!("protocols.grpc: {e}")))?,
+        ),
+        None => None,
+    };
     let router = builder
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(1 << 20))
@@ -217,20 +205,82 @@ pub(crate) async fn start(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |accepted| accepted.map(|stream| IdleClosing::new(stream, idle)));
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "OTLP/gRPC server failed");
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "OTLP/gRPC server failed");
+            }
+        }),
+        Some(tls) => {
+            let (handshakes, accepted) = tls_incoming(incoming, tls);
+            tokio::spawn(async move {
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(accepted, shutdown)
+                    .await
+                {
+                    tracing::error!(error = %e, "OTLP/gRPC server failed");
+                }
+                handshakes.abort();
+            })
         }
-    });
+    };
     Ok(GrpcServer {
         local_addr,
         stop,
         task,
     })
+}
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// TLS on accepted connections with our rustls config (so `min_version`,
+/// `max_version` and `client_ca_file` apply as on OTLP/HTTP; tonic's own
+/// TLS setup takes neither version key). Handshakes run concurrently, each
+/// bounded in time, so a slow client holds up no other; the returned task
+/// accepts until aborted.
+fn tls_incoming(
+    mut incoming: impl futures_util::Stream<Item = std::io::Result<IdleClosing>>
+        + Send
+        + Unpin
+        + 'static,
+    tls: Arc<rustls::ServerConfig>,
+) -> (
+    JoinHandle<()>,
+    impl futures_util::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<IdleClosing>>>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        while let Some(accepted) = incoming.next().await {
+            let io = match accepted {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "OTLP/gRPC accept failed");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "OTLP/gRPC TLS handshake failed"),
+                    Err(_) => tracing::debug!("OTLP/gRPC TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (task, Box::pin(stream))
 }

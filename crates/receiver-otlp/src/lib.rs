@@ -33,6 +33,7 @@ pub mod status;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use otelcol_core::component::NoEffectKey;
 use otelcol_core::component::{
     ComponentError, CreateSettings, Factory, Host, Lifecycle, ReceiverFactory, ServerAuthenticator,
     SignalConsumers,
@@ -60,6 +61,24 @@ impl Factory for OtlpReceiverFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode_config::<OtlpReceiverConfig>(config)?.validate()
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        let mut keys = otelcol_core::tls::no_effect_keys("protocols.*.tls.");
+        keys.extend(
+            [
+                ("protocols.grpc.read_buffer_size", "tonic sizes its connection buffers itself"),
+                ("protocols.grpc.write_buffer_size", "tonic sizes its connection buffers itself"),
+                ("protocols.grpc.keepalive.enforcement_policy.min_time", "this server answers client pings without policing their rate"),
+                ("protocols.grpc.keepalive.enforcement_policy.permit_without_stream", "this server answers client pings without policing their rate"),
+                ("protocols.*.middlewares", "this build has no middleware extension types"),
+                ("protocols.*.auth.request_params", "the authenticators here read headers only"),
+                ("protocols.http.write_timeout", "responses are small and written at once; a client that does not read them is closed by the connection's own limits"),
+                ("protocols.http.idle_timeout", "a kept-alive connection waiting for its next request is closed after read_header_timeout"),
+                ("protocols.http.keep_alives_enabled", "HTTP keep-alive is always on"),
+            ]
+            .map(|(path, why)| NoEffectKey::new(path, why)),
+        );
+        keys
     }
 }
 

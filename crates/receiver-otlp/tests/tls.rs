@@ -37,6 +37,7 @@ impl Consumer<Metrics> for Count {
 
 struct Pki {
     dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
     ca_pem: String,
     client_cert_pem: String,
     client_key_pem: String,
@@ -63,6 +64,7 @@ fn make_pki() -> Pki {
     Pki {
         dir,
         ca_pem: ca.pem(),
+        ca,
         client_cert_pem: client.pem(),
         client_key_pem: client_key.serialize_pem(),
     }
@@ -76,14 +78,22 @@ async fn start(
     pki: &Pki,
     mutual: bool,
 ) -> (Arc<Count>, Arc<dyn Lifecycle>, SocketAddr, SocketAddr) {
-    let (http, grpc) = (port(), port());
     let d = pki.dir.display();
     let ca = if mutual {
         format!(", client_ca_file: '{d}/ca.crt'")
     } else {
         String::new()
     };
-    let tls = format!("tls: {{cert_file: '{d}/server.crt', key_file: '{d}/server.key'{ca}}}");
+    start_with(&format!(
+        "cert_file: '{d}/server.crt', key_file: '{d}/server.key'{ca}"
+    ))
+    .await
+}
+
+/// The receiver on both transports with `tls: {<tls>}`.
+async fn start_with(tls: &str) -> (Arc<Count>, Arc<dyn Lifecycle>, SocketAddr, SocketAddr) {
+    let (http, grpc) = (port(), port());
+    let tls = format!("tls: {{{tls}}}");
     let yaml = format!(
         "protocols:\n  http: {{endpoint: '127.0.0.1:{http}', {tls}}}\n  grpc: {{endpoint: '127.0.0.1:{grpc}', {tls}}}\n"
     );
@@ -258,4 +268,143 @@ async fn missing_certificate_files_fail_the_start_with_the_path() {
         err.to_string(),
         "protocols.http: reading tls.cert_file `/nonexistent/server.crt`: No such file or directory (os error 2)"
     );
+}
+
+/// A TLS handshake (ALPN h2 and http/1.1) with a client that speaks only
+/// `versions`; the error text when it fails.
+async fn handshake(
+    addr: SocketAddr,
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn min_and_max_version_hold_on_http_and_grpc() {
+    let pki = make_pki();
+    let d = pki.dir.display();
+    let files = format!("cert_file: '{d}/server.crt', key_file: '{d}/server.key'");
+    let (count, receiver, http, grpc) = start_with(&format!("{files}, min_version: '1.3'")).await;
+    for addr in [http, grpc] {
+        let refused = handshake(addr, &pki, &[&rustls::version::TLS12]).await;
+        assert!(refused.is_err(), "{addr}: a TLS 1.2 client is refused");
+        handshake(addr, &pki, &[&rustls::version::TLS13])
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: a TLS 1.3 client is served: {e}"));
+    }
+    grpc_export(grpc, &pki, false)
+        .await
+        .expect("gRPC over TLS 1.3");
+    assert_eq!(*count.0.lock().unwrap(), 1);
+    receiver.shutdown().await.unwrap();
+
+    let (_, receiver, http, grpc) = start_with(&format!("{files}, max_version: '1.2'")).await;
+    for addr in [http, grpc] {
+        let refused = handshake(addr, &pki, &[&rustls::version::TLS13]).await;
+        assert!(refused.is_err(), "{addr}: a TLS 1.3-only client is refused");
+        handshake(addr, &pki, &[&rustls::version::TLS12])
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: a TLS 1.2 client is served: {e}"));
+    }
+    receiver.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
+
+#[tokio::test]
+async fn inline_pem_serves_as_the_files_do() {
+    let pki = make_pki();
+    let cert = std::fs::read_to_string(pki.dir.join("server.crt")).unwrap();
+    let key = std::fs::read_to_string(pki.dir.join("server.key")).unwrap();
+    let inline = format!(
+        "cert_pem: {}, key_pem: {}",
+        serde_json::to_string(&cert).unwrap(),
+        serde_json::to_string(&key).unwrap()
+    );
+    let (count, receiver, http, grpc) = start_with(&inline).await;
+    assert_eq!(https_post(http, client_config(&pki, false)).await, Ok(200));
+    grpc_export(grpc, &pki, false).await.expect("gRPC over TLS");
+    assert_eq!(*count.0.lock().unwrap(), 2);
+    receiver.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}
+
+/// A new server certificate for `localhost` from the same CA, written over
+/// the files the receiver was started with; its DER.
+fn rotate(pki: &Pki) -> Vec<u8> {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &pki.ca)
+        .unwrap();
+    std::fs::write(pki.dir.join("server.key"), key.serialize_pem()).unwrap();
+    std::fs::write(pki.dir.join("server.crt"), cert.pem()).unwrap();
+    cert.der().to_vec()
+}
+
+/// The leaf certificate `addr` serves.
+async fn served_cert(addr: SocketAddr, pki: &Pki) -> Vec<u8> {
+    let mut config = client_config(pki, false);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+#[tokio::test]
+async fn reload_interval_serves_a_rotated_certificate_on_both_transports() {
+    let pki = make_pki();
+    let d = pki.dir.display();
+    let first = std::fs::read(pki.dir.join("server.crt")).unwrap();
+    let first = CertificateDer::from_pem_slice(&first).unwrap().to_vec();
+    let (_, receiver, http, grpc) = start_with(&format!(
+        "cert_file: '{d}/server.crt', key_file: '{d}/server.key', reload_interval: 200ms"
+    ))
+    .await;
+    assert_eq!(served_cert(http, &pki).await, first);
+    assert_eq!(served_cert(grpc, &pki).await, first);
+    // A broken pair (a certificate without its key yet) keeps the old one.
+    std::fs::write(pki.dir.join("server.key"), "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        served_cert(http, &pki).await,
+        first,
+        "a broken pair is not served"
+    );
+    let second = rotate(&pki);
+    assert_ne!(second, first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_cert(http, &pki).await, second);
+    assert_eq!(served_cert(grpc, &pki).await, second);
+    grpc_export(grpc, &pki, false)
+        .await
+        .expect("gRPC on the new certificate");
+    receiver.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&pki.dir);
 }

@@ -10,6 +10,7 @@
 
 pub mod duration;
 mod expand;
+pub mod go_keys;
 mod load;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,50 @@ use crate::telemetry::LogsConfig;
 
 /// A component's config section before its factory decodes it.
 pub type RawConfig = figment::value::Value;
+
+/// The paths in `raw` that `pattern` names and that are set (to any
+/// value, null included): `pattern` is `.`-separated and a `*` segment
+/// matches every map key or list element (`protocols.*.tls.ca_file` gives
+/// `protocols.grpc.tls.ca_file` when that is set). List elements appear by
+/// index.
+pub fn set_paths(raw: &RawConfig, pattern: &str) -> Vec<String> {
+    fn walk(raw: &RawConfig, rest: &[&str], at: String, out: &mut Vec<String>) {
+        use figment::value::Value;
+        let Some((first, rest)) = rest.split_first() else {
+            out.push(at);
+            return;
+        };
+        let join = |k: &str| {
+            if at.is_empty() {
+                k.to_string()
+            } else {
+                format!("{at}.{k}")
+            }
+        };
+        match (raw, *first) {
+            (Value::Dict(_, map), "*") => {
+                for (k, v) in map {
+                    walk(v, rest, join(k), out);
+                }
+            }
+            (Value::Dict(_, map), key) => {
+                if let Some(v) = map.get(key) {
+                    walk(v, rest, join(key), out);
+                }
+            }
+            (Value::Array(_, items), "*") => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, rest, join(&i.to_string()), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let segments: Vec<&str> = pattern.split('.').collect();
+    let mut out = Vec::new();
+    walk(raw, &segments, String::new(), &mut out);
+    out
+}
 
 /// What is wrong with a config, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

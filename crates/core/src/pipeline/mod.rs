@@ -27,7 +27,7 @@ use crate::server::{self, ServerHandle, ServerOptions};
 use crate::status::{CollectorState, Status, StatusBoard};
 use crate::telemetry::MetricsRegistry;
 use signal::SignalOps;
-pub use validate::{validate, PipelinePlan};
+pub use validate::{no_effect_warnings, validate, PipelinePlan};
 
 /// Why the service could not be built or started.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +205,9 @@ impl Service {
         version: &str,
     ) -> Result<Service, ServiceError> {
         let plans = validate(config, factories)?;
+        for line in no_effect_warnings(config, factories) {
+            tracing::warn!("{line}");
+        }
         let board = Arc::new(StatusBoard::new());
         let metrics = Arc::new(MetricsRegistry::default());
         let mut b = Builder {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::component::{ComponentId, Factories, Kind, Signal};
+use crate::component::{ComponentId, Factories, Kind, NoEffectKey, Signal};
 use crate::config::{CollectorConfig, ConfigError, RawConfig};
 
 /// A pipeline after validation: its signal and its components in order.
@@ -203,4 +203,36 @@ pub fn validate(
         }
     }
     Ok(plans)
+}
+
+/// One line per key that `config` sets and its component accepts with no
+/// effect ([`crate::component::Factory::no_effect_keys`]), naming the key
+/// by its full path and saying why. Components of unknown types are
+/// skipped ([`validate`] reports them).
+pub fn no_effect_warnings(config: &CollectorConfig, factories: &Factories) -> Vec<String> {
+    let mut lines = Vec::new();
+    for kind in [
+        Kind::Extension,
+        Kind::Receiver,
+        Kind::Processor,
+        Kind::Exporter,
+    ] {
+        for (key, raw) in section(config, kind) {
+            let Ok(id) = key.parse::<ComponentId>() else {
+                continue;
+            };
+            let Some(factory) = factories.factory(kind, id.type_name()) else {
+                continue;
+            };
+            for NoEffectKey { path, why } in factory.no_effect_keys() {
+                for set in crate::config::set_paths(raw, &path) {
+                    lines.push(format!(
+                        "{}.{key}.{set} has no effect here: {why}",
+                        kind.section()
+                    ));
+                }
+            }
+        }
+    }
+    lines
 }
