@@ -541,9 +541,17 @@ impl GcsExporterConfig {
         self.go_or(|b| b.partition.format.as_ref(), &self.partition_format)
     }
 
-    /// Prepended to each object's file name.
-    pub fn object_file_prefix(&self) -> &str {
-        self.go_or(|b| b.file_prefix.as_ref(), &self.file_prefix)
+    /// Prepended to each object's file name. The Go block's `file_prefix`
+    /// is followed by `_`, as the Go exporter names its objects
+    /// (`logs_…`).
+    pub fn object_file_prefix(&self) -> String {
+        match &self.bucket {
+            GcsBucket::Go(GoGcsBucket {
+                file_prefix: Some(p),
+                ..
+            }) if !p.is_empty() => format!("{p}_"),
+            _ => self.file_prefix.clone(),
+        }
     }
 
     /// Checks what serde cannot.

@@ -123,7 +123,7 @@ impl ObjectConfig for GcsExporterConfig {
                     &self.partition_timezone,
                     "partition_format",
                 )?,
-                file_prefix: self.object_file_prefix().to_string(),
+                file_prefix: self.object_file_prefix(),
                 marshaler: self.marshaler,
                 compression: self.compression,
                 user_attributes: self.parquet.user_attributes.clone(),

@@ -57,3 +57,27 @@ async fn a_missing_bucket_fails_at_start() {
     );
     assert!(e.starts_with(&expected), "{e}");
 }
+
+#[tokio::test]
+async fn the_go_bucket_block_names_the_bucket_prefix_partition_and_file_prefix() {
+    let moto = Moto::start();
+    moto.create_bucket("gototals").await;
+    let yaml = format!(
+        "endpoint: {}\nbucket:\n  name: gototals\n  project_id: p\n  file_prefix: logs\n  partition: {{format: 'year=%Y/month=%m', prefix: archive}}\n",
+        moto.endpoint()
+    );
+    let (exp, _) = metrics_exporter(&GcsExporterFactory, "googlecloudstorage", &yaml);
+    exp.start(&host()).await.unwrap();
+    let data = totals("claude-code", T0, &[("ana@example.com", 3.0)]);
+    exp.consume(batch(data.clone())).await.unwrap();
+    exp.shutdown().await.unwrap();
+    let reader = moto.reader("gototals");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("archive/year=2026/month=11/logs_metrics_"),
+        "{keys:?}"
+    );
+    let back: Metrics = serde_json::from_slice(&get(&reader, &keys[0]).await).unwrap();
+    assert_eq!(back, data);
+}
