@@ -40,7 +40,7 @@ use otelcol_core::{Signal, Stability};
 use serde::{Deserialize, Serialize};
 
 use actions::{Action, ActionConfig};
-use matching::{Filter, MatchConfig, Matcher};
+use matching::{Filter, Item, MatchConfig, Matcher};
 pub use transform::{Transform, TransformConfig};
 
 /// `processors.attributes`.
@@ -141,15 +141,20 @@ impl Editable for Metrics {
             Mode::Attributes(a, filter) => {
                 for rm in &mut data.resource_metrics {
                     let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-                    for m in rm
-                        .scope_metrics
-                        .iter_mut()
-                        .flat_map(|s| s.metrics.iter_mut())
-                    {
-                        let name = m.name.clone();
-                        for attrs in points(&mut m.data) {
-                            if filter.applies(Some(&name), resource, attrs) {
-                                actions::apply(a, attrs, resource, ctx);
+                    for sm in &mut rm.scope_metrics {
+                        let scope = scope_of(&sm.scope);
+                        for m in &mut sm.metrics {
+                            let name = m.name.clone();
+                            let item = Item {
+                                name: Some(&name),
+                                resource,
+                                scope,
+                                ..Item::default()
+                            };
+                            for attrs in points(&mut m.data) {
+                                if filter.applies(&item, attrs) {
+                                    actions::apply(a, attrs, resource, ctx);
+                                }
                             }
                         }
                     }
@@ -173,13 +178,19 @@ impl Editable for Logs {
             Mode::Attributes(a, filter) => {
                 for rl in &mut data.resource_logs {
                     let resource: &[KeyValue] = rl.resource.as_ref().map_or(&[], |r| &r.attributes);
-                    for r in rl
-                        .scope_logs
-                        .iter_mut()
-                        .flat_map(|s| s.log_records.iter_mut())
-                    {
-                        if filter.applies(body_text(&r.body), resource, &r.attributes) {
-                            actions::apply(a, &mut r.attributes, resource, ctx);
+                    for sl in &mut rl.scope_logs {
+                        let scope = scope_of(&sl.scope);
+                        for r in &mut sl.log_records {
+                            let item = Item {
+                                name: body_text(&r.body),
+                                resource,
+                                scope,
+                                span_kind: None,
+                                severity: Some((&r.severity_text, r.severity_number)),
+                            };
+                            if filter.applies(&item, &r.attributes) {
+                                actions::apply(a, &mut r.attributes, resource, ctx);
+                            }
                         }
                     }
                 }
@@ -202,9 +213,19 @@ impl Editable for Traces {
             Mode::Attributes(a, filter) => {
                 for rs in &mut data.resource_spans {
                     let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-                    for s in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
-                        if filter.applies(Some(&s.name), resource, &s.attributes) {
-                            actions::apply(a, &mut s.attributes, resource, ctx);
+                    for ss in &mut rs.scope_spans {
+                        let scope = scope_of(&ss.scope);
+                        for s in &mut ss.spans {
+                            let item = Item {
+                                name: Some(&s.name),
+                                resource,
+                                scope,
+                                span_kind: Some(s.kind),
+                                severity: None,
+                            };
+                            if filter.applies(&item, &s.attributes) {
+                                actions::apply(a, &mut s.attributes, resource, ctx);
+                            }
                         }
                     }
                 }
@@ -301,6 +322,15 @@ fn mode(which: Which, raw: &RawConfig, signal: Signal) -> Result<Mode, ConfigErr
         }
         Which::Transform => Mode::Transform(Transform::new(&decode(raw)?)?),
     })
+}
+
+/// The name and version of a scope, if any.
+fn scope_of(
+    scope: &Option<otelcol_core::pdata::proto::common::v1::InstrumentationScope>,
+) -> Option<(&str, &str)> {
+    scope
+        .as_ref()
+        .map(|s| (s.name.as_str(), s.version.as_str()))
 }
 
 /// The Go keys each processor type accepts with no effect.

@@ -10,7 +10,7 @@ use otelcol_core::config::RawConfig;
 use otelcol_core::consumer::{
     AuthData, Batch, BearerToken, Consumer, ConsumerError, RequestContext,
 };
-use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValue};
+use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use otelcol_core::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use otelcol_core::pdata::proto::metrics::v1::{
     metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -118,6 +118,13 @@ async fn run(
     let cap = Arc::new(Capture::default());
     let settings =
         || CreateSettings::standalone(ComponentId::new(factory.type_name()), Kind::Processor);
+    let scope = || {
+        Some(InstrumentationScope {
+            name: "com.anthropic.claude_code".into(),
+            version: "2.1.332".into(),
+            ..Default::default()
+        })
+    };
     let resource = || {
         Some(Resource {
             attributes: kvs(RESOURCE),
@@ -138,6 +145,7 @@ async fn run(
                     })),
                     ..Default::default()
                 }],
+                scope: scope(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -150,8 +158,11 @@ async fn run(
                 log_records: vec![LogRecord {
                     attributes: kvs(before),
                     body: Some(v("s:claude_code.api_request")),
+                    severity_text: "WARN".into(),
+                    severity_number: 13,
                     ..Default::default()
                 }],
+                scope: scope(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -164,8 +175,10 @@ async fn run(
                 spans: vec![Span {
                     name: "claude_code.api_request".into(),
                     attributes: kvs(before),
+                    kind: 3,
                     ..Default::default()
                 }],
+                scope: scope(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -414,6 +427,58 @@ async fn include_and_exclude() {
     )
     .await;
     assert_eq!(hits(r), vec![false, false, false]);
+}
+
+#[tokio::test]
+async fn include_by_scope_span_kind_and_log_severity() {
+    let yaml = |m: &str| format!("actions: [{{key: hit, value: 1, action: insert}}]\n{m}");
+    let hits = |r: Vec<(Vec<String>, Vec<String>)>| {
+        r.iter()
+            .map(|(a, _)| a.iter().any(|x| x == "hit=i:1"))
+            .collect::<Vec<_>>()
+    };
+    // (matcher, hit on the data point, the log record, the span); the log
+    // record is WARN (13), the span a client span, all in one scope.
+    let cases: &[(&str, [bool; 3])] = &[
+        ("include: {match_type: strict, libraries: [{name: com.anthropic.claude_code}]}", [true, true, true]),
+        ("include: {match_type: strict, libraries: [{name: com.anthropic.claude_code, version: 2.1.332}]}", [true, true, true]),
+        ("include: {match_type: strict, libraries: [{name: com.anthropic.claude_code, version: '1.0'}]}", [false, false, false]),
+        ("include: {match_type: regexp, libraries: [{name: '^com\\.anthropic'}]}", [true, true, true]),
+        ("exclude: {match_type: strict, libraries: [{name: other}]}", [true, true, true]),
+        ("include: {match_type: strict, span_kinds: [SPAN_KIND_CLIENT]}", [false, false, true]),
+        ("include: {match_type: strict, span_kinds: [SPAN_KIND_SERVER]}", [false, false, false]),
+        ("include: {match_type: strict, log_severity_texts: [WARN]}", [false, true, false]),
+        ("include: {match_type: regexp, log_severity_texts: ['^ERR']}", [false, false, false]),
+        ("include: {match_type: strict, log_severity_number: {min: INFO}}", [false, true, false]),
+        ("include: {match_type: strict, log_severity_number: {min: 13}}", [false, true, false]),
+        ("include: {match_type: strict, log_severity_number: {min: WARN2}}", [false, false, false]),
+        ("exclude: {match_type: strict, log_severity_number: {min: ERROR}}", [true, true, true]),
+    ];
+    for (matcher, want) in cases {
+        let r = run(&AttributesProcessorFactory, &yaml(matcher), &[]).await;
+        assert_eq!(hits(r), want.to_vec(), "{matcher}");
+    }
+    for (bad, error) in [
+        (
+            "include: {match_type: strict, span_kinds: [CLIENT]}",
+            "include.span_kinds",
+        ),
+        (
+            "include: {match_type: strict, log_severity_number: {min: LOUD}}",
+            "include.log_severity_number.min",
+        ),
+        (
+            "include: {match_type: strict, log_severity_number: {min: 30}}",
+            "include.log_severity_number.min",
+        ),
+    ] {
+        let raw: RawConfig = serde_yaml::from_str(&yaml(bad)).unwrap();
+        let e = AttributesProcessorFactory
+            .validate(&raw)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(error), "{bad}: {e}");
+    }
 }
 
 #[tokio::test]
