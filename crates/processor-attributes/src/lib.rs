@@ -66,7 +66,7 @@ pub struct ResourceConfig {
 /// What a processor of this crate does to a payload.
 pub enum Mode {
     /// `attributes`.
-    Attributes(Vec<Action>, Filter),
+    Attributes(Vec<Action>, Box<Filter>),
     /// `resource`.
     Resource(Vec<Action>),
     /// `transform`.
@@ -303,7 +303,7 @@ fn mode(which: Which, raw: &RawConfig, signal: Signal) -> Result<Mode, ConfigErr
                 include: matcher("include", &c.include, signal)?,
                 exclude: matcher("exclude", &c.exclude, signal)?,
             };
-            Mode::Attributes(actions::compile(&c.actions)?, filter)
+            Mode::Attributes(actions::compile(&c.actions)?, Box::new(filter))
         }
         Which::Resource => {
             let c: ResourceConfig = decode(raw)?;
