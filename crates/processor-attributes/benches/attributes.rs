@@ -14,7 +14,6 @@ use otelcol_core::pdata::proto::metrics::v1::{
 use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{string_attribute, Metrics};
 use otelcol_processor_attributes::actions::{compile, ActionConfig};
-use otelcol_processor_attributes::matching::Filter;
 use otelcol_processor_attributes::{Editable, Mode, Transform, TransformConfig};
 
 fn request() -> Metrics {
@@ -81,7 +80,7 @@ fn bench(c: &mut Criterion) {
         "- {key: session.id, action: delete}\n- {key: user.email, action: hash, hmac_key: secret}\n- {key: department, from_resource_attribute: department, action: insert}\n- {key: terminal.type, value: ide, action: update}\n",
     )
     .unwrap();
-    let mode = Mode::Attributes(compile(&actions).unwrap(), Filter::default());
+    let mode = Mode::Attributes(compile(&actions).unwrap(), Box::default());
     g.bench_function(
         "attributes: delete + hmac hash + insert from resource + update, 1000 points",
         |b| {
