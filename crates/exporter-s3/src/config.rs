@@ -118,7 +118,8 @@ pub struct S3Uploader {
     pub s3_prefix: String,
     /// strftime pattern of the time partition.
     pub s3_partition_format: String,
-    /// `UTC` (default), `Local`, or a fixed offset such as `+02:00`.
+    /// `UTC` (default), `Local`, an IANA name (`Europe/Berlin`), or a fixed
+    /// offset such as `+02:00`.
     pub s3_partition_timezone: String,
     /// Role to assume (web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` must be set).
     pub role_arn: String,
@@ -300,7 +301,7 @@ pub struct GcsExporterConfig {
     pub prefix: String,
     /// strftime pattern of the time partition.
     pub partition_format: String,
-    /// `UTC` (default), `Local`, or a fixed offset.
+    /// `UTC` (default), `Local`, an IANA name, or a fixed offset.
     pub partition_timezone: String,
     /// Prepended to the object's file name.
     pub file_prefix: String,
@@ -364,7 +365,7 @@ pub struct FileExporterConfig {
     pub prefix: String,
     /// strftime pattern of the time partition.
     pub partition_format: String,
-    /// `UTC` (default), `Local`, or a fixed offset.
+    /// `UTC` (default), `Local`, an IANA name, or a fixed offset.
     pub partition_timezone: String,
     /// Prepended to the file name.
     pub file_prefix: String,

@@ -10,11 +10,14 @@ use chrono::{DateTime, FixedOffset, Local, Utc};
 /// The Go exporter's default partition.
 pub const DEFAULT_PARTITION_FORMAT: &str = "year=%Y/month=%m/day=%d/hour=%H/minute=%M";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Zone {
     Utc,
     Local,
     Fixed(FixedOffset),
+    /// An IANA zone (`Europe/Berlin`), from the system's tz database or
+    /// the copy built in; its offset follows daylight saving time.
+    Named(jiff::tz::TimeZone),
 }
 
 /// A validated strftime pattern and the time zone it is rendered in.
@@ -25,8 +28,9 @@ pub struct PartitionFormat {
 }
 
 impl PartitionFormat {
-    /// Parses `pattern` (strftime) and `zone` (`""`/`UTC`, `Local`, or an
-    /// offset like `+02:00`). The message names what is wrong.
+    /// Parses `pattern` (strftime) and `zone` (`""`/`UTC`, `Local`, an IANA
+    /// name like `Europe/Berlin`, or an offset like `+02:00`). The message
+    /// names what is wrong.
     pub fn parse(pattern: &str, zone: &str) -> Result<Self, String> {
         let pattern = pattern.trim().trim_matches('/');
         if pattern.is_empty() {
@@ -45,9 +49,12 @@ impl PartitionFormat {
         let zone = match zone.trim() {
             "" | "UTC" | "utc" | "Z" => Zone::Utc,
             "Local" | "local" => Zone::Local,
-            other => Zone::Fixed(other.parse::<FixedOffset>().map_err(|_| {
-                format!("time zone `{other}` is not UTC, Local or a fixed offset like +02:00")
-            })?),
+            other => match other.parse::<FixedOffset>() {
+                Ok(fixed) => Zone::Fixed(fixed),
+                Err(_) => Zone::Named(jiff::tz::TimeZone::get(other).map_err(|_| {
+                    format!("time zone `{other}` is not UTC, Local, an IANA name like Europe/Berlin or a fixed offset like +02:00")
+                })?),
+            },
         };
         Ok(Self {
             pattern: pattern.to_string(),
@@ -61,10 +68,20 @@ impl PartitionFormat {
         let nanos = (unix_nanos % 1_000_000_000) as u32;
         let utc = DateTime::<Utc>::from_timestamp(secs, nanos).unwrap_or_default();
         let mut out = String::with_capacity(self.pattern.len() + 16);
-        let _ = match self.zone {
+        let _ = match &self.zone {
             Zone::Utc => write!(out, "{}", utc.format(&self.pattern)),
             Zone::Local => write!(out, "{}", utc.with_timezone(&Local).format(&self.pattern)),
-            Zone::Fixed(o) => write!(out, "{}", utc.with_timezone(&o).format(&self.pattern)),
+            Zone::Fixed(o) => write!(out, "{}", utc.with_timezone(o).format(&self.pattern)),
+            Zone::Named(tz) => {
+                let offset = jiff::Timestamp::from_second(secs)
+                    .map(|t| tz.to_offset(t).seconds())
+                    .ok()
+                    .and_then(FixedOffset::east_opt);
+                match offset {
+                    Some(o) => write!(out, "{}", utc.with_timezone(&o).format(&self.pattern)),
+                    None => write!(out, "{}", utc.format(&self.pattern)),
+                }
+            }
         };
         out
     }
@@ -151,14 +168,25 @@ mod tests {
     }
 
     #[test]
+    fn iana_zones_follow_daylight_saving_time() {
+        let f = PartitionFormat::parse("dt=%Y-%m-%d/%H", "Europe/Berlin").unwrap();
+        // 2026-11-21T13:45Z: CET, +01:00.
+        assert_eq!(f.render(T), "dt=2026-11-21/14");
+        // 2026-07-01T23:30Z: CEST, +02:00, already the next day in Berlin.
+        assert_eq!(f.render(1_782_948_600 * 1_000_000_000), "dt=2026-07-02/01");
+        let ny = PartitionFormat::parse("%H", "America/New_York").unwrap();
+        assert_eq!(ny.render(T), "08");
+    }
+
+    #[test]
     fn invalid_patterns_and_zones_are_named() {
         assert_eq!(
             PartitionFormat::parse("year=%Y/%Q", "").unwrap_err(),
             "`year=%Y/%Q` is not a valid strftime pattern (use %Y, %m, %d, %H, %M, %S, %j, …)"
         );
         assert_eq!(
-            PartitionFormat::parse("%Y", "Europe/Paris").unwrap_err(),
-            "time zone `Europe/Paris` is not UTC, Local or a fixed offset like +02:00"
+            PartitionFormat::parse("%Y", "Mars/Olympus").unwrap_err(),
+            "time zone `Mars/Olympus` is not UTC, Local, an IANA name like Europe/Berlin or a fixed offset like +02:00"
         );
         assert!(PartitionFormat::parse("%Y/../x", "").is_err());
         assert!(PartitionFormat::parse("", "").is_err());
