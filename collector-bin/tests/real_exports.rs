@@ -18,19 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
 use otelcol_core::pdata::Metrics;
 use otelcol_core::server::{self, ServerOptions};
 use serde_json::Value as Json;
-
-const ALLOWED: [&str; 6] = [
-    "service.name",
-    "service.namespace",
-    "service.version",
-    "deployment.environment.name",
-    "organization.id",
-    "user.email",
-];
 
 /// Every `…UnixNano` value in `v` moved by `by` nanoseconds (0 stays 0).
 fn shift(v: &mut Json, by: i128) {
@@ -155,60 +145,10 @@ async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
     endpoint.shutdown().await;
 
     let mut tokens: BTreeMap<(String, String), f64> = BTreeMap::new();
-    let attr = |list: &[otelcol_core::pdata::proto::common::v1::KeyValue], k: &str| {
-        list.iter()
-            .find(|kv| kv.key == k)
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(otelcol_core::pdata::as_str)
-            .map(str::to_string)
-    };
     for body in received.lock().unwrap().iter() {
-        let m: Metrics = serde_json::from_slice(body).expect("strict OTLP/JSON");
-        for rm in &m.resource_metrics {
-            let resource = &rm.resource.as_ref().unwrap().attributes;
-            for kv in resource {
-                assert!(
-                    ALLOWED.contains(&kv.key.as_str()),
-                    "resource attribute {} left",
-                    kv.key
-                );
-            }
-            for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                let name = metric.name.as_str();
-                if !name.contains("token") {
-                    continue;
-                }
-                let points: Vec<(Option<String>, Option<String>, f64)> = match &metric.data {
-                    Some(Data::Sum(s)) => s
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            let Some(Value::AsDouble(v)) = p.value else {
-                                panic!("doubles out")
-                            };
-                            (
-                                attr(&p.attributes, "type"),
-                                attr(&p.attributes, "user.email"),
-                                v,
-                            )
-                        })
-                        .collect(),
-                    Some(Data::Histogram(h)) => h
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            let ty = attr(&p.attributes, "token_type")
-                                .or_else(|| attr(&p.attributes, "gen_ai.token.type"));
-                            (ty, attr(&p.attributes, "user.email"), p.sum.unwrap())
-                        })
-                        .collect(),
-                    other => panic!("{name}: unexpected {other:?}"),
-                };
-                for (ty, user, v) in points {
-                    assert_eq!(user.as_deref(), Some("ana@example.com"), "{name}");
-                    *tokens.entry((name.to_string(), ty.unwrap())).or_insert(0.0) += v;
-                }
-            }
+        for (user, metric, ty, v) in common::token_points(body) {
+            assert_eq!(user, "ana@example.com", "{metric}");
+            *tokens.entry((metric, ty)).or_insert(0.0) += v;
         }
     }
     tokens

@@ -368,3 +368,80 @@ pub async fn spawn_production(
     wait_healthy(&format!("http://127.0.0.1:{}/", ports.health)).await;
     (collector, ports)
 }
+
+/// Resource attributes the totals may keep (the aggregation's default
+/// `resource_attributes` plus the user key).
+pub const ALLOWED_RESOURCE: [&str; 6] = [
+    "service.name",
+    "service.namespace",
+    "service.version",
+    "deployment.environment.name",
+    "organization.id",
+    "user.email",
+];
+
+/// The token metrics the AI tools send.
+pub const TOKEN_METRICS: [&str; 4] = [
+    "claude_code.token.usage",
+    "codex.turn.token_usage",
+    "gemini_cli.token.usage",
+    "gen_ai.client.token.usage",
+];
+
+/// The token totals in one Multitudes request body (strict OTLP/JSON):
+/// (user, metric, token type, tokens) per point of a [`TOKEN_METRICS`]
+/// metric, a sum's value or a histogram's sum. Fails the test if a
+/// resource keeps an attribute beyond [`ALLOWED_RESOURCE`], a total is not
+/// a double, or a point lacks its user or token type.
+pub fn token_points(body: &[u8]) -> Vec<(String, String, String, f64)> {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    use otelcol_core::pdata::proto::common::v1::KeyValue;
+    let attr = |list: &[KeyValue], key: &str| {
+        list.iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(otelcol_core::pdata::as_str)
+            .map(str::to_string)
+    };
+    let m: Metrics = serde_json::from_slice(body).expect("strict OTLP/JSON");
+    let mut out = Vec::new();
+    for rm in &m.resource_metrics {
+        for kv in &rm.resource.as_ref().expect("a resource").attributes {
+            assert!(
+                ALLOWED_RESOURCE.contains(&kv.key.as_str()),
+                "resource attribute {} left",
+                kv.key
+            );
+        }
+        for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+            let name = metric.name.as_str();
+            if !TOKEN_METRICS.contains(&name) {
+                continue;
+            }
+            let point = |a: &[KeyValue], v: f64| {
+                let ty = ["type", "token_type", "gen_ai.token.type"]
+                    .iter()
+                    .find_map(|k| attr(a, k))
+                    .unwrap_or_else(|| panic!("{name}: a point without a token type"));
+                let user = attr(a, "user.email").expect("the user key on every total");
+                (user, name.to_string(), ty, v)
+            };
+            match &metric.data {
+                Some(Data::Sum(s)) => out.extend(s.data_points.iter().map(|p| {
+                    let Some(Value::AsDouble(v)) = p.value else {
+                        panic!("{name}: totals are doubles")
+                    };
+                    point(&p.attributes, v)
+                })),
+                Some(Data::Histogram(h)) => out.extend(h.data_points.iter().map(|p| {
+                    point(
+                        &p.attributes,
+                        p.sum.expect("a histogram total keeps its sum"),
+                    )
+                })),
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+    }
+    out
+}

@@ -25,29 +25,7 @@ use std::time::{Duration, Instant};
 
 use fake_model::{FakeModel, Totals};
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
-use otelcol_core::pdata::proto::common::v1::KeyValue;
-use otelcol_core::pdata::Metrics;
 use otelcol_core::server::{self, ServerHandle, ServerOptions};
-
-/// The token metrics each tool sends (the ones the ledger predicts).
-const TOKEN_METRICS: [&str; 4] = [
-    "claude_code.token.usage",
-    "codex.turn.token_usage",
-    "gemini_cli.token.usage",
-    "gen_ai.client.token.usage",
-];
-
-/// Resource attributes the totals may keep (the aggregation's default
-/// `resource_attributes` plus the user key).
-const ALLOWED: [&str; 6] = [
-    "service.name",
-    "service.namespace",
-    "service.version",
-    "deployment.environment.name",
-    "organization.id",
-    "user.email",
-];
 
 /// The metrics requests the fake Multitudes endpoint received: their
 /// `Authorization` header and body.
@@ -371,22 +349,9 @@ trace_exporter = {}
         let mut totals = Totals::new();
         let mut tokens: BTreeMap<String, BTreeSet<Option<String>>> = BTreeMap::new();
         for (auth, body) in self.received.lock().unwrap().iter() {
-            let m: Metrics = serde_json::from_slice(body).expect("strict OTLP/JSON");
-            for rm in &m.resource_metrics {
-                let resource = &rm.resource.as_ref().unwrap().attributes;
-                for kv in resource {
-                    assert!(
-                        ALLOWED.contains(&kv.key.as_str()),
-                        "resource attribute {} left",
-                        kv.key
-                    );
-                }
-                for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                    for (user, ty, v) in token_points(metric) {
-                        tokens.entry(user.clone()).or_default().insert(auth.clone());
-                        *totals.entry((user, metric.name.clone(), ty)).or_insert(0.0) += v;
-                    }
-                }
+            for (user, metric, ty, v) in common::token_points(body) {
+                tokens.entry(user.clone()).or_default().insert(auth.clone());
+                *totals.entry((user, metric, ty)).or_insert(0.0) += v;
             }
         }
         let served = self.model.ledger.served.lock().unwrap().clone();
@@ -408,51 +373,6 @@ trace_exporter = {}
 /// The token a user's tool sends when it sends one.
 fn token_of(email: &str) -> String {
     format!("tok-{email}")
-}
-
-fn attr(list: &[KeyValue], key: &str) -> Option<String> {
-    list.iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(otelcol_core::pdata::as_str)
-        .map(str::to_string)
-}
-
-/// (user, token type, tokens) of each point of a token metric.
-fn token_points(
-    metric: &opentelemetry_proto::tonic::metrics::v1::Metric,
-) -> Vec<(String, String, f64)> {
-    if !TOKEN_METRICS.contains(&metric.name.as_str()) {
-        return Vec::new();
-    }
-    let ty = |a: &[KeyValue]| {
-        ["type", "token_type", "gen_ai.token.type"]
-            .iter()
-            .find_map(|k| attr(a, k))
-            .unwrap_or_else(|| panic!("{}: a point without a token type", metric.name))
-    };
-    let user = |a: &[KeyValue]| attr(a, "user.email").expect("the user key on every total");
-    match &metric.data {
-        Some(Data::Sum(s)) => s
-            .data_points
-            .iter()
-            .map(|p| {
-                let Some(Value::AsDouble(v)) = p.value else {
-                    panic!("{}: totals are doubles", metric.name)
-                };
-                (user(&p.attributes), ty(&p.attributes), v)
-            })
-            .collect(),
-        Some(Data::Histogram(h)) => h
-            .data_points
-            .iter()
-            .map(|p| {
-                let sum = p.sum.expect("a histogram total keeps its sum");
-                (user(&p.attributes), ty(&p.attributes), sum)
-            })
-            .collect(),
-        other => panic!("{}: unexpected {other:?}", metric.name),
-    }
 }
 
 /// Runs `program` to its end within [`RUN_LIMIT`], its output in `log`;
