@@ -6,6 +6,9 @@ use std::io::Read;
 
 use prost::Message;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::depth::{self, Rooted};
 
 /// Why a body could not be decoded. Every variant is the client's fault
 /// (HTTP 400, gRPC InvalidArgument).
@@ -153,16 +156,24 @@ pub fn decompress(
     out.map(Cow::Owned)
 }
 
-/// Decodes a protobuf body.
-pub fn decode_proto<T: Message + Default>(body: &[u8]) -> Result<T, DecodeError> {
+/// Decodes a protobuf export request, after checking its `AnyValue`
+/// nesting ([`crate::depth`]: prost itself runs without a depth limit).
+pub fn decode_proto<T: Message + Default + Rooted>(body: &[u8]) -> Result<T, DecodeError> {
+    depth::check_proto(body, T::ROOT).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     T::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
 /// Decodes an OTLP/JSON body, accepting what the OTLP/JSON and proto3 JSON
-/// rules allow beyond the generated serde code (see [`crate::json`]).
+/// rules allow beyond the generated serde code (see [`crate::json`]), after
+/// checking its nesting ([`crate::depth`]: serde_json itself runs without
+/// its 128-level limit).
 pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    depth::check_json(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    reader.disable_recursion_limit();
+    let mut value = serde_json::Value::deserialize(&mut reader)
+        .map_err(|e| DecodeError::Json(e.to_string()))?;
+    reader.end().map_err(|e| DecodeError::Json(e.to_string()))?;
     crate::json::normalize(&mut value).map_err(DecodeError::Json)?;
     serde_json::from_value(value).map_err(|e| DecodeError::Json(e.to_string()))
 }

@@ -7,11 +7,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use otelcol_core::component::{ComponentError, ServerAuthenticator};
 use otelcol_core::consumer::RequestContext;
-use otelcol_core::pdata::proto::collector::{
-    logs::v1::logs_service_server::{LogsService, LogsServiceServer},
-    metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer},
-    trace::v1::trace_service_server::{TraceService, TraceServiceServer},
-};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -130,19 +125,148 @@ fn remap_decode_code(headers: &mut http::HeaderMap) {
     headers.insert("grpc-status", http::HeaderValue::from(code as i32));
 }
 
-macro_rules! service {
-    ($trait:ident, $t:ty, $resp:ty) => {
-        #[tonic::async_trait]
-        impl $trait for Handler<$t> {
-            async fn export(&self, request: Request<$t>) -> Result<Response<$resp>, Status> {
-                Handler::<$t>::export(self, request).await
-            }
-        }
-    };
+/// tonic-prost's codec, with the request's `AnyValue` nesting checked
+/// before prost decodes it ([`crate::depth`]; prost runs without a depth
+/// limit of its own). The generated servers fix tonic-prost's codec, so
+/// [`Export`] serves the three export methods itself.
+struct DepthCodec<T: OtlpSignal>(tonic_prost::ProstCodec<T::Response, T>);
+
+impl<T: OtlpSignal> Default for DepthCodec<T> {
+    fn default() -> Self {
+        Self(tonic_prost::ProstCodec::default())
+    }
 }
-service!(MetricsService, Metrics, <Metrics as OtlpSignal>::Response);
-service!(LogsService, Logs, <Logs as OtlpSignal>::Response);
-service!(TraceService, Traces, <Traces as OtlpSignal>::Response);
+
+/// The decoder of [`DepthCodec`].
+struct DepthDecoder<T>(std::marker::PhantomData<T>);
+
+impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
+    type Item = T;
+    type Error = Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        use bytes::Buf;
+        let bytes = buf.chunk();
+        if bytes.len() < buf.remaining() {
+            return Err(Status::internal("a gRPC message arrived in pieces"));
+        }
+        crate::depth::check_proto(bytes, T::ROOT)
+            .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
+        T::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))
+    }
+}
+
+impl<T: OtlpSignal + Send + 'static> tonic::codec::Codec for DepthCodec<T> {
+    type Encode = T::Response;
+    type Decode = T;
+    type Encoder = tonic_prost::ProstEncoder<T::Response>;
+    type Decoder = DepthDecoder<T>;
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        DepthDecoder(std::marker::PhantomData)
+    }
+}
+
+/// One OTLP export service (`…Service/Export`) on tonic's unary handling
+/// with [`DepthCodec`]; other paths are UNIMPLEMENTED, as in the generated
+/// servers.
+struct Export<T> {
+    handler: Arc<Handler<T>>,
+    max_message: usize,
+}
+
+impl<T> Clone for Export<T> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            max_message: self.max_message,
+        }
+    }
+}
+
+/// The gRPC service name of each signal's export.
+trait ServiceName {
+    const SERVICE: &'static str;
+    const PATH: &'static str;
+}
+impl ServiceName for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+}
+impl ServiceName for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+}
+impl ServiceName for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+}
+
+impl<T: ServiceName> NamedService for Export<T> {
+    const NAME: &'static str = T::SERVICE;
+}
+
+/// The handler as tonic's unary service.
+struct Unary<T>(Arc<Handler<T>>);
+
+impl<T: OtlpSignal + Send + Sync + 'static> tonic::server::UnaryService<T> for Unary<T> {
+    type Response = T::Response;
+    type Future = BoxFuture<Response<T::Response>, Status>;
+    fn call(&mut self, request: Request<T>) -> Self::Future {
+        let handler = self.0.clone();
+        Box::pin(async move { handler.export(request).await })
+    }
+}
+
+impl<T, B> Service<http::Request<B>> for Export<T>
+where
+    T: OtlpSignal + ServiceName + Send + Sync + 'static,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != T::PATH {
+            return Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    "grpc-status",
+                    http::HeaderValue::from(tonic::Code::Unimplemented as i32),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                Ok(response)
+            });
+        }
+        let handler = self.handler.clone();
+        let max = self.max_message;
+        Box::pin(async move {
+            let mut accept = tonic::codec::EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            let mut grpc = tonic::server::Grpc::new(DepthCodec::<T>::default())
+                .apply_compression_config(accept, Default::default())
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(Unary(handler), request).await)
+        })
+    }
+}
 
 fn nonzero(d: std::time::Duration) -> Option<std::time::Duration> {
     (!d.is_zero()).then_some(d)
@@ -161,18 +285,15 @@ pub(crate) async fn start(
     let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024))
         .unwrap_or(usize::MAX);
     macro_rules! svc {
-        ($server:ident, $sink:expr) => {{
-            let s = $sink;
-            DecodeCodes(
-                $server::new(Handler {
-                    sink: s,
+        ($sink:expr) => {{
+            DecodeCodes(Export {
+                handler: Arc::new(Handler {
+                    sink: $sink,
                     auth: auth.clone(),
                     include_metadata: config.include_metadata,
-                })
-                .max_decoding_message_size(max)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd),
-            )
+                }),
+                max_message: max,
+            })
         }};
     }
     let params = &config.keepalive.server_parameters;
@@ -197,9 +318,9 @@ pub(crate) async fn start(
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(nonzero(params.time))
         .http2_keepalive_timeout(nonzero(params.timeout))
-        .add_service(svc!(MetricsServiceServer, sinks.metrics))
-        .add_service(svc!(LogsServiceServer, sinks.logs))
-        .add_service(svc!(TraceServiceServer, sinks.traces));
+        .add_service(svc!(sinks.metrics))
+        .add_service(svc!(sinks.logs))
+        .add_service(svc!(sinks.traces));
     let (stop, stopped) = oneshot::channel::<()>();
     let idle = params.max_connection_idle;
     let incoming = tonic::transport::server::TcpIncoming::from(listener)

@@ -23,6 +23,7 @@ mod budget;
 pub mod config;
 pub mod cors;
 pub mod decode;
+pub mod depth;
 mod grpc;
 mod grpc_conn;
 mod http;

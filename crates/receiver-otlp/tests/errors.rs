@@ -996,3 +996,148 @@ async fn slow_clients_are_cut_off() {
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     r.receiver.shutdown().await.unwrap();
 }
+
+/// One point whose `deep` attribute nests `levels` AnyValues (a key-value
+/// list in a key-value list …, a string at the bottom).
+fn nested_point(levels: usize) -> Metrics {
+    use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValueList};
+    let mut value = AnyValue {
+        value: Some(any_value::Value::StringValue("leaf".into())),
+    };
+    for _ in 1..levels {
+        value = AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(value),
+                    ..Default::default()
+                }],
+            })),
+        };
+    }
+    let mut m = one_point("ana@example.com", 1.0);
+    let Some(metric::Data::Gauge(g)) = &mut m.resource_metrics[0].scope_metrics[0].metrics[0].data
+    else {
+        unreachable!()
+    };
+    g.data_points[0].attributes.push(KeyValue {
+        key: "deep".into(),
+        value: Some(value),
+        ..Default::default()
+    });
+    m
+}
+
+/// A log request whose body nests `levels` AnyValues, encoded by hand (the
+/// generated encoder recurses, and would overflow the test's own stack).
+fn abyss_log(levels: usize) -> Vec<u8> {
+    let field = |tag: u8, inner: &[u8]| {
+        let mut out = vec![tag];
+        let mut n = inner.len();
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(inner);
+        out
+    };
+    let mut value = field(0x0a, b"leaf");
+    for _ in 1..levels {
+        value = field(0x32, &field(0x0a, &field(0x12, &value)));
+    }
+    field(0x0a, &field(0x12, &field(0x12, &field(0x2a, &value))))
+}
+
+/// Go's decoder takes any nesting; prost and serde_json stopped near 30
+/// levels, so 60 was refused. Now: up to 100 levels over every transport,
+/// decoded whole; deeper is refused as invalid, and a 5,000-level message
+/// neither crashes nor stalls the receiver.
+#[tokio::test]
+async fn attribute_values_nest_one_hundred_levels_over_every_transport() {
+    const EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    let r = start("", "").await;
+    for levels in [60, 100] {
+        let m = nested_point(levels);
+        let proto = send(r.http, "POST", "/v1/metrics", &[PROTO], m.encode_to_vec()).await;
+        assert_eq!(
+            proto.status,
+            200,
+            "{levels} levels, protobuf: {}",
+            proto.text()
+        );
+        let json = send(
+            r.http,
+            "POST",
+            "/v1/metrics",
+            &[JSON],
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+        assert_eq!(json.status, 200, "{levels} levels, JSON: {}", json.text());
+        let (code, message) = raw_grpc(r.grpc, EXPORT, &m.encode_to_vec()).await;
+        assert_eq!(code, "0", "{levels} levels, gRPC: {message}");
+        let got = r.sink.metrics.lock().unwrap();
+        assert_eq!(got.len(), 3);
+        for b in got.iter() {
+            assert_eq!(b.data, m, "{levels} levels arrive whole");
+        }
+        drop(got);
+        r.sink.metrics.lock().unwrap().clear();
+    }
+    let deeper = nested_point(101).encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], deeper.clone()).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(
+        a.proto_status().message,
+        "cannot decode the protobuf body: attribute values nest deeper than 100 levels"
+    );
+    let (code, message) = raw_grpc(r.grpc, EXPORT, &deeper).await;
+    assert_eq!(code, (tonic::Code::InvalidArgument as i32).to_string());
+    assert_eq!(
+        message,
+        "failed%20to%20decode%20the%20request:%20attribute%20values%20nest%20deeper%20than%20100%20levels"
+    );
+    let json = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[JSON],
+        serde_json::to_vec(&nested_point(200)).unwrap(),
+    )
+    .await;
+    assert_eq!(json.status, 400);
+    assert!(
+        json.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON nests deeper than 416 levels"),
+        "{}",
+        json.text()
+    );
+    let abyss = abyss_log(5_000);
+    assert_eq!(
+        send(r.http, "POST", "/v1/logs", &[PROTO], abyss.clone())
+            .await
+            .status,
+        400
+    );
+    let (code, _) = raw_grpc(
+        r.grpc,
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        &abyss,
+    )
+    .await;
+    assert_eq!(code, (tonic::Code::InvalidArgument as i32).to_string());
+    assert!(r.sink.metrics.lock().unwrap().is_empty());
+    let fine = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO],
+        one_point("ana@example.com", 2.0).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(fine.status, 200, "the receiver still serves");
+    r.receiver.shutdown().await.unwrap();
+}
