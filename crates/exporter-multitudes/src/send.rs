@@ -33,6 +33,58 @@ pub trait Wire: Payload + Message + Default {
     fn partial_from_proto(body: &[u8]) -> Option<(u64, String)>;
 }
 
+/// Whether an export response (`partial_success` in field 1, whose own
+/// fields are an integer and a string) holds no protobuf group, which OTLP
+/// never uses: prost runs without a recursion limit in this build and skips
+/// an unknown group by recursing, so a response of nested groups could
+/// exhaust the stack. Only the response and its field 1 are messages.
+fn plain_response(body: &[u8]) -> bool {
+    fn fields(bytes: &[u8], descend: bool) -> bool {
+        let mut at = 0;
+        let varint = |at: &mut usize| -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let b = *bytes.get(*at)?;
+                *at += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        while at < bytes.len() {
+            let Some(key) = varint(&mut at) else {
+                return false;
+            };
+            match key & 7 {
+                0 => {
+                    if varint(&mut at).is_none() {
+                        return false;
+                    }
+                }
+                1 => at += 8,
+                5 => at += 4,
+                2 => {
+                    let Some(len) = varint(&mut at).and_then(|l| usize::try_from(l).ok()) else {
+                        return false;
+                    };
+                    let Some(inner) = at.checked_add(len).and_then(|end| bytes.get(at..end)) else {
+                        return false;
+                    };
+                    if descend && key >> 3 == 1 && !fields(inner, false) {
+                        return false;
+                    }
+                    at += len;
+                }
+                _ => return false,
+            }
+        }
+        at == bytes.len()
+    }
+    fields(body, true)
+}
+
 impl Wire for Metrics {
     const PATH: &'static str = "/v1/metrics";
     const ITEMS: &'static str = "metric_points";
@@ -42,6 +94,9 @@ impl Wire for Metrics {
     }
     fn partial_from_proto(body: &[u8]) -> Option<(u64, String)> {
         use otelcol_core::pdata::proto::collector::metrics::v1::ExportMetricsServiceResponse;
+        if !plain_response(body) {
+            return None;
+        }
         let p = ExportMetricsServiceResponse::decode(body)
             .ok()?
             .partial_success?;
@@ -61,6 +116,9 @@ impl Wire for Logs {
     }
     fn partial_from_proto(body: &[u8]) -> Option<(u64, String)> {
         use otelcol_core::pdata::proto::collector::logs::v1::ExportLogsServiceResponse;
+        if !plain_response(body) {
+            return None;
+        }
         let p = ExportLogsServiceResponse::decode(body)
             .ok()?
             .partial_success?;
@@ -493,5 +551,34 @@ mod tests {
         }
         assert_eq!(permanent_kind(401), PermanentKind::Unauthenticated);
         assert_eq!(permanent_kind(403), PermanentKind::PermissionDenied);
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+
+    #[test]
+    fn a_response_with_groups_is_not_decoded() {
+        // partial_success {rejected_data_points: 3, error_message: "x"}
+        let plain = [0x0a, 0x05, 0x08, 0x03, 0x12, 0x01, b'x'];
+        assert_eq!(
+            <Metrics as Wire>::partial_from_proto(&plain),
+            Some((3, "x".to_string()))
+        );
+        // The same with a million nested groups in an unknown field of
+        // partial_success: refused before prost could recurse into them.
+        let mut inner = vec![0x08, 0x03];
+        inner.extend(std::iter::repeat_n(0x1b, 1_000_000)); // start group, field 3
+        let mut body = vec![0x0a];
+        let mut n = inner.len();
+        while n >= 0x80 {
+            body.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        body.push(n as u8);
+        body.extend_from_slice(&inner);
+        assert_eq!(<Metrics as Wire>::partial_from_proto(&body), None);
+        assert_eq!(<Logs as Wire>::partial_from_proto(&body), None);
     }
 }

@@ -88,6 +88,10 @@ pub enum Msg {
     AnyValue,
     ArrayValue,
     KeyValueList,
+    /// A message with no path to an `AnyValue` (EntityRef, Buckets,
+    /// ValueAtQuantile, Status): scanned only so that no group hides in it
+    /// (prost skips unknown groups by recursing).
+    Leaf,
 }
 
 /// The point type of a metric's data.
@@ -155,6 +159,7 @@ fn child(msg: Msg, field: u64) -> Option<Msg> {
         (KeyValueList, 1) => KeyValue,
         (AnyValue, 5) => ArrayValue,
         (AnyValue, 6) => KeyValueList,
+        (Resource, 3) | (ExpHistogramPoint, 8 | 9) | (SummaryPoint, 6) | (Span, 15) => Leaf,
         _ => return None,
     })
 }
@@ -176,7 +181,9 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, DepthError> {
 /// Checks that no `AnyValue` in the protobuf message `bytes` (of type
 /// `root`) nests deeper than [`MAX_ANY_VALUE_DEPTH`], with an explicit
 /// stack (memory: one entry per open message, at most a few hundred).
-/// Groups, which OTLP never uses, are malformed here.
+/// Groups, which OTLP never uses, are malformed here, in every message
+/// prost would decode: prost skips an unknown group by recursing, with no
+/// bound once its own limit is off.
 pub fn check_proto(bytes: &[u8], root: Msg) -> Result<(), DepthError> {
     // (message type, end offset, AnyValue depth)
     let mut stack: Vec<(Msg, usize, usize)> = vec![(root, bytes.len(), 0)];
@@ -316,6 +323,15 @@ mod tests {
             check_proto(&[0x0b], Msg::MetricsRequest).is_err(),
             "a group"
         );
+        // A group inside a message that cannot nest (a resource's entity
+        // reference, field 3) is found too.
+        let entity = [0x1a, 0x02, 0x0b, 0x0c]; // Resource.entity_refs: {group 1}
+        let resource = [&[0x0a, entity.len() as u8][..], &entity].concat();
+        let request = [&[0x0a, resource.len() as u8][..], &resource].concat();
+        assert!(matches!(
+            check_proto(&request, Msg::LogsRequest),
+            Err(DepthError::Malformed(_))
+        ));
         assert!(check_proto(&[0x08, 0xff], Msg::MetricsRequest).is_err());
         // 5,000 nested AnyValues built by hand: refused at the bound, with
         // no recursion and no decoding.
