@@ -1,6 +1,7 @@
 //! The `transform` processor: OTTL statement groups run per context.
 
 use otelcol_core::config::ConfigError;
+use otelcol_core::pdata::proto::logs::v1::{ResourceLogs, ScopeLogs};
 use otelcol_core::pdata::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,11 @@ pub struct TransformConfig {
     pub log_statements: Vec<GroupConfig>,
     /// Groups for traces.
     pub trace_statements: Vec<GroupConfig>,
+    /// Give every log record its own copy of its resource and scope while
+    /// the log statements run (so a statement in the log context can set
+    /// the resource per record), then group records with equal resources
+    /// and scopes again (Go's `flatten_data`).
+    pub flatten_data: bool,
 }
 
 /// A checked group.
@@ -201,6 +207,61 @@ pub struct Transform {
     metrics: Vec<Group>,
     logs: Vec<Group>,
     traces: Vec<Group>,
+    flatten_logs: bool,
+}
+
+/// One `ResourceLogs` per log record, each with its own resource and scope.
+fn flatten(req: &mut Logs) {
+    let mut out = Vec::new();
+    for rl in req.resource_logs.drain(..) {
+        for sl in rl.scope_logs {
+            for record in sl.log_records {
+                out.push(ResourceLogs {
+                    resource: rl.resource.clone(),
+                    schema_url: rl.schema_url.clone(),
+                    scope_logs: vec![ScopeLogs {
+                        scope: sl.scope.clone(),
+                        schema_url: sl.schema_url.clone(),
+                        log_records: vec![record],
+                    }],
+                });
+            }
+        }
+    }
+    req.resource_logs = out;
+}
+
+/// Records with equal resources (and schema URL) under one `ResourceLogs`,
+/// and with equal scopes under one `ScopeLogs`, in first-seen order.
+fn regroup(req: &mut Logs) {
+    let mut out: Vec<ResourceLogs> = Vec::new();
+    for rl in req.resource_logs.drain(..) {
+        let i = match out
+            .iter()
+            .position(|o| o.resource == rl.resource && o.schema_url == rl.schema_url)
+        {
+            Some(i) => i,
+            None => {
+                out.push(ResourceLogs {
+                    resource: rl.resource,
+                    schema_url: rl.schema_url,
+                    scope_logs: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        for sl in rl.scope_logs {
+            let scopes = &mut out[i].scope_logs;
+            match scopes
+                .iter_mut()
+                .find(|s| s.scope == sl.scope && s.schema_url == sl.schema_url)
+            {
+                Some(s) => s.log_records.extend(sl.log_records),
+                None => scopes.push(sl),
+            }
+        }
+    }
+    req.resource_logs = out;
 }
 
 fn run_group(g: &Group, env: &mut Env<'_>) -> Result<(), String> {
@@ -257,6 +318,7 @@ impl Transform {
                 &[Resource, Scope, Span],
                 c.error_mode,
             )?,
+            flatten_logs: c.flatten_data,
         })
     }
 
@@ -324,6 +386,16 @@ impl Transform {
 
     /// Runs the log groups over a request.
     pub fn logs(&self, req: &mut Logs) -> Result<(), String> {
+        if !self.flatten_logs || self.logs.is_empty() {
+            return self.run_logs(req);
+        }
+        flatten(req);
+        let result = self.run_logs(req);
+        regroup(req);
+        result
+    }
+
+    fn run_logs(&self, req: &mut Logs) -> Result<(), String> {
         for g in &self.logs {
             for rl in &mut req.resource_logs {
                 let resource = &mut rl.resource.get_or_insert_with(Default::default).attributes;

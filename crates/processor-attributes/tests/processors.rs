@@ -703,3 +703,76 @@ async fn error_mode_propagate_refuses_and_ignore_goes_on() {
         vec!["after=i:1"]
     );
 }
+
+/// Runs the transform `yaml` over one resource holding log records with
+/// these `user` attributes; returns, per output resource, its `user` and
+/// how many records it holds.
+async fn logs_by_resource(yaml: &str, users: &[&str]) -> Vec<(Vec<String>, usize)> {
+    let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+    let cap = Arc::new(Capture::default());
+    let settings = CreateSettings::standalone(ComponentId::new("transform"), Kind::Processor);
+    let logs = Logs {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: kvs(&[("service.name", "s:claude-code")]),
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: users
+                    .iter()
+                    .map(|u| LogRecord {
+                        attributes: kvs(&[("user", u)]),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    TransformProcessorFactory
+        .create_logs(settings, &raw, cap.clone())
+        .unwrap()
+        .consume(Batch {
+            data: logs,
+            context: ctx(),
+        })
+        .await
+        .unwrap();
+    let out = cap.logs.lock().unwrap().pop().unwrap();
+    out.resource_logs
+        .iter()
+        .map(|rl| {
+            let resource = rl.resource.as_ref().unwrap();
+            let users = show(&resource.attributes)
+                .into_iter()
+                .filter(|a| a.starts_with("user="))
+                .collect();
+            let records = rl.scope_logs.iter().map(|s| s.log_records.len()).sum();
+            (users, records)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn flatten_data_sets_the_resource_per_log_record_and_regroups() {
+    let statement = "log_statements:\n  - context: log\n    statements: ['set(resource.attributes[\"user\"], attributes[\"user\"])']\n";
+    let flat = format!("{statement}flatten_data: true\n");
+    // Each record gets its own resource; equal ones are grouped again.
+    assert_eq!(
+        logs_by_resource(&flat, &["s:ana", "s:ben", "s:ana"]).await,
+        vec![
+            (vec!["user=s:ana".to_string()], 2),
+            (vec!["user=s:ben".to_string()], 1)
+        ]
+    );
+    // Without it the records share one resource: the last write wins.
+    assert_eq!(
+        logs_by_resource(statement, &["s:ana", "s:ben", "s:ana"]).await,
+        vec![(vec!["user=s:ana".to_string()], 3)]
+    );
+    assert_eq!(
+        logs_by_resource(statement, &["s:ana", "s:ben"]).await,
+        vec![(vec!["user=s:ben".to_string()], 2)]
+    );
+}
