@@ -32,6 +32,9 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Serve HTTPS with this config (see [`crate::tls::TlsSettings`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Keep HTTP/1.1 connections open between requests (`false`: each
+    /// response carries `connection: close` and the connection ends).
+    pub keep_alive: bool,
 }
 
 impl Default for ServerOptions {
@@ -40,6 +43,7 @@ impl Default for ServerOptions {
             read_header_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             tls: None,
+            keep_alive: true,
         }
     }
 }
@@ -98,6 +102,7 @@ where
         builder
             .http1()
             .timer(TokioTimer::new())
+            .keep_alive(options.keep_alive)
             .header_read_timeout(options.read_header_timeout);
         builder
             .http2()

@@ -212,7 +212,8 @@ pub struct HttpConfig {
     /// connection waiting for its next request is bounded by
     /// `read_header_timeout`).
     pub idle_timeout: Option<String>,
-    /// Go: turn HTTP keep-alives off. Accepted with a start-up warning; no effect.
+    /// `false`: every response closes its connection (Go's
+    /// `keep_alives_enabled`); default on.
     pub keep_alives_enabled: Option<bool>,
     /// Go: middleware extensions. Accepted with a start-up warning: this
     /// build has no middleware extension types.

@@ -69,6 +69,7 @@ pub(crate) async fn start(
     let options = ServerOptions {
         read_header_timeout: config.read_header_timeout,
         tls,
+        keep_alive: config.keep_alives_enabled.unwrap_or(true),
         ..ServerOptions::default()
     };
     Ok(server::serve(listener, options, move |req, peer| {

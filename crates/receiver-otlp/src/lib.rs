@@ -75,7 +75,6 @@ impl Factory for OtlpReceiverFactory {
                 ("protocols.*.auth.request_params", "the authenticators here read headers only"),
                 ("protocols.http.write_timeout", "responses are small and written at once; a client that does not read them is closed by the connection's own limits"),
                 ("protocols.http.idle_timeout", "a kept-alive connection waiting for its next request is closed after read_header_timeout"),
-                ("protocols.http.keep_alives_enabled", "HTTP keep-alive is always on"),
             ]
             .map(|(path, why)| NoEffectKey::new(path, why)),
         );

@@ -1141,3 +1141,40 @@ async fn attribute_values_nest_one_hundred_levels_over_every_transport() {
     assert_eq!(fine.status, 200, "the receiver still serves");
     r.receiver.shutdown().await.unwrap();
 }
+
+/// `keep_alives_enabled: false` (Go key): each response closes its
+/// connection; by default the connection stays open for the next request.
+#[tokio::test]
+async fn keep_alives_can_be_turned_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn one_request(addr: SocketAddr) -> (String, bool) {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = br#"{"resourceMetrics":[]}"#;
+        let head = format!(
+            "POST /v1/metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = conn.read(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+        let mut rest = [0u8; 16];
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_millis(500), conn.read(&mut rest)).await,
+            Ok(Ok(0))
+        );
+        (text, closed)
+    }
+    let off = start(", keep_alives_enabled: false", "").await;
+    let (text, closed) = one_request(off.http).await;
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(closed, "the connection ends after the response");
+    off.receiver.shutdown().await.unwrap();
+    let on = start("", "").await;
+    let (text, closed) = one_request(on.http).await;
+    assert!(!text.contains("connection: close"), "{text}");
+    assert!(!closed, "kept alive by default");
+    on.receiver.shutdown().await.unwrap();
+}
