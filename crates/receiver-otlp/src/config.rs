@@ -205,8 +205,9 @@ pub struct HttpConfig {
     /// How long a client may take to send the whole body.
     #[serde(with = "duration")]
     pub read_timeout: Duration,
-    /// Accepted with a start-up warning; no effect (responses are small
-    /// and written at once).
+    /// Accepted with a start-up warning; no effect (a response is written
+    /// once the pipeline has answered: cutting a request off before that
+    /// would make its sender resend data the pipeline may hold).
     pub write_timeout: Option<String>,
     /// Accepted with a start-up warning; no effect (a kept-alive
     /// connection waiting for its next request is bounded by

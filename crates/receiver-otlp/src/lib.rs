@@ -73,7 +73,7 @@ impl Factory for OtlpReceiverFactory {
                 ("protocols.grpc.keepalive.enforcement_policy.permit_without_stream", "this server answers client pings without policing their rate"),
                 ("protocols.*.middlewares", "this build has no middleware extension types"),
                 ("protocols.*.auth.request_params", "the authenticators here read headers only"),
-                ("protocols.http.write_timeout", "responses are small and written at once; a client that does not read them is closed by the connection's own limits"),
+                ("protocols.http.write_timeout", "a response is written once the pipeline has answered; cutting a request off before that would make its sender resend data the pipeline may already hold (a duplicate total)"),
                 ("protocols.http.idle_timeout", "a kept-alive connection waiting for its next request is closed after read_header_timeout"),
             ]
             .map(|(path, why)| NoEffectKey::new(path, why)),
