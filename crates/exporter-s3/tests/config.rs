@@ -103,7 +103,7 @@ fn wrong_values_are_named_at_config_time() {
     );
     assert_eq!(
         s3_error("  s3_partition_timezone: Mars/Olympus\n", ""),
-        "s3uploader.s3_partition_format: time zone `Mars/Olympus` is not UTC, Local or a fixed offset like +02:00"
+        "s3uploader.s3_partition_format: time zone `Mars/Olympus` is not UTC, Local, an IANA name like Europe/Berlin or a fixed offset like +02:00"
     );
     assert_eq!(
         s3_error("  retry_max_attempts: 0\n", ""),
