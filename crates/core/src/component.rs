@@ -234,6 +234,10 @@ pub trait Extension: Lifecycle {
     fn server_authenticator(self: Arc<Self>) -> Option<Arc<dyn ServerAuthenticator>> {
         None
     }
+    /// This extension as a storage provider, if it is one.
+    fn storage(self: Arc<Self>) -> Option<Arc<dyn crate::storage::StorageExtension>> {
+        None
+    }
 }
 
 /// What a component can reach while it runs.
@@ -270,6 +274,20 @@ impl Host {
         })?;
         ext.server_authenticator().ok_or_else(|| {
             ComponentError::Failed(format!("extension `{id}` is not a server authenticator"))
+        })
+    }
+    /// The storage extension `id`, or an error saying why it is not one.
+    pub fn storage(
+        &self,
+        id: &ComponentId,
+    ) -> Result<Arc<dyn crate::storage::StorageExtension>, ComponentError> {
+        let ext = self.extension(id).ok_or_else(|| {
+            ComponentError::Failed(format!(
+                "storage `{id}` is not a configured extension listed in service.extensions"
+            ))
+        })?;
+        ext.storage().ok_or_else(|| {
+            ComponentError::Failed(format!("extension `{id}` is not a storage extension"))
         })
     }
     /// The status of every component, for health extensions.

@@ -17,6 +17,9 @@
 //! - [`server`]: the HTTP server the listening components share;
 //! - [`task`]: a periodic background task for components;
 //! - [`status`]: component health as reported to health extensions;
+//! - [`storage`]: the key-value client storage extensions hand out;
+//! - [`exporter`]: the one sending path of every exporter (queue, retry,
+//!   timeout, counters);
 //! - [`tls`]: TLS settings for listening components;
 //! - [`telemetry`]: the collector's own logs and Prometheus metrics.
 //!
@@ -26,12 +29,14 @@
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod exporter;
 pub mod memory;
 pub mod net;
 pub mod pdata;
 pub mod pipeline;
 pub mod server;
 pub mod status;
+pub mod storage;
 pub mod task;
 pub mod telemetry;
 pub mod tls;

@@ -41,3 +41,66 @@ mod tests {
         assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_ok());
     }
 }
+
+/// `url` as it may appear in a log line or printed config: a password in
+/// the userinfo and every query value replaced by `***`, the fragment
+/// dropped. `https://u:p@h/x?api_key=K&a` → `https://u:***@h/x?api_key=***&a`.
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('#').next().unwrap_or_default();
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    if userinfo.contains(':') {
+                        format!("{user}:***@{host}")
+                    } else {
+                        format!("***@{host}")
+                    }
+                }
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => head.to_string(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) => format!("{k}=***"),
+                None => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://u:p4ss@h.example:8443/x/y?api_key=K1&flag&b=2#frag"),
+            "https://u:***@h.example:8443/x/y?api_key=***&flag&b=***"
+        );
+        assert_eq!(redact_url("http://tok@h/x"), "http://***@h/x");
+        assert_eq!(
+            redact_url("https://integrations.multitudes.co/ai/otel"),
+            "https://integrations.multitudes.co/ai/otel"
+        );
+        assert_eq!(redact_url("http://h:1?k=v"), "http://h:1?k=***");
+    }
+}

@@ -20,7 +20,9 @@ use otelcol_core::telemetry::{Counter, MetricsRegistry};
 
 use crate::config::{Batching, Compression, Marshaler, QueueConfig};
 use crate::encode::{encode, Encoded};
-use crate::key::{file_name, join, new_object_id, PartitionFormat};
+use otelcol_core::exporter::new_request_id as new_object_id;
+
+use crate::key::{file_name, join, PartitionFormat};
 use crate::parquet::value_text;
 use crate::signal::{split_by, Signal};
 use crate::store::Target;

@@ -2,7 +2,6 @@
 //! the partition formatted from the data's own time.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, FixedOffset, Local, Utc};
@@ -108,46 +107,6 @@ pub fn file_name(file_prefix: &str, signal: &str, id: &str, ext: &str, suffix: &
     format!("{file_prefix}{signal}_{id}.{ext}{suffix}")
 }
 
-/// A new time-ordered id (UUID version 7), fixed for one object before its
-/// first upload attempt so that a retry overwrites rather than duplicates.
-pub fn new_object_id() -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    let mut random = [0u8; 10];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
-        // No system randomness: fall back to the clock's nanoseconds and a counter.
-        random = fallback_random();
-    }
-    b[6..].copy_from_slice(&random);
-    b[6] = (b[6] & 0x0f) | 0x70; // version 7
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        let _ = write!(s, "{byte:02x}");
-    }
-    s
-}
-
-fn fallback_random() -> [u8; 10] {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or_default()
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32);
-    let mut out = [0u8; 10];
-    out[..8].copy_from_slice(&n.to_be_bytes());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,14 +161,5 @@ mod tests {
             file_name("ai-", "metrics", "id", "json", ".gz"),
             "ai-metrics_id.json.gz"
         );
-    }
-
-    #[test]
-    fn ids_are_uuid_v7_and_distinct() {
-        let (a, b) = (new_object_id(), new_object_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 36);
-        assert_eq!(&a[14..15], "7");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
     }
 }

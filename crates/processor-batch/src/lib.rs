@@ -4,8 +4,6 @@
 //! by the caller's bearer token and by the `metadata_keys` values, so a
 //! split never mixes two clients. Everything waiting is sent at shutdown.
 
-pub mod split;
-
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +22,7 @@ use otelcol_core::{Signal, Stability};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-pub use split::Batchable;
+pub use otelcol_core::pdata::Batchable;
 
 /// `processors.batch`, with the Go processor's keys and defaults.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -16,6 +16,9 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 pub mod json;
+pub mod split;
+
+pub use split::Batchable;
 
 use crate::component::Signal;
 use proto::common::v1::{any_value, AnyValue, KeyValue};

@@ -1,16 +1,48 @@
 //! Appending payloads and taking a given number of items off the front,
-//! for metrics (data points), logs (records) and traces (spans).
+//! for metrics (data points), logs (records) and traces (spans): what the
+//! batch processor and the exporter helper merge and split with.
 
-use otelcol_core::pdata::proto::metrics::v1::{metric, Metric};
-use otelcol_core::pdata::{metric_point_count, Logs, Metrics, Payload, Traces};
+use super::proto::metrics::v1::{metric, Metric};
+use super::{metric_point_count, Logs, Metrics, Payload, Traces};
 
-/// A payload the batch processor can merge and split.
-pub trait Batchable: Payload + Default {
+/// A payload that can be merged and split: one of [`Metrics`], [`Logs`], [`Traces`].
+pub trait Batchable: Payload + Default + prost::Message {
     /// Moves `other`'s content to the end of `self`.
     fn append(&mut self, other: Self);
     /// Removes the first `n` items (whole resources and scopes where
     /// possible) and returns them as a payload of their own.
     fn take_front(&mut self, n: usize) -> Self;
+
+    /// Splits `self` into parts of at most `max_items` items (0: no limit)
+    /// whose protobuf encoding is at most `max_bytes` (0: no limit), in
+    /// order. A single item larger than `max_bytes` is a part of its own;
+    /// the caller decides what to do with it ([`Self::encoded_len`] tells).
+    fn split(mut self, max_items: usize, max_bytes: usize) -> Vec<Self> {
+        let mut parts = Vec::new();
+        let mut left = self.item_count();
+        while max_items > 0 && left > max_items {
+            parts.push(self.take_front(max_items));
+            left -= max_items;
+        }
+        parts.push(self);
+        if max_bytes == 0 {
+            return parts;
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        while let Some(mut part) = parts.pop() {
+            let items = part.item_count();
+            if items <= 1 || part.encoded_len() <= max_bytes {
+                out.push(part);
+                continue;
+            }
+            // Halve until each half fits: a few encodings per level, and
+            // the order kept by pushing the back half first.
+            let front = part.take_front(items / 2);
+            parts.push(part);
+            parts.push(front);
+        }
+        out
+    }
 }
 
 /// The first `n` data points of `m` as a metric of their own (same name, unit, kind).
@@ -138,9 +170,8 @@ flat_batchable!(Traces, resource_spans, scope_spans, spans);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otelcol_core::pdata::proto::metrics::v1::{
-        Gauge, NumberDataPoint, ResourceMetrics, ScopeMetrics,
-    };
+    use crate::pdata::proto::metrics::v1::{Gauge, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+    use prost::Message;
 
     fn gauge(name: &str, points: usize) -> Metric {
         Metric {
@@ -155,6 +186,47 @@ mod tests {
             })),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn split_by_items_and_by_encoded_size_keeps_every_item_in_order() {
+        let m = Metrics {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![gauge("a", 10), gauge("b", 7)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let times = |parts: &[Metrics]| -> Vec<u64> {
+            parts
+                .iter()
+                .flat_map(|p| &p.resource_metrics)
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .flat_map(|x| match &x.data {
+                    Some(metric::Data::Gauge(g)) => g.data_points.clone(),
+                    _ => vec![],
+                })
+                .map(|p| p.time_unix_nano)
+                .collect()
+        };
+        let whole = m.encoded_len();
+        let by_items = m.clone().split(5, 0);
+        assert_eq!(
+            by_items.iter().map(|p| p.item_count()).collect::<Vec<_>>(),
+            vec![5, 5, 5, 2]
+        );
+        assert_eq!(times(&by_items), times(std::slice::from_ref(&m)));
+        let by_bytes = m.clone().split(0, whole / 3);
+        assert!(by_bytes.len() >= 3, "{}", by_bytes.len());
+        assert!(by_bytes.iter().all(|p| p.encoded_len() <= whole / 3));
+        assert_eq!(times(&by_bytes), times(std::slice::from_ref(&m)));
+        // One point never fits in 1 byte: it is a part of its own.
+        let tiny = m.clone().split(0, 1);
+        assert_eq!(tiny.len(), 17);
+        assert_eq!(m.split(0, 0).len(), 1);
     }
 
     #[test]

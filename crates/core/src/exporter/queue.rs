@@ -1,0 +1,453 @@
+//! The sending queue: in memory, or on a storage client (persistent).
+//!
+//! A request counts against the capacity from the moment it is accepted
+//! until it is done (sent, or failed for good), so memory stays bounded
+//! by `queue_size` whatever the destination does. With storage, a request
+//! is written durably before `push` returns and deleted only when done; on
+//! start every stored request is queued again (at-least-once: one that was
+//! being sent when the process died is sent again, with the same
+//! idempotency key).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::Request;
+use crate::consumer::{BearerToken, ConsumerError};
+use crate::pdata::Batchable;
+use crate::storage::{StorageClient, StorageError, StorageOp};
+
+/// Told the final result of a request whose caller waits for it.
+pub(crate) type Waiter = oneshot::Sender<Result<(), ConsumerError>>;
+
+/// Key prefix of stored requests.
+const PREFIX: &str = "q/";
+/// The first bytes of a stored request: format version 1.
+const MAGIC: &[u8; 4] = b"OQR1";
+
+/// A request waiting or being sent, with what it weighs.
+pub(crate) struct Entry<T> {
+    pub id: u64,
+    pub request: Request<T>,
+    /// Units of the queue's sizer.
+    pub units: u64,
+    /// Told the final result when the caller waits for it.
+    pub waiter: Option<Waiter>,
+}
+
+#[derive(Default)]
+struct State<T> {
+    pending: VecDeque<Entry<T>>,
+    /// Units held: pending and in flight.
+    used: u64,
+    /// In flight: id → (items, units).
+    inflight: BTreeMap<u64, (u64, u64)>,
+    closed: bool,
+    next_id: u64,
+}
+
+/// Why `push` did not take the requests.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+    Storage(StorageError),
+}
+
+/// What is left when the queue stops: requests and items, pending and in flight.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Left {
+    pub requests: u64,
+    pub items: u64,
+}
+
+pub(crate) struct Queue<T> {
+    state: Mutex<State<T>>,
+    capacity: u64,
+    storage: Option<Arc<dyn StorageClient>>,
+    arrived: Notify,
+    freed: Notify,
+}
+
+fn key(id: u64) -> String {
+    format!("{PREFIX}{id:020}")
+}
+
+impl<T: Batchable> Queue<T> {
+    /// A queue of `capacity` units, on `storage` when given.
+    pub fn new(capacity: u64, storage: Option<Arc<dyn StorageClient>>) -> Self {
+        Self {
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                used: 0,
+                inflight: BTreeMap::new(),
+                closed: false,
+                next_id: 0,
+            }),
+            capacity,
+            storage,
+            arrived: Notify::new(),
+            freed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether requests survive a restart.
+    pub fn persistent(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// Queues what storage holds from an earlier run, in order; `units`
+    /// weighs each. Returns (requests, items) recovered and the keys that
+    /// could not be read (deleted, for the caller to count and log).
+    pub async fn recover(
+        &self,
+        units: impl Fn(&Request<T>) -> u64,
+    ) -> Result<(u64, u64, Vec<(String, String)>), StorageError> {
+        let Some(storage) = self.storage.clone() else {
+            return Ok((0, 0, vec![]));
+        };
+        let stored = blocking(move || storage.scan(PREFIX)).await?;
+        let mut bad = Vec::new();
+        let (mut requests, mut items) = (0, 0);
+        {
+            let mut st = self.state();
+            for (k, v) in stored {
+                let id = k[PREFIX.len()..].parse::<u64>().ok();
+                match (id, decode::<T>(&v)) {
+                    (Some(id), Ok(request)) => {
+                        requests += 1;
+                        items += request.items;
+                        let u = units(&request);
+                        st.used += u;
+                        st.next_id = st.next_id.max(id + 1);
+                        st.pending.push_back(Entry {
+                            id,
+                            request,
+                            units: u,
+                            waiter: None,
+                        });
+                    }
+                    (_, Err(e)) => bad.push((k, e)),
+                    (None, Ok(_)) => bad.push((k, "the key holds no request number".into())),
+                }
+            }
+        }
+        if !bad.is_empty() {
+            if let Some(storage) = self.storage.clone() {
+                let ops = bad
+                    .iter()
+                    .map(|(k, _)| StorageOp::Delete(k.clone()))
+                    .collect();
+                blocking(move || storage.batch(ops)).await?;
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok((requests, items, bad))
+    }
+
+    /// Takes every request of `parts` (with their units) or none. A full
+    /// queue refuses, or with `block` waits for room. A request larger
+    /// than the whole queue is taken when the queue is empty.
+    pub async fn push(
+        &self,
+        parts: Vec<(Request<T>, u64, Option<Waiter>)>,
+        block: bool,
+    ) -> Result<(), Refusal> {
+        let total: u64 = parts.iter().map(|p| p.1).sum();
+        let first_id = loop {
+            let freed = self.freed.notified();
+            {
+                let mut st = self.state();
+                if st.closed {
+                    return Err(Refusal::Closed);
+                }
+                if st.used == 0 || st.used.saturating_add(total) <= self.capacity {
+                    st.used += total;
+                    let id = st.next_id;
+                    st.next_id += parts.len() as u64;
+                    break id;
+                }
+            }
+            if !block {
+                return Err(Refusal::Full);
+            }
+            freed.await;
+        };
+        if let Some(storage) = self.storage.clone() {
+            let ops: Vec<StorageOp> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| StorageOp::Set(key(first_id + i as u64), encode(&p.0)))
+                .collect();
+            if let Err(e) = blocking(move || storage.batch(ops)).await {
+                self.state().used -= total;
+                self.freed.notify_waiters();
+                return Err(Refusal::Storage(e));
+            }
+        }
+        let mut st = self.state();
+        for (i, (request, units, waiter)) in parts.into_iter().enumerate() {
+            st.pending.push_back(Entry {
+                id: first_id + i as u64,
+                request,
+                units,
+                waiter,
+            });
+        }
+        drop(st);
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// The next request to send; `None` once the queue is closed and empty.
+    pub async fn pop(&self) -> Option<Entry<T>> {
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let mut st = self.state();
+                if let Some(e) = st.pending.pop_front() {
+                    st.inflight.insert(e.id, (e.request.items, e.units));
+                    return Some(e);
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            arrived.await;
+        }
+    }
+
+    /// Marks request `id` done: deleted from storage, its room freed.
+    /// A failed delete only means the request is sent again after a
+    /// restart (same idempotency key); it is returned for logging.
+    pub async fn done(&self, id: u64) -> Result<(), StorageError> {
+        let result = match self.storage.clone() {
+            Some(storage) => blocking(move || storage.delete(&key(id))).await,
+            None => Ok(()),
+        };
+        let mut st = self.state();
+        if let Some((_, units)) = st.inflight.remove(&id) {
+            st.used -= units;
+        }
+        drop(st);
+        self.freed.notify_waiters();
+        result
+    }
+
+    /// Refuses new requests from now on; `pop` returns `None` once empty.
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.arrived.notify_waiters();
+        self.freed.notify_waiters();
+    }
+
+    /// Requests pending and in flight.
+    pub fn left(&self) -> Left {
+        let st = self.state();
+        let pending = st.pending.iter().map(|e| e.request.items);
+        let inflight = st.inflight.values().map(|(items, _)| *items);
+        Left {
+            requests: (st.pending.len() + st.inflight.len()) as u64,
+            items: pending.chain(inflight).sum(),
+        }
+    }
+
+    /// Requests held (pending and in flight).
+    pub fn len(&self) -> usize {
+        let st = self.state();
+        st.pending.len() + st.inflight.len()
+    }
+
+    /// Takes every pending request out (after the workers stopped), so
+    /// their waiters learn the outcome.
+    pub fn drain_pending(&self) -> Vec<Entry<T>> {
+        self.state().pending.drain(..).collect()
+    }
+}
+
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, StorageError> + Send + 'static,
+) -> Result<R, StorageError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Io {
+            path: "sending queue".into(),
+            message: format!("storage task failed: {e}"),
+        })
+    })
+}
+
+fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// `MAGIC`, the token (length 0xFFFF_FFFF when none), the idempotency key,
+/// the item count, then the payload's protobuf encoding.
+fn encode<T: Batchable>(r: &Request<T>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + r.data.encoded_len());
+    out.extend_from_slice(MAGIC);
+    match &r.token {
+        Some(t) => put_field(&mut out, t.expose().as_bytes()),
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+    put_field(&mut out, r.idempotency_key.as_bytes());
+    out.extend_from_slice(&r.items.to_le_bytes());
+    r.data.encode(&mut out).ok();
+    out
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if b.len() < n {
+        return Err("the stored request is cut short".into());
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+fn take_len(b: &mut &[u8]) -> Result<u32, String> {
+    let raw = take(b, 4)?;
+    Ok(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
+}
+
+fn text(b: &[u8]) -> Result<String, String> {
+    String::from_utf8(b.to_vec()).map_err(|_| "a stored text is not UTF-8".to_string())
+}
+
+fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
+    if take(&mut b, 4)? != MAGIC {
+        return Err("not a request of this format version".into());
+    }
+    let token = match take_len(&mut b)? {
+        u32::MAX => None,
+        n => Some(BearerToken::new(text(take(&mut b, n as usize)?)?)),
+    };
+    let n = take_len(&mut b)? as usize;
+    let idempotency_key = text(take(&mut b, n)?)?;
+    let raw = take(&mut b, 8)?;
+    let mut items = [0u8; 8];
+    items.copy_from_slice(raw);
+    let data = T::decode(b).map_err(|e| format!("the stored payload does not decode: {e}"))?;
+    Ok(Request {
+        data,
+        token,
+        idempotency_key,
+        items: u64::from_le_bytes(items),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdata::Logs;
+    use crate::storage::MemoryStorage;
+
+    fn request(items: usize, token: Option<&str>, key: &str) -> Request<Logs> {
+        use crate::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        Request {
+            data: Logs {
+                resource_logs: vec![ResourceLogs {
+                    scope_logs: vec![ScopeLogs {
+                        log_records: vec![LogRecord::default(); items],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            },
+            token: token.map(BearerToken::new),
+            idempotency_key: key.into(),
+            items: items as u64,
+        }
+    }
+
+    #[test]
+    fn a_stored_request_round_trips_and_a_damaged_one_is_refused() {
+        let r = request(3, Some("tok-1234"), "k-1");
+        let bytes = encode(&r);
+        let back: Request<Logs> = decode(&bytes).unwrap();
+        assert_eq!(back.data, r.data);
+        assert_eq!(back.token.unwrap().expose(), "tok-1234");
+        assert_eq!((back.idempotency_key.as_str(), back.items), ("k-1", 3));
+        assert!(decode::<Logs>(&bytes[..10]).is_err());
+        assert!(decode::<Logs>(b"XXXX").is_err());
+        let none = decode::<Logs>(&encode(&request(1, None, "k"))).unwrap();
+        assert!(none.token.is_none());
+    }
+
+    #[tokio::test]
+    async fn capacity_refusal_and_recovery_after_a_restart() {
+        let storage = MemoryStorage::default();
+        let q = Queue::<Logs>::new(2, Some(Arc::new(storage.clone())));
+        q.push(vec![(request(1, None, "a"), 1, None)], false)
+            .await
+            .unwrap();
+        q.push(vec![(request(2, Some("t"), "b"), 1, None)], false)
+            .await
+            .unwrap();
+        assert!(matches!(
+            q.push(vec![(request(1, None, "c"), 1, None)], false).await,
+            Err(Refusal::Full)
+        ));
+        let first = q.pop().await.unwrap();
+        assert_eq!(first.request.idempotency_key, "a");
+        q.done(first.id).await.unwrap();
+        // "b" is popped (in flight) when the process dies: it stays stored.
+        let second = q.pop().await.unwrap();
+        assert_eq!(
+            q.left(),
+            Left {
+                requests: 1,
+                items: 2
+            }
+        );
+        drop(q);
+        assert_eq!(storage.len(), 1);
+        let q = Queue::<Logs>::new(2, Some(Arc::new(storage.clone())));
+        let (requests, items, bad) = q.recover(|_| 1).await.unwrap();
+        assert_eq!((requests, items, bad.len()), (1, 2, 0));
+        let again = q.pop().await.unwrap();
+        assert_eq!(again.request.idempotency_key, "b");
+        assert_eq!(again.id, second.id);
+        q.push(vec![(request(1, None, "d"), 1, None)], false)
+            .await
+            .unwrap();
+        let d = q.pop().await.unwrap();
+        assert!(d.id > again.id, "new ids continue after recovered ones");
+        q.close();
+        assert!(q.pop().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_request_is_reported_and_removed() {
+        let storage = MemoryStorage::default();
+        storage.set(&key(7), b"garbage".to_vec()).unwrap();
+        let q = Queue::<Logs>::new(10, Some(Arc::new(storage.clone())));
+        let (requests, _, bad) = q.recover(|_| 1).await.unwrap();
+        assert_eq!((requests, bad.len()), (0, 1));
+        assert!(storage.is_empty());
+    }
+
+    #[tokio::test]
+    async fn blocking_push_waits_for_room() {
+        let q = Arc::new(Queue::<Logs>::new(1, None));
+        q.push(vec![(request(1, None, "a"), 1, None)], true)
+            .await
+            .unwrap();
+        let q2 = q.clone();
+        let waiting =
+            tokio::spawn(
+                async move { q2.push(vec![(request(1, None, "b"), 1, None)], true).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        let a = q.pop().await.unwrap();
+        q.done(a.id).await.unwrap();
+        waiting.await.unwrap().unwrap();
+        assert_eq!(q.pop().await.unwrap().request.idempotency_key, "b");
+    }
+}
