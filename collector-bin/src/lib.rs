@@ -79,6 +79,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_extension_pprof::register(f);
     }
+    #[cfg(feature = "extension-file-storage")]
+    {
+        f = otelcol_extension_file_storage::register(f);
+    }
     f
 }
 

@@ -1,0 +1,206 @@
+//! One redb file as a [`StorageClient`].
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use otelcol_core::storage::{StorageClient, StorageError, StorageOp};
+use redb::{Database, DatabaseError, Durability, TableDefinition};
+
+/// The one table of a file: key → value.
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+
+/// How to open a file.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenOptionsFs {
+    /// Wait this long for another process's lock.
+    pub lock_timeout: Duration,
+    /// Remove the file first.
+    pub recreate: bool,
+    /// Refuse an unreadable file rather than moving it aside.
+    pub fail_on_corruption: bool,
+    /// Compact after opening.
+    pub compact: bool,
+}
+
+/// A client over one file. Closed clients answer [`StorageError::Closed`].
+pub(crate) struct FileClient {
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+}
+
+fn io(path: &Path, what: impl std::fmt::Display) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        message: what.to_string(),
+    }
+}
+
+/// Whether an open error means the file can never be read by this build.
+fn unreadable(e: &DatabaseError) -> Option<String> {
+    match e {
+        DatabaseError::UpgradeRequired(v) => Some(format!("file format version {v}")),
+        DatabaseError::Storage(redb::StorageError::Corrupted(m)) => Some(m.clone()),
+        DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::InvalidData
+                || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Creates the file with owner-only permissions (stored requests carry
+/// bearer tokens) when it does not exist yet.
+fn create_private(path: &Path) -> Result<(), StorageError> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).map(drop).map_err(|e| io(path, e))
+}
+
+fn open_db(path: &Path, options: &OpenOptionsFs) -> Result<Database, StorageError> {
+    let started = Instant::now();
+    loop {
+        create_private(path)?;
+        match Database::builder().create(path) {
+            Ok(db) => return Ok(db),
+            Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < options.lock_timeout => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StorageError::Locked {
+                    path: path.display().to_string(),
+                })
+            }
+            Err(e) => match unreadable(&e) {
+                Some(message) if options.fail_on_corruption => {
+                    return Err(StorageError::Corrupted {
+                        path: path.display().to_string(),
+                        message: format!("{message} (fail_on_corruption is set; move or remove the file to start empty)"),
+                    })
+                }
+                Some(message) => {
+                    let secs = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default();
+                    let aside = PathBuf::from(format!("{}.corrupt-{secs}", path.display()));
+                    std::fs::rename(path, &aside).map_err(|e| io(path, format!("cannot move the unreadable file aside: {e}")))?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        moved_to = %aside.display(),
+                        error = %message,
+                        "a storage file cannot be read; it was moved aside and an empty one is used (what it held is not sent)"
+                    );
+                }
+                None => return Err(io(path, e)),
+            },
+        }
+    }
+}
+
+impl FileClient {
+    /// Opens (or creates) `path`.
+    pub fn open(path: PathBuf, options: &OpenOptionsFs) -> Result<Self, StorageError> {
+        if options.recreate && path.exists() {
+            std::fs::remove_file(&path).map_err(|e| io(&path, format!("recreate: {e}")))?;
+        }
+        let mut db = open_db(&path, options)?;
+        if options.compact {
+            db.compact()
+                .map_err(|e| io(&path, format!("compaction: {e}")))?;
+        }
+        let client = Self {
+            path,
+            db: RwLock::new(Some(db)),
+        };
+        // Creates the table, so that reads find it.
+        client.batch(vec![])?;
+        Ok(client)
+    }
+
+    /// Closes the file; later calls answer [`StorageError::Closed`].
+    pub fn close(&self) {
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        db.take();
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StorageError {
+        io(&self.path, e)
+    }
+
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(StorageError::Closed),
+        }
+    }
+}
+
+impl StorageClient for FileClient {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+            let value = table.get(key).map_err(|e| self.err(e))?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn batch(&self, ops: Vec<StorageOp>) -> Result<(), StorageError> {
+        self.with_db(|db| {
+            let mut txn = db.begin_write().map_err(|e| self.err(e))?;
+            txn.set_durability(Durability::Immediate);
+            {
+                let mut table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+                for op in &ops {
+                    match op {
+                        StorageOp::Set(k, v) => {
+                            table
+                                .insert(k.as_str(), v.as_slice())
+                                .map_err(|e| self.err(e))?;
+                        }
+                        StorageOp::Delete(k) => {
+                            table.remove(k.as_str()).map_err(|e| self.err(e))?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(|e| self.err(e))
+        })
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+            let mut out = Vec::new();
+            for row in table.range(prefix..).map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                out.push((k.to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Shares one open file between every client handed out for it.
+pub(crate) type Shared = Arc<FileClient>;
