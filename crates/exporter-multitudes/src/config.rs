@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use otelcol_core::config::{duration, ConfigError};
+use otelcol_core::exporter::{QueueConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
-/// Body encoding.
+/// Body format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Encoding {
+pub enum BodyFormat {
     /// OTLP/JSON as the Go collector writes it (`application/json`).
     #[default]
     Json,
@@ -17,7 +18,7 @@ pub enum Encoding {
     Proto,
 }
 
-/// Body compression.
+/// Body compression (`Content-Encoding`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
@@ -28,86 +29,31 @@ pub enum Compression {
     Gzip,
 }
 
-/// `retry_on_failure`: exponential backoff with jitter.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Retry at all.
-    pub enabled: bool,
-    /// First wait.
-    #[serde(with = "duration")]
-    pub initial_interval: Duration,
-    /// Longest wait.
-    #[serde(with = "duration")]
-    pub max_interval: Duration,
-    /// Give up after this long (0: never).
-    #[serde(with = "duration")]
-    pub max_elapsed_time: Duration,
-    /// Growth of the wait per attempt.
-    pub multiplier: f64,
-    /// Jitter: the wait is drawn from `[w(1-r), w(1+r)]`.
-    pub randomization_factor: f64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            initial_interval: Duration::from_secs(5),
-            max_interval: Duration::from_secs(30),
-            max_elapsed_time: Duration::from_secs(300),
-            multiplier: 1.5,
-            randomization_factor: 0.5,
-        }
-    }
-}
-
-/// `sending_queue`: batches wait here for `num_consumers` senders.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueConfig {
-    /// Queue at all (otherwise the upstream waits for each send).
-    pub enabled: bool,
-    /// Batches held at most; a full queue refuses with a retryable error.
-    pub queue_size: usize,
-    /// Concurrent senders.
-    pub num_consumers: usize,
-    /// A storage extension for a persistent queue (not available: must be unset).
-    pub storage: Option<String>,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            queue_size: 1000,
-            num_consumers: 10,
-            storage: None,
-        }
-    }
-}
-
 /// The exporter's configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MultitudesExporterConfig {
-    /// Base URL, e.g. `https://integrations.multitudes.co/ai/otel`.
+    /// Base URL, e.g. `https://integrations.multitudes.co/ai/otel`; the
+    /// signal path is appended to its path, a query string is kept.
     pub endpoint: String,
     /// Token used when the caller sent none.
     pub fallback_token: String,
-    /// Per-attempt timeout.
+    /// Bound of one attempt.
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// Retries.
+    /// Retries (the core exporter helper's `retry_on_failure`).
     pub retry_on_failure: RetryConfig,
-    /// The in-memory queue.
+    /// The sending queue (the core exporter helper's `sending_queue`).
     pub sending_queue: QueueConfig,
     /// `json` or `proto`.
-    pub encoding: Encoding,
+    pub encoding: BodyFormat,
     /// `none` or `gzip`.
     pub compression: Compression,
     /// Extra static headers.
     pub headers: BTreeMap<String, String>,
+    /// Ours: requests whose protobuf encoding is larger are split before
+    /// they are queued (0: no limit). Default 4 MiB.
+    pub max_request_bytes: usize,
 }
 
 impl Default for MultitudesExporterConfig {
@@ -118,24 +64,43 @@ impl Default for MultitudesExporterConfig {
             timeout: Duration::from_secs(30),
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
-            encoding: Encoding::Json,
+            encoding: BodyFormat::Json,
             compression: Compression::None,
             headers: BTreeMap::new(),
+            max_request_bytes: 4 << 20,
         }
     }
 }
 
+/// Headers the exporter sets itself.
+const OWN_HEADERS: [&str; 4] = [
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "idempotency-key",
+];
+
 impl MultitudesExporterConfig {
-    /// The full URL for `signal_path` (`/v1/metrics`, `/v1/logs`): trailing
-    /// `/` trimmed, any signal path already there replaced.
-    pub fn url(&self, signal_path: &str) -> String {
-        let mut base = self.endpoint.trim().trim_end_matches('/');
+    /// The full URL for `signal_path` (`/v1/metrics`, `/v1/logs`): the
+    /// path's trailing `/` trimmed and any signal path already there
+    /// replaced; query kept, fragment dropped.
+    pub fn url(&self, signal_path: &str) -> Result<reqwest::Url, ConfigError> {
+        let e = self.endpoint.trim();
+        let mut url = reqwest::Url::parse(e).map_err(|err| {
+            ConfigError::invalid(
+                "endpoint",
+                format!("`{}` is not a URL: {err}", otelcol_core::net::redact_url(e)),
+            )
+        })?;
+        let mut path = url.path().trim_end_matches('/').to_string();
         for p in ["/v1/metrics", "/v1/logs", "/v1/traces"] {
-            if let Some(stripped) = base.strip_suffix(p) {
-                base = stripped;
+            if let Some(stripped) = path.strip_suffix(p) {
+                path = stripped.to_string();
             }
         }
-        format!("{base}{signal_path}")
+        url.set_path(&format!("{path}{signal_path}"));
+        url.set_fragment(None);
+        Ok(url)
     }
 
     /// Checks what serde cannot.
@@ -150,32 +115,74 @@ impl MultitudesExporterConfig {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
             return Err(ConfigError::invalid(
                 "endpoint",
-                format!("`{e}` must start with http:// or https://"),
+                format!(
+                    "`{}` must start with http:// or https://",
+                    otelcol_core::net::redact_url(e)
+                ),
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::invalid("timeout", "must be above 0"));
-        }
-        let q = &self.sending_queue;
-        if q.enabled && (q.queue_size == 0 || q.num_consumers == 0) {
+        self.url("/v1/metrics")?;
+        if let Some(k) = self
+            .headers
+            .keys()
+            .find(|k| OWN_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
+        {
             return Err(ConfigError::invalid(
-                "sending_queue",
-                "queue_size and num_consumers must be above 0",
+                format!("headers.{k}"),
+                "is set by the exporter itself (the token comes from the caller or fallback_token)",
             ));
         }
-        if q.storage.is_some() {
-            return Err(ConfigError::invalid(
-                "sending_queue.storage",
-                "persistent queues are not available in this build; remove the key to use the in-memory queue",
-            ));
+        self.sending_queue.validate()?;
+        self.retry_on_failure.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(endpoint: &str) -> MultitudesExporterConfig {
+        MultitudesExporterConfig {
+            endpoint: endpoint.into(),
+            ..Default::default()
         }
-        let r = &self.retry_on_failure;
-        if r.multiplier < 1.0 || !(0.0..=1.0).contains(&r.randomization_factor) {
-            return Err(ConfigError::invalid(
-                "retry_on_failure",
-                "multiplier must be >= 1 and randomization_factor within [0, 1]",
-            ));
-        }
-        Ok(())
+    }
+
+    /// Issue 14: `…/ingest?api_key=X` became `…/ingest?api_key=X/v1/metrics`.
+    #[test]
+    fn the_signal_path_goes_on_the_path_and_the_query_is_kept() {
+        let url = |e: &str, p: &str| with(e).url(p).unwrap().to_string();
+        assert_eq!(
+            url("https://h.example/ingest?api_key=X", "/v1/metrics"),
+            "https://h.example/ingest/v1/metrics?api_key=X"
+        );
+        assert_eq!(
+            url("https://h.example/ai/otel/", "/v1/logs"),
+            "https://h.example/ai/otel/v1/logs"
+        );
+        assert_eq!(
+            url("https://h.example/ai/otel/v1/metrics/", "/v1/logs"),
+            "https://h.example/ai/otel/v1/logs"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9", "/v1/metrics"),
+            "http://127.0.0.1:9/v1/metrics"
+        );
+    }
+
+    #[test]
+    fn own_headers_cannot_be_overridden_and_bad_urls_are_named_without_secrets() {
+        let mut c = with("https://h.example");
+        c.headers.insert("Authorization".into(), "Bearer x".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("headers.Authorization"));
+        let e = with("https://u:pw@[bad/x?api_key=K")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("pw") && !e.contains("=K"), "{e}");
     }
 }

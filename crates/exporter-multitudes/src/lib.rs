@@ -2,40 +2,35 @@
 //! endpoint as the Go exporter sent them: `POST {endpoint}/v1/metrics` and
 //! `/v1/logs`, OTLP/JSON (or protobuf), `Authorization: Bearer <token>` with
 //! the caller's own token when the receiver captured one, else
-//! `fallback_token`. One request per batch, and a batch never mixes tokens
-//! (the aggregation processor emits one batch per token). Tokens appear in
-//! logs only as their first four characters and `***`.
+//! `fallback_token`, and `Idempotency-Key: <request id>`, repeated by every
+//! retry and by every resend after a restart. Tokens appear in logs only as
+//! their first four characters and `***`; URLs without passwords or query
+//! values.
 //!
-//! Retries follow `retry_on_failure` (exponential backoff with jitter,
-//! `Retry-After` honoured) on connection errors, timeouts and 408, 429, 500,
-//! 502, 503, 504; other statuses are permanent, logged with up to 1 KiB of
-//! the answer. With `sending_queue` (the default) batches wait in memory for
-//! `num_consumers` senders; a full queue refuses with a retryable error.
+//! This crate is the [`Push`](otelcol_core::exporter::Push): the body, the
+//! headers and which answers retry (connection errors, timeouts and 408,
+//! 429, 500, 502, 503, 504, with `Retry-After` honoured). Queue, retries,
+//! timeout, size split and the `otelcol_exporter_*` counters come from
+//! [`otelcol_core::exporter::QueuedExporter`].
 
 pub mod config;
-mod send;
+mod push;
 
-use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, Host, Lifecycle,
+    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, NoEffectKey,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
-use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
+use otelcol_core::exporter::{ExporterSettings, QueuedExporter};
 use otelcol_core::pdata::{Logs, Metrics};
 use otelcol_core::{Signal, Stability};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 pub use config::MultitudesExporterConfig;
-pub use send::Wire;
-use send::{Counters, Sender};
+pub use push::{MultitudesPush, Wire};
 
-/// How long shutdown lets the queue drain before dropping what is left.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A `multitudes` exporter for one signal.
+pub type MultitudesExporter<T> = QueuedExporter<T, MultitudesPush>;
 
 /// The factory for type `multitudes`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,35 +49,36 @@ impl Factory for MultitudesExporterFactory {
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         decode::<MultitudesExporterConfig>(config)?.validate()
     }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        otelcol_core::exporter::QueueBatchConfig::no_effect_keys()
+    }
 }
 
 fn build<T: Wire>(
     settings: CreateSettings,
     raw: &RawConfig,
+    signal: Signal,
 ) -> Result<Arc<MultitudesExporter<T>>, ComponentError> {
     let config: MultitudesExporterConfig = decode(raw)?;
     config.validate()?;
     let id = settings.id.to_string();
-    let counters = Counters::new(&settings.metrics, &id, T::ITEMS);
-    let url = config.url(T::PATH);
-    let queue = config.sending_queue.clone();
-    let sender = Sender::new(id, config, url, counters).map_err(ComponentError::Failed)?;
-    if !sender.has_fallback() {
+    let url = config.url(T::PATH)?;
+    let helper = ExporterSettings::new(
+        config.sending_queue.clone(),
+        config.retry_on_failure.clone(),
+        config.timeout,
+    );
+    let push = MultitudesPush::new(id.clone(), config, url, &settings.metrics)
+        .map_err(ComponentError::Failed)?;
+    if !push.has_fallback() {
         tracing::warn!(
-            exporter = %sender.id,
+            exporter = %id,
             "no fallback_token is set: batches from callers without their own bearer token will be dropped"
         );
     }
-    Ok(Arc::new(MultitudesExporter {
-        sender: Arc::new(sender),
-        queue: queue.enabled.then(|| Queue {
-            capacity: queue.queue_size,
-            consumers: queue.num_consumers,
-            tx: Mutex::new(None),
-            workers: Mutex::new(vec![]),
-        }),
-        _signal: PhantomData,
-    }))
+    Ok(Arc::new(QueuedExporter::new(
+        &settings, signal, helper, push,
+    )?))
 }
 
 impl ExporterFactory for MultitudesExporterFactory {
@@ -91,130 +87,14 @@ impl ExporterFactory for MultitudesExporterFactory {
         s: CreateSettings,
         c: &RawConfig,
     ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
-        Ok(build::<Metrics>(s, c)?)
+        Ok(build::<Metrics>(s, c, Signal::Metrics)?)
     }
     fn create_logs(
         &self,
         s: CreateSettings,
         c: &RawConfig,
     ) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
-        Ok(build::<Logs>(s, c)?)
-    }
-}
-
-struct Queue<T> {
-    capacity: usize,
-    consumers: usize,
-    tx: Mutex<Option<mpsc::Sender<Batch<T>>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// A `multitudes` exporter for one signal.
-pub struct MultitudesExporter<T> {
-    sender: Arc<Sender>,
-    queue: Option<Queue<T>>,
-    _signal: PhantomData<fn(T)>,
-}
-
-#[async_trait]
-impl<T: Wire> Consumer<T> for MultitudesExporter<T> {
-    async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
-        let Some(queue) = &self.queue else {
-            return self.sender.send(&batch).await;
-        };
-        let items = batch.data.item_count() as u64;
-        let tx = queue
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let refused = |why: &str| {
-            self.sender.counters.enqueue_failed.add(items);
-            tracing::warn!(exporter = %self.sender.id, items, "{why}");
-            ConsumerError::retryable(format!("exporter {}: {why}", self.sender.id))
-        };
-        let Some(tx) = tx else {
-            return Err(refused("the exporter is not running"));
-        };
-        match tx.try_send(batch) {
-            Ok(()) => {
-                self.sender.counters.queue_size.add(1);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(refused("the sending queue is full")),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(refused("the exporter is shutting down"))
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl<T: Wire> Lifecycle for MultitudesExporter<T> {
-    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
-        let Some(queue) = &self.queue else {
-            return Ok(());
-        };
-        let (tx, rx) = mpsc::channel::<Batch<T>>(queue.capacity);
-        self.sender
-            .counters
-            .queue_capacity
-            .set(queue.capacity as i64);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let mut workers = queue.workers.lock().unwrap_or_else(PoisonError::into_inner);
-        for _ in 0..queue.consumers {
-            let (rx, sender) = (rx.clone(), self.sender.clone());
-            workers.push(tokio::spawn(async move {
-                loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some(batch) = next else { break };
-                    sender.counters.queue_size.add(-1);
-                    // Permanent failures are counted and logged by the
-                    // sender; a retryable one it gave up on ends here.
-                    if let Err(e) = sender.send(&batch).await {
-                        if e.is_retryable() {
-                            let items = batch.data.item_count() as u64;
-                            sender.counters.send_failed.add(items);
-                            tracing::error!(items, error = %e, "giving up on a queued batch; it is dropped");
-                        }
-                    }
-                }
-            }));
-        }
-        *queue.tx.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
-        Ok(())
-    }
-
-    async fn shutdown(&self) -> Result<(), ComponentError> {
-        let Some(queue) = &self.queue else {
-            return Ok(());
-        };
-        queue
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let workers: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *queue.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, futures_join(workers)).await;
-        if drained.is_err() {
-            aborts.iter().for_each(|a| a.abort());
-            let left = self.sender.counters.queue_size.get();
-            tracing::error!(
-                exporter = %self.sender.id,
-                batches = left,
-                "the sending queue did not drain within {}s of shutdown; the batches still in it are dropped",
-                DRAIN_TIMEOUT.as_secs()
-            );
-        }
-        Ok(())
-    }
-}
-
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
+        Ok(build::<Logs>(s, c, Signal::Logs)?)
     }
 }
 

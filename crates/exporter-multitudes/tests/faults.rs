@@ -28,6 +28,7 @@ struct Seen {
     auth: String,
     content_type: String,
     content_encoding: String,
+    idempotency_key: String,
     body: Bytes,
 }
 
@@ -52,11 +53,12 @@ async fn endpoint(script: Arc<Script>) -> (u16, server::ServerHandle) {
                     .map(|v| v.to_str().unwrap().to_string())
                     .unwrap_or_default()
             };
-            let (path, auth, ct, ce) = (
+            let (path, auth, ct, ce, key) = (
                 req.uri().path().to_string(),
                 h("authorization"),
                 h("content-type"),
                 h("content-encoding"),
+                h("idempotency-key"),
             );
             let body = req.into_body().collect().await.unwrap().to_bytes();
             script.seen.lock().unwrap().push(Seen {
@@ -65,6 +67,7 @@ async fn endpoint(script: Arc<Script>) -> (u16, server::ServerHandle) {
                 auth,
                 content_type: ct,
                 content_encoding: ce,
+                idempotency_key: key,
                 body,
             });
             let delay = *script.delay.lock().unwrap();
@@ -274,6 +277,11 @@ async fn retryable_then_success_is_delivered_once_after_backoff() {
         .unwrap();
     let seen = script.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].idempotency_key.len(), 36, "a UUID");
+    assert_eq!(
+        seen[1].idempotency_key, seen[0].idempotency_key,
+        "a retry repeats the key"
+    );
     let gap = seen[1].at - seen[0].at;
     assert!(
         gap >= Duration::from_millis(50),
@@ -392,7 +400,12 @@ async fn endpoint_down_for_the_whole_retry_window_hands_the_refusal_back() {
         .local_addr()
         .unwrap()
         .port();
-    let (exp, settings) = exporter(closed, "retry_on_failure: {initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 400ms}\n");
+    let yaml = format!("endpoint: http://ana:pw-secret-1@127.0.0.1:{closed}/ingest?api_key=KEY-SECRET-2\nfallback_token: fallback-secret-0000\nsending_queue: {{enabled: false}}\nretry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 400ms}}\n");
+    let raw: otelcol_core::config::RawConfig = serde_yaml::from_str(&yaml).unwrap();
+    let settings = CreateSettings::standalone(ComponentId::new("multitudes"), Kind::Exporter);
+    let exp = MultitudesExporterFactory
+        .create_metrics(settings.clone(), &raw)
+        .unwrap();
     let started = Instant::now();
     let err = exp
         .consume(batch(metrics("ana@example.com", 1.0), Some("tok-a")))
@@ -407,11 +420,24 @@ async fn endpoint_down_for_the_whole_retry_window_hands_the_refusal_back() {
         ),
         "otelcol_exporter_send_failed_metric_points_total{exporter=\"multitudes\"} 0"
     );
+    let all = text(&logs);
     assert!(
-        text(&logs).contains("giving up retrying a batch; handing the refusal back"),
-        "{}",
-        text(&logs)
+        all.contains("giving up retrying a batch; handing the refusal back"),
+        "{all}"
     );
+    // Issue 14: the give-up line printed the password and the api_key.
+    assert!(
+        all.contains("http://ana:***@127.0.0.1:"),
+        "the destination is named, redacted: {all}"
+    );
+    assert!(all.contains("/ingest/v1/metrics?api_key=***"), "{all}");
+    for secret in ["pw-secret-1", "KEY-SECRET-2", "fallback-secret-0000"] {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+        assert!(
+            !format!("{err}").contains(secret),
+            "{secret} in the error: {err}"
+        );
+    }
 }
 
 /// With a queue the batch ends in the exporter: dropped, counted, logged.
@@ -447,7 +473,9 @@ async fn endpoint_down_for_the_whole_retry_window_drops_a_queued_batch_counted_a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        text(&logs).contains("giving up on a queued batch; it is dropped"),
+        text(&logs).contains(
+            "giving up on a request after retry_on_failure.max_elapsed_time; it is dropped"
+        ),
         "{}",
         text(&logs)
     );

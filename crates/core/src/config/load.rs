@@ -141,7 +141,8 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// A copy of `value` with secrets (`*token`, `*password`, `*secret`,
-/// `authorization`, …) replaced by `[REDACTED]`.
+/// `authorization`, …) replaced by `[REDACTED]`, and the passwords and
+/// query values of URLs by `***`.
 pub fn redacted(value: &Value) -> Value {
     match value {
         Value::Dict(tag, d) => Value::Dict(
@@ -158,6 +159,10 @@ pub fn redacted(value: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(tag, items) => Value::Array(*tag, items.iter().map(redacted).collect()),
+        // A URL may carry a password or an `api_key=` query value.
+        Value::String(tag, s) if s.contains("://") => {
+            Value::String(*tag, crate::net::redact_url(s))
+        }
         other => other.clone(),
     }
 }

@@ -87,6 +87,18 @@ pub struct QueueBatchConfig {
     pub sizer: Option<Sizer>,
 }
 
+impl QueueBatchConfig {
+    /// The keys accepted without effect, for an exporter factory's
+    /// `no_effect_keys`.
+    pub fn no_effect_keys() -> Vec<crate::component::NoEffectKey> {
+        const WHY: &str = "requests are not merged in the sending queue (merging after the fact would change which data a resend's idempotency key covers); the batch processor merges before the exporter";
+        vec![
+            crate::component::NoEffectKey::new("sending_queue.batch.flush_timeout", WHY),
+            crate::component::NoEffectKey::new("sending_queue.batch.min_size", WHY),
+        ]
+    }
+}
+
 impl Default for QueueBatchConfig {
     fn default() -> Self {
         Self {

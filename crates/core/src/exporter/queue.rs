@@ -1,8 +1,8 @@
 //! The sending queue: in memory, or on a storage client (persistent).
 //!
-//! A request counts against the capacity from the moment it is accepted
-//! until it is done (sent, or failed for good), so memory stays bounded
-//! by `queue_size` whatever the destination does. With storage, a request
+//! A request counts against the capacity while it waits, as in Go's
+//! queues; the senders hold at most `num_consumers` more, so memory stays
+//! bounded whatever the destination does. With storage, a request
 //! is written durably before `push` returns and deleted only when done; on
 //! start every stored request is queued again (at-least-once: one that was
 //! being sent when the process died is sent again, with the same
@@ -39,10 +39,11 @@ pub(crate) struct Entry<T> {
 #[derive(Default)]
 struct State<T> {
     pending: VecDeque<Entry<T>>,
-    /// Units held: pending and in flight.
+    /// Units waiting (requests in flight hold no room: there are at most
+    /// `num_consumers` of them).
     used: u64,
-    /// In flight: id → (items, units).
-    inflight: BTreeMap<u64, (u64, u64)>,
+    /// In flight: id → items.
+    inflight: BTreeMap<u64, u64>,
     closed: bool,
     next_id: u64,
 }
@@ -211,7 +212,10 @@ impl<T: Batchable> Queue<T> {
             {
                 let mut st = self.state();
                 if let Some(e) = st.pending.pop_front() {
-                    st.inflight.insert(e.id, (e.request.items, e.units));
+                    st.inflight.insert(e.id, e.request.items);
+                    st.used -= e.units;
+                    drop(st);
+                    self.freed.notify_waiters();
                     return Some(e);
                 }
                 if st.closed {
@@ -222,7 +226,7 @@ impl<T: Batchable> Queue<T> {
         }
     }
 
-    /// Marks request `id` done: deleted from storage, its room freed.
+    /// Marks request `id` done: deleted from storage.
     /// A failed delete only means the request is sent again after a
     /// restart (same idempotency key); it is returned for logging.
     pub async fn done(&self, id: u64) -> Result<(), StorageError> {
@@ -230,12 +234,7 @@ impl<T: Batchable> Queue<T> {
             Some(storage) => blocking(move || storage.delete(&key(id))).await,
             None => Ok(()),
         };
-        let mut st = self.state();
-        if let Some((_, units)) = st.inflight.remove(&id) {
-            st.used -= units;
-        }
-        drop(st);
-        self.freed.notify_waiters();
+        self.state().inflight.remove(&id);
         result
     }
 
@@ -250,7 +249,7 @@ impl<T: Batchable> Queue<T> {
     pub fn left(&self) -> Left {
         let st = self.state();
         let pending = st.pending.iter().map(|e| e.request.items);
-        let inflight = st.inflight.values().map(|(items, _)| *items);
+        let inflight = st.inflight.values().copied();
         Left {
             requests: (st.pending.len() + st.inflight.len()) as u64,
             items: pending.chain(inflight).sum(),

@@ -225,6 +225,12 @@ async fn a_full_queue_refuses_retryably_with_a_retry_hint() {
         .await
         .unwrap();
     exp.consume(Batch::new(points(4, 1))).await.unwrap();
+    until("taken by the sender", || {
+        !script.attempts.lock().unwrap().is_empty()
+    })
+    .await;
+    // In flight holds no room: 4 more wait, 2 beyond them do not fit.
+    exp.consume(Batch::new(points(4, 1))).await.unwrap();
     let err = exp.consume(Batch::new(points(2, 1))).await.unwrap_err();
     assert!(
         matches!(
@@ -245,8 +251,8 @@ async fn a_full_queue_refuses_retryably_with_a_retry_hint() {
     exp.shutdown().await.unwrap();
     assert_eq!(
         value(&s, "otelcol_exporter_send_failed_metric_points_total"),
-        "5",
-        "a memory queue that cannot drain counts what it loses"
+        "9",
+        "a memory queue that cannot drain counts what it loses, in flight included"
     );
 }
 

@@ -1,16 +1,19 @@
-//! One batch to the endpoint: encoding, the bearer token, retries.
+//! One attempt at one request to the endpoint: body, headers, and what
+//! the answer means. Queue, retries and counters are the core helper's.
 
 use std::io::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use otelcol_core::consumer::{Batch, BearerToken, ConsumerError, PermanentKind};
-use otelcol_core::pdata::{json, Logs, Metrics, Payload};
-use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
+use otelcol_core::consumer::{BearerToken, ConsumerError, PermanentKind};
+use otelcol_core::exporter::{Push, Request};
+use otelcol_core::pdata::{json, Batchable, Logs, Metrics};
+use otelcol_core::telemetry::{Counter, MetricsRegistry};
 use prost::Message;
 
-use crate::config::{Compression, Encoding, MultitudesExporterConfig};
+use crate::config::{BodyFormat, Compression, MultitudesExporterConfig};
 
 /// How often the "no token" warning may repeat.
 const NO_TOKEN_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -20,7 +23,7 @@ const BODY_SNIPPET: usize = 1024;
 const SUCCESS_BODY_MAX: usize = 4 << 20;
 
 /// What differs between the signals this exporter sends.
-pub trait Wire: Payload + Message + Default {
+pub trait Wire: Batchable {
     /// `/v1/metrics` or `/v1/logs`.
     const PATH: &'static str;
     /// Suffix of the Go counter names.
@@ -129,87 +132,17 @@ impl Wire for Logs {
     }
 }
 
-/// The exporter's self-metrics, with the Go collector's names.
-pub(crate) struct Counters {
-    pub sent: Counter,
-    pub send_failed: Counter,
-    pub enqueue_failed: Counter,
-    pub partial_rejected: Counter,
-    pub queue_size: Gauge,
-    pub queue_capacity: Gauge,
-}
-
-impl Counters {
-    pub fn new(m: &MetricsRegistry, id: &str, items: &'static str) -> Self {
-        let l = [("exporter", id)];
-        let (sent, failed, enqueue): (&'static str, &'static str, &'static str) = match items {
-            "metric_points" => (
-                "otelcol_exporter_sent_metric_points",
-                "otelcol_exporter_send_failed_metric_points",
-                "otelcol_exporter_enqueue_failed_metric_points",
-            ),
-            _ => (
-                "otelcol_exporter_sent_log_records",
-                "otelcol_exporter_send_failed_log_records",
-                "otelcol_exporter_enqueue_failed_log_records",
-            ),
-        };
-        let data_type = if items == "metric_points" {
-            "metrics"
-        } else {
-            "logs"
-        };
-        let q = [("exporter", id), ("data_type", data_type)];
-        Self {
-            sent: m.counter(sent, "Items successfully sent to the destination.", &l),
-            send_failed: m.counter(
-                failed,
-                "Items that failed to be sent to the destination (logged).",
-                &l,
-            ),
-            enqueue_failed: m.counter(
-                enqueue,
-                "Items that could not be added to the sending queue.",
-                &l,
-            ),
-            partial_rejected: m.counter(
-                "otelcol_exporter_partial_rejected_items",
-                "Items the destination rejected in a partial-success answer.",
-                &l,
-            ),
-            queue_size: m.gauge(
-                "otelcol_exporter_queue_size",
-                "Batches in the sending queue.",
-                &q,
-            ),
-            queue_capacity: m.gauge(
-                "otelcol_exporter_queue_capacity",
-                "Capacity of the sending queue, in batches.",
-                &q,
-            ),
-        }
-    }
-}
-
-/// Sends batches of one signal.
-pub(crate) struct Sender {
-    pub id: String,
+/// Sends requests of one signal to the endpoint.
+pub struct MultitudesPush {
+    id: String,
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
+    /// `url` without secrets, for logs.
+    shown_url: String,
     config: MultitudesExporterConfig,
     fallback: Option<BearerToken>,
-    pub counters: Counters,
+    partial_rejected: Counter,
     last_no_token_warning: Mutex<Option<Instant>>,
-    seed: Mutex<u64>,
-}
-
-enum Attempt {
-    Done,
-    Retry {
-        why: String,
-        after: Option<Duration>,
-    },
-    Fail(ConsumerError),
 }
 
 fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -237,37 +170,38 @@ fn permanent_kind(s: u16) -> PermanentKind {
     }
 }
 
-impl Sender {
+impl MultitudesPush {
+    /// A sender to `url` (the signal's full URL) for exporter `id`.
     pub fn new(
         id: String,
         config: MultitudesExporterConfig,
-        url: String,
-        counters: Counters,
+        url: reqwest::Url,
+        metrics: &MetricsRegistry,
     ) -> Result<Self, String> {
         // rustls is built with the ring provider only; make it the process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No client timeout: the helper bounds each attempt by `timeout`.
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let fallback = Some(config.fallback_token.trim())
             .filter(|t| !t.is_empty())
             .map(BearerToken::new);
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
+        let partial_rejected = metrics.counter(
+            "otelcol_exporter_partial_rejected_items",
+            "Items the destination rejected in a partial-success answer.",
+            &[("exporter", id.as_str())],
+        );
         Ok(Self {
+            shown_url: otelcol_core::net::redact_url(url.as_str()),
             id,
             client,
             url,
             config,
             fallback,
-            counters,
+            partial_rejected,
             last_no_token_warning: Mutex::new(None),
-            seed: Mutex::new(seed),
         })
     }
 
@@ -276,26 +210,14 @@ impl Sender {
         self.fallback.is_some()
     }
 
-    fn jitter(&self) -> f64 {
-        let mut s = self.seed.lock().unwrap_or_else(PoisonError::into_inner);
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        (*s >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let r = &self.config.retry_on_failure;
-        let base = r.initial_interval.as_secs_f64() * r.multiplier.powi(attempt as i32);
-        let base = base.min(r.max_interval.as_secs_f64());
-        let spread = base * r.randomization_factor;
-        Duration::from_secs_f64((base - spread + 2.0 * spread * self.jitter()).max(0.0))
+    fn token<'a, T>(&'a self, request: &'a Request<T>) -> Option<&'a BearerToken> {
+        request.token.as_ref().or(self.fallback.as_ref())
     }
 
     fn body<T: Wire>(&self, data: &T) -> Result<Bytes, ConsumerError> {
         let raw = match self.config.encoding {
-            Encoding::Json => data.to_json().into_bytes(),
-            Encoding::Proto => data.encode_to_vec(),
+            BodyFormat::Json => data.to_json().into_bytes(),
+            BodyFormat::Proto => data.encode_to_vec(),
         };
         match self.config.compression {
             Compression::None => Ok(raw.into()),
@@ -307,77 +229,6 @@ impl Sender {
                     .map_err(|e| ConsumerError::permanent(format!("gzip failed: {e}")))
             }
         }
-    }
-
-    async fn attempt<T: Wire>(&self, body: Bytes, token: &BearerToken, items: u64) -> Attempt {
-        let content_type = match self.config.encoding {
-            Encoding::Json => "application/json",
-            Encoding::Proto => "application/x-protobuf",
-        };
-        let mut req = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {}", token.expose()),
-            );
-        if self.config.compression == Compression::Gzip {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
-        for (k, v) in &self.config.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = match req.body(body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else {
-                    "connection failed"
-                };
-                return Attempt::Retry {
-                    why: format!("{kind}: {}", without_url(&e)),
-                    after: None,
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        if (200..300).contains(&status) {
-            let proto = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/x-protobuf"));
-            let body = read_body(resp, SUCCESS_BODY_MAX).await;
-            self.note_partial_success::<T>(&body, proto, items);
-            return Attempt::Done;
-        }
-        let snippet = read_body(resp, BODY_SNIPPET).await;
-        if retryable_status(status) {
-            return Attempt::Retry {
-                why: format!("HTTP {status}: {}", String::from_utf8_lossy(&snippet)),
-                after: retry_after,
-            };
-        }
-        tracing::error!(
-            exporter = %self.id,
-            url = %self.url,
-            status,
-            token = %token,
-            items,
-            body = %String::from_utf8_lossy(&snippet),
-            "the endpoint refused the batch; not retrying"
-        );
-        Attempt::Fail(ConsumerError::Permanent {
-            message: format!("{} answered HTTP {status}", self.url),
-            kind: permanent_kind(status),
-        })
     }
 
     /// Counts and logs a partial-success answer, JSON or protobuf (as the
@@ -393,7 +244,7 @@ impl Sender {
             return;
         };
         if rejected > 0 || !message.is_empty() {
-            self.counters.partial_rejected.add(rejected);
+            self.partial_rejected.add(rejected);
             tracing::warn!(exporter = %self.id, rejected, items, message, "the endpoint accepted the batch in part");
         }
     }
@@ -413,70 +264,104 @@ impl Sender {
             );
         }
     }
+}
 
-    /// Sends one batch, retrying as configured. Every failure is counted and logged.
-    pub async fn send<T: Wire>(&self, batch: &Batch<T>) -> Result<(), ConsumerError> {
-        let items = batch.data.item_count() as u64;
-        if items == 0 {
+#[async_trait]
+impl<T: Wire> Push<T> for MultitudesPush {
+    fn check(&self, request: &Request<T>) -> Result<(), ConsumerError> {
+        if self.token(request).is_some() {
             return Ok(());
         }
-        let Some(token) = batch
-            .context
-            .bearer_token()
-            .or(self.fallback.as_ref())
-            .cloned()
-        else {
-            self.counters.send_failed.add(items);
-            self.warn_no_token(items);
-            return Err(ConsumerError::Permanent {
-                message: "no bearer token for this batch and no fallback_token configured".into(),
-                kind: PermanentKind::Unauthenticated,
-            });
+        self.warn_no_token(request.items);
+        Err(ConsumerError::Permanent {
+            message: "no bearer token for this batch and no fallback_token configured".into(),
+            kind: PermanentKind::Unauthenticated,
+        })
+    }
+
+    fn destination(&self) -> String {
+        self.shown_url.clone()
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.config.max_request_bytes
+    }
+
+    async fn push(&self, request: &Request<T>) -> Result<(), ConsumerError> {
+        let Some(token) = self.token(request) else {
+            return <Self as Push<T>>::check(self, request);
         };
-        let body = self.body(&batch.data)?;
-        let started = Instant::now();
-        let retry = &self.config.retry_on_failure;
-        let mut attempt = 0u32;
-        loop {
-            let (why, after) = match self.attempt::<T>(body.clone(), &token, items).await {
-                Attempt::Done => {
-                    self.counters.sent.add(items);
-                    return Ok(());
-                }
-                Attempt::Fail(e) => {
-                    self.counters.send_failed.add(items);
-                    return Err(e);
-                }
-                Attempt::Retry { why, after } => (why, after),
-            };
-            let wait = after.unwrap_or_else(|| self.backoff(attempt));
-            attempt += 1;
-            let out_of_time = !retry.max_elapsed_time.is_zero()
-                && started.elapsed() + wait > retry.max_elapsed_time;
-            if !retry.enabled || out_of_time {
-                // Not counted as failed here: the refusal is retryable, so
-                // the caller still holds the batch (a queue worker counts
-                // the drop, see `lib.rs`).
-                tracing::warn!(
-                    exporter = %self.id,
-                    url = %self.url,
-                    token = %token,
-                    items,
-                    attempts = attempt,
-                    error = %why,
-                    "giving up retrying a batch; handing the refusal back"
-                );
-                return Err(ConsumerError::Retryable {
-                    message: format!(
-                        "sending to {} failed after {attempt} attempts: {why}",
-                        self.url
-                    ),
-                    retry_after: None,
-                });
-            }
-            tracing::warn!(exporter = %self.id, token = %token, items, error = %why, wait_ms = wait.as_millis() as u64, "send failed; retrying");
-            tokio::time::sleep(wait).await;
+        let body = self.body(&request.data)?;
+        let content_type = match self.config.encoding {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Proto => "application/x-protobuf",
+        };
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose()),
+            )
+            .header("idempotency-key", request.idempotency_key.as_str());
+        if self.config.compression == Compression::Gzip {
+            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
+        for (k, v) in &self.config.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                };
+                return Err(ConsumerError::retryable(format!(
+                    "{kind}: {}",
+                    without_url(&e)
+                )));
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        if (200..300).contains(&status) {
+            let proto = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-protobuf"));
+            let body = read_body(resp, SUCCESS_BODY_MAX).await;
+            self.note_partial_success::<T>(&body, proto, request.items);
+            return Ok(());
+        }
+        let snippet = read_body(resp, BODY_SNIPPET).await;
+        if retryable_status(status) {
+            return Err(ConsumerError::Retryable {
+                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&snippet)),
+                retry_after,
+            });
+        }
+        tracing::error!(
+            exporter = %self.id,
+            url = %self.shown_url,
+            status,
+            token = %token,
+            items = request.items,
+            idempotency_key = %request.idempotency_key,
+            body = %String::from_utf8_lossy(&snippet),
+            "the endpoint refused the batch; not retrying"
+        );
+        Err(ConsumerError::Permanent {
+            message: format!("{} answered HTTP {status}", self.shown_url),
+            kind: permanent_kind(status),
+        })
     }
 }
 
