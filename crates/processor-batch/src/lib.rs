@@ -3,6 +3,14 @@
 //! and split so none exceeds `send_batch_max_size`. Batches are kept apart
 //! by the caller's bearer token and by the `metadata_keys` values, so a
 //! split never mixes two clients. Everything waiting is sent at shutdown.
+//!
+//! A retryable refusal from the next component (a full sending queue) is
+//! not a drop: the unsent items stay here and are offered again after
+//! `timeout`; while a client's items wait after a refusal and reach
+//! `send_batch_size`, new requests of that client are refused retryably
+//! (the receiver answers 503 with `Retry-After`), so what is held stays
+//! bounded. Only a permanent refusal, or items still refused at shutdown,
+//! are dropped: counted and logged.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -77,6 +85,8 @@ struct Pending<T> {
     items: usize,
     context: RequestContext,
     first: Instant,
+    /// The next component refused these items retryably (last error).
+    refused: Option<ConsumerError>,
 }
 
 struct Shared<T> {
@@ -106,26 +116,73 @@ impl<T: Batchable> Shared<T> {
         (token, meta)
     }
 
-    /// Splits `data` into sends of at most `send_batch_max_size` items.
-    async fn send(&self, mut data: T, items: usize, context: RequestContext) {
+    /// Sends `p` split into sends of at most `send_batch_max_size` items.
+    /// What the next component refuses retryably is handed back, with the
+    /// rest of `p`, for a later try; a permanent refusal is dropped here
+    /// (counted and logged).
+    async fn send(&self, p: Pending<T>) -> Option<Pending<T>> {
+        let Pending {
+            mut data,
+            items,
+            context,
+            first,
+            ..
+        } = p;
         let max = self.config.send_batch_max_size;
         let mut left = items;
         while left > 0 {
-            let chunk = if max > 0 && left > max {
-                data.take_front(max)
+            let n = if max > 0 { left.min(max) } else { left };
+            let chunk = if n < left {
+                data.take_front(n)
             } else {
                 std::mem::take(&mut data)
             };
-            let n = if max > 0 { left.min(max) } else { left };
-            left -= n;
             let batch = Batch {
                 data: chunk,
                 context: context.clone(),
             };
-            if let Err(e) = self.next.consume(batch).await {
-                self.send_failed.add(n as u64);
-                tracing::error!(processor = %self.id, items = n, error = %e, "the next component refused a batch; it is dropped");
+            let kept = batch.data.clone();
+            match self.next.consume(batch).await {
+                Ok(()) => left -= n,
+                Err(e) if e.is_retryable() => {
+                    let mut back = kept;
+                    back.append(data);
+                    return Some(Pending {
+                        data: back,
+                        items: left,
+                        context,
+                        first,
+                        refused: Some(e),
+                    });
+                }
+                Err(e) => {
+                    left -= n;
+                    self.send_failed.add(n as u64);
+                    tracing::error!(processor = %self.id, items = n, error = %e, "the next component refused a batch for good; it is dropped");
+                }
             }
+        }
+        None
+    }
+
+    /// Puts refused items back in front of what arrived since, due again
+    /// after `timeout`.
+    fn hold(&self, p: Pending<T>) {
+        let key = self.key(&p.context);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = p;
+        p.first = Instant::now();
+        if let Some(newer) = pending.remove(&key) {
+            p.data.append(newer.data);
+            p.items += newer.items;
+        }
+        pending.insert(key, p);
+    }
+
+    /// Sends `p`, holding what is refused retryably.
+    async fn send_or_hold(&self, p: Pending<T>) {
+        if let Some(back) = self.send(p).await {
+            self.hold(back);
         }
     }
 
@@ -157,22 +214,40 @@ impl<T: Batchable> Consumer<T> for BatchProcessor<T> {
                     s.id, s.config.metadata_cardinality_limit
                 )));
             }
+            if let Some(held) = pending
+                .get(&key)
+                .filter(|p| p.refused.is_some() && p.items >= s.config.send_batch_size)
+            {
+                let why = held
+                    .refused
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                return Err(ConsumerError::Retryable {
+                    message: format!(
+                        "processor {}: holding {} items the next component refused ({why}); try again later",
+                        s.id, held.items
+                    ),
+                    retry_after: Some(s.config.timeout.max(Duration::from_secs(1))),
+                });
+            }
             let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
                 data: T::default(),
                 items: 0,
                 context: batch.context.clone(),
                 first: Instant::now(),
+                refused: None,
             });
             entry.data.append(batch.data);
             entry.items += items;
-            if entry.items >= s.config.send_batch_size {
+            if entry.items >= s.config.send_batch_size && entry.refused.is_none() {
                 pending.remove(&key)
             } else {
                 None
             }
         };
         if let Some(p) = full {
-            s.send(p.data, p.items, p.context).await;
+            s.send_or_hold(p).await;
         }
         Ok(())
     }
@@ -187,7 +262,7 @@ impl<T: Batchable> Lifecycle for BatchProcessor<T> {
             let shared = shared.clone();
             async move {
                 for p in shared.take_due(Instant::now(), false) {
-                    shared.send(p.data, p.items, p.context).await;
+                    shared.send_or_hold(p).await;
                 }
             }
         });
@@ -197,7 +272,15 @@ impl<T: Batchable> Lifecycle for BatchProcessor<T> {
     async fn shutdown(&self) -> Result<(), ComponentError> {
         self.ticker.stop().await;
         for p in self.shared.take_due(Instant::now(), true) {
-            self.shared.send(p.data, p.items, p.context).await;
+            if let Some(lost) = self.shared.send(p).await {
+                self.shared.send_failed.add(lost.items as u64);
+                tracing::error!(
+                    processor = %self.shared.id,
+                    items = lost.items,
+                    error = %lost.refused.map(|e| e.to_string()).unwrap_or_default(),
+                    "the next component still refuses at shutdown; these items are dropped"
+                );
+            }
         }
         Ok(())
     }
@@ -232,7 +315,7 @@ fn build<T: Batchable>(
     let id = settings.id.to_string();
     let send_failed = settings.metrics.counter(
         "otelcol_processor_batch_send_failed_items",
-        "Items the next component refused after batching (logged).",
+        "Items dropped after batching: refused for good by the next component, or still refused at shutdown (each drop is logged).",
         &[("processor", &id)],
     );
     Ok(Arc::new(BatchProcessor {
@@ -293,11 +376,18 @@ mod tests {
     use otelcol_core::ComponentId;
 
     #[derive(Default)]
-    struct Sink(Mutex<Vec<(Option<String>, usize)>>);
+    struct Sink(
+        Mutex<Vec<(Option<String>, usize)>>,
+        /// Refuse retryably while set.
+        std::sync::atomic::AtomicBool,
+    );
 
     #[async_trait]
     impl Consumer<Logs> for Sink {
         async fn consume(&self, b: Batch<Logs>) -> Result<(), ConsumerError> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ConsumerError::retryable("the sending queue is full"));
+            }
             let token = b.context.bearer_token().map(|t| t.expose().to_string());
             self.0.lock().unwrap().push((token, b.data.item_count()));
             Ok(())
@@ -375,6 +465,38 @@ mod tests {
         );
         let total: usize = sink.0.lock().unwrap().iter().map(|(_, n)| n).sum();
         assert_eq!(total, 16);
+    }
+
+    /// Issue 14: a retryable refusal downstream (a full sending queue)
+    /// dropped the batch here.
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_refusal_keeps_the_items_and_pushes_back_when_full() {
+        let (p, sink) = processor("timeout: 1s\nsend_batch_size: 10\n").await;
+        sink.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        p.consume(with_token(4, "a")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1300)).await; // refused at the timeout
+        p.consume(with_token(6, "a")).await.unwrap();
+        let err = p.consume(with_token(1, "a")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConsumerError::Retryable {
+                    retry_after: Some(_),
+                    ..
+                }
+            ),
+            "10 items held after a refusal: new ones are refused: {err:?}"
+        );
+        p.consume(with_token(2, "b")).await.unwrap();
+        sink.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let mut got = sink.0.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec![(Some("a".into()), 10), (Some("b".into()), 2)]);
+        p.consume(with_token(1, "a")).await.unwrap();
+        p.shutdown().await.unwrap();
+        let total: usize = sink.0.lock().unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 13, "nothing lost");
     }
 
     #[test]
