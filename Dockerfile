@@ -17,13 +17,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p otelcol-multitudes \
-    && cp target/release/otelcol-multitudes /otelcol-multitudes
+    && cp target/release/otelcol-multitudes /otelcol-multitudes \
+    && mkdir -p /storage
 
 # ---- runtime: glibc, CA certificates, a non-root user, nothing else
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /otelcol-multitudes /otelcol-multitudes
 COPY VERSION /VERSION
 COPY configs/otel-collector-config.yaml /etc/otelcol-multitudes/config.yaml
+# The persistent sending queue (file_storage): owned by the non-root user;
+# mount a volume here so queued totals survive the container.
+COPY --from=build --chown=65532:65532 /storage /var/lib/otelcol-multitudes
+VOLUME /var/lib/otelcol-multitudes
 USER nonroot:nonroot
 EXPOSE 4317 4318 13133 55679
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -87,6 +87,7 @@ fn components_lists_this_build() {
         names("extensions"),
         vec![
             "bearertokenauth",
+            "file_storage",
             "health_check",
             "healthcheckv2",
             "multitudes_auth",
@@ -159,6 +160,29 @@ fn validate_reports_errors_and_merges_files_and_sets() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("y.yaml: not a valid YAML map"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 14: `print-config` printed an endpoint's password and query values.
+#[test]
+fn print_config_redacts_secrets_inside_urls() {
+    let dir = tempdir();
+    let a = write(
+        &dir,
+        "a.yaml",
+        "exporters:\n  multitudes:\n    endpoint: https://ana:pw-secret-7@ingest.example.com/ai?api_key=KEY-SECRET-8&region=eu\n",
+    );
+    let (code, out, err) = run(&["print-config", "--config", &a], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("pw-secret-7") && !out.contains("KEY-SECRET-8"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_yaml::from_str(&out).unwrap();
+    assert_eq!(
+        doc["exporters"]["multitudes"]["endpoint"],
+        "https://ana:***@ingest.example.com/ai?api_key=***&region=***"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -24,7 +24,11 @@ fn version() -> String {
 #[test]
 fn kubernetes_manifests_have_the_required_structure() {
     let expected = [
-        ("deploy/kubernetes/deployment.yaml", "apps/v1", "Deployment"),
+        (
+            "deploy/kubernetes/statefulset.yaml",
+            "apps/v1",
+            "StatefulSet",
+        ),
         ("deploy/kubernetes/service.yaml", "v1", "Service"),
         ("deploy/kubernetes/configmap.yaml", "v1", "ConfigMap"),
         ("deploy/kubernetes/secret.yaml", "v1", "Secret"),
@@ -43,7 +47,7 @@ fn kubernetes_manifests_have_the_required_structure() {
         );
         assert_eq!(d["metadata"]["name"], "otelcol-multitudes", "{file}");
     }
-    let dep = yaml("deploy/kubernetes/deployment.yaml");
+    let dep = yaml("deploy/kubernetes/statefulset.yaml");
     let spec = &dep["spec"];
     assert_eq!(
         spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"],
@@ -70,8 +74,24 @@ fn kubernetes_manifests_have_the_required_structure() {
         args[3],
         format!("{}/overrides.yaml", mount.as_str().unwrap())
     );
+    // The persistent sending queue: one claim per replica, at the
+    // directory the production config's file_storage uses.
+    assert_eq!(c["volumeMounts"][1]["name"], "storage");
+    assert_eq!(
+        c["volumeMounts"][1]["mountPath"],
+        "/var/lib/otelcol-multitudes"
+    );
+    assert_eq!(
+        spec["volumeClaimTemplates"][0]["metadata"]["name"],
+        "storage"
+    );
+    assert_eq!(
+        spec["template"]["spec"]["securityContext"]["fsGroup"],
+        65532
+    );
     let hpa = yaml("deploy/kubernetes/hpa.yaml");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "otelcol-multitudes");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "StatefulSet");
     let svc = yaml("deploy/kubernetes/service.yaml");
     let ports: Vec<i64> = svc["spec"]["ports"]
         .as_array()
@@ -148,4 +168,17 @@ fn compose_and_ecs_parse() {
         .ends_with(&format!("otelcol-multitudes:{}", version())));
     assert_eq!(c["healthCheck"]["command"][2], "healthcheck");
     assert_eq!(c["secrets"][0]["name"], "MULTITUDES_INTEGRATION_TOKEN");
+    assert_eq!(
+        c["mountPoints"][0]["containerPath"],
+        "/var/lib/otelcol-multitudes"
+    );
+    assert_eq!(
+        ecs["volumes"][0]["name"],
+        c["mountPoints"][0]["sourceVolume"]
+    );
+    let compose = yaml("deploy/docker-compose.yml");
+    assert_eq!(
+        compose["services"]["collector"]["volumes"][0],
+        "otelcol-storage:/var/lib/otelcol-multitudes"
+    );
 }

@@ -44,6 +44,8 @@ fn the_dockerfile_has_the_promised_shape() {
         "FROM gcr.io/distroless/cc-debian12:nonroot",
         "COPY VERSION /VERSION",
         "COPY configs/otel-collector-config.yaml /etc/otelcol-multitudes/config.yaml",
+        "COPY --from=build --chown=65532:65532 /storage /var/lib/otelcol-multitudes",
+        "VOLUME /var/lib/otelcol-multitudes",
         "USER nonroot:nonroot",
         "EXPOSE 4317 4318 13133 55679",
     ] {

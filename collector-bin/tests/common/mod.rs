@@ -254,6 +254,7 @@ impl Collector {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"))
             .args(args)
             .env("DATA_DIR", scratch_data_dir())
+            .env("OTELCOL_STORAGE_DIR", scratch_storage_dir())
             .env_remove("MULTITUDES_INTEGRATION_ENDPOINT")
             .env_remove("MULTITUDES_INTEGRATION_TOKEN")
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
@@ -262,6 +263,21 @@ impl Collector {
             .spawn()
             .expect("the collector binary starts");
         Self(Some(child))
+    }
+
+    /// `kill -9`: no shutdown, no flush. Returns the log lines written so far.
+    pub fn kill9(mut self) -> Vec<String> {
+        use std::io::{BufRead, BufReader};
+        let mut child = self.0.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect();
+        let _ = child.wait();
+        lines
     }
 
     /// Sends SIGTERM, collects stderr until exit, and returns (success, log lines).
@@ -293,6 +309,19 @@ impl Drop for Collector {
 /// ./data in the source tree); a test that reads it sets its own DATA_DIR.
 pub fn scratch_data_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("otelcol-test-data-{}", std::process::id()))
+}
+
+/// A storage directory of its own for each collector a test starts (the
+/// production config keeps its sending queue under `OTELCOL_STORAGE_DIR`,
+/// and two collectors on one directory refuse to share it).
+pub fn scratch_storage_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "otelcol-test-storage-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Installs rustls' ring provider as the process default: reqwest (used by

@@ -57,6 +57,17 @@ fn healthy(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
 }
 
+/// What the bench collector does with the points.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// otlp → aggregation → multitudes (the product).
+    Aggregate,
+    /// otlp → multitudes, memory queue: the sending path alone.
+    Forward,
+    /// otlp → multitudes with `sending_queue.storage: file_storage`.
+    ForwardPersistent,
+}
+
 struct Collector {
     child: Child,
     http: u16,
@@ -66,7 +77,35 @@ struct Collector {
 
 impl Collector {
     fn start(bin: &PathBuf, sink_port: u16, interval: &str, dir: &std::path::Path) -> Self {
+        Self::start_shape(bin, sink_port, interval, dir, Shape::Aggregate)
+    }
+
+    fn start_shape(
+        bin: &PathBuf,
+        sink_port: u16,
+        interval: &str,
+        dir: &std::path::Path,
+        shape: Shape,
+    ) -> Self {
         let (http, grpc, health) = (free_port(), free_port(), free_port());
+        let storage_dir = dir.join(format!("storage-{health}"));
+        let (processors, storage, queue) = match shape {
+            Shape::Aggregate => ("[aggregation]", String::new(), ""),
+            Shape::Forward => ("[]", String::new(), ""),
+            Shape::ForwardPersistent => (
+                "[]",
+                format!(
+                    "  file_storage: {{directory: \"{}\", create_directory: true}}\n",
+                    storage_dir.display()
+                ),
+                "    sending_queue: {storage: file_storage}\n",
+            ),
+        };
+        let extensions = if storage.is_empty() {
+            "[health_check]"
+        } else {
+            "[health_check, file_storage]"
+        };
         let config = format!(
             r#"receivers:
   otlp:
@@ -83,13 +122,13 @@ exporters:
   multitudes:
     endpoint: http://127.0.0.1:{sink_port}/ai/otel
     fallback_token: {TOKEN}
-extensions:
+{queue}extensions:
   health_check: {{endpoint: "127.0.0.1:{health}"}}
-service:
-  extensions: [health_check]
+{storage}service:
+  extensions: {extensions}
   telemetry: {{metrics: {{level: none}}, logs: {{level: warn}}}}
   pipelines:
-    metrics: {{receivers: [otlp], processors: [aggregation], exporters: [multitudes]}}
+    metrics: {{receivers: [otlp], processors: {processors}, exporters: [multitudes]}}
 "#
         );
         let path = dir.join(format!("bench-{health}.yaml"));
@@ -311,6 +350,7 @@ async fn main() {
         return;
     }
 
+    let queue = queue_cost(&a.collector, &dir, secs).await;
     let series = series_memory(&a.collector, &dir).await;
     let out = a.out.unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
     let measured = report(
@@ -319,6 +359,7 @@ async fn main() {
         started,
         series,
         (sent, got.total(), totals_ok),
+        &queue,
     );
     if let Err(e) = write_report(&out, &measured) {
         fail(&format!("cannot write {}: {e}", out.display()));
@@ -327,6 +368,57 @@ async fn main() {
     if !totals_ok {
         fail("totals in != totals out");
     }
+}
+
+/// The sending path alone, memory queue against persistent queue.
+struct QueueRun {
+    /// (name, load result, requests the sink took, totals equal) per shape.
+    runs: Vec<(String, LoadResult, u64, bool)>,
+}
+
+/// Bulk HTTP/protobuf forwarded without aggregation (every request is one
+/// exporter request of 1,000 points), with the queue in memory and then
+/// on `file_storage`; the sink must receive every point's value.
+async fn queue_cost(bin: &PathBuf, dir: &std::path::Path, secs: Duration) -> QueueRun {
+    let mut runs = vec![];
+    for (name, shape) in [
+        ("forward, memory queue", Shape::Forward),
+        (
+            "forward, persistent queue (file_storage)",
+            Shape::ForwardPersistent,
+        ),
+    ] {
+        let sink = sink::start("127.0.0.1:0", TOKEN)
+            .await
+            .unwrap_or_else(|e| fail(&format!("sink: {e}")));
+        let c = Collector::start_shape(bin, sink.addr.port(), "1m", dir, shape);
+        let cfg = LoadConfig {
+            target: format!("127.0.0.1:{}", c.http),
+            protocol: Protocol::HttpProto,
+            connections: 4,
+            rate: None,
+            duration: secs,
+            token: None,
+            report: false,
+        };
+        println!("bench: {name} for {}s", secs.as_secs());
+        let result = loadgen::run(cfg, Arc::new(payload::bulk(1000, 100, now_nanos()))).await;
+        let clean = tokio::task::spawn_blocking(move || c.stop(Duration::from_secs(120)))
+            .await
+            .unwrap_or(false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = sink.stats();
+        let ok = clean && (got.total() - result.value_sum).abs() < 0.5;
+        println!(
+            "bench:   {:.0} requests/s, {:.0} points/s, {} requests to the sink, totals {}",
+            result.rps(),
+            result.pps(),
+            got.requests,
+            if ok { "equal" } else { "MISMATCH" }
+        );
+        runs.push((name.to_string(), result, got.requests, ok));
+    }
+    QueueRun { runs }
 }
 
 /// What the 1,000,000-series run measured.
@@ -457,6 +549,7 @@ fn report(
     started: Duration,
     series: SeriesRun,
     totals: (f64, f64, bool),
+    queue: &QueueRun,
 ) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -567,6 +660,32 @@ fn report(
         format!("{} = {}", totals.0, totals.1),
         totals.2,
     );
+    let pps_of = |i: usize| queue.runs.get(i).map(|r| r.1.pps()).unwrap_or(0.0);
+    let (memory, disk) = (pps_of(0), pps_of(1));
+    let cost = if memory > 0.0 {
+        1.0 - disk / memory
+    } else {
+        1.0
+    };
+    t(
+        "persistent sending queue costs < 20% of bulk throughput",
+        format!(
+            "{:.0} → {:.0} points/s ({:.0}%)",
+            memory,
+            disk,
+            cost * 100.0
+        ),
+        cost < 0.2,
+    );
+    s.push_str("\nThe sending path alone (no aggregation: each 1,000-point request is one exporter request, OTLP/JSON to the sink), bulk HTTP/protobuf, 4 connections:\n\n| queue | requests/s in | points/s | requests to the sink | p99 | totals equal |\n| --- | ---: | ---: | ---: | ---: | --- |\n");
+    for (name, r, to_sink, ok) in &queue.runs {
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {to_sink} | {:.2} ms | {ok} |\n",
+            r.rps(),
+            r.pps(),
+            r.p99_us as f64 / 1000.0
+        ));
+    }
     s
 }
 
