@@ -101,6 +101,11 @@ impl Collector {
                 "    sending_queue: {storage: file_storage}\n",
             ),
         };
+        let processor_section = if shape == Shape::Aggregate {
+            format!("processors:\n  aggregation:\n    attribute_key: user.email\n    aggregation_interval: {interval}\n    emit_interval: 5s\n    exclude_attributes: [session.id]\n")
+        } else {
+            String::new()
+        };
         let extensions = if storage.is_empty() {
             "[health_check]"
         } else {
@@ -112,13 +117,7 @@ impl Collector {
     protocols:
       grpc: {{endpoint: "127.0.0.1:{grpc}"}}
       http: {{endpoint: "127.0.0.1:{http}"}}
-processors:
-  aggregation:
-    attribute_key: user.email
-    aggregation_interval: {interval}
-    emit_interval: 5s
-    exclude_attributes: [session.id]
-exporters:
+{processor_section}exporters:
   multitudes:
     endpoint: http://127.0.0.1:{sink_port}/ai/otel
     fallback_token: {TOKEN}
