@@ -2,6 +2,8 @@
 //! in-process from YAML with this build's components plus the test ones.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use otelcol_core::config::{duration, ConfigError};
+use otelcol_core::exporter::{MergeSettings, QueueConfig, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::key::PartitionFormat;
@@ -36,7 +37,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// Size and time thresholds: small batches are combined into one object.
+/// Size and time thresholds: small batches are combined into one object
+/// (the core exporter helper's merge stage, before the sending queue).
 /// Not a Go key (the Go exporter writes one object per batch).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -51,6 +53,18 @@ pub struct Batching {
     /// At most this many objects per minute (0: no limit); beyond it writes
     /// wait for the minute to pass (shutdown writes everything).
     pub max_objects_per_minute: u32,
+}
+
+impl Batching {
+    /// The core helper's merge settings.
+    pub fn merge(&self) -> MergeSettings {
+        MergeSettings {
+            flush_interval: self.flush_interval,
+            max_items: self.max_items as u64,
+            max_bytes: self.max_bytes as u64,
+            max_per_minute: self.max_objects_per_minute,
+        }
+    }
 }
 
 impl Default for Batching {
@@ -77,29 +91,6 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         Self {
             user_attributes: vec!["user.email".into()],
-        }
-    }
-}
-
-/// `sending_queue`: batches wait in memory for the next write.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct QueueConfig {
-    /// Buffer at all. Off: every batch is written as it comes and a failure
-    /// goes back to the caller.
-    pub enabled: bool,
-    /// Objects uploaded concurrently.
-    pub num_consumers: usize,
-    /// Batches held at most; beyond, the exporter refuses with a retryable error.
-    pub queue_size: usize,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            num_consumers: 4,
-            queue_size: 1000,
         }
     }
 }
@@ -140,11 +131,14 @@ pub struct S3Uploader {
     pub storage_class: String,
     /// Canned ACL of written objects.
     pub acl: String,
-    /// `standard` or `adaptive` (both: exponential backoff with jitter).
+    /// Go: the AWS SDK's retry mode. Accepted, no effect: uploads are
+    /// retried by `retry_on_failure`.
     pub retry_mode: String,
-    /// Attempts per object, the first included.
+    /// Go: the AWS SDK's attempts per upload. Accepted, no effect: uploads
+    /// are retried by `retry_on_failure` (bounded by its `max_elapsed_time`).
     pub retry_max_attempts: u32,
-    /// Longest wait between attempts.
+    /// Go: the AWS SDK's longest wait. Accepted, no effect: see
+    /// `retry_on_failure.max_interval`.
     #[serde(with = "duration")]
     pub retry_max_backoff: Duration,
     /// `uuidv7` (the only scheme: time-ordered ids).
@@ -224,8 +218,10 @@ pub struct S3ExporterConfig {
     /// Per-attempt timeout.
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// The in-memory buffer.
+    /// The core sending queue (memory, or persistent with `storage`).
     pub sending_queue: QueueConfig,
+    /// Retries of each upload (the core helper's; not a Go key of `awss3`).
+    pub retry_on_failure: RetryConfig,
     /// Size and time thresholds.
     pub batching: Batching,
     /// Parquet options.
@@ -242,6 +238,7 @@ impl Default for S3ExporterConfig {
             resource_attrs_to_s3: ResourceAttrsToS3::default(),
             timeout: Duration::from_secs(5),
             sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
             batching: Batching::default(),
             parquet: ParquetOptions::default(),
         }
@@ -316,16 +313,19 @@ pub struct GcsExporterConfig {
     pub marshaler: Marshaler,
     /// `none`, `gzip` or `zstd`.
     pub compression: Compression,
-    /// Attempts per object, the first included.
+    /// Accepted, no effect (an earlier release's key): uploads are retried
+    /// by `retry_on_failure`.
     pub retry_max_attempts: u32,
-    /// Longest wait between attempts.
+    /// Accepted, no effect: see `retry_on_failure.max_interval`.
     #[serde(with = "duration")]
     pub retry_max_backoff: Duration,
     /// Per-attempt timeout.
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// The in-memory buffer.
+    /// The core sending queue (memory, or persistent with `storage`).
     pub sending_queue: QueueConfig,
+    /// Retries of each upload.
+    pub retry_on_failure: RetryConfig,
     /// Size and time thresholds.
     pub batching: Batching,
     /// Parquet options.
@@ -349,6 +349,7 @@ impl Default for GcsExporterConfig {
             retry_max_backoff: Duration::from_secs(20),
             timeout: Duration::from_secs(5),
             sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
             batching: Batching::default(),
             parquet: ParquetOptions::default(),
         }
@@ -373,8 +374,10 @@ pub struct FileExporterConfig {
     pub marshaler: Marshaler,
     /// `none`, `gzip` or `zstd`.
     pub compression: Compression,
-    /// The in-memory buffer.
+    /// The core sending queue (memory, or persistent with `storage`).
     pub sending_queue: QueueConfig,
+    /// Retries of each write (a full disk, say).
+    pub retry_on_failure: RetryConfig,
     /// Size and time thresholds.
     pub batching: Batching,
     /// Parquet options.
@@ -392,6 +395,7 @@ impl Default for FileExporterConfig {
             marshaler: Marshaler::OtlpJson,
             compression: Compression::None,
             sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
             batching: Batching::default(),
             parquet: ParquetOptions::default(),
         }
@@ -439,25 +443,15 @@ fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> 
 
 fn check_common(
     queue: &QueueConfig,
+    retry: &RetryConfig,
     batching: &Batching,
-    (attempts_path, attempts): (&str, u32),
 ) -> Result<(), ConfigError> {
-    if queue.enabled && (queue.queue_size == 0 || queue.num_consumers == 0) {
-        return Err(ConfigError::invalid(
-            "sending_queue",
-            "queue_size and num_consumers must be above 0",
-        ));
-    }
+    queue.validate()?;
+    retry.validate()?;
     if batching.flush_interval.is_zero() || batching.max_items == 0 || batching.max_bytes == 0 {
         return Err(ConfigError::invalid(
             "batching",
             "flush_interval, max_items and max_bytes must be above 0",
-        ));
-    }
-    if attempts == 0 {
-        return Err(ConfigError::invalid(
-            attempts_path,
-            "must be at least 1 (the first attempt)",
         ));
     }
     Ok(())
@@ -503,11 +497,7 @@ impl S3ExporterConfig {
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid("timeout", "must be above 0"));
         }
-        check_common(
-            &self.sending_queue,
-            &self.batching,
-            ("s3uploader.retry_max_attempts", u.retry_max_attempts),
-        )
+        check_common(&self.sending_queue, &self.retry_on_failure, &self.batching)
     }
 }
 
@@ -570,11 +560,7 @@ impl GcsExporterConfig {
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid("timeout", "must be above 0"));
         }
-        check_common(
-            &self.sending_queue,
-            &self.batching,
-            ("retry_max_attempts", self.retry_max_attempts),
-        )
+        check_common(&self.sending_queue, &self.retry_on_failure, &self.batching)
     }
 }
 
@@ -586,6 +572,6 @@ impl FileExporterConfig {
         }
         PartitionFormat::parse(&self.partition_format, &self.partition_timezone)
             .map_err(|m| ConfigError::invalid("partition_format", m))?;
-        check_common(&self.sending_queue, &self.batching, ("", 1))
+        check_common(&self.sending_queue, &self.retry_on_failure, &self.batching)
     }
 }

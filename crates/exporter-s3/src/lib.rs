@@ -2,17 +2,22 @@
 //! `googlecloudstorage` and `file` (a local folder), all writing through
 //! the `object_store` crate.
 //!
-//! Batches wait in memory until `batching.max_items`, `batching.max_bytes`
-//! or `batching.flush_interval` is reached (at most
-//! `max_objects_per_minute`), are split by the partition of the data's own
-//! time (`year=%Y/month=%m/...` by default, not the upload time), and each
-//! part becomes one object:
+//! Each type is a [`ObjectPush`] on the core sending path
+//! ([`otelcol_core::exporter`]): batches are acknowledged once held in the
+//! merge stage (on disk with `sending_queue.storage`), merged until
+//! `batching.max_items`, `batching.max_bytes` or `batching.flush_interval`
+//! (at most `max_objects_per_minute`), split by the partition of the
+//! data's own time (`year=%Y/month=%m/...` by default, not the upload
+//! time) and queued, one request per object:
 //! `{base}/{prefix}/{partition}/{file_prefix}{signal}_{uuidv7}.{json|binpb|parquet}[.gz|.zst]`.
-//! The id is drawn before the first attempt, so a retried upload replaces
-//! the same object. Objects that still fail after `retry_max_attempts` are
-//! dropped, counted (`otelcol_exporter_send_failed_*`) and logged with
-//! their key. At start one listing checks the bucket and credentials; at
-//! shutdown everything buffered is written.
+//! The id is the request's idempotency key, drawn when the object is
+//! queued and stored with it, so a retried upload, or a resend after a
+//! restart, replaces the same object. Uploads are retried by
+//! `retry_on_failure`; a refusal that no retry can fix (a missing bucket,
+//! refused credentials) is dropped, counted
+//! (`otelcol_exporter_send_failed_*`) and logged with its key. At start
+//! one listing checks the bucket and credentials; at shutdown everything
+//! merged is queued and the queue drains (a persistent one keeps the rest).
 //!
 //! ```
 //! use otelcol_exporter_s3::FileExporterConfig;
@@ -24,9 +29,9 @@
 
 pub mod config;
 pub mod encode;
-pub mod exporter;
 pub mod key;
 pub mod parquet;
+pub mod push;
 pub mod signal;
 pub mod store;
 
@@ -37,61 +42,113 @@ use otelcol_core::component::{
     ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, NoEffectKey,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
+use otelcol_core::exporter::{ExporterSettings, QueueConfig, RetryConfig};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use otelcol_core::{Signal as SignalKind, Stability};
 
+use config::{Batching, ParquetOptions};
 pub use config::{FileExporterConfig, GcsExporterConfig, S3ExporterConfig};
-pub use exporter::{Layout, ObjectExporter, Settings};
 use key::PartitionFormat;
+pub use push::{Layout, ObjectExporter, ObjectPush};
 use signal::Signal;
 use store::Target;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 fn partition(format: &str, zone: &str, path: &str) -> Result<PartitionFormat, ConfigError> {
     PartitionFormat::parse(format, zone).map_err(|m| ConfigError::invalid(path, m))
 }
 
+/// Why the retry keys of the AWS SDK (and of an earlier release of
+/// `googlecloudstorage`) have no effect.
+const RETRY_WHY: &str = "each upload is retried by retry_on_failure (exponential backoff until max_elapsed_time; 0 never gives up), the one retry mechanism of every exporter here; an attempt count would drop data in an outage";
+
+/// The exporter-helper keys every type has, borrowed from its config.
+struct Sending<'a> {
+    queue: &'a QueueConfig,
+    retry: &'a RetryConfig,
+    batching: &'a Batching,
+    timeout: Duration,
+}
+
 /// What each config type turns into: where to write and how.
 trait ObjectConfig: serde::de::DeserializeOwned {
     fn check(&self) -> Result<(), ConfigError>;
-    fn settings(&self) -> Result<Settings, ConfigError>;
+    fn layout(&self) -> Result<Layout, ConfigError>;
+    fn sending(&self) -> Sending<'_>;
     fn target(&self) -> Result<Target, store::StoreError>;
-    /// The Go keys of this type accepted with no effect.
-    fn no_effect_keys() -> Vec<NoEffectKey> {
-        Vec::new()
-    }
+    /// The keys of this type accepted with no effect.
+    fn no_effect_keys() -> Vec<NoEffectKey>;
+}
+
+/// `sending_queue.batch`'s merge keys: objects are merged by `batching`.
+fn batch_keys() -> Vec<NoEffectKey> {
+    const WHY: &str = "objects are merged by batching (flush_interval, max_items, max_bytes); sending_queue.batch.max_size still splits";
+    [
+        "sending_queue.batch.flush_timeout",
+        "sending_queue.batch.min_size",
+    ]
+    .map(|k| NoEffectKey::new(k, WHY))
+    .to_vec()
+}
+
+fn layout(
+    (base, prefix, prefix_attribute): (&str, &str, Option<&str>),
+    (format, zone, path): (&str, &str, &str),
+    file_prefix: String,
+    (marshaler, compression, parquet): (config::Marshaler, config::Compression, &ParquetOptions),
+) -> Result<Layout, ConfigError> {
+    Ok(Layout {
+        base: base.to_string(),
+        prefix: prefix.to_string(),
+        prefix_attribute: prefix_attribute
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        partition: partition(format, zone, path)?,
+        file_prefix,
+        marshaler,
+        compression,
+        user_attributes: parquet.user_attributes.clone(),
+    })
 }
 
 impl ObjectConfig for S3ExporterConfig {
     fn check(&self) -> Result<(), ConfigError> {
         self.validate()
     }
-    fn settings(&self) -> Result<Settings, ConfigError> {
+    fn no_effect_keys() -> Vec<NoEffectKey> {
+        let mut keys: Vec<NoEffectKey> = [
+            "s3uploader.retry_mode",
+            "s3uploader.retry_max_attempts",
+            "s3uploader.retry_max_backoff",
+        ]
+        .map(|k| NoEffectKey::new(k, RETRY_WHY))
+        .to_vec();
+        keys.extend(batch_keys());
+        keys
+    }
+    fn layout(&self) -> Result<Layout, ConfigError> {
         let u = &self.s3uploader;
-        Ok(Settings {
-            layout: Layout {
-                base: u.s3_base_prefix.clone(),
-                prefix: u.s3_prefix.clone(),
-                prefix_attribute: Some(self.resource_attrs_to_s3.s3_prefix.clone())
-                    .filter(|a| !a.is_empty()),
-                partition: partition(
-                    &u.s3_partition_format,
-                    &u.s3_partition_timezone,
-                    "s3uploader.s3_partition_format",
-                )?,
-                file_prefix: u.file_prefix.clone(),
-                marshaler: self.marshaler,
-                compression: u.compression,
-                user_attributes: self.parquet.user_attributes.clone(),
-            },
-            batching: self.batching.clone(),
-            queue: self.sending_queue.clone(),
-            attempts: u.retry_max_attempts,
-            max_backoff: u.retry_max_backoff,
-            first_backoff: FIRST_BACKOFF,
-            probe_timeout: self.timeout.max(Duration::from_secs(5)),
-        })
+        layout(
+            (
+                &u.s3_base_prefix,
+                &u.s3_prefix,
+                Some(&self.resource_attrs_to_s3.s3_prefix),
+            ),
+            (
+                &u.s3_partition_format,
+                &u.s3_partition_timezone,
+                "s3uploader.s3_partition_format",
+            ),
+            u.file_prefix.clone(),
+            (self.marshaler, u.compression, &self.parquet),
+        )
+    }
+    fn sending(&self) -> Sending<'_> {
+        Sending {
+            queue: &self.sending_queue,
+            retry: &self.retry_on_failure,
+            batching: &self.batching,
+            timeout: self.timeout,
+        }
     }
     fn target(&self) -> Result<Target, store::StoreError> {
         store::s3(self)
@@ -104,37 +161,38 @@ impl ObjectConfig for GcsExporterConfig {
     }
     fn no_effect_keys() -> Vec<NoEffectKey> {
         const WHY: &str = "buckets are never created here: an existing bucket is used, a missing one fails the start";
-        [
+        let mut keys: Vec<NoEffectKey> = [
             "bucket.project_id",
             "bucket.region",
             "bucket.reuse_if_exists",
         ]
         .map(|k| NoEffectKey::new(k, WHY))
-        .to_vec()
+        .to_vec();
+        keys.extend(
+            ["retry_max_attempts", "retry_max_backoff"].map(|k| NoEffectKey::new(k, RETRY_WHY)),
+        );
+        keys.extend(batch_keys());
+        keys
     }
-    fn settings(&self) -> Result<Settings, ConfigError> {
-        Ok(Settings {
-            layout: Layout {
-                base: String::new(),
-                prefix: self.key_prefix().to_string(),
-                prefix_attribute: None,
-                partition: partition(
-                    self.partition(),
-                    &self.partition_timezone,
-                    "partition_format",
-                )?,
-                file_prefix: self.object_file_prefix(),
-                marshaler: self.marshaler,
-                compression: self.compression,
-                user_attributes: self.parquet.user_attributes.clone(),
-            },
-            batching: self.batching.clone(),
-            queue: self.sending_queue.clone(),
-            attempts: self.retry_max_attempts,
-            max_backoff: self.retry_max_backoff,
-            first_backoff: FIRST_BACKOFF,
-            probe_timeout: self.timeout.max(Duration::from_secs(5)),
-        })
+    fn layout(&self) -> Result<Layout, ConfigError> {
+        layout(
+            ("", self.key_prefix(), None),
+            (
+                self.partition(),
+                &self.partition_timezone,
+                "partition_format",
+            ),
+            self.object_file_prefix(),
+            (self.marshaler, self.compression, &self.parquet),
+        )
+    }
+    fn sending(&self) -> Sending<'_> {
+        Sending {
+            queue: &self.sending_queue,
+            retry: &self.retry_on_failure,
+            batching: &self.batching,
+            timeout: self.timeout,
+        }
     }
     fn target(&self) -> Result<Target, store::StoreError> {
         store::gcs(self)
@@ -145,29 +203,28 @@ impl ObjectConfig for FileExporterConfig {
     fn check(&self) -> Result<(), ConfigError> {
         self.validate()
     }
-    fn settings(&self) -> Result<Settings, ConfigError> {
-        Ok(Settings {
-            layout: Layout {
-                base: String::new(),
-                prefix: self.prefix.clone(),
-                prefix_attribute: None,
-                partition: partition(
-                    &self.partition_format,
-                    &self.partition_timezone,
-                    "partition_format",
-                )?,
-                file_prefix: self.file_prefix.clone(),
-                marshaler: self.marshaler,
-                compression: self.compression,
-                user_attributes: self.parquet.user_attributes.clone(),
-            },
-            batching: self.batching.clone(),
-            queue: self.sending_queue.clone(),
-            attempts: 1,
-            max_backoff: Duration::ZERO,
-            first_backoff: Duration::ZERO,
-            probe_timeout: Duration::from_secs(5),
-        })
+    fn no_effect_keys() -> Vec<NoEffectKey> {
+        batch_keys()
+    }
+    fn layout(&self) -> Result<Layout, ConfigError> {
+        layout(
+            ("", &self.prefix, None),
+            (
+                &self.partition_format,
+                &self.partition_timezone,
+                "partition_format",
+            ),
+            self.file_prefix.clone(),
+            (self.marshaler, self.compression, &self.parquet),
+        )
+    }
+    fn sending(&self) -> Sending<'_> {
+        Sending {
+            queue: &self.sending_queue,
+            retry: &self.retry_on_failure,
+            batching: &self.batching,
+            timeout: Duration::from_secs(60),
+        }
     }
     fn target(&self) -> Result<Target, store::StoreError> {
         store::file(self)
@@ -180,18 +237,22 @@ fn build<C: ObjectConfig, T: Signal>(
 ) -> Result<Arc<ObjectExporter<T>>, ComponentError> {
     let config: C = decode(raw)?;
     config.check()?;
-    let settings = config.settings()?;
-    encode::supports::<T>(settings.layout.marshaler)
+    let layout = config.layout()?;
+    encode::supports::<T>(layout.marshaler)
         .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", s.id)))?;
     let target = config
         .target()
         .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", s.id)))?;
-    Ok(Arc::new(ObjectExporter::new(
-        s.id.to_string(),
-        settings,
-        target,
-        &s.metrics,
-    )))
+    let sending = config.sending();
+    let mut helper = ExporterSettings::new(
+        sending.queue.clone(),
+        sending.retry.clone(),
+        sending.timeout,
+    );
+    helper.merge = Some(sending.batching.merge());
+    let probe_timeout = sending.timeout.max(Duration::from_secs(5));
+    let push = ObjectPush::new(s.id.to_string(), layout, target, probe_timeout);
+    Ok(Arc::new(ObjectExporter::new(&s, T::KIND, helper, push)?))
 }
 
 macro_rules! factory {

@@ -1,29 +1,26 @@
-//! What the exporter needs of each signal: its name, merging batches, and
+//! What the exporter needs of each signal: its name, its encodings, and
 //! visiting or keeping items by (resource attributes, item time) so that a
 //! batch can be split by partition.
 
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::metric::Data;
-use otelcol_core::pdata::{json, Logs, Metrics, Payload, Traces};
-use prost::Message;
+use otelcol_core::pdata::{json, Batchable, Logs, Metrics, Traces};
 
 use crate::config::Compression;
 use crate::encode::EncodeError;
 
 /// A signal the object exporters write.
-pub trait Signal: Payload + Message + Default {
+pub trait Signal: Batchable {
     /// `metrics`, `logs` or `traces`: the file name's signal part.
     const NAME: &'static str;
-    /// The Go self-metric names: sent, send failed, enqueue failed.
-    const COUNTERS: [&'static str; 3];
+    /// The signal, for the core exporter helper.
+    const KIND: otelcol_core::Signal;
     /// Whether the Parquet marshaler writes this signal.
     const PARQUET: bool;
     /// The Go collector's OTLP/JSON.
     fn to_json(&self) -> String;
     /// A Parquet file of one row per item (see the crate README).
     fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError>;
-    /// Appends `other`'s resources.
-    fn append(&mut self, other: Self);
     /// Calls `f` with the resource attributes and time of every item.
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64));
     /// Keeps the items for which `f` is true; empty containers are removed.
@@ -71,20 +68,13 @@ macro_rules! retain_points {
 
 impl Signal for Metrics {
     const NAME: &'static str = "metrics";
-    const COUNTERS: [&'static str; 3] = [
-        "otelcol_exporter_sent_metric_points",
-        "otelcol_exporter_send_failed_metric_points",
-        "otelcol_exporter_enqueue_failed_metric_points",
-    ];
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Metrics;
     const PARQUET: bool = true;
     fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError> {
         Ok(crate::parquet::metrics(self, users, c)?)
     }
     fn to_json(&self) -> String {
         json::metrics(self)
-    }
-    fn append(&mut self, other: Self) {
-        self.resource_metrics.extend(other.resource_metrics);
     }
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
         for rm in &self.resource_metrics {
@@ -113,20 +103,13 @@ impl Signal for Metrics {
 
 impl Signal for Logs {
     const NAME: &'static str = "logs";
-    const COUNTERS: [&'static str; 3] = [
-        "otelcol_exporter_sent_log_records",
-        "otelcol_exporter_send_failed_log_records",
-        "otelcol_exporter_enqueue_failed_log_records",
-    ];
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Logs;
     const PARQUET: bool = true;
     fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError> {
         Ok(crate::parquet::logs(self, users, c)?)
     }
     fn to_json(&self) -> String {
         json::logs(self)
-    }
-    fn append(&mut self, other: Self) {
-        self.resource_logs.extend(other.resource_logs);
     }
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
         for rl in &self.resource_logs {
@@ -151,11 +134,7 @@ impl Signal for Logs {
 
 impl Signal for Traces {
     const NAME: &'static str = "traces";
-    const COUNTERS: [&'static str; 3] = [
-        "otelcol_exporter_sent_spans",
-        "otelcol_exporter_send_failed_spans",
-        "otelcol_exporter_enqueue_failed_spans",
-    ];
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Traces;
     const PARQUET: bool = false;
     fn to_parquet(&self, _: &[String], _: Compression) -> Result<Vec<u8>, EncodeError> {
         Err(EncodeError::Unsupported {
@@ -165,9 +144,6 @@ impl Signal for Traces {
     }
     fn to_json(&self) -> String {
         json::traces(self)
-    }
-    fn append(&mut self, other: Self) {
-        self.resource_spans.extend(other.resource_spans);
     }
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64)) {
         for rs in &self.resource_spans {

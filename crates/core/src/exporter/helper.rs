@@ -7,12 +7,14 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::queue::{Entry, Queue, Refusal};
+use super::queue::{Admit, Entry, Queue, Refusal};
 use super::retry::{Outcome, Retrier};
+use super::stage::{MergeSettings, Stage, Staged};
 use super::{new_request_id, Push, QueueConfig, Request, RetryConfig, Sizer};
 use crate::component::{ComponentError, ComponentId, CreateSettings, Host, Kind, Lifecycle};
-use crate::consumer::{Batch, Consumer, ConsumerError, PermanentKind};
+use crate::consumer::{Batch, BearerToken, Consumer, ConsumerError, PermanentKind};
 use crate::pdata::Batchable;
+use crate::storage::StorageOp;
 use crate::telemetry::{Counter, Gauge, MetricsRegistry};
 use crate::Signal;
 
@@ -27,6 +29,10 @@ pub struct ExporterSettings {
     pub timeout: Duration,
     /// How long shutdown lets the queue drain (not a Go key; 30 s).
     pub drain_timeout: Duration,
+    /// Merge requests before queueing them (object storage: few large
+    /// objects). Used when the queue is on and the caller does not wait
+    /// for the result (`wait_for_result` keeps each request apart).
+    pub merge: Option<MergeSettings>,
 }
 
 impl ExporterSettings {
@@ -41,6 +47,7 @@ impl ExporterSettings {
             retry_on_failure,
             timeout,
             drain_timeout: Duration::from_secs(30),
+            merge: None,
         }
     }
 }
@@ -110,6 +117,7 @@ struct Shared<T, P> {
 struct Running<T> {
     queue: Arc<Queue<T>>,
     workers: Vec<JoinHandle<()>>,
+    stage: Option<(Arc<Stage<T>>, JoinHandle<()>)>,
 }
 
 /// An exporter for one signal: `P` sends, this does the rest.
@@ -118,6 +126,8 @@ pub struct QueuedExporter<T, P> {
     running: Mutex<Option<Running<T>>>,
     /// The queue once started (kept after shutdown to refuse new requests).
     queue: Mutex<Option<Arc<Queue<T>>>>,
+    /// The merge stage once started, when merging.
+    stage: Mutex<Option<Arc<Stage<T>>>>,
 }
 
 impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
@@ -145,6 +155,7 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
             }),
             running: Mutex::new(None),
             queue: Mutex::new(None),
+            stage: Mutex::new(None),
         })
     }
 
@@ -160,55 +171,14 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
             .clone()
     }
 
-    /// Splits `request` into the parts that are queued or sent, each with
-    /// its own key; parts that can never be sent (one item above the
-    /// destination's limit) are returned apart.
-    fn split(&self, request: Request<T>) -> (Vec<Request<T>>, Vec<Request<T>>) {
-        let q = &self.shared.settings.sending_queue;
-        let (mut max_items, mut max_bytes) = (0usize, self.shared.push.max_request_bytes());
-        if let Some(b) = q.batch.as_ref().filter(|b| b.max_size > 0) {
-            let limit = usize::try_from(b.max_size).unwrap_or(usize::MAX);
-            match b.sizer.unwrap_or(Sizer::Items) {
-                Sizer::Items => max_items = limit,
-                Sizer::Bytes => {
-                    max_bytes = if max_bytes == 0 {
-                        limit
-                    } else {
-                        max_bytes.min(limit)
-                    }
-                }
-                Sizer::Requests => {}
-            }
-        }
-        if (max_items == 0 || request.items as usize <= max_items)
-            && (max_bytes == 0 || request.data.encoded_len() <= max_bytes)
-        {
-            return (vec![request], vec![]);
-        }
-        let Request {
-            data,
-            token,
-            idempotency_key,
-            ..
-        } = request;
-        let (mut ok, mut too_big) = (vec![], vec![]);
-        for (n, data) in data.split(max_items, max_bytes).into_iter().enumerate() {
-            let part = Request {
-                items: data.item_count() as u64,
-                data,
-                token: token.clone(),
-                idempotency_key: format!("{idempotency_key}-{n}"),
-            };
-            if max_bytes > 0 && part.data.encoded_len() > max_bytes {
-                too_big.push(part);
-            } else {
-                ok.push(part);
-            }
-        }
-        (ok, too_big)
+    fn stage(&self) -> Option<Arc<Stage<T>>> {
+        self.stage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    fn units(sizer: Sizer, r: &Request<T>) -> u64 {
+    pub(crate) fn units(sizer: Sizer, r: &Request<T>) -> u64 {
         match sizer {
             Sizer::Requests => 1,
             Sizer::Items => r.items,
@@ -254,6 +224,23 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
         Ok(())
     }
 
+    /// Merging: the request is acknowledged once staged (durably, with
+    /// storage); the flusher queues it later.
+    async fn stage_request(
+        &self,
+        stage: &Stage<T>,
+        request: Request<T>,
+    ) -> Result<(), ConsumerError> {
+        let s = &self.shared;
+        let units = Self::units(s.settings.sending_queue.sizer, &request);
+        let token = request.token.filter(|_| s.push.keeps_tokens_apart());
+        let items = request.items;
+        match stage.add(token, request.data, items, units).await {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(s.refuse(items, refusal)),
+        }
+    }
+
     async fn enqueue(&self, queue: &Queue<T>, parts: Vec<Request<T>>) -> Result<(), ConsumerError> {
         let s = &self.shared;
         let q = &s.settings.sending_queue;
@@ -271,7 +258,12 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
                 (p, units, waiter)
             })
             .collect();
-        let refusal = match queue.push(entries, q.blocks()).await {
+        let admit = if q.blocks() {
+            Admit::Block
+        } else {
+            Admit::Refuse
+        };
+        let refusal = match queue.push(entries, admit, vec![]).await {
             Ok(()) => {
                 s.counters.queue_size.set(queue.len() as i64);
                 for rx in waiters {
@@ -289,25 +281,7 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
             }
             Err(r) => r,
         };
-        s.counters.enqueue_failed.add(items);
-        let why = match refusal {
-            Refusal::Full => "the sending queue is full".to_string(),
-            Refusal::Closed => "the exporter is shutting down".to_string(),
-            Refusal::Storage(e) => {
-                tracing::error!(exporter = %s.label, items, error = %e, "cannot write a request to the persistent queue; refusing it (the sender retries)");
-                format!("the persistent queue cannot be written: {e}")
-            }
-        };
-        tracing::warn!(exporter = %s.label, items, "refusing a request: {why}");
-        Err(ConsumerError::Retryable {
-            message: format!("exporter {}: {why}", s.label),
-            retry_after: Some(
-                s.settings
-                    .retry_on_failure
-                    .initial_interval
-                    .min(Duration::from_secs(5)),
-            ),
-        })
+        Err(s.refuse(items, refusal))
     }
 }
 
@@ -324,6 +298,7 @@ impl<T: Batchable, P: Push<T>> Consumer<T> for QueuedExporter<T, P> {
             data: batch.data,
             idempotency_key: new_request_id(),
             items,
+            partition: String::new(),
         };
         if let Err(e) = s.push.check(&request) {
             if !e.is_retryable() {
@@ -331,17 +306,13 @@ impl<T: Batchable, P: Push<T>> Consumer<T> for QueuedExporter<T, P> {
             }
             return Err(e);
         }
-        let (parts, too_big) = self.split(request);
+        if let Some(stage) = self.stage() {
+            return self.stage_request(&stage, request).await;
+        }
+        let (parts, too_big) = s.parts(request);
         for part in &too_big {
-            s.counters.send_failed.add(part.items);
+            s.drop_too_big(part);
             let (bytes, limit) = (part.data.encoded_len(), s.push.max_request_bytes());
-            tracing::error!(
-                exporter = %s.label,
-                items = part.items,
-                bytes,
-                limit,
-                "dropping an item larger than the destination takes in one request"
-            );
             batch.context.rejected.add(part.items, || {
                 format!("an item of {bytes} bytes is larger than the {limit}-byte request limit of exporter {}", s.label)
             });
@@ -370,6 +341,218 @@ impl<T: Batchable, P: Push<T>> Consumer<T> for QueuedExporter<T, P> {
 }
 
 impl<T: Batchable, P: Push<T>> Shared<T, P> {
+    /// Counts and logs a retryable refusal of `items` items, with a retry hint.
+    fn refuse(&self, items: u64, refusal: Refusal) -> ConsumerError {
+        let why = match refusal {
+            Refusal::Full => "the sending queue is full".to_string(),
+            Refusal::Closed => "the exporter is shutting down".to_string(),
+            Refusal::Storage(e) => {
+                tracing::error!(exporter = %self.label, items, error = %e, "cannot write a request to the persistent queue; refusing it (the sender retries)");
+                format!("the persistent queue cannot be written: {e}")
+            }
+        };
+        self.counters.enqueue_failed.add(items);
+        tracing::warn!(exporter = %self.label, items, "refusing a request: {why}");
+        ConsumerError::Retryable {
+            message: format!("exporter {}: {why}", self.label),
+            retry_after: Some(
+                self.settings
+                    .retry_on_failure
+                    .initial_interval
+                    .min(Duration::from_secs(5)),
+            ),
+        }
+    }
+
+    /// Counts and logs a part that can never be sent: one item above the
+    /// destination's request limit.
+    fn drop_too_big(&self, part: &Request<T>) {
+        self.counters.send_failed.add(part.items);
+        tracing::error!(
+            exporter = %self.label,
+            items = part.items,
+            bytes = part.data.encoded_len(),
+            limit = self.push.max_request_bytes(),
+            "dropping an item larger than the destination takes in one request"
+        );
+    }
+
+    /// Queues what the stage holds when a threshold is reached (`force`:
+    /// whatever it holds, whatever the queue's room: the last flush).
+    async fn flush(&self, stage: &Stage<T>, queue: &Queue<T>, force: bool) {
+        let _one = stage.flushing.lock().await;
+        self.flush_locked(stage, queue, force).await;
+    }
+
+    /// [`Self::flush`] with the stage's flush lock held.
+    async fn flush_locked(&self, stage: &Stage<T>, queue: &Queue<T>, force: bool) {
+        let taken = stage.take_due(force);
+        if taken.is_empty() {
+            return;
+        }
+        let (parts, too_big) = self.merge(&taken);
+        let sizer = self.settings.sending_queue.sizer;
+        let n = parts.len();
+        let entries = parts
+            .into_iter()
+            .map(|p| {
+                let units = QueuedExporter::<T, P>::units(sizer, &p);
+                (p, units, None)
+            })
+            .collect();
+        let also = if stage.persistent() {
+            taken
+                .iter()
+                .map(|t| StorageOp::Delete(Stage::<T>::storage_key(t.seq)))
+                .collect()
+        } else {
+            vec![]
+        };
+        let admit = if force { Admit::Force } else { Admit::Refuse };
+        match queue.push(entries, admit, also).await {
+            Ok(()) => {
+                stage.queued(n);
+                too_big.iter().for_each(|p| self.drop_too_big(p));
+                self.counters.queue_size.set(queue.len() as i64);
+            }
+            Err(refusal) => {
+                let items: u64 = taken.iter().map(|t| t.items).sum();
+                match refusal {
+                    Refusal::Full => {
+                        tracing::debug!(exporter = %self.label, items, "the sending queue is full; merged requests wait in the stage")
+                    }
+                    Refusal::Closed => {}
+                    Refusal::Storage(e) => {
+                        tracing::error!(exporter = %self.label, items, error = %e, "cannot move merged requests to the persistent queue; they stay staged and are tried again")
+                    }
+                }
+                stage.put_back(taken);
+            }
+        }
+    }
+
+    /// Merges staged requests (per token when the destination keeps
+    /// tokens apart), then partitions and splits them, each part under a
+    /// new key.
+    fn merge(&self, taken: &[Staged<T>]) -> (Vec<Request<T>>, Vec<Request<T>>) {
+        let mut groups: Vec<(Option<BearerToken>, T)> = Vec::new();
+        for t in taken {
+            match groups.iter_mut().find(|g| g.0 == t.token) {
+                Some(g) => g.1.append(t.data.clone()),
+                None => groups.push((t.token.clone(), t.data.clone())),
+            }
+        }
+        let (mut ok, mut too_big) = (vec![], vec![]);
+        for (token, data) in groups {
+            let request = Request {
+                items: data.item_count() as u64,
+                data,
+                token,
+                idempotency_key: new_request_id(),
+                partition: String::new(),
+            };
+            let (o, t) = self.parts(request);
+            ok.extend(o);
+            too_big.extend(t);
+        }
+        (ok, too_big)
+    }
+
+    /// Splits `request` by [`Push::partition`] and by size into the parts
+    /// that are queued or sent, each with its own key; parts that can
+    /// never be sent (one item above the destination's limit) are
+    /// returned apart.
+    fn parts(&self, request: Request<T>) -> (Vec<Request<T>>, Vec<Request<T>>) {
+        let Request {
+            data,
+            token,
+            idempotency_key,
+            ..
+        } = request;
+        let labelled = self.push.partition(data);
+        let whole = labelled.len() == 1;
+        let (mut ok, mut too_big) = (vec![], vec![]);
+        for (partition, data) in labelled {
+            let part = Request {
+                items: data.item_count() as u64,
+                data,
+                token: token.clone(),
+                // Each partition is a request of its own, under a key of
+                // its own (object names stay UUIDv7s).
+                idempotency_key: if whole {
+                    idempotency_key.clone()
+                } else {
+                    new_request_id()
+                },
+                partition,
+            };
+            let (o, t) = self.split(part);
+            ok.extend(o);
+            too_big.extend(t);
+        }
+        (ok, too_big)
+    }
+
+    /// Splits `request` by size.
+    fn split(&self, request: Request<T>) -> (Vec<Request<T>>, Vec<Request<T>>) {
+        let q = &self.settings.sending_queue;
+        let (mut max_items, mut max_bytes) = (0usize, self.push.max_request_bytes());
+        if let Some(b) = q.batch.as_ref().filter(|b| b.max_size > 0) {
+            let limit = usize::try_from(b.max_size).unwrap_or(usize::MAX);
+            match b.sizer.unwrap_or(Sizer::Items) {
+                Sizer::Items => max_items = limit,
+                Sizer::Bytes => {
+                    max_bytes = if max_bytes == 0 {
+                        limit
+                    } else {
+                        max_bytes.min(limit)
+                    }
+                }
+                Sizer::Requests => {}
+            }
+        }
+        if (max_items == 0 || request.items as usize <= max_items)
+            && (max_bytes == 0 || request.data.encoded_len() <= max_bytes)
+        {
+            return (vec![request], vec![]);
+        }
+        let Request {
+            data,
+            token,
+            idempotency_key,
+            partition,
+            ..
+        } = request;
+        let (mut ok, mut too_big) = (vec![], vec![]);
+        for (n, data) in data.split(max_items, max_bytes).into_iter().enumerate() {
+            let part = Request {
+                items: data.item_count() as u64,
+                data,
+                token: token.clone(),
+                idempotency_key: format!("{idempotency_key}-{n}"),
+                partition: partition.clone(),
+            };
+            if max_bytes > 0 && part.data.encoded_len() > max_bytes {
+                too_big.push(part);
+            } else {
+                ok.push(part);
+            }
+        }
+        (ok, too_big)
+    }
+
+    /// Flushes the stage at each tick and whenever a size threshold is hit.
+    async fn flusher(self: Arc<Self>, stage: Arc<Stage<T>>, queue: Arc<Queue<T>>) {
+        let tick = stage.tick();
+        loop {
+            tokio::select! {
+                _ = stage.due.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            self.flush(&stage, &queue, false).await;
+        }
+    }
+
     async fn work(self: Arc<Self>, queue: Arc<Queue<T>>) {
         while let Some(Entry {
             id,
@@ -450,6 +633,25 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
     }
 }
 
+impl<T, P> Drop for QueuedExporter<T, P> {
+    /// Dropped without a shutdown (an embedding program, or a test playing
+    /// a crash): the tasks stop where they are; a persistent queue keeps
+    /// what they held.
+    fn drop(&mut self) {
+        let running = self
+            .running
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(r) = running {
+            r.workers.iter().for_each(JoinHandle::abort);
+            if let Some((_, flusher)) = &r.stage {
+                flusher.abort();
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
     async fn start(&self, host: &Host) -> Result<(), ComponentError> {
@@ -460,7 +662,7 @@ impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
             return Ok(());
         }
         let storage = s.open_storage(host).await?;
-        let queue = Arc::new(Queue::new(q.queue_size, storage));
+        let queue = Arc::new(Queue::new(q.queue_size, storage.clone()));
         let sizer = q.sizer;
         let (requests, items, bad) =
             queue
@@ -479,12 +681,37 @@ impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
         s.counters
             .queue_capacity
             .set(i64::try_from(q.queue_size).unwrap_or(i64::MAX));
+        let stage = match s.settings.merge.clone().filter(|_| !q.wait_for_result) {
+            Some(merge) => {
+                let stage = Arc::new(Stage::new(merge, q.queue_size, storage));
+                let (requests, items, bad) = stage
+                    .recover(|r| Self::units(sizer, r))
+                    .await
+                    .map_err(|e| {
+                        ComponentError::Failed(format!("exporter {}: sending queue: {e}", s.label))
+                    })?;
+                if requests > 0 {
+                    tracing::info!(exporter = %s.label, requests, items, "resuming the requests the persistent queue held unmerged at the last stop");
+                }
+                for (key, why) in &bad {
+                    tracing::error!(exporter = %s.label, key, error = %why, "a stored request cannot be read; it is removed (its items are lost)");
+                }
+                let flusher = tokio::spawn(s.clone().flusher(stage.clone(), queue.clone()));
+                Some((stage, flusher))
+            }
+            None => None,
+        };
         let workers = (0..q.num_consumers)
             .map(|_| tokio::spawn(s.clone().work(queue.clone())))
             .collect();
         *self.queue.lock().unwrap_or_else(PoisonError::into_inner) = Some(queue.clone());
-        *self.running.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Running { queue, workers });
+        *self.stage.lock().unwrap_or_else(PoisonError::into_inner) =
+            stage.as_ref().map(|(st, _)| st.clone());
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(Running {
+            queue,
+            workers,
+            stage,
+        });
         Ok(())
     }
 
@@ -494,10 +721,28 @@ impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(Running { queue, workers }) = running else {
+        let Some(Running {
+            queue,
+            workers,
+            stage,
+        }) = running
+        else {
             return Ok(());
         };
         let s = &self.shared;
+        if let Some((stage, flusher)) = stage {
+            stage.close(Duration::from_secs(5)).await;
+            let _one = stage.flushing.lock().await;
+            flusher.abort();
+            s.flush_locked(&stage, &queue, true).await;
+            let (requests, items) = stage.held();
+            if requests > 0 && stage.persistent() {
+                tracing::info!(exporter = %s.label, requests, items, "merged requests could not be queued at shutdown; they stay in the persistent stage for the next start");
+            } else if requests > 0 {
+                s.counters.send_failed.add(items);
+                tracing::error!(exporter = %s.label, requests, items, destination = %s.push.destination(), "merged requests could not be queued at shutdown; they are lost");
+            }
+        }
         queue.close();
         let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
         let joined = async {

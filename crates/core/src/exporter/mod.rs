@@ -11,11 +11,20 @@
 //!         → num_consumers workers → retry_on_failure → timeout → Push::push
 //! ```
 //!
-//! and owns the `otelcol_exporter_*` counters. Requests are never merged
-//! here (the `batch` processor merges before the exporter), so a request
-//! never mixes two callers' tokens, and each keeps the idempotency key it
-//! got when it arrived: a retry, or a resend after a restart from the
-//! persistent queue, repeats it, so the destination can drop duplicates.
+//! and owns the `otelcol_exporter_*` counters. By default requests are
+//! never merged here (the `batch` processor merges before the exporter),
+//! so a request never mixes two callers' tokens, and each keeps the
+//! idempotency key it got when it arrived: a retry, or a resend after a
+//! restart from the persistent queue, repeats it, so the destination can
+//! drop duplicates.
+//!
+//! An exporter that writes few large objects sets
+//! [`ExporterSettings::merge`]: requests are then acknowledged once they
+//! are held in a merge stage (on the same storage as the queue), and on a
+//! size or time threshold they are merged, split by [`Push::partition`]
+//! and queued, each part with a key of its own, in one storage
+//! transaction that also removes them from the stage. A key is drawn
+//! once, when its part is queued, so a resend of that part repeats it.
 //!
 //! What happens to a request, every way it can end:
 //! - sent: counted in `sent_*`;
@@ -35,6 +44,9 @@ pub mod config;
 mod helper;
 mod queue;
 mod retry;
+mod stage;
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +54,7 @@ use async_trait::async_trait;
 
 pub use config::{QueueBatchConfig, QueueConfig, RetryConfig, Sizer};
 pub use helper::{ExporterSettings, QueuedExporter};
+pub use stage::MergeSettings;
 
 use crate::component::{ComponentError, Host};
 use crate::consumer::{BearerToken, ConsumerError};
@@ -60,6 +73,10 @@ pub struct Request<T> {
     pub idempotency_key: String,
     /// Items (data points, log records, spans) in `data`.
     pub items: u64,
+    /// The label [`Push::partition`] gave this part (an object's folder,
+    /// say); empty for exporters that do not partition. Fixed before the
+    /// first attempt and stored with the request, like the key.
+    pub partition: String,
 }
 
 /// What an exporter writes: one attempt at sending one request.
@@ -92,6 +109,23 @@ pub trait Push<T: Batchable>: Send + Sync + 'static {
     /// encoding (0: no limit). Larger requests are split before queueing.
     fn max_request_bytes(&self) -> usize {
         0
+    }
+
+    /// Splits `data` into the parts that must travel as separate requests,
+    /// each with a label that stays with its request
+    /// ([`Request::partition`]): object storage splits by folder and time
+    /// partition here. The default keeps `data` whole, unlabelled.
+    fn partition(&self, data: T) -> Vec<(String, T)> {
+        vec![(String::new(), data)]
+    }
+
+    /// Whether requests of different callers' tokens must stay apart when
+    /// requests are merged ([`ExporterSettings::merge`]): true for a
+    /// destination that authenticates each caller by its token; false for
+    /// one that ignores tokens (object storage), so one object may hold
+    /// several callers' data.
+    fn keeps_tokens_apart(&self) -> bool {
+        true
     }
 
     /// Called once before the first push.

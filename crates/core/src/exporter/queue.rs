@@ -23,8 +23,11 @@ pub(crate) type Waiter = oneshot::Sender<Result<(), ConsumerError>>;
 
 /// Key prefix of stored requests.
 const PREFIX: &str = "q/";
-/// The first bytes of a stored request: format version 1.
-const MAGIC: &[u8; 4] = b"OQR1";
+/// The first bytes of a stored request: format version 2 (with the
+/// partition label).
+const MAGIC: &[u8; 4] = b"OQR2";
+/// Version 1 (no partition label), still read.
+const MAGIC_V1: &[u8; 4] = b"OQR1";
 
 /// A request waiting or being sent, with what it weighs.
 pub(crate) struct Entry<T> {
@@ -46,6 +49,18 @@ struct State<T> {
     inflight: BTreeMap<u64, u64>,
     closed: bool,
     next_id: u64,
+}
+
+/// What `push` does when the queue has no room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Refuses ([`Refusal::Full`]).
+    Refuse,
+    /// Waits for room.
+    Block,
+    /// Takes the requests anyway (the merge stage's last flush at shutdown,
+    /// which must not lose what it acknowledged).
+    Force,
 }
 
 /// Why `push` did not take the requests.
@@ -112,52 +127,38 @@ impl<T: Batchable> Queue<T> {
         let Some(storage) = self.storage.clone() else {
             return Ok((0, 0, vec![]));
         };
-        let stored = blocking(move || storage.scan(PREFIX)).await?;
-        let mut bad = Vec::new();
+        let (stored, bad) = load::<T>(storage, PREFIX).await?;
         let (mut requests, mut items) = (0, 0);
         {
             let mut st = self.state();
-            for (k, v) in stored {
-                let id = k[PREFIX.len()..].parse::<u64>().ok();
-                match (id, decode::<T>(&v)) {
-                    (Some(id), Ok(request)) => {
-                        requests += 1;
-                        items += request.items;
-                        let u = units(&request);
-                        st.used += u;
-                        st.next_id = st.next_id.max(id + 1);
-                        st.pending.push_back(Entry {
-                            id,
-                            request,
-                            units: u,
-                            waiter: None,
-                        });
-                    }
-                    (_, Err(e)) => bad.push((k, e)),
-                    (None, Ok(_)) => bad.push((k, "the key holds no request number".into())),
-                }
-            }
-        }
-        if !bad.is_empty() {
-            if let Some(storage) = self.storage.clone() {
-                let ops = bad
-                    .iter()
-                    .map(|(k, _)| StorageOp::Delete(k.clone()))
-                    .collect();
-                blocking(move || storage.batch(ops)).await?;
+            for (id, request) in stored {
+                requests += 1;
+                items += request.items;
+                let u = units(&request);
+                st.used += u;
+                st.next_id = st.next_id.max(id + 1);
+                st.pending.push_back(Entry {
+                    id,
+                    request,
+                    units: u,
+                    waiter: None,
+                });
             }
         }
         self.arrived.notify_waiters();
         Ok((requests, items, bad))
     }
 
-    /// Takes every request of `parts` (with their units) or none. A full
-    /// queue refuses, or with `block` waits for room. A request larger
-    /// than the whole queue is taken when the queue is empty.
+    /// Takes every request of `parts` (with their units) or none; `admit`
+    /// says what a full queue does. A request larger than the whole queue
+    /// is taken when the queue is empty. With storage, `also` is applied
+    /// in the same transaction that stores the requests (the merge stage
+    /// removes what it handed over).
     pub async fn push(
         &self,
         parts: Vec<(Request<T>, u64, Option<Waiter>)>,
-        block: bool,
+        admit: Admit,
+        also: Vec<StorageOp>,
     ) -> Result<(), Refusal> {
         let total: u64 = parts.iter().map(|p| p.1).sum();
         let first_id = loop {
@@ -167,24 +168,28 @@ impl<T: Batchable> Queue<T> {
                 if st.closed {
                     return Err(Refusal::Closed);
                 }
-                if st.used == 0 || st.used.saturating_add(total) <= self.capacity {
+                if admit == Admit::Force
+                    || st.used == 0
+                    || st.used.saturating_add(total) <= self.capacity
+                {
                     st.used += total;
                     let id = st.next_id;
                     st.next_id += parts.len() as u64;
                     break id;
                 }
             }
-            if !block {
+            if admit == Admit::Refuse {
                 return Err(Refusal::Full);
             }
             freed.await;
         };
         if let Some(storage) = self.storage.clone() {
-            let ops: Vec<StorageOp> = parts
+            let mut ops: Vec<StorageOp> = parts
                 .iter()
                 .enumerate()
                 .map(|(i, p)| StorageOp::Set(key(first_id + i as u64), encode(&p.0)))
                 .collect();
+            ops.extend(also);
             if let Err(e) = blocking(move || storage.batch(ops)).await {
                 self.state().used -= total;
                 self.freed.notify_waiters();
@@ -269,7 +274,35 @@ impl<T: Batchable> Queue<T> {
     }
 }
 
-async fn blocking<R: Send + 'static>(
+/// Reads the requests stored under `prefix` (keys `{prefix}{number}`), in
+/// key order, with their numbers; those that cannot be read are deleted
+/// and returned apart (key, why) for the caller to count and log.
+pub(crate) async fn load<T: Batchable>(
+    storage: Arc<dyn StorageClient>,
+    prefix: &'static str,
+) -> Result<(Vec<(u64, Request<T>)>, Vec<(String, String)>), StorageError> {
+    let scan = storage.clone();
+    let stored = blocking(move || scan.scan(prefix)).await?;
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    for (k, v) in stored {
+        let n = k[prefix.len()..].parse::<u64>().ok();
+        match (n, decode::<T>(&v)) {
+            (Some(n), Ok(request)) => ok.push((n, request)),
+            (_, Err(e)) => bad.push((k, e)),
+            (None, Ok(_)) => bad.push((k, "the key holds no number".into())),
+        }
+    }
+    if !bad.is_empty() {
+        let ops = bad
+            .iter()
+            .map(|(k, _)| StorageOp::Delete(k.clone()))
+            .collect();
+        blocking(move || storage.batch(ops)).await?;
+    }
+    Ok((ok, bad))
+}
+
+pub(crate) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> Result<R, StorageError> + Send + 'static,
 ) -> Result<R, StorageError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
@@ -286,8 +319,9 @@ fn put_field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// `MAGIC`, the token (length 0xFFFF_FFFF when none), the idempotency key,
-/// the item count, then the payload's protobuf encoding.
-fn encode<T: Batchable>(r: &Request<T>) -> Vec<u8> {
+/// the partition label, the item count, then the payload's protobuf
+/// encoding.
+pub(crate) fn encode<T: Batchable>(r: &Request<T>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + r.data.encoded_len());
     out.extend_from_slice(MAGIC);
     match &r.token {
@@ -295,6 +329,7 @@ fn encode<T: Batchable>(r: &Request<T>) -> Vec<u8> {
         None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
     put_field(&mut out, r.idempotency_key.as_bytes());
+    put_field(&mut out, r.partition.as_bytes());
     out.extend_from_slice(&r.items.to_le_bytes());
     r.data.encode(&mut out).ok();
     out
@@ -318,9 +353,11 @@ fn text(b: &[u8]) -> Result<String, String> {
     String::from_utf8(b.to_vec()).map_err(|_| "a stored text is not UTF-8".to_string())
 }
 
-fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
-    if take(&mut b, 4)? != MAGIC {
-        return Err("not a request of this format version".into());
+pub(crate) fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
+    let version = take(&mut b, 4)?;
+    let labelled = version == MAGIC;
+    if !labelled && version != MAGIC_V1 {
+        return Err("not a stored request of a known format version".into());
     }
     let token = match take_len(&mut b)? {
         u32::MAX => None,
@@ -328,6 +365,12 @@ fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
     };
     let n = take_len(&mut b)? as usize;
     let idempotency_key = text(take(&mut b, n)?)?;
+    let partition = if labelled {
+        let n = take_len(&mut b)? as usize;
+        text(take(&mut b, n)?)?
+    } else {
+        String::new()
+    };
     let raw = take(&mut b, 8)?;
     let mut items = [0u8; 8];
     items.copy_from_slice(raw);
@@ -337,6 +380,7 @@ fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
         token,
         idempotency_key,
         items: u64::from_le_bytes(items),
+        partition,
     })
 }
 
@@ -345,6 +389,7 @@ mod tests {
     use super::*;
     use crate::pdata::Logs;
     use crate::storage::MemoryStorage;
+    use prost::Message as _;
 
     fn request(items: usize, token: Option<&str>, key: &str) -> Request<Logs> {
         use crate::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -361,6 +406,7 @@ mod tests {
             token: token.map(BearerToken::new),
             idempotency_key: key.into(),
             items: items as u64,
+            partition: format!("p/{key}"),
         }
     }
 
@@ -372,6 +418,20 @@ mod tests {
         assert_eq!(back.data, r.data);
         assert_eq!(back.token.unwrap().expose(), "tok-1234");
         assert_eq!((back.idempotency_key.as_str(), back.items), ("k-1", 3));
+        assert_eq!(back.partition, "p/k-1");
+        // Version 1 (before partition labels) still reads, unlabelled.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC_V1);
+        put_field(&mut v1, b"tok");
+        put_field(&mut v1, b"k-2");
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        r.data.encode(&mut v1).unwrap();
+        let old: Request<Logs> = decode(&v1).unwrap();
+        assert_eq!(
+            (old.idempotency_key.as_str(), old.partition.as_str()),
+            ("k-2", "")
+        );
+        assert_eq!(old.data, r.data);
         assert!(decode::<Logs>(&bytes[..10]).is_err());
         assert!(decode::<Logs>(b"XXXX").is_err());
         let none = decode::<Logs>(&encode(&request(1, None, "k"))).unwrap();
@@ -382,14 +442,27 @@ mod tests {
     async fn capacity_refusal_and_recovery_after_a_restart() {
         let storage = MemoryStorage::default();
         let q = Queue::<Logs>::new(2, Some(Arc::new(storage.clone())));
-        q.push(vec![(request(1, None, "a"), 1, None)], false)
-            .await
-            .unwrap();
-        q.push(vec![(request(2, Some("t"), "b"), 1, None)], false)
-            .await
-            .unwrap();
+        q.push(
+            vec![(request(1, None, "a"), 1, None)],
+            Admit::Refuse,
+            vec![],
+        )
+        .await
+        .unwrap();
+        q.push(
+            vec![(request(2, Some("t"), "b"), 1, None)],
+            Admit::Refuse,
+            vec![],
+        )
+        .await
+        .unwrap();
         assert!(matches!(
-            q.push(vec![(request(1, None, "c"), 1, None)], false).await,
+            q.push(
+                vec![(request(1, None, "c"), 1, None)],
+                Admit::Refuse,
+                vec![]
+            )
+            .await,
             Err(Refusal::Full)
         ));
         let first = q.pop().await.unwrap();
@@ -412,9 +485,13 @@ mod tests {
         let again = q.pop().await.unwrap();
         assert_eq!(again.request.idempotency_key, "b");
         assert_eq!(again.id, second.id);
-        q.push(vec![(request(1, None, "d"), 1, None)], false)
-            .await
-            .unwrap();
+        q.push(
+            vec![(request(1, None, "d"), 1, None)],
+            Admit::Refuse,
+            vec![],
+        )
+        .await
+        .unwrap();
         let d = q.pop().await.unwrap();
         assert!(d.id > again.id, "new ids continue after recovered ones");
         q.close();
@@ -434,14 +511,14 @@ mod tests {
     #[tokio::test]
     async fn blocking_push_waits_for_room() {
         let q = Arc::new(Queue::<Logs>::new(1, None));
-        q.push(vec![(request(1, None, "a"), 1, None)], true)
+        q.push(vec![(request(1, None, "a"), 1, None)], Admit::Block, vec![])
             .await
             .unwrap();
         let q2 = q.clone();
-        let waiting =
-            tokio::spawn(
-                async move { q2.push(vec![(request(1, None, "b"), 1, None)], true).await },
-            );
+        let waiting = tokio::spawn(async move {
+            q2.push(vec![(request(1, None, "b"), 1, None)], Admit::Block, vec![])
+                .await
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
         let a = q.pop().await.unwrap();

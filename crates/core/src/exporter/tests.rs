@@ -18,16 +18,20 @@ use crate::{ComponentId, Signal};
 
 /// Answers attempts from a list, then with `otherwise`; records each attempt.
 #[derive(Default)]
-struct Script {
-    answers: Mutex<VecDeque<Result<(), ConsumerError>>>,
-    otherwise: Mutex<Option<ConsumerError>>,
+pub(super) struct Script {
+    pub answers: Mutex<VecDeque<Result<(), ConsumerError>>>,
+    pub otherwise: Mutex<Option<ConsumerError>>,
     /// (idempotency key, items) of every attempt.
-    attempts: Mutex<Vec<(String, u64)>>,
-    max_bytes: usize,
+    pub attempts: Mutex<Vec<(String, u64)>>,
+    /// (partition label, items) of every attempt.
+    pub labels: Mutex<Vec<(String, u64)>>,
+    pub max_bytes: usize,
+    /// Above 1: `partition` cuts a request into this many labelled parts.
+    pub parts: usize,
 }
 
 #[derive(Clone)]
-struct Scripted(Arc<Script>);
+pub(super) struct Scripted(pub Arc<Script>);
 
 #[async_trait]
 impl Push<Metrics> for Scripted {
@@ -37,6 +41,10 @@ impl Push<Metrics> for Scripted {
             .lock()
             .unwrap()
             .push((r.idempotency_key.clone(), r.items));
+        s.labels
+            .lock()
+            .unwrap()
+            .push((r.partition.clone(), r.items));
         if let Some(a) = s.answers.lock().unwrap().pop_front() {
             return a;
         }
@@ -51,9 +59,21 @@ impl Push<Metrics> for Scripted {
     fn max_request_bytes(&self) -> usize {
         self.0.max_bytes
     }
+    fn partition(&self, data: Metrics) -> Vec<(String, Metrics)> {
+        let parts = self.0.parts.max(1);
+        if parts == 1 {
+            return vec![(String::new(), data)];
+        }
+        let per = data.item_count().div_ceil(parts);
+        data.split(per, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("p{i}"), d))
+            .collect()
+    }
 }
 
-fn points(n: usize, attr_bytes: usize) -> Metrics {
+pub(super) fn points(n: usize, attr_bytes: usize) -> Metrics {
     let data_points = (0..n)
         .map(|i| NumberDataPoint {
             attributes: vec![crate::pdata::string_attribute(
@@ -79,7 +99,7 @@ fn points(n: usize, attr_bytes: usize) -> Metrics {
     }
 }
 
-fn retryable() -> ConsumerError {
+pub(super) fn retryable() -> ConsumerError {
     ConsumerError::retryable("HTTP 503")
 }
 
@@ -87,6 +107,16 @@ fn exporter(
     script: &Arc<Script>,
     yaml: &str,
     settings: &CreateSettings,
+) -> QueuedExporter<Metrics, Scripted> {
+    exporter_with(script, yaml, settings, None)
+}
+
+/// An exporter around `script` with the keys in `yaml`, merging with `merge`.
+pub(super) fn exporter_with(
+    script: &Arc<Script>,
+    yaml: &str,
+    settings: &CreateSettings,
+    merge: Option<MergeSettings>,
 ) -> QueuedExporter<Metrics, Scripted> {
     #[derive(serde::Deserialize, Default)]
     #[serde(default)]
@@ -101,20 +131,21 @@ fn exporter(
         Duration::from_secs(5),
     );
     s.drain_timeout = Duration::from_millis(300);
+    s.merge = merge;
     QueuedExporter::new(settings, Signal::Metrics, s, Scripted(script.clone())).unwrap()
 }
 
-fn settings() -> CreateSettings {
+pub(super) fn settings() -> CreateSettings {
     CreateSettings::standalone(ComponentId::new("scripted"), Kind::Exporter)
 }
 
-fn host_with(storage: &MemoryStorageExtension) -> Host {
+pub(super) fn host_with(storage: &MemoryStorageExtension) -> Host {
     let mut ext: BTreeMap<ComponentId, Arc<dyn Extension>> = BTreeMap::new();
     ext.insert(ComponentId::new("file_storage"), Arc::new(storage.clone()));
     Host::new(ext, Default::default())
 }
 
-fn value(settings: &CreateSettings, name: &str) -> String {
+pub(super) fn value(settings: &CreateSettings, name: &str) -> String {
     let text = settings.metrics.render();
     text.lines()
         .find(|l| l.starts_with(name))
@@ -123,7 +154,7 @@ fn value(settings: &CreateSettings, name: &str) -> String {
         .to_string()
 }
 
-async fn until(what: &str, f: impl Fn() -> bool) {
+pub(super) async fn until(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
