@@ -6,7 +6,8 @@
 //! object (an object name is fixed before its first upload, so a resend
 //! overwrites it rather than adding a second copy).
 //!
-//! - S3 down, `kill -9` during the outage, S3 back, a restart: everything;
+//! - S3 down, `kill -9` during the outage, a restart while S3 is still
+//!   down, S3 back: everything;
 //! - `kill -9` at random moments, 20 times, while events flow: everything;
 //! - the merge stage full: 503 with `Retry-After`, and after the sender's
 //!   retries everything.
@@ -15,6 +16,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::faults::{event_ids, events_json, now_nanos, post_retrying, until};
@@ -115,6 +118,43 @@ impl Drop for Moto {
     }
 }
 
+/// A TCP forwarder on a loopback port to moto: while down it closes every
+/// connection at once (an S3 outage, retryable), while up it forwards. Moto
+/// keeps its objects and bucket through the outage.
+struct Switch {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Switch {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let on = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !on.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut out) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
 /// The binary with `configs/s3.yaml` writing to moto on `s3_port`, its
 /// queues under `storage`, the clocks compressed; returns once healthy,
 /// with its OTLP/HTTP logs URL.
@@ -178,9 +218,10 @@ fn assert_each_once(counts: &BTreeMap<u64, usize>, accepted: &[u64]) {
 async fn s3_down_a_kill_and_a_restart_store_every_accepted_event_once() {
     let s3_port = common::free_port();
     let moto = Moto::start(s3_port);
+    let switch = Switch::start(s3_port).await;
     let storage = common::scratch_storage_dir();
-    let (collector, logs) = spawn_s3(s3_port, &storage, &[]).await;
-    drop(moto); // S3 is down from here on.
+    let (collector, logs) = spawn_s3(switch.port, &storage, &[]).await;
+    switch.set(false); // S3 is down from here on.
     let mut accepted = vec![];
     for i in 0..10u64 {
         let ids = i * 5..i * 5 + 5;
@@ -191,18 +232,24 @@ async fn s3_down_a_kill_and_a_restart_store_every_accepted_event_once() {
     // Merged, queued, and retried for a while (dozens of attempts).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = collector.kill9();
+    let nothing_given_up = |log: &[String]| {
+        !log.iter()
+            .any(|l| l.contains("dropp") || l.contains("giving up") || l.contains("lost"))
+    };
     assert!(
         log.iter().any(|l| l.contains("send failed; retrying")),
         "uploads were tried: {log:#?}"
     );
-    assert!(
-        !log.iter()
-            .any(|l| l.contains("dropp") || l.contains("giving up") || l.contains("lost")),
-        "nothing given up: {log:#?}"
-    );
+    assert!(nothing_given_up(&log), "{log:#?}");
 
-    let moto = Moto::start(s3_port); // back, and empty
-    let (collector, _) = spawn_s3(s3_port, &storage, &[]).await;
+    // A restart while S3 is still down: it starts, and keeps retrying.
+    let (collector, logs) = spawn_s3(switch.port, &storage, &[]).await;
+    let (status, _) = post_retrying(&logs, events_json(50..55), Duration::ZERO).await;
+    assert_eq!(status, 200, "accepting again during the outage");
+    accepted.extend(50..55);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(moto.event_counts(s3_port).is_empty(), "S3 was down");
+    switch.set(true);
     let deadline = Instant::now() + Duration::from_secs(30);
     while moto.event_counts(s3_port).len() < accepted.len() {
         assert!(
@@ -214,9 +261,15 @@ async fn s3_down_a_kill_and_a_restart_store_every_accepted_event_once() {
     }
     let (ok, log) = collector.stop();
     assert!(ok, "{log:#?}");
+    assert!(nothing_given_up(&log), "{log:#?}");
     assert!(
         log.iter()
             .any(|l| l.contains("resuming the requests the persistent queue held")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("the bucket is unreachable now")),
         "{log:#?}"
     );
     assert_each_once(&moto.event_counts(s3_port), &accepted);

@@ -202,8 +202,11 @@ pub fn file(c: &FileExporterConfig) -> Result<Target, StoreError> {
 
 /// Checks at start that the bucket answers and accepts the credentials: one
 /// listing of `prefix`. Write-only credentials (listing refused as
-/// forbidden) pass with a warning; a missing bucket, rejected or missing
-/// credentials and an unreachable endpoint fail with what went wrong.
+/// forbidden) pass with a warning; a missing bucket and rejected or missing
+/// credentials fail with what went wrong. An endpoint that does not answer
+/// now (an outage, a network not up yet) passes with a warning: what is
+/// accepted waits in the sending queue and uploads are retried, so a
+/// restart during an outage does not take the collector down.
 pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<(), String> {
     let path = (!prefix.is_empty()).then(|| Path::from(prefix));
     let listing = tokio::time::timeout(within, target.store.list_with_delimiter(path.as_ref()));
@@ -211,12 +214,12 @@ pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<()
         Ok(Ok(_)) => return Ok(()),
         Ok(Err(e)) => e,
         Err(_) => {
-            return Err(format!(
-            "{}: no answer within {}s (is the endpoint reachable, and are credentials available? \
-                 without any, the instance metadata service is tried)",
-            target.describe,
-            within.as_secs()
-        ))
+            tracing::warn!(
+                target = %target.describe,
+                "the bucket gave no answer within {}s; starting anyway (uploads are retried, what is accepted waits in the sending queue). If this persists, check that the endpoint is reachable and credentials are available (without any, the instance metadata service is tried)",
+                within.as_secs()
+            );
+            return Ok(());
         }
     };
     // object_store reports most listing failures as `Generic`, with the
@@ -249,10 +252,35 @@ pub async fn probe(target: &Target, prefix: &str, within: Duration) -> Result<()
             "{}: the bucket does not exist (or the endpoint serves no such bucket): {e}",
             target.describe
         ))
+    } else if unreachable(&text) {
+        tracing::warn!(
+            target = %target.describe,
+            "the bucket is unreachable now ({e}); starting anyway: uploads are retried and what is accepted waits in the sending queue"
+        );
+        Ok(())
     } else {
         Err(format!(
-            "{}: the bucket is unreachable or no credentials were found: {e}",
+            "{}: the bucket cannot be listed (are credentials available? without any, the instance metadata service is tried): {e}",
             target.describe
         ))
     }
+}
+
+/// Whether a listing failed because the endpoint itself did not answer
+/// (not the credential chain: its errors name the metadata service or
+/// credentials).
+fn unreachable(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let transport = [
+        "error sending request",
+        "timed out",
+        "connection refused",
+        "connection reset",
+    ]
+    .iter()
+    .any(|n| lower.contains(n));
+    let credentials = ["credential", "169.254.169.254", "imds", "token"]
+        .iter()
+        .any(|n| lower.contains(n));
+    transport && !credentials
 }
