@@ -217,8 +217,14 @@ async fn an_outage_a_kill_and_a_restart_deliver_every_total_under_its_first_key(
         "nothing was given up: {log:#?}"
     );
 
-    endpoint.up.store(true, Ordering::SeqCst);
+    // A restart while the endpoint is still down, then the endpoint back.
     let (collector, _) = common::spawn_production(&url, FALLBACK, &FAST, &envs).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        endpoint.attempts().iter().all(|a| a.status == 503),
+        "still down"
+    );
+    endpoint.up.store(true, Ordering::SeqCst);
     let delivered_totals = || {
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         for a in endpoint.delivered_once_per_key("/ai/otel/v1/metrics") {

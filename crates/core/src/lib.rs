@@ -26,6 +26,7 @@
 //! `core` knows no concrete component: receivers, processors, exporters and
 //! extensions live in their own crates and register a factory.
 
+pub mod batcher;
 pub mod component;
 pub mod config;
 pub mod consumer;

@@ -1,4 +1,5 @@
-//! The `batch` processor: collects batches into larger ones, sent when
+//! The `batch` processor, on the core batcher ([`otelcol_core::batcher`],
+//! the one the exporters' merge stage uses): collects batches into larger ones, sent when
 //! `send_batch_size` items are waiting or `timeout` after the first arrived,
 //! and split so none exceeds `send_batch_max_size`. Batches are kept apart
 //! by the caller's bearer token and by the `metadata_keys` values, so a
@@ -12,12 +13,12 @@
 //! bounded. Only a permanent refusal, or items still refused at shutdown,
 //! are dropped: counted and logged.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use otelcol_core::batcher::{Batcher, Bucket, Thresholds};
 use otelcol_core::component::{
     ComponentError, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
 };
@@ -80,20 +81,18 @@ impl BatchConfig {
 /// What keeps batches apart: the bearer token and the metadata values.
 type Key = (Option<String>, Vec<Option<String>>);
 
-struct Pending<T> {
+/// One request taken, as it came; a bucket's parts are merged when sent.
+struct Part<T> {
     data: T,
-    items: usize,
     context: RequestContext,
-    first: Instant,
-    /// The next component refused these items retryably (last error).
-    refused: Option<ConsumerError>,
 }
 
 struct Shared<T> {
     id: String,
     config: BatchConfig,
     next: Arc<dyn Consumer<T>>,
-    pending: Mutex<HashMap<Key, Pending<T>>>,
+    /// The core batcher: per key, until `send_batch_size` or `timeout`.
+    pending: Mutex<Batcher<Key, Part<T>>>,
     send_failed: Counter,
 }
 
@@ -116,20 +115,24 @@ impl<T: Batchable> Shared<T> {
         (token, meta)
     }
 
-    /// Sends `p` split into sends of at most `send_batch_max_size` items.
-    /// What the next component refuses retryably is handed back, with the
-    /// rest of `p`, for a later try; a permanent refusal is dropped here
-    /// (counted and logged).
-    async fn send(&self, p: Pending<T>) -> Option<Pending<T>> {
-        let Pending {
-            mut data,
-            items,
-            context,
-            first,
-            ..
-        } = p;
+    fn pending(&self) -> std::sync::MutexGuard<'_, Batcher<Key, Part<T>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends a bucket merged, split into sends of at most
+    /// `send_batch_max_size` items. What the next component refuses
+    /// retryably is handed back (with the rest, and why) for a later try;
+    /// a permanent refusal is dropped here (counted and logged).
+    async fn send(&self, bucket: Bucket<Part<T>>) -> Option<(Part<T>, u64, String)> {
+        let mut parts = bucket.entries.into_iter();
+        let first = parts.next()?;
+        let context = first.context;
+        let mut data = first.data;
+        for p in parts {
+            data.append(p.data);
+        }
         let max = self.config.send_batch_max_size;
-        let mut left = items;
+        let mut left = data.item_count();
         while left > 0 {
             let n = if max > 0 { left.min(max) } else { left };
             let chunk = if n < left {
@@ -147,13 +150,11 @@ impl<T: Batchable> Shared<T> {
                 Err(e) if e.is_retryable() => {
                     let mut back = kept;
                     back.append(data);
-                    return Some(Pending {
+                    let part = Part {
                         data: back,
-                        items: left,
                         context,
-                        first,
-                        refused: Some(e),
-                    });
+                    };
+                    return Some((part, left as u64, e.to_string()));
                 }
                 Err(e) => {
                     left -= n;
@@ -165,35 +166,13 @@ impl<T: Batchable> Shared<T> {
         None
     }
 
-    /// Puts refused items back in front of what arrived since, due again
-    /// after `timeout`.
-    fn hold(&self, p: Pending<T>) {
-        let key = self.key(&p.context);
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut p = p;
-        p.first = Instant::now();
-        if let Some(newer) = pending.remove(&key) {
-            p.data.append(newer.data);
-            p.items += newer.items;
+    /// Sends `bucket`; what is refused retryably goes back in front of
+    /// what arrived since, due again after `timeout`.
+    async fn send_or_hold(&self, key: Key, bucket: Bucket<Part<T>>) {
+        if let Some((part, items, why)) = self.send(bucket).await {
+            self.pending()
+                .put_back(key, vec![part], (items, 0), why, false, Instant::now());
         }
-        pending.insert(key, p);
-    }
-
-    /// Sends `p`, holding what is refused retryably.
-    async fn send_or_hold(&self, p: Pending<T>) {
-        if let Some(back) = self.send(p).await {
-            self.hold(back);
-        }
-    }
-
-    fn take_due(&self, now: Instant, all: bool) -> Vec<Pending<T>> {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let due: Vec<Key> = pending
-            .iter()
-            .filter(|(_, p)| all || now.duration_since(p.first) >= self.config.timeout)
-            .map(|(k, _)| k.clone())
-            .collect();
-        due.into_iter().filter_map(|k| pending.remove(&k)).collect()
     }
 }
 
@@ -207,22 +186,18 @@ impl<T: Batchable> Consumer<T> for BatchProcessor<T> {
         }
         let key = s.key(&batch.context);
         let full = {
-            let mut pending = s.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if !pending.contains_key(&key) && pending.len() >= s.config.metadata_cardinality_limit {
+            let mut pending = s.pending();
+            let held = pending.get(&key);
+            if held.is_none() && pending.keys() >= s.config.metadata_cardinality_limit {
                 return Err(ConsumerError::retryable(format!(
                     "processor {}: too many distinct metadata combinations (metadata_cardinality_limit {})",
                     s.id, s.config.metadata_cardinality_limit
                 )));
             }
-            if let Some(held) = pending
-                .get(&key)
-                .filter(|p| p.refused.is_some() && p.items >= s.config.send_batch_size)
+            if let Some(held) =
+                held.filter(|h| h.refused.is_some() && h.items >= s.config.send_batch_size as u64)
             {
-                let why = held
-                    .refused
-                    .as_ref()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
+                let why = held.refused.clone().unwrap_or_default();
                 return Err(ConsumerError::Retryable {
                     message: format!(
                         "processor {}: holding {} items the next component refused ({why}); try again later",
@@ -231,23 +206,18 @@ impl<T: Batchable> Consumer<T> for BatchProcessor<T> {
                     retry_after: Some(s.config.timeout.max(Duration::from_secs(1))),
                 });
             }
-            let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
-                data: T::default(),
-                items: 0,
-                context: batch.context.clone(),
-                first: Instant::now(),
-                refused: None,
-            });
-            entry.data.append(batch.data);
-            entry.items += items;
-            if entry.items >= s.config.send_batch_size && entry.refused.is_none() {
-                pending.remove(&key)
+            let part = Part {
+                data: batch.data,
+                context: batch.context,
+            };
+            if pending.add(key.clone(), part, items as u64, 0, Instant::now()) {
+                pending.take(&key)
             } else {
                 None
             }
         };
-        if let Some(p) = full {
-            s.send_or_hold(p).await;
+        if let Some(bucket) = full {
+            s.send_or_hold(key, bucket).await;
         }
         Ok(())
     }
@@ -261,8 +231,9 @@ impl<T: Batchable> Lifecycle for BatchProcessor<T> {
         self.ticker.start(tick, move || {
             let shared = shared.clone();
             async move {
-                for p in shared.take_due(Instant::now(), false) {
-                    shared.send_or_hold(p).await;
+                let due = shared.pending().take_due(Instant::now(), false);
+                for (key, bucket) in due {
+                    shared.send_or_hold(key, bucket).await;
                 }
             }
         });
@@ -271,13 +242,14 @@ impl<T: Batchable> Lifecycle for BatchProcessor<T> {
 
     async fn shutdown(&self) -> Result<(), ComponentError> {
         self.ticker.stop().await;
-        for p in self.shared.take_due(Instant::now(), true) {
-            if let Some(lost) = self.shared.send(p).await {
-                self.shared.send_failed.add(lost.items as u64);
+        let all = self.shared.pending().take_due(Instant::now(), true);
+        for (_, bucket) in all {
+            if let Some((_, items, why)) = self.shared.send(bucket).await {
+                self.shared.send_failed.add(items);
                 tracing::error!(
                     processor = %self.shared.id,
-                    items = lost.items,
-                    error = %lost.refused.map(|e| e.to_string()).unwrap_or_default(),
+                    items,
+                    error = %why,
                     "the next component still refuses at shutdown; these items are dropped"
                 );
             }
@@ -313,6 +285,12 @@ fn build<T: Batchable>(
     let config: BatchConfig = decode(raw)?;
     config.validate()?;
     let id = settings.id.to_string();
+    let thresholds = Thresholds {
+        // Go: send_batch_size 0 sends each batch as it comes.
+        items: (config.send_batch_size as u64).max(1),
+        bytes: 0,
+        age: config.timeout,
+    };
     let send_failed = settings.metrics.counter(
         "otelcol_processor_batch_send_failed_items",
         "Items dropped after batching: refused for good by the next component, or still refused at shutdown (each drop is logged).",
@@ -323,7 +301,7 @@ fn build<T: Batchable>(
             id,
             config,
             next,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Batcher::new(thresholds)),
             send_failed,
         }),
         ticker: Periodic::default(),
@@ -465,6 +443,15 @@ mod tests {
         );
         let total: usize = sink.0.lock().unwrap().iter().map(|(_, n)| n).sum();
         assert_eq!(total, 16);
+    }
+
+    /// As in Go, `send_batch_size: 0` sends each batch as it comes.
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_send_batch_size_sends_at_once() {
+        let (p, sink) = processor("timeout: 1h\nsend_batch_size: 0\n").await;
+        p.consume(with_token(3, "a")).await.unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), vec![(Some("a".into()), 3)]);
+        p.shutdown().await.unwrap();
     }
 
     /// Issue 14: a retryable refusal downstream (a full sending queue)

@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 
 use super::queue::{Admit, Entry, Queue, Refusal};
 use super::retry::{Outcome, Retrier};
-use super::stage::{MergeSettings, Stage, Staged};
+use super::stage::{MergeSettings, Stage, Taken};
 use super::{new_request_id, Push, QueueConfig, Request, RetryConfig, Sizer};
 use crate::component::{ComponentError, ComponentId, CreateSettings, Host, Kind, Lifecycle};
-use crate::consumer::{Batch, BearerToken, Consumer, ConsumerError, PermanentKind};
+use crate::consumer::{Batch, Consumer, ConsumerError, PermanentKind};
 use crate::pdata::Batchable;
 use crate::storage::StorageOp;
 use crate::telemetry::{Counter, Gauge, MetricsRegistry};
@@ -403,6 +403,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
         let also = if stage.persistent() {
             taken
                 .iter()
+                .flat_map(|(_, b)| &b.entries)
                 .map(|t| StorageOp::Delete(Stage::<T>::storage_key(t.seq)))
                 .collect()
         } else {
@@ -416,34 +417,35 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
                 self.counters.queue_size.set(queue.len() as i64);
             }
             Err(refusal) => {
-                let items: u64 = taken.iter().map(|t| t.items).sum();
-                match refusal {
+                let items: u64 = taken.iter().map(|(_, b)| b.items).sum();
+                let why = match refusal {
                     Refusal::Full => {
-                        tracing::debug!(exporter = %self.label, items, "the sending queue is full; merged requests wait in the stage")
+                        tracing::debug!(exporter = %self.label, items, "the sending queue is full; merged requests wait in the stage");
+                        "the sending queue is full".to_string()
                     }
-                    Refusal::Closed => {}
+                    Refusal::Closed => "the exporter is shutting down".to_string(),
                     Refusal::Storage(e) => {
-                        tracing::error!(exporter = %self.label, items, error = %e, "cannot move merged requests to the persistent queue; they stay staged and are tried again")
+                        tracing::error!(exporter = %self.label, items, error = %e, "cannot move merged requests to the persistent queue; they stay staged and are tried again");
+                        format!("the persistent queue cannot be written: {e}")
                     }
-                }
-                stage.put_back(taken);
+                };
+                stage.put_back(taken, &why);
             }
         }
     }
 
-    /// Merges staged requests (per token when the destination keeps
-    /// tokens apart), then partitions and splits them, each part under a
-    /// new key.
-    fn merge(&self, taken: &[Staged<T>]) -> (Vec<Request<T>>, Vec<Request<T>>) {
-        let mut groups: Vec<(Option<BearerToken>, T)> = Vec::new();
-        for t in taken {
-            match groups.iter_mut().find(|g| g.0 == t.token) {
-                Some(g) => g.1.append(t.data.clone()),
-                None => groups.push((t.token.clone(), t.data.clone())),
-            }
-        }
+    /// Merges each bucket of staged requests (one per token when the
+    /// destination keeps tokens apart), then partitions and splits them,
+    /// each part under a new key. The staged data is copied: it stays
+    /// staged until the queue took the parts.
+    fn merge(&self, taken: &Taken<T>) -> (Vec<Request<T>>, Vec<Request<T>>) {
         let (mut ok, mut too_big) = (vec![], vec![]);
-        for (token, data) in groups {
+        for (token, bucket) in taken {
+            let mut data = T::default();
+            for s in &bucket.entries {
+                data.append(s.data.clone());
+            }
+            let token = token.clone();
             let request = Request {
                 items: data.item_count() as u64,
                 data,

@@ -8,10 +8,13 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::queue::{blocking, encode, load, Refusal};
 use super::Request;
+use crate::batcher::{Batcher, Bucket, Thresholds};
 use crate::consumer::BearerToken;
 use crate::pdata::Batchable;
 use crate::storage::{StorageClient, StorageError};
@@ -41,32 +44,28 @@ fn key(seq: u64) -> String {
 /// One staged request.
 pub(crate) struct Staged<T> {
     pub seq: u64,
-    pub token: Option<BearerToken>,
     pub data: T,
     pub items: u64,
-    bytes: u64,
     /// Units of the queue's sizer.
     units: u64,
 }
 
-#[derive(Default)]
+/// What is staged, per token (one key, `None`, when the destination
+/// ignores tokens), taken together by a flush.
+pub(crate) type Taken<T> = Vec<(Option<BearerToken>, Bucket<Staged<T>>)>;
+
 struct State<T> {
-    staged: VecDeque<Staged<T>>,
-    items: u64,
-    bytes: u64,
+    staged: Batcher<Option<BearerToken>, Staged<T>>,
+    /// Units staged.
     units: u64,
-    oldest: Option<Instant>,
     next_seq: u64,
     /// When recent flushes queued their requests, for `max_per_minute`.
     recent: VecDeque<Instant>,
-    /// A flush failed: the next tick tries again, whatever the thresholds.
-    again: bool,
     /// Adds refused from now on (shutdown).
     closed: bool,
     /// Adds that reserved room and are not staged yet.
     adding: usize,
-    /// The units those adds reserved (apart from `units`, which a flush
-    /// resets while an add is still writing).
+    /// The units those adds reserved (not staged yet, so not in `units`).
     reserved: u64,
 }
 
@@ -88,11 +87,24 @@ impl<T: Batchable> Stage<T> {
         capacity: u64,
         storage: Option<Arc<dyn StorageClient>>,
     ) -> Self {
+        let thresholds = Thresholds {
+            items: settings.max_items,
+            bytes: settings.max_bytes,
+            age: settings.flush_interval,
+        };
         Self {
             settings,
             capacity,
             storage,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                staged: Batcher::new(thresholds),
+                units: 0,
+                next_seq: 0,
+                recent: VecDeque::new(),
+                closed: false,
+                adding: 0,
+                reserved: 0,
+            }),
             due: tokio::sync::Notify::new(),
             flushing: tokio::sync::Mutex::new(()),
         }
@@ -130,27 +142,27 @@ impl<T: Batchable> Stage<T> {
             items += r.items;
             let u = units(&r);
             st.next_seq = st.next_seq.max(seq + 1);
+            let bytes = r.data.encoded_len() as u64;
             Self::insert(
                 &mut st,
+                r.token,
                 Staged {
                     seq,
-                    token: r.token,
-                    bytes: r.data.encoded_len() as u64,
                     data: r.data,
                     items: r.items,
                     units: u,
                 },
+                bytes,
             );
         }
         Ok((requests, items, bad))
     }
 
-    fn insert(st: &mut State<T>, s: Staged<T>) {
-        st.items += s.items;
-        st.bytes += s.bytes;
+    /// Stages `s`; returns whether its bucket is full by size.
+    fn insert(st: &mut State<T>, token: Option<BearerToken>, s: Staged<T>, bytes: u64) -> bool {
         st.units += s.units;
-        st.oldest.get_or_insert_with(Instant::now);
-        st.staged.push_back(s);
+        let items = s.items;
+        st.staged.add(token, s, items, bytes, Instant::now())
     }
 
     /// Stages `data` (durably first, with storage). Refuses when `units`
@@ -181,16 +193,14 @@ impl<T: Batchable> Stage<T> {
         let bytes = data.encoded_len() as u64;
         let mut staged = Staged {
             seq,
-            token,
             data,
             items,
-            bytes,
             units,
         };
         if let Some(storage) = self.storage.clone() {
             let request = Request {
                 data: std::mem::take(&mut staged.data),
-                token: staged.token.clone(),
+                token: token.clone(),
                 idempotency_key: String::new(),
                 items,
                 partition: String::new(),
@@ -208,8 +218,7 @@ impl<T: Batchable> Stage<T> {
             let mut st = self.state();
             st.reserved -= units; // `insert` counts it in `units`
             st.adding -= 1;
-            Self::insert(&mut st, staged);
-            st.items >= self.settings.max_items || st.bytes >= self.settings.max_bytes
+            Self::insert(&mut st, token, staged, bytes)
         };
         if due {
             self.due.notify_one();
@@ -217,28 +226,21 @@ impl<T: Batchable> Stage<T> {
         Ok(())
     }
 
-    /// Takes every staged request when a threshold is reached (or `force`
-    /// and anything is staged), unless `max_per_minute` holds it back.
-    pub fn take_due(&self, force: bool) -> Vec<Staged<T>> {
+    /// Takes the buckets that are due (every bucket with `force`), unless
+    /// `max_per_minute` holds them back.
+    pub fn take_due(&self, force: bool) -> Taken<T> {
         let mut st = self.state();
-        if st.staged.is_empty() {
+        if st.staged.keys() == 0 || (!force && self.rate_limited(&mut st)) {
             return vec![];
         }
-        let s = &self.settings;
-        let due = force
-            || st.again
-            || st.items >= s.max_items
-            || st.bytes >= s.max_bytes
-            || st.oldest.is_some_and(|t| t.elapsed() >= s.flush_interval);
-        if !due || (!force && self.rate_limited(&mut st)) {
-            return vec![];
-        }
-        st.items = 0;
-        st.bytes = 0;
-        st.units = 0;
-        st.oldest = None;
-        st.again = false;
-        st.staged.drain(..).collect()
+        let taken = st.staged.take_due(Instant::now(), force);
+        let units: u64 = taken
+            .iter()
+            .flat_map(|(_, b)| &b.entries)
+            .map(|s| s.units)
+            .sum();
+        st.units -= units;
+        taken
     }
 
     fn rate_limited(&self, st: &mut State<T>) -> bool {
@@ -263,18 +265,17 @@ impl<T: Batchable> Stage<T> {
         }
     }
 
-    /// Puts back requests a flush could not queue, ahead of newer ones.
-    pub fn put_back(&self, taken: Vec<Staged<T>>) {
+    /// Puts back what a flush could not queue, ahead of newer requests,
+    /// due again at the next tick.
+    pub fn put_back(&self, taken: Taken<T>, why: &str) {
         let mut st = self.state();
-        let newer = std::mem::take(&mut st.staged);
-        st.items = 0;
-        st.bytes = 0;
-        st.units = 0;
-        st.oldest = None;
-        for s in taken.into_iter().chain(newer) {
-            Self::insert(&mut st, s);
+        let now = Instant::now();
+        for (token, bucket) in taken {
+            st.units += bucket.entries.iter().map(|s| s.units).sum::<u64>();
+            let weight = (bucket.items, bucket.bytes);
+            st.staged
+                .put_back(token, bucket.entries, weight, why.to_string(), true, now);
         }
-        st.again = true;
     }
 
     /// Refuses adds from now on and waits (up to `bound`) for those under
@@ -289,8 +290,7 @@ impl<T: Batchable> Stage<T> {
 
     /// Requests and items staged.
     pub fn held(&self) -> (u64, u64) {
-        let st = self.state();
-        (st.staged.len() as u64, st.items)
+        self.state().staged.held()
     }
 
     /// The tick of the flusher: a tenth of `flush_interval`, 20 ms to 1 s.
@@ -367,7 +367,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let taken = stage.take_due(true);
-        assert_eq!(taken.iter().map(|t| t.items).sum::<u64>(), 2);
+        assert_eq!(taken.iter().map(|t| t.1.items).sum::<u64>(), 2);
         *gated.open.lock().unwrap() = true;
         gated.changed.notify_all();
         adding.await.unwrap().unwrap();
