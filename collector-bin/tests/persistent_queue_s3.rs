@@ -9,8 +9,8 @@
 //! - S3 down, `kill -9` during the outage, a restart while S3 is still
 //!   down, S3 back: everything;
 //! - `kill -9` at random moments, 20 times, while events flow: everything;
-//! - the merge stage full: 503 with `Retry-After`, and after the sender's
-//!   retries everything.
+//! - S3 down until the queue and the merge stage are full: 503 with
+//!   `Retry-After`, and after the sender's retries everything.
 
 mod common;
 
@@ -340,32 +340,59 @@ async fn kill_9_at_random_moments_stores_every_accepted_event_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_stage_answers_503_with_retry_after_and_loses_nothing() {
+async fn a_full_queue_and_stage_answer_503_with_retry_after_and_lose_nothing() {
     let s3_port = common::free_port();
     let moto = Moto::start(s3_port);
+    let switch = Switch::start(s3_port).await;
     let storage = common::scratch_storage_dir();
     let (collector, logs) = spawn_s3(
-        s3_port,
+        switch.port,
         &storage,
         &[
             "exporters.awss3/raw.sending_queue.queue_size=2",
-            "exporters.awss3/raw.batching.flush_interval=1s",
+            "exporters.awss3/raw.sending_queue.num_consumers=1",
         ],
     )
     .await;
-    // Two requests fill the merge stage until its next flush.
-    let mut statuses = vec![];
-    for i in 0..3u64 {
-        let (status, _) = post_retrying(&logs, events_json(i * 3..i * 3 + 3), Duration::ZERO).await;
-        statuses.push(status);
+    // S3 down: one upload in flight, two queued, the stage fills; then 503.
+    switch.set(false);
+    let mut accepted = vec![];
+    let mut refused = None;
+    for i in 0..20u64 {
+        let ids = i * 3..i * 3 + 3;
+        let (status, _) = post_retrying(&logs, events_json(ids.clone()), Duration::ZERO).await;
+        if status == 503 {
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(status, 200);
+        accepted.extend(ids);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(statuses, vec![200, 200, 503]);
-    let (status, saw_retry_after) =
-        post_retrying(&logs, events_json(6..9), Duration::from_secs(20)).await;
-    assert_eq!((status, saw_retry_after), (200, true));
-    until("all 9 events stored", Duration::from_secs(20), || {
-        moto.event_counts(s3_port).len() == 9
-    })
+    let i = refused.expect("a full queue and stage refuse");
+    assert!(
+        accepted.len() >= 9,
+        "the queue and the stage took some first: {accepted:?}"
+    );
+    // The sender retries after Retry-After while S3 comes back.
+    let again = logs.clone();
+    let ids = i * 3..i * 3 + 3;
+    let body = events_json(ids.clone());
+    let retry =
+        tokio::spawn(async move { post_retrying(&again, body, Duration::from_secs(20)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    switch.set(true);
+    assert_eq!(
+        retry.await.unwrap(),
+        (200, true),
+        "503 with Retry-After, then 200"
+    );
+    accepted.extend(ids);
+    until(
+        "every accepted event stored",
+        Duration::from_secs(20),
+        || moto.event_counts(s3_port).len() == accepted.len(),
+    )
     .await;
     let (ok, log) = collector.stop();
     assert!(ok, "{log:#?}");
@@ -373,6 +400,6 @@ async fn a_full_stage_answers_503_with_retry_after_and_loses_nothing() {
         log.iter().any(|l| l.contains("the sending queue is full")),
         "{log:#?}"
     );
-    assert_each_once(&moto.event_counts(s3_port), &(0..9).collect::<Vec<_>>());
+    assert_each_once(&moto.event_counts(s3_port), &accepted);
     let _ = std::fs::remove_dir_all(storage);
 }

@@ -235,9 +235,22 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
         let units = Self::units(s.settings.sending_queue.sizer, &request);
         let token = request.token.filter(|_| s.push.keeps_tokens_apart());
         let items = request.items;
-        match stage.add(token, request.data, items, units).await {
+        let data = match stage.add(token.clone(), request.data, items, units).await {
+            Ok(()) => return Ok(()),
+            // Full before the flusher ran: flush here (the stage is at
+            // least half full, so everything goes) and try once more.
+            Err((Refusal::Full, data)) => match self.queue() {
+                Some(queue) => {
+                    s.flush(stage, &queue, false).await;
+                    data
+                }
+                None => return Err(s.refuse(items, Refusal::Full)),
+            },
+            Err((refusal, _)) => return Err(s.refuse(items, refusal)),
+        };
+        match stage.add(token, data, items, units).await {
             Ok(()) => Ok(()),
-            Err(refusal) => Err(s.refuse(items, refusal)),
+            Err((refusal, _)) => Err(s.refuse(items, refusal)),
         }
     }
 

@@ -19,7 +19,8 @@ use crate::consumer::BearerToken;
 use crate::pdata::Batchable;
 use crate::storage::{StorageClient, StorageError};
 
-/// When merged requests leave the stage: the first threshold reached.
+/// When merged requests leave the stage: the first threshold reached (per
+/// token), or the stage holding half its capacity (everything then).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MergeSettings {
     /// The oldest staged request waits at most this long.
@@ -168,21 +169,23 @@ impl<T: Batchable> Stage<T> {
     /// Stages `data` (durably first, with storage). Refuses when `units`
     /// more would pass the capacity (a request larger than the whole stage
     /// is taken when the stage is empty).
+    ///
+    /// A refused request's data comes back with the refusal.
     pub async fn add(
         &self,
         token: Option<BearerToken>,
         data: T,
         items: u64,
         units: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), (Refusal, T)> {
         let seq = {
             let mut st = self.state();
             if st.closed {
-                return Err(Refusal::Closed);
+                return Err((Refusal::Closed, data));
             }
             let used = st.units + st.reserved;
             if used > 0 && used.saturating_add(units) > self.capacity {
-                return Err(Refusal::Full);
+                return Err((Refusal::Full, data));
             }
             // Reserve the room now, so concurrent adds cannot overshoot.
             st.reserved += units;
@@ -211,14 +214,14 @@ impl<T: Batchable> Stage<T> {
                 let mut st = self.state();
                 st.reserved -= units;
                 st.adding -= 1;
-                return Err(Refusal::Storage(e));
+                return Err((Refusal::Storage(e), staged.data));
             }
         }
         let due = {
             let mut st = self.state();
             st.reserved -= units; // `insert` counts it in `units`
             st.adding -= 1;
-            Self::insert(&mut st, token, staged, bytes)
+            Self::insert(&mut st, token, staged, bytes) || self.pressed(&st)
         };
         if due {
             self.due.notify_one();
@@ -226,10 +229,14 @@ impl<T: Batchable> Stage<T> {
         Ok(())
     }
 
-    /// Takes the buckets that are due (every bucket with `force`), unless
-    /// `max_per_minute` holds them back.
+    /// Takes the buckets that are due (every bucket with `force`, or when
+    /// the stage is half full), unless `max_per_minute` holds them back.
     pub fn take_due(&self, force: bool) -> Taken<T> {
         let mut st = self.state();
+        // Half full: everything goes, before the stage has to refuse
+        // senders (many small requests fill it long before a size or time
+        // threshold); this overrides `max_per_minute`.
+        let force = force || self.pressed(&st);
         if st.staged.keys() == 0 || (!force && self.rate_limited(&mut st)) {
             return vec![];
         }
@@ -241,6 +248,11 @@ impl<T: Batchable> Stage<T> {
             .sum();
         st.units -= units;
         taken
+    }
+
+    /// Whether the stage holds half its capacity or more.
+    fn pressed(&self, st: &State<T>) -> bool {
+        st.units.saturating_mul(2) >= self.capacity
     }
 
     fn rate_limited(&self, st: &mut State<T>) -> bool {

@@ -189,6 +189,46 @@ async fn a_full_queue_keeps_requests_staged_and_a_full_stage_refuses_retryably()
     );
 }
 
+/// Many small requests fill the stage long before a size or time
+/// threshold: at half its capacity everything is merged and queued, so
+/// senders are not refused while the queue has room.
+#[tokio::test]
+async fn a_half_full_stage_flushes_before_it_refuses() {
+    let script = Arc::new(Script::default());
+    let s = settings();
+    let exp = exporter_with(
+        &script,
+        "sending_queue: {queue_size: 10}",
+        &s,
+        merge(Duration::from_secs(3600), 1_000_000),
+    );
+    exp.start(&no_host()).await.unwrap();
+    for _ in 0..40 {
+        exp.consume(Batch::new(points(1, 1))).await.unwrap();
+    }
+    until("all 40 sent", || {
+        script
+            .attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.1)
+            .sum::<u64>()
+            == 40
+    })
+    .await;
+    let requests = script.attempts.lock().unwrap().len();
+    assert!(
+        (4..=20).contains(&requests),
+        "merged in groups of about half the capacity: {requests}"
+    );
+    assert_eq!(
+        value(&s, "otelcol_exporter_enqueue_failed_metric_points_total"),
+        "0"
+    );
+    exp.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn tokens_stay_apart_when_merging() {
     use crate::consumer::{AuthData, BearerToken, RequestContext};
