@@ -69,6 +69,16 @@ pub trait StorageClient: Send + Sync {
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
 
+    /// Calls `f` with every `(key, value)` whose key starts with `prefix`,
+    /// in key order, without collecting them: a store larger than memory
+    /// can be walked. The default collects with [`Self::scan`].
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), StorageError> {
+        for (k, v) in self.scan(prefix)? {
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
     /// Stores `value` under `key`, durably.
     fn set(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         self.batch(vec![StorageOp::Set(key.to_string(), value)])

@@ -200,6 +200,22 @@ impl StorageClient for FileClient {
             Ok(out)
         })
     }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), StorageError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(TABLE).map_err(|e| self.err(e))?;
+            for row in table.range(prefix..).map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                f(k, v.value());
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Shares one open file between every client handed out for it.

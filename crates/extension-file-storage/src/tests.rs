@@ -52,6 +52,18 @@ async fn data_survives_a_reopen_and_each_client_is_its_own_file() {
         metrics.scan("q/").unwrap(),
         vec![("q/2".to_string(), b"two".to_vec())]
     );
+    let mut seen = vec![];
+    metrics
+        .visit("", &mut |k, v| seen.push((k.to_string(), v.to_vec())))
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            ("q/2".to_string(), b"two".to_vec()),
+            ("r/1".to_string(), b"other".to_vec())
+        ],
+        "visit walks in key order without collecting"
+    );
     let logs = s.client(Kind::Exporter, &exporter(), "logs").unwrap();
     assert_eq!(logs.get("q/1").unwrap(), Some(b"log".to_vec()));
     assert!(d.join("exporter_multitudes_prod_metrics.redb").is_file());

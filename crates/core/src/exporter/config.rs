@@ -65,6 +65,17 @@ pub enum Sizer {
     Bytes,
 }
 
+impl Sizer {
+    /// The units of a request of `items` items and `bytes` protobuf bytes.
+    pub fn units(self, items: u64, bytes: u64) -> u64 {
+        match self {
+            Sizer::Requests => 1,
+            Sizer::Items => items,
+            Sizer::Bytes => bytes,
+        }
+    }
+}
+
 /// `sending_queue.batch`.
 ///
 /// Here `max_size` splits each request before it is queued (every part

@@ -179,11 +179,7 @@ impl<T: Batchable, P: Push<T>> QueuedExporter<T, P> {
     }
 
     pub(crate) fn units(sizer: Sizer, r: &Request<T>) -> u64 {
-        match sizer {
-            Sizer::Requests => 1,
-            Sizer::Items => r.items,
-            Sizer::Bytes => r.data.encoded_len() as u64,
-        }
+        sizer.units(r.items, r.data.encoded_len() as u64)
     }
 
     async fn send_inline(&self, parts: Vec<Request<T>>) -> Result<(), ConsumerError> {
@@ -569,13 +565,21 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
     }
 
     async fn work(self: Arc<Self>, queue: Arc<Queue<T>>) {
-        while let Some(Entry {
-            id,
-            request,
-            waiter,
-            ..
-        }) = queue.pop().await
-        {
+        while let Some(popped) = queue.pop().await {
+            let Entry {
+                id,
+                request,
+                waiter,
+                ..
+            } = match popped {
+                Ok(entry) => entry,
+                Err((items, why)) => {
+                    self.counters.send_failed.add(items);
+                    tracing::error!(exporter = %self.label, items, error = %why, "a queued request cannot be read back from the persistent queue; it is removed (its items are lost)");
+                    self.counters.queue_size.set(queue.len() as i64);
+                    continue;
+                }
+            };
             let result = match self
                 .retrier
                 .send(&self.push, &request, true, &self.label)
@@ -679,13 +683,12 @@ impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
         let storage = s.open_storage(host).await?;
         let queue = Arc::new(Queue::new(q.queue_size, storage.clone()));
         let sizer = q.sizer;
-        let (requests, items, bad) =
-            queue
-                .recover(|r| Self::units(sizer, r))
-                .await
-                .map_err(|e| {
-                    ComponentError::Failed(format!("exporter {}: sending queue: {e}", s.label))
-                })?;
+        let (requests, items, bad) = queue
+            .recover(|items, bytes| sizer.units(items, bytes))
+            .await
+            .map_err(|e| {
+                ComponentError::Failed(format!("exporter {}: sending queue: {e}", s.label))
+            })?;
         if requests > 0 {
             tracing::info!(exporter = %s.label, requests, items, "resuming the requests the persistent queue held at the last stop");
         }
@@ -770,10 +773,8 @@ impl<T: Batchable, P: Push<T>> Lifecycle for QueuedExporter<T, P> {
             aborts.iter().for_each(|a| a.abort());
         }
         let left = queue.left();
-        for entry in queue.drain_pending() {
-            if let Some(w) = entry.waiter {
-                let _ = w.send(Err(ConsumerError::retryable("the exporter stopped")));
-            }
+        for w in queue.drain_waiters() {
+            let _ = w.send(Err(ConsumerError::retryable("the exporter stopped")));
         }
         if left.requests == 0 {
             return Ok(());

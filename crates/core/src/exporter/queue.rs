@@ -6,7 +6,9 @@
 //! is written durably before `push` returns and deleted only when done; on
 //! start every stored request is queued again (at-least-once: one that was
 //! being sent when the process died is sent again, with the same
-//! idempotency key).
+//! idempotency key). A persistent queue keeps only each request's size in
+//! memory and reads the payload back when a sender takes it, so the
+//! backlog of a long outage lives on disk, not in memory (also at start).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,19 +31,31 @@ const MAGIC: &[u8; 4] = b"OQR2";
 /// Version 1 (no partition label), still read.
 const MAGIC_V1: &[u8; 4] = b"OQR1";
 
-/// A request waiting or being sent, with what it weighs.
+/// A request a sender took.
 pub(crate) struct Entry<T> {
     pub id: u64,
     pub request: Request<T>,
-    /// Units of the queue's sizer.
-    pub units: u64,
     /// Told the final result when the caller waits for it.
     pub waiter: Option<Waiter>,
 }
 
+/// A request waiting: its payload in memory (memory queue), or only on
+/// storage (`None`: a persistent queue reads it back at `pop`).
+struct Slot<T> {
+    id: u64,
+    items: u64,
+    units: u64,
+    request: Option<Request<T>>,
+    waiter: Option<Waiter>,
+}
+
+/// A request `pop` could not read back from storage (removed; its items
+/// are lost): its items and why.
+pub(crate) type Unreadable = (u64, String);
+
 #[derive(Default)]
 struct State<T> {
-    pending: VecDeque<Entry<T>>,
+    pending: VecDeque<Slot<T>>,
     /// Units waiting (requests in flight hold no room: there are at most
     /// `num_consumers` of them).
     used: u64,
@@ -117,30 +131,52 @@ impl<T: Batchable> Queue<T> {
         self.storage.is_some()
     }
 
-    /// Queues what storage holds from an earlier run, in order; `units`
-    /// weighs each. Returns (requests, items) recovered and the keys that
-    /// could not be read (deleted, for the caller to count and log).
+    /// Queues what storage holds from an earlier run, in order, reading
+    /// only each request's header; `units(items, payload bytes)` weighs
+    /// each. Returns (requests, items) recovered and the keys that could
+    /// not be read (deleted, for the caller to count and log).
     pub async fn recover(
         &self,
-        units: impl Fn(&Request<T>) -> u64,
+        units: impl Fn(u64, u64) -> u64,
     ) -> Result<(u64, u64, Vec<(String, String)>), StorageError> {
         let Some(storage) = self.storage.clone() else {
             return Ok((0, 0, vec![]));
         };
-        let (stored, bad) = load::<T>(storage, PREFIX).await?;
+        let walk = storage.clone();
+        let (found, bad) = blocking(move || {
+            let (mut found, mut bad) = (Vec::new(), Vec::new());
+            walk.visit(PREFIX, &mut |k, v| {
+                let id = k[PREFIX.len()..].parse::<u64>().ok();
+                match (id, header(v)) {
+                    (Some(id), Ok((items, payload))) => found.push((id, items, payload)),
+                    (_, Err(e)) => bad.push((k.to_string(), e)),
+                    (None, Ok(_)) => bad.push((k.to_string(), "the key holds no number".into())),
+                }
+            })?;
+            Ok((found, bad))
+        })
+        .await?;
+        if !bad.is_empty() {
+            let ops = bad
+                .iter()
+                .map(|(k, _)| StorageOp::Delete(k.clone()))
+                .collect();
+            blocking(move || storage.batch(ops)).await?;
+        }
         let (mut requests, mut items) = (0, 0);
         {
             let mut st = self.state();
-            for (id, request) in stored {
+            for (id, n, payload) in found {
                 requests += 1;
-                items += request.items;
-                let u = units(&request);
+                items += n;
+                let u = units(n, payload);
                 st.used += u;
                 st.next_id = st.next_id.max(id + 1);
-                st.pending.push_back(Entry {
+                st.pending.push_back(Slot {
                     id,
-                    request,
+                    items: n,
                     units: u,
+                    request: None,
                     waiter: None,
                 });
             }
@@ -196,12 +232,14 @@ impl<T: Batchable> Queue<T> {
                 return Err(Refusal::Storage(e));
             }
         }
+        let keep = self.storage.is_none();
         let mut st = self.state();
         for (i, (request, units, waiter)) in parts.into_iter().enumerate() {
-            st.pending.push_back(Entry {
+            st.pending.push_back(Slot {
                 id: first_id + i as u64,
-                request,
+                items: request.items,
                 units,
+                request: keep.then_some(request),
                 waiter,
             });
         }
@@ -211,23 +249,60 @@ impl<T: Batchable> Queue<T> {
     }
 
     /// The next request to send; `None` once the queue is closed and empty.
-    pub async fn pop(&self) -> Option<Entry<T>> {
-        loop {
+    /// A persistent queue reads the payload back here; one that cannot be
+    /// read is removed and returned as [`Unreadable`].
+    pub async fn pop(&self) -> Option<Result<Entry<T>, Unreadable>> {
+        let slot = loop {
             let arrived = self.arrived.notified();
             {
                 let mut st = self.state();
-                if let Some(e) = st.pending.pop_front() {
-                    st.inflight.insert(e.id, e.request.items);
-                    st.used -= e.units;
+                if let Some(slot) = st.pending.pop_front() {
+                    st.inflight.insert(slot.id, slot.items);
+                    st.used -= slot.units;
                     drop(st);
                     self.freed.notify_waiters();
-                    return Some(e);
+                    break slot;
                 }
                 if st.closed {
                     return None;
                 }
             }
             arrived.await;
+        };
+        let Slot {
+            id,
+            items,
+            request,
+            waiter,
+            ..
+        } = slot;
+        let request = match (request, self.storage.clone()) {
+            (Some(r), _) => Ok(r),
+            (None, Some(storage)) => {
+                let read = blocking(move || storage.get(&key(id))).await;
+                match read {
+                    Ok(Some(bytes)) => decode::<T>(&bytes),
+                    Ok(None) => Err("the stored request is gone".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (None, None) => Err("no payload and no storage".into()),
+        };
+        match request {
+            Ok(request) => Some(Ok(Entry {
+                id,
+                request,
+                waiter,
+            })),
+            Err(why) => {
+                let _ = self.done(id).await;
+                if let Some(w) = waiter {
+                    let _ = w.send(Err(ConsumerError::permanent(format!(
+                        "the queued request cannot be read back: {why}"
+                    ))));
+                }
+                Some(Err((items, why)))
+            }
         }
     }
 
@@ -253,7 +328,7 @@ impl<T: Batchable> Queue<T> {
     /// Requests pending and in flight.
     pub fn left(&self) -> Left {
         let st = self.state();
-        let pending = st.pending.iter().map(|e| e.request.items);
+        let pending = st.pending.iter().map(|e| e.items);
         let inflight = st.inflight.values().copied();
         Left {
             requests: (st.pending.len() + st.inflight.len()) as u64,
@@ -267,10 +342,14 @@ impl<T: Batchable> Queue<T> {
         st.pending.len() + st.inflight.len()
     }
 
-    /// Takes every pending request out (after the workers stopped), so
-    /// their waiters learn the outcome.
-    pub fn drain_pending(&self) -> Vec<Entry<T>> {
-        self.state().pending.drain(..).collect()
+    /// Takes the waiters of every pending request (after the workers
+    /// stopped), so they learn the outcome.
+    pub fn drain_waiters(&self) -> Vec<Waiter> {
+        self.state()
+            .pending
+            .drain(..)
+            .filter_map(|s| s.waiter)
+            .collect()
     }
 }
 
@@ -384,6 +463,32 @@ pub(crate) fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
     })
 }
 
+/// The item count and payload length of a stored request, without
+/// decoding the payload.
+fn header(mut b: &[u8]) -> Result<(u64, u64), String> {
+    let version = take(&mut b, 4)?;
+    let labelled = version == MAGIC;
+    if !labelled && version != MAGIC_V1 {
+        return Err("not a stored request of a known format version".into());
+    }
+    match take_len(&mut b)? {
+        u32::MAX => {}
+        n => {
+            take(&mut b, n as usize)?;
+        }
+    }
+    let n = take_len(&mut b)? as usize;
+    take(&mut b, n)?;
+    if labelled {
+        let n = take_len(&mut b)? as usize;
+        take(&mut b, n)?;
+    }
+    let raw = take(&mut b, 8)?;
+    let mut items = [0u8; 8];
+    items.copy_from_slice(raw);
+    Ok((u64::from_le_bytes(items), b.len() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,11 +570,11 @@ mod tests {
             .await,
             Err(Refusal::Full)
         ));
-        let first = q.pop().await.unwrap();
+        let first = q.pop().await.unwrap().unwrap();
         assert_eq!(first.request.idempotency_key, "a");
         q.done(first.id).await.unwrap();
         // "b" is popped (in flight) when the process dies: it stays stored.
-        let second = q.pop().await.unwrap();
+        let second = q.pop().await.unwrap().unwrap();
         assert_eq!(
             q.left(),
             Left {
@@ -480,9 +585,9 @@ mod tests {
         drop(q);
         assert_eq!(storage.len(), 1);
         let q = Queue::<Logs>::new(2, Some(Arc::new(storage.clone())));
-        let (requests, items, bad) = q.recover(|_| 1).await.unwrap();
+        let (requests, items, bad) = q.recover(|_, _| 1).await.unwrap();
         assert_eq!((requests, items, bad.len()), (1, 2, 0));
-        let again = q.pop().await.unwrap();
+        let again = q.pop().await.unwrap().unwrap();
         assert_eq!(again.request.idempotency_key, "b");
         assert_eq!(again.id, second.id);
         q.push(
@@ -492,10 +597,58 @@ mod tests {
         )
         .await
         .unwrap();
-        let d = q.pop().await.unwrap();
+        let d = q.pop().await.unwrap().unwrap();
         assert!(d.id > again.id, "new ids continue after recovered ones");
         q.close();
         assert!(q.pop().await.is_none());
+    }
+
+    /// A persistent queue holds sizes, not payloads: the backlog of an
+    /// outage stays on disk, and each payload is read back when sent,
+    /// also after a restart; one that cannot be read back is reported.
+    #[tokio::test]
+    async fn a_persistent_queue_keeps_payloads_on_storage_only() {
+        let storage = MemoryStorage::default();
+        let q = Queue::<Logs>::new(10, Some(Arc::new(storage.clone())));
+        for (n, k) in [(3, "a"), (2, "b"), (1, "c")] {
+            q.push(
+                vec![(request(n, Some("t"), k), 1, None)],
+                Admit::Refuse,
+                vec![],
+            )
+            .await
+            .unwrap();
+        }
+        assert!(q.state().pending.iter().all(|s| s.request.is_none()));
+        assert_eq!(
+            q.left(),
+            Left {
+                requests: 3,
+                items: 6
+            }
+        );
+        let a = q.pop().await.unwrap().unwrap();
+        assert_eq!(a.request, request(3, Some("t"), "a"));
+        drop(q);
+        let q = Queue::<Logs>::new(10, Some(Arc::new(storage.clone())));
+        let (requests, items, bad) = q.recover(|items, _| items).await.unwrap();
+        assert_eq!((requests, items, bad.len()), (3, 6, 0));
+        assert_eq!(q.state().used, 6, "weighed from the stored headers");
+        assert!(q.state().pending.iter().all(|s| s.request.is_none()));
+        // "b" is damaged on disk after recovery.
+        let b_key = storage.scan(PREFIX).unwrap()[1].0.clone();
+        storage.set(&b_key, b"OQR2garbage".to_vec()).unwrap();
+        assert_eq!(
+            q.pop().await.unwrap().unwrap().request,
+            request(3, Some("t"), "a")
+        );
+        let (lost, why) = q.pop().await.unwrap().err().unwrap();
+        assert_eq!(lost, 2, "{why}");
+        assert_eq!(
+            q.pop().await.unwrap().unwrap().request,
+            request(1, Some("t"), "c")
+        );
+        assert_eq!(storage.len(), 2, "the damaged one is removed");
     }
 
     #[tokio::test]
@@ -503,7 +656,7 @@ mod tests {
         let storage = MemoryStorage::default();
         storage.set(&key(7), b"garbage".to_vec()).unwrap();
         let q = Queue::<Logs>::new(10, Some(Arc::new(storage.clone())));
-        let (requests, _, bad) = q.recover(|_| 1).await.unwrap();
+        let (requests, _, bad) = q.recover(|_, _| 1).await.unwrap();
         assert_eq!((requests, bad.len()), (0, 1));
         assert!(storage.is_empty());
     }
@@ -521,9 +674,9 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
-        let a = q.pop().await.unwrap();
+        let a = q.pop().await.unwrap().unwrap();
         q.done(a.id).await.unwrap();
         waiting.await.unwrap().unwrap();
-        assert_eq!(q.pop().await.unwrap().request.idempotency_key, "b");
+        assert_eq!(q.pop().await.unwrap().unwrap().request.idempotency_key, "b");
     }
 }
