@@ -62,11 +62,17 @@ fn create_private(path: &Path) -> Result<(), StorageError> {
     o.open(path).map(drop).map_err(|e| io(path, e))
 }
 
+/// The page cache of each storage file.
+const CACHE_BYTES: usize = 16 << 20;
+
 fn open_db(path: &Path, options: &OpenOptionsFs) -> Result<Database, StorageError> {
     let started = Instant::now();
     loop {
         create_private(path)?;
-        match Database::builder().create(path) {
+        // redb caches up to 1 GiB per file by default; a queue writes each
+        // value once and reads it once, so a small cache costs nothing and
+        // keeps memory bounded with several files open.
+        match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
             Ok(db) => return Ok(db),
             Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < options.lock_timeout => {
                 std::thread::sleep(Duration::from_millis(50));
