@@ -66,6 +66,11 @@ pub struct RequestContext {
     /// Items of this request that a consumer took the rest of the request
     /// without: the receiver answers them as OTLP `partial_success`.
     pub rejected: Arc<Rejections>,
+    /// A stable key for this batch's content, set by a component that may
+    /// offer the same content again (the aggregation processor, after a
+    /// restart, offers a window's totals under the key it had): exporters
+    /// send it as the request's idempotency key instead of drawing one.
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// Items a consumer dropped for good while accepting the rest of a request

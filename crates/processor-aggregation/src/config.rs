@@ -142,6 +142,11 @@ pub struct AggregationConfig {
     /// A cumulative stream unseen this long is forgotten.
     #[serde(with = "duration")]
     pub stream_ttl: Duration,
+    /// A storage extension id (`file_storage` or `file_storage/<name>`):
+    /// open windows, late-point entries, emissions in flight and cumulative
+    /// baselines survive restarts and crashes, and a request is answered
+    /// only once its effect is durable. None: memory only.
+    pub storage: Option<String>,
 }
 
 impl Default for AggregationConfig {
@@ -163,6 +168,7 @@ impl Default for AggregationConfig {
             max_series: 1_000_000,
             max_streams: 1_000_000,
             stream_ttl: Duration::from_secs(24 * 3600),
+            storage: None,
         }
     }
 }
@@ -224,6 +230,10 @@ impl AggregationConfig {
                 "resource_attributes",
                 "use include or exclude, not both",
             ));
+        }
+        if let Some(s) = &self.storage {
+            s.parse::<otelcol_core::component::ComponentId>()
+                .map_err(|e| ConfigError::invalid("storage", e.to_string()))?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ use otelcol_core::pdata::{Metrics, Payload};
 use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
+use crate::emission::{Emissions, Piece, PIECE_SERIES};
 use crate::intern::{Attr, AttrInterner, Interner};
 use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
@@ -285,26 +286,52 @@ struct Rules {
 /// What the engine holds. Maps use aHash with per-process random keys:
 /// several times faster than SipHash on these short keys, and still keyed,
 /// so senders cannot choose attribute values that collide.
-struct State {
-    series: HashMap<SeriesKey, Series, ahash::RandomState>,
+pub(crate) struct State {
+    pub(crate) series: HashMap<SeriesKey, Series, ahash::RandomState>,
     /// Emitted totals of non-additive kinds (gauges), kept one more window
     /// so that a late point's re-emission replaces the window's value.
-    kept: HashMap<SeriesKey, Acc, ahash::RandomState>,
-    groups: HashSet<Arc<Group>, ahash::RandomState>,
-    streams: Streams,
-    resource_hasher: ahash::RandomState,
-    strs: Interner<str>,
-    bytes: Interner<[u8]>,
-    attrs: AttrInterner,
-    lists: Interner<[Attr]>,
-    list: Vec<Attr>,
-    scratch: Vec<u8>,
-    order: Vec<usize>,
+    pub(crate) kept: HashMap<SeriesKey, Acc, ahash::RandomState>,
+    pub(crate) groups: HashSet<Arc<Group>, ahash::RandomState>,
+    pub(crate) streams: Streams,
+    pub(crate) resource_hasher: ahash::RandomState,
+    pub(crate) strs: Interner<str>,
+    pub(crate) bytes: Interner<[u8]>,
+    pub(crate) attrs: AttrInterner,
+    pub(crate) lists: Interner<[Attr]>,
+    pub(crate) list: Vec<Attr>,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) order: Vec<usize>,
     /// The `now` of the latest emission: windows closed by then were emitted.
-    emitted_through: u64,
-    /// Totals held outside the engine (refused downstream, to be offered
-    /// again), counted against `max_series`.
-    held: usize,
+    pub(crate) emitted_through: u64,
+    /// Closed totals not yet taken by every downstream branch (they count
+    /// against `max_series`).
+    pub(crate) emissions: Emissions,
+    /// The keys of the hashers whose results are kept (stream ids), so a
+    /// restored engine computes the same ids.
+    pub(crate) seeds: Seeds,
+}
+
+/// The keys of the hashers whose results outlive the process: stream ids
+/// and the input-resource ids they are made of. Random per engine, kept in
+/// its snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seeds(pub [u64; 12]);
+
+impl Seeds {
+    /// Fresh random keys.
+    pub fn random() -> Self {
+        let r = ahash::RandomState::new();
+        let mut k = [0u64; 12];
+        for (i, v) in k.iter_mut().enumerate() {
+            *v = r.hash_one(i);
+        }
+        Self(k)
+    }
+
+    fn state(&self, i: usize) -> ahash::RandomState {
+        let k = &self.0[i * 4..i * 4 + 4];
+        ahash::RandomState::with_seeds(k[0], k[1], k[2], k[3])
+    }
 }
 
 /// The resource, scope and metric a point belongs to.
@@ -325,7 +352,9 @@ struct Origin<'a> {
 /// Per-user totals per window. See the crate docs for the rules.
 pub struct Engine {
     rules: Rules,
-    state: State,
+    pub(crate) state: State,
+    /// Series per piece of an emission.
+    piece_series: usize,
 }
 
 impl Rules {
@@ -413,6 +442,14 @@ impl Engine {
         config: AggregationConfig,
         collector_start: u64,
     ) -> Result<Self, otelcol_core::config::ConfigError> {
+        Self::with_seeds(config, collector_start, Seeds::random())
+    }
+
+    pub(crate) fn with_seeds(
+        config: AggregationConfig,
+        collector_start: u64,
+        seeds: Seeds,
+    ) -> Result<Self, otelcol_core::config::ConfigError> {
         config.validate()?;
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let ttl = nanos(config.stream_ttl).max(1);
@@ -420,8 +457,13 @@ impl Engine {
             series: HashMap::default(),
             kept: HashMap::default(),
             groups: HashSet::default(),
-            streams: Streams::new(config.max_streams, ttl, collector_start),
-            resource_hasher: ahash::RandomState::new(),
+            streams: Streams::new(
+                config.max_streams,
+                ttl,
+                collector_start,
+                (seeds.state(0), seeds.state(1)),
+            ),
+            resource_hasher: seeds.state(2),
             strs: Interner::default(),
             bytes: Interner::default(),
             attrs: AttrInterner::default(),
@@ -430,7 +472,8 @@ impl Engine {
             scratch: vec![],
             order: vec![],
             emitted_through: 0,
-            held: 0,
+            emissions: Emissions::default(),
+            seeds,
         };
         let rules = Rules {
             keys: config.keys(),
@@ -441,7 +484,11 @@ impl Engine {
             tracing: false,
             config,
         };
-        Ok(Self { rules, state })
+        Ok(Self {
+            rules,
+            state,
+            piece_series: PIECE_SERIES,
+        })
     }
 
     /// Records a [`PointTrace`] per point in each [`AddOutcome`] (costly; for debugging).
@@ -455,9 +502,10 @@ impl Engine {
     }
 
     /// Open (window, series) entries, emitted gauges kept for late points
-    /// included: what `max_series` bounds.
+    /// and closed totals not yet taken downstream included: what
+    /// `max_series` bounds.
     pub fn open_series(&self) -> usize {
-        self.state.series.len() + self.state.kept.len()
+        self.state.series.len() + self.state.kept.len() + self.state.emissions.held
     }
 
     /// Cumulative streams remembered.
@@ -470,10 +518,10 @@ impl Engine {
         self.rules.interval
     }
 
-    /// Says how many totals the caller holds outside the engine (taken, not
-    /// yet accepted downstream): they count against `max_series`.
-    pub fn set_held(&mut self, totals: usize) {
-        self.state.held = totals;
+    /// Sets how many series an emission piece holds at most (default
+    /// [`PIECE_SERIES`]).
+    pub fn set_piece_series(&mut self, n: usize) {
+        self.piece_series = n.max(1);
     }
 
     /// Adds every point of `request`, sent with `context`, at time `now`
@@ -487,7 +535,7 @@ impl Engine {
         now: u64,
     ) -> Result<AddOutcome, AddError> {
         let max = self.rules.config.max_series;
-        let used = self.open_series() + self.state.held;
+        let used = self.open_series();
         let free = max.saturating_sub(used);
         if request.item_count() > free {
             let needed = self.new_series_needed(request, context, now);
@@ -530,26 +578,38 @@ impl Engine {
 
     /// Takes the totals of every window closed at `now` (`window_end + grace
     /// <= now`), one batch per client token, and forgets cumulative streams
-    /// idle for longer than `stream_ttl`.
+    /// idle for longer than `stream_ttl`: [`Engine::close`],
+    /// [`Engine::build_piece`] and [`Engine::piece_done`] in one call, for a
+    /// caller with one consumer that cannot refuse.
     pub fn take_closed(&mut self, now: u64) -> Vec<Batch<Metrics>> {
-        let batches = self.take_closed_series(now, usize::MAX).build();
-        self.finish_emission(now);
-        batches
+        let id = self.close(now, 1);
+        self.drain(id)
     }
 
     /// Takes every open window, the current one included (for shutdown).
     pub fn take_all(&mut self) -> Vec<Batch<Metrics>> {
-        let batches = self.take_all_series(usize::MAX).build();
+        let id = self.close_all(1);
+        let batches = self.drain(id);
         self.collect_garbage();
         batches
     }
 
-    /// At most `max` series of the windows closed at `now`, removed from the
-    /// engine but not yet turned into batches: [`Closed::build`] can then
-    /// run without holding whatever guards the engine, and an emission of a
-    /// million series goes out in bounded pieces. Call it until it returns
-    /// nothing, then [`Engine::finish_emission`].
-    pub fn take_closed_series(&mut self, now: u64, max: usize) -> Closed {
+    fn drain(&mut self, id: Option<u64>) -> Vec<Batch<Metrics>> {
+        let Some(id) = id else { return vec![] };
+        let mut batches = vec![];
+        for p in self.pieces().into_iter().filter(|p| p.emission == id) {
+            batches.extend(self.build_piece(p.emission, p.index));
+            self.piece_done(p.emission, p.index, 0);
+        }
+        batches
+    }
+
+    /// Closes every window closed at `now`: their series leave the open
+    /// set in one step and become an emission for `targets` downstream
+    /// branches (see [`Engine::pieces`]); then forgets cumulative streams
+    /// idle for `stream_ttl` and emitted gauges past their one-window keep.
+    /// Returns the emission's id (`None`: nothing closed).
+    pub fn close(&mut self, now: u64, targets: u32) -> Option<u64> {
         let rules = &self.rules;
         let st = &mut self.state;
         st.emitted_through = st.emitted_through.max(now);
@@ -557,7 +617,6 @@ impl Engine {
             .series
             .keys()
             .filter(|k| rules.closed_by(k.window, now))
-            .take(max)
             .cloned()
             .collect();
         let taken: Vec<(SeriesKey, Series)> = keys
@@ -569,32 +628,61 @@ impl Engine {
                 st.kept.insert(k.clone(), s.acc.clone());
             }
         }
-        self.closed(taken)
-    }
-
-    /// At most `max` open series, the current window included (for
-    /// shutdown); call until it returns nothing.
-    pub fn take_all_series(&mut self, max: usize) -> Closed {
-        let st = &mut self.state;
-        st.kept.clear();
-        let keys: Vec<SeriesKey> = st.series.keys().take(max).cloned().collect();
-        let taken = keys
-            .into_iter()
-            .filter_map(|k| st.series.remove_entry(&k))
-            .collect();
-        self.closed(taken)
-    }
-
-    /// After an emission: forgets cumulative streams idle for `stream_ttl`,
-    /// emitted gauges past their one-window keep, and shared values nothing
-    /// holds any more.
-    pub fn finish_emission(&mut self, now: u64) {
-        let rules = &self.rules;
-        let st = &mut self.state;
-        st.streams.expire(now);
         st.kept
             .retain(|k, _| !rules.closed_by(k.window.saturating_add(rules.interval), now));
+        st.streams.expire(now);
+        let id = st.emissions.push(taken, targets, self.piece_series);
         self.collect_garbage();
+        id
+    }
+
+    /// Closes every open window, the current one included (for shutdown).
+    pub fn close_all(&mut self, targets: u32) -> Option<u64> {
+        let st = &mut self.state;
+        st.kept.clear();
+        let taken: Vec<(SeriesKey, Series)> = st.series.drain().collect();
+        st.emissions.push(taken, targets, self.piece_series)
+    }
+
+    /// Every piece of an emission that some branch has not taken, oldest
+    /// first.
+    pub fn pieces(&self) -> Vec<Piece> {
+        self.state.emissions.pieces()
+    }
+
+    /// The batches of one piece (one per client token), built from a copy:
+    /// the piece stays until [`Engine::piece_done`] for every branch. The
+    /// same piece always gives the same batches, in the same order.
+    pub fn build_piece(&self, emission: u64, index: u32) -> Vec<Batch<Metrics>> {
+        match self.state.emissions.series(emission, index) {
+            Some(series) => self.closed(series.to_vec()).build(),
+            None => vec![],
+        }
+    }
+
+    /// A copy of one piece's series, to be built ([`Closed::build`]) without
+    /// holding whatever guards the engine.
+    pub fn piece(&self, emission: u64, index: u32) -> Closed {
+        let series = self
+            .state
+            .emissions
+            .series(emission, index)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        self.closed(series)
+    }
+
+    /// Series in a piece (0 when it is gone).
+    pub fn piece_len(&self, emission: u64, index: u32) -> usize {
+        self.state
+            .emissions
+            .series(emission, index)
+            .map_or(0, <[_]>::len)
+    }
+
+    /// Branch `target` took a piece (or refused it for good).
+    pub fn piece_done(&mut self, emission: u64, index: u32, target: u32) {
+        self.state.emissions.done(emission, index, target);
     }
 
     fn closed(&self, taken: Vec<(SeriesKey, Series)>) -> Closed {

@@ -88,17 +88,25 @@
 //! ```
 
 pub mod config;
+mod codec;
+mod emission;
 mod engine;
 mod exp;
+mod durable;
 mod intern;
+mod log_thread;
 mod output;
 mod processor;
 mod series;
+mod snapshot;
 mod stream;
 pub mod value;
 
 pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey, ResourceAttributes};
+pub use durable::{DurableError, Recovery, FORMAT_VERSION};
+pub use emission::{Piece, PIECE_SERIES};
 pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace};
+pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
 pub use output::{OutKind, SCOPE_NAME};
 pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};
 pub use series::Closed;

@@ -2,27 +2,35 @@
 //! windows on its own task.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
+    ComponentError, ComponentId, Kind, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
+use prost::Message;
 use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
 
 use crate::config::AggregationConfig;
+use crate::config::Lookup;
+use crate::durable::{Applied, Durable, Op};
+use crate::emission::Piece;
 use crate::engine::{AddError, AddOutcome, Dropped, Engine};
+use crate::log_thread::LogWriter;
 
 /// How often the missing-key warning may repeat for one metric.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The retry-after of a request refused because the state cannot be written.
+const STORAGE_RETRY: Duration = Duration::from_secs(5);
 
 /// Redacts an email (or any identifier) for logs: `jo***@example.com`.
 pub fn redact(id: &str) -> String {
@@ -104,11 +112,6 @@ impl ProcessorFactory for AggregationProcessorFactory {
     }
 }
 
-/// Series taken from the engine per piece of an emission: each piece is
-/// built and handed downstream before the next is taken, so an emission of
-/// a million series adds a few MiB, not a copy of everything.
-const EMIT_CHUNK: usize = 4096;
-
 struct Counters {
     accepted: Counter,
     late: Counter,
@@ -169,18 +172,11 @@ impl Counters {
     }
 }
 
-/// Totals refused downstream with a retryable error, to be offered again,
-/// and the branches (of a fan-out) that still have to take them.
-struct Pending {
-    batch: Batch<Metrics>,
-    targets: Vec<usize>,
-}
-
 struct Shared {
     id: String,
     /// The first user key, for logs.
     key: String,
-    engine: Mutex<Engine>,
+    engine: Arc<Mutex<Engine>>,
     /// Where totals go: the branches of a fan-out, or the one consumer.
     targets: Vec<Arc<dyn Consumer<Metrics>>>,
     counters: Counters,
@@ -188,13 +184,25 @@ struct Shared {
     retry_after: Duration,
     warned: Mutex<HashMap<String, Instant>>,
     warned_invalid: Mutex<Option<Instant>>,
-    pending: tokio::sync::Mutex<Vec<Pending>>,
+    /// One emission at a time (the ticker, the first one after recovery,
+    /// shutdown).
+    emitting: tokio::sync::Mutex<()>,
+    /// The headers the engine reads (`lookup: header:<name>`): what of a
+    /// request's context the log keeps.
+    headers: Vec<String>,
+    /// With `storage`: the log every change goes through.
+    log: OnceLock<LogWriter>,
+    /// The first part of every idempotency key: random per process, or per
+    /// durable state.
+    instance: Mutex<u64>,
 }
 
 /// The running `aggregation` processor.
 pub struct AggregationProcessor {
     shared: Arc<Shared>,
     emit_interval: Duration,
+    /// `storage`: the extension holding the durable state.
+    storage: Option<String>,
     ticker: Periodic,
 }
 
@@ -210,6 +218,15 @@ impl AggregationProcessor {
     ) -> Result<Self, ComponentError> {
         let emit_interval = config.emit_interval;
         let key = config.keys()[0].clone();
+        let headers = config
+            .lookups()?
+            .into_iter()
+            .filter_map(|l| match l {
+                Lookup::Header(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        let storage = config.storage.clone();
         let mut engine = Engine::new(config, collector_start)?;
         engine.set_tracing(debug);
         let id = settings.id.to_string();
@@ -219,15 +236,19 @@ impl AggregationProcessor {
                 counters: Counters::new(&settings.metrics, &id),
                 id,
                 key,
-                engine: Mutex::new(engine),
+                engine: Arc::new(Mutex::new(engine)),
                 targets,
                 debug,
                 retry_after: emit_interval,
                 warned: Mutex::new(HashMap::new()),
                 warned_invalid: Mutex::new(None),
-                pending: tokio::sync::Mutex::new(vec![]),
+                emitting: tokio::sync::Mutex::new(()),
+                headers,
+                log: OnceLock::new(),
+                instance: Mutex::new(ahash::RandomState::new().hash_one(collector_start)),
             }),
             emit_interval,
+            storage,
             ticker: Periodic::default(),
         })
     }
@@ -235,7 +256,7 @@ impl AggregationProcessor {
     /// Emits the windows closed at `now` (Unix nanoseconds), and offers
     /// again what was refused before; what the task does every `emit_interval`.
     pub async fn emit_closed(&self, now: u64) {
-        self.shared.emit_closed(now).await;
+        self.shared.emit_closed(Some(now)).await;
     }
 }
 
@@ -315,81 +336,114 @@ impl Shared {
         }
     }
 
-    /// Offers `batches` (and what was refused before) to every target that
-    /// has not taken them. A retryable refusal keeps the batch for the next
-    /// tick, for the refusing branches only; on the `last_chance` (shutdown)
-    /// it is lost, counted and logged.
-    async fn send(&self, batches: Vec<Batch<Metrics>>, last_chance: bool) {
-        let mut pending = self.pending.lock().await;
-        let all: Vec<usize> = (0..self.targets.len()).collect();
-        let mut queue = std::mem::take(&mut *pending);
-        queue.extend(batches.into_iter().map(|batch| Pending {
-            batch,
-            targets: all.clone(),
-        }));
-        for item in queue {
-            let points = item.batch.data.item_count() as u64;
-            if self.debug {
-                self.log_emission(&item.batch);
-            }
-            let mut refused = vec![];
-            for t in item.targets {
-                match self.targets[t].consume(item.batch.clone()).await {
-                    Ok(()) => self.counters.emitted.add(points),
-                    Err(e) if e.is_retryable() && !last_chance => {
-                        tracing::warn!(processor = %self.id, error = %e, points, "downstream refused totals for now; offering them again at the next tick");
-                        refused.push(t);
+    /// Applies `op`: through the log when durable (answered once written),
+    /// else directly.
+    /// `now` overrides the clock without storage (tests drive time).
+    async fn apply(
+        &self,
+        op: Op,
+        encoded: Vec<u8>,
+        now: Option<u64>,
+    ) -> Result<Applied, ConsumerError> {
+        match self.log.get() {
+            Some(log) => log.submit(op, encoded).await.map_err(|e| {
+                ConsumerError::Retryable {
+                    message: format!("aggregation {}: state cannot be written: {e}", self.id),
+                    retry_after: Some(STORAGE_RETRY),
+                }
+            }),
+            None => Ok(op.apply(&mut self.engine(), now.unwrap_or_else(now_nanos))),
+        }
+    }
+
+    /// The idempotency key of batch `j` of a piece: the same after a
+    /// restart (durable state), so a resend can be dropped downstream.
+    fn batch_key(&self, p: &Piece, j: usize) -> Arc<str> {
+        let instance = *self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        format!("agg-{instance:016x}-{}-{}-{j}", p.emission, p.index).into()
+    }
+
+    /// Closes windows (`op`: [`Op::Close`] or [`Op::CloseAll`]), then offers
+    /// every piece not yet taken (this emission's and any refused before)
+    /// to the branches that have not taken it. A retryable refusal keeps
+    /// the piece for the next tick; on the `last_chance` (shutdown) without
+    /// storage it is lost, counted and logged; with storage it waits in the
+    /// state for the next start.
+    async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
+        let _one = self.emitting.lock().await;
+        if let Err(e) = self.apply(op, vec![], now).await {
+            tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
+        }
+        let durable = self.log.get().is_some();
+        let pieces = self.engine().pieces();
+        for p in pieces {
+            let batches = {
+                let closed = self.engine().piece(p.emission, p.index);
+                closed.build()
+            };
+            let points: u64 = batches.iter().map(|b| b.data.item_count() as u64).sum();
+            for (t, target) in self.targets.iter().enumerate() {
+                if p.missing & (1u64 << t.min(63)) == 0 {
+                    continue;
+                }
+                let mut outcome = Ok(());
+                for (j, b) in batches.iter().enumerate() {
+                    let mut b = b.clone();
+                    b.context.idempotency_key = Some(self.batch_key(&p, j));
+                    if self.debug {
+                        self.log_emission(&b);
+                    }
+                    if let Err(e) = target.consume(b).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                let done = match outcome {
+                    Ok(()) => {
+                        self.counters.emitted.add(points);
+                        true
+                    }
+                    Err(e) if e.is_retryable() && (durable || !last_chance) => {
+                        tracing::warn!(processor = %self.id, error = %e, points, "downstream refused totals for now; offering them again at the next tick (to the refusing branch only)");
+                        false
                     }
                     Err(e) => {
                         self.counters.emit_failed.add(points);
                         tracing::error!(processor = %self.id, error = %e, points, "downstream refused totals; they are lost");
+                        true
+                    }
+                };
+                if done {
+                    let op = Op::Done {
+                        emission: p.emission,
+                        index: p.index,
+                        target: t as u32,
+                    };
+                    if let Err(e) = self.apply(op, vec![], None).await {
+                        tracing::warn!(processor = %self.id, error = %e, "cannot record a delivered piece; it is offered again (same idempotency key)");
                     }
                 }
             }
-            if !refused.is_empty() {
-                pending.push(Pending {
-                    batch: item.batch,
-                    targets: refused,
-                });
-            }
         }
-        let held = pending.iter().map(|p| p.batch.data.item_count()).sum();
-        self.engine().set_held(held);
+        self.counters
+            .series_open
+            .set(self.engine().open_series() as i64);
     }
 
-    /// Offers again what was refused, then emits the closed windows in
-    /// pieces of [`EMIT_CHUNK`] series: each piece is taken under the
-    /// engine lock and built and sent outside it, so requests do not wait
-    /// for an emission.
-    async fn emit_closed(&self, now: u64) {
-        self.send(vec![], false).await;
-        loop {
-            let closed = self.engine().take_closed_series(now, EMIT_CHUNK);
-            if closed.is_empty() {
-                break;
-            }
-            self.send(closed.build(), false).await;
-        }
-        let mut engine = self.engine();
-        engine.finish_emission(now);
-        self.counters.series_open.set(engine.open_series() as i64);
+    /// Emits the windows closed at `now` (the clock when `None`, and
+    /// always with storage) and offers again what was refused.
+    async fn emit_closed(&self, now: Option<u64>) {
+        let targets = self.targets.len() as u32;
+        self.emit(Op::Close { targets }, false, now).await;
     }
 
-    /// Emits every open window, the current one included, in pieces.
+    /// Emits every open window, the current one included.
     async fn flush_all(&self) {
-        let mut points = 0;
-        loop {
-            let closed = self.engine().take_all_series(EMIT_CHUNK);
-            if closed.is_empty() {
-                break;
-            }
-            points += closed.len();
-            self.send(closed.build(), true).await;
-        }
-        self.send(vec![], true).await;
-        self.engine().collect_garbage();
-        self.counters.series_open.set(0);
-        tracing::info!(processor = %self.id, points, "flushed every open window, the current one included");
+        let before = self.engine().open_series();
+        let targets = self.targets.len() as u32;
+        self.emit(Op::CloseAll { targets }, true, None).await;
+        let left = self.engine().open_series();
+        tracing::info!(processor = %self.id, series = before, left, "flushed every open window, the current one included");
     }
 }
 
@@ -397,15 +451,31 @@ impl Shared {
 impl Consumer<Metrics> for AggregationProcessor {
     async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
         let s = &self.shared;
-        let (outcome, open) = {
-            let mut engine = s.engine();
-            let outcome = engine.add(&batch.data, &batch.context, now_nanos());
-            (outcome, engine.open_series())
+        let items = batch.data.item_count() as u64;
+        let context = batch.context;
+        let outcome = if s.log.get().is_some() {
+            let encoded = batch.data.encode_to_vec();
+            let op = Op::Add {
+                token: context.bearer_token().map(|t| t.expose().to_string()),
+                headers: s
+                    .headers
+                    .iter()
+                    .filter_map(|h| context.header(h).map(|v| (h.clone(), v.to_string())))
+                    .collect(),
+                request: batch.data,
+            };
+            match s.apply(op, encoded, None).await? {
+                Applied::Added(outcome) => outcome,
+                _ => return Ok(()),
+            }
+        } else {
+            s.engine().add(&batch.data, &context, now_nanos())
         };
+        let open = s.engine().open_series();
         let outcome = match outcome {
             Ok(o) => o,
             Err(e @ AddError::SeriesLimit { .. }) => {
-                let points = batch.data.item_count() as u64;
+                let points = items;
                 s.counters.refused.add(points);
                 tracing::warn!(processor = %s.id, points, "refusing a request: {e}");
                 return Err(ConsumerError::Retryable {
@@ -426,7 +496,7 @@ impl Consumer<Metrics> for AggregationProcessor {
             if d.invalid + d.summary > 0 {
                 s.warn_invalid(reason());
             }
-            batch.context.rejected.add(rejected, reason);
+            context.rejected.add(rejected, reason);
         }
         for t in &outcome.traces {
             let user = t.user.as_deref().map(redact);
@@ -438,11 +508,18 @@ impl Consumer<Metrics> for AggregationProcessor {
 
 #[async_trait]
 impl Lifecycle for AggregationProcessor {
-    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+    async fn start(&self, host: &Host) -> Result<(), ComponentError> {
         let shared = self.shared.clone();
+        if let Some(name) = &self.storage {
+            self.recover(host, name).await?;
+            // Windows that closed while the collector was down, and pieces
+            // a branch had not taken, go out now.
+            let first = shared.clone();
+            tokio::spawn(async move { first.emit_closed(None).await });
+        }
         self.ticker.start(self.emit_interval, move || {
             let shared = shared.clone();
-            async move { shared.emit_closed(now_nanos()).await }
+            async move { shared.emit_closed(None).await }
         });
         Ok(())
     }
@@ -450,6 +527,47 @@ impl Lifecycle for AggregationProcessor {
     async fn shutdown(&self) -> Result<(), ComponentError> {
         self.ticker.stop().await;
         self.shared.flush_all().await;
+        if let Some(log) = self.shared.log.get() {
+            log.stop().await;
+        }
+        Ok(())
+    }
+}
+
+impl AggregationProcessor {
+    /// Opens the durable state in storage extension `name`, replays it into
+    /// the engine and starts the log thread; before any receiver opens.
+    async fn recover(&self, host: &Host, name: &str) -> Result<(), ComponentError> {
+        let s = &self.shared;
+        let fail = |e: String| ComponentError::Failed(format!("processor {}: storage: {e}", s.id));
+        let id: ComponentId = name.parse().map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
+        let ext = host.storage(&id).map_err(|e| fail(e.to_string()))?;
+        let pid: ComponentId = s.id.parse().map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
+        let client = ext
+            .client(Kind::Processor, &pid, "state")
+            .map_err(|e| fail(e.to_string()))?;
+        let config = s.engine().config().clone();
+        let began = Instant::now();
+        let (durable, mut engine, rec) = tokio::task::spawn_blocking(move || {
+            Durable::open(client, config, now_nanos())
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+        engine.set_tracing(s.debug);
+        let series = engine.open_series();
+        let streams = engine.open_streams();
+        *s.instance.lock().unwrap_or_else(PoisonError::into_inner) = durable.instance;
+        *s.engine() = engine;
+        if rec.found {
+            tracing::info!(processor = %s.id, storage = %name, series, streams, records = rec.records, torn = rec.torn, snapshot_bytes = rec.snapshot_bytes, millis = began.elapsed().as_millis() as u64, "aggregation state recovered");
+        } else {
+            tracing::info!(processor = %s.id, storage = %name, "aggregation state: starting empty (first start on this storage)");
+        }
+        let log = LogWriter::start(durable, s.engine.clone(), now_nanos, s.id.clone())
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = s.log.set(log);
+        s.counters.series_open.set(series as i64);
         Ok(())
     }
 }

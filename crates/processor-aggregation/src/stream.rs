@@ -25,23 +25,28 @@ pub(crate) struct StreamIdentity<'a> {
 
 /// The tracked streams, by 128-bit id.
 pub(crate) struct Streams {
-    map: HashMap<u128, Stream, ahash::RandomState>,
+    pub(crate) map: HashMap<u128, Stream, ahash::RandomState>,
     /// Two independent keys for the two halves of an id.
     keys: (ahash::RandomState, ahash::RandomState),
     max: usize,
     ttl: u64,
-    collector_start: u64,
+    pub(crate) collector_start: u64,
     /// The latest start time of a stream forgotten for room: a stream that
     /// began at or before it may have been counted already, so its first
     /// point (again) only sets the baseline.
-    evicted_floor: u64,
+    pub(crate) evicted_floor: u64,
 }
 
 impl Streams {
-    pub fn new(max: usize, ttl: u64, collector_start: u64) -> Self {
+    pub fn new(
+        max: usize,
+        ttl: u64,
+        collector_start: u64,
+        keys: (ahash::RandomState, ahash::RandomState),
+    ) -> Self {
         Self {
             map: HashMap::default(),
-            keys: Default::default(),
+            keys,
             max,
             ttl,
             collector_start,
@@ -94,25 +99,34 @@ impl Streams {
     }
 
     /// Forgets the least recently seen streams (about 1/64 of them, at
-    /// least one), never `keep`. Returns how many.
+    /// least one), never `keep`; ties on the time seen go by id, so the
+    /// choice depends on the streams only (a replay after a restart makes
+    /// the same one). Returns how many.
     fn evict(&mut self, keep: u128) -> u64 {
         let n = (self.map.len() / 64).max(1);
-        let mut seen: Vec<u64> = self.map.values().map(|s| s.seen).collect();
+        let mut seen: Vec<(u64, u128)> = self
+            .map
+            .iter()
+            .filter(|(id, _)| **id != keep)
+            .map(|(id, s)| (s.seen, *id))
+            .collect();
+        if seen.is_empty() {
+            return 0;
+        }
+        let n = n.min(seen.len());
         let (_, threshold, _) = seen.select_nth_unstable(n - 1);
         let threshold = *threshold;
-        let mut removed = 0usize;
         let mut floor = self.evicted_floor;
+        let before = self.map.len();
         self.map.retain(|id, s| {
-            if removed < n && *id != keep && s.seen <= threshold {
-                removed += 1;
+            let goes = *id != keep && (s.seen, *id) <= threshold;
+            if goes {
                 floor = floor.max(s.start);
-                false
-            } else {
-                true
             }
+            !goes
         });
         self.evicted_floor = floor;
-        removed as u64
+        (before - self.map.len()) as u64
     }
 
     /// Forgets streams unseen for `stream_ttl`.
@@ -136,7 +150,7 @@ mod tests {
 
     #[test]
     fn past_the_bound_the_least_recently_seen_go_and_cannot_count_twice() {
-        let mut s = Streams::new(2, 1000, 10);
+        let mut s = Streams::new(2, 1000, 10, Default::default());
         assert_eq!(s.step(1, stamp(20, 30), 5.0, 30), (Step::Count(5.0), 0));
         assert_eq!(s.step(2, stamp(21, 31), 5.0, 31), (Step::Count(5.0), 0));
         // A third stream: stream 1 (seen at 30) is forgotten.

@@ -599,18 +599,19 @@ fn shutdown_flush_and_closed_windows_come_out_in_bounded_pieces() {
         })
         .collect();
     add(&mut e, &tokens(points), &RequestContext::default(), at(20));
+    e.set_piece_series(30);
+    let id = e.close(at(LATER), 1).unwrap();
     let mut sizes = vec![];
-    loop {
-        let c = e.take_closed_series(at(LATER), 30);
-        if c.is_empty() {
-            break;
-        }
+    for p in e.pieces() {
+        assert_eq!(p.emission, id);
+        let c = e.piece(p.emission, p.index);
         sizes.push(c.len());
         assert_eq!(totals(&c.build()).len(), *sizes.last().unwrap());
+        e.piece_done(p.emission, p.index, 0);
     }
-    e.finish_emission(at(LATER));
     assert_eq!(sizes, vec![30, 30, 30, 10]);
     assert_eq!(e.open_series(), 0);
+    assert!(e.pieces().is_empty());
 }
 
 #[test]
@@ -627,14 +628,14 @@ fn the_shutdown_flush_in_pieces_takes_every_series() {
         })
         .collect();
     add(&mut e, &tokens(points), &RequestContext::default(), at(20));
+    e.set_piece_series(30);
+    e.close_all(1);
     let mut total = 0.0;
-    loop {
-        let c = e.take_all_series(30);
-        if c.is_empty() {
-            break;
-        }
+    for p in e.pieces() {
+        let c = e.piece(p.emission, p.index);
         assert!(c.len() <= 30);
         total += totals(&c.build()).iter().map(|t| t.value).sum::<f64>();
+        e.piece_done(p.emission, p.index, 0);
     }
     assert_eq!(total, 100.0, "no series lost between pieces");
 }

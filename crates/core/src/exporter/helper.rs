@@ -304,8 +304,12 @@ impl<T: Batchable, P: Push<T>> Consumer<T> for QueuedExporter<T, P> {
         }
         let request = Request {
             token: batch.context.bearer_token().cloned(),
+            idempotency_key: batch
+                .context
+                .idempotency_key
+                .as_deref()
+                .map_or_else(new_request_id, str::to_string),
             data: batch.data,
-            idempotency_key: new_request_id(),
             items,
             partition: String::new(),
         };

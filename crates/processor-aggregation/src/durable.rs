@@ -1,0 +1,458 @@
+//! Durable aggregation state (`aggregation.storage`): a redo log of what
+//! was applied to the engine, plus snapshots, in a storage extension's
+//! client.
+//!
+//! - Every change of the engine is an [`Op`]: a request added, windows
+//!   closed, a piece of an emission taken downstream. Ops are written in
+//!   groups (one storage transaction, one `fsync`, for every request that
+//!   arrived while the previous group was written) and applied to the
+//!   engine only after their group is durable; a request is answered only
+//!   then. The engine is deterministic, so replaying the log from the last
+//!   snapshot gives back the very state, emissions in flight included.
+//! - Each log record carries a CRC-32 of its content; a record that does
+//!   not check is the torn tail of a crash (never applied, never
+//!   acknowledged) and is dropped on recovery. A bad record followed by
+//!   good ones is corruption, and recovery refuses to go on.
+//! - A snapshot (the whole engine, [`Engine::snapshot`]) is written when
+//!   the log since the last one outgrows both 64 MiB and twice the last
+//!   snapshot, and at shutdown; the records it covers are deleted in the
+//!   same transaction.
+//!
+//! Keys: `meta`, `log/<seq>`, `snap/<seq>/<part>` (sequence numbers in
+//! fixed-width hex, so key order is log order).
+
+use std::sync::Arc;
+
+use otelcol_core::consumer::{AuthData, BearerToken, RequestContext};
+use otelcol_core::pdata::Metrics;
+use otelcol_core::storage::{StorageClient, StorageError, StorageOp};
+use prost::Message;
+
+use crate::codec::{Corrupt, Reader, Writer};
+use crate::config::AggregationConfig;
+use crate::engine::{AddError, AddOutcome, Engine, Seeds};
+use crate::snapshot::RestoreError;
+
+const META: &str = "meta";
+const META_MAGIC: &[u8; 4] = b"AGGM";
+const LOG_MAGIC: &[u8; 4] = b"AGL1";
+/// The storage layout this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of one stored snapshot part.
+const PART: usize = 4 << 20;
+/// The log may grow to this before a snapshot is due (also: twice the last
+/// snapshot).
+const SNAPSHOT_AFTER: u64 = 64 << 20;
+
+/// One change of the engine, as logged and replayed.
+pub(crate) enum Op {
+    /// A request, with what of its context the engine reads.
+    Add {
+        token: Option<String>,
+        headers: Vec<(String, String)>,
+        request: Metrics,
+    },
+    /// Windows closed at the record's time, for `targets` branches.
+    Close { targets: u32 },
+    /// Every window closed (shutdown).
+    CloseAll { targets: u32 },
+    /// A branch took (or refused for good) a piece of an emission.
+    Done {
+        emission: u64,
+        index: u32,
+        target: u32,
+    },
+}
+
+/// What applying an op did.
+pub(crate) enum Applied {
+    Added(Result<AddOutcome, AddError>),
+    Closed,
+    Done,
+}
+
+impl Op {
+    /// The context the engine sees for an `Add`.
+    pub fn context(token: &Option<String>, headers: &[(String, String)]) -> RequestContext {
+        RequestContext {
+            auth: token.as_ref().map(|t| {
+                Arc::new(AuthData {
+                    token: Some(BearerToken::new(t.clone())),
+                    headers: vec![],
+                })
+            }),
+            metadata: Arc::new(headers.to_vec()),
+            ..Default::default()
+        }
+    }
+
+    /// Applies the op to `engine` at `now` (the time of its record).
+    pub fn apply(&self, engine: &mut Engine, now: u64) -> Applied {
+        match self {
+            Op::Add {
+                token,
+                headers,
+                request,
+            } => Applied::Added(engine.add(request, &Self::context(token, headers), now)),
+            Op::Close { targets } => {
+                engine.close(now, *targets);
+                Applied::Closed
+            }
+            Op::CloseAll { targets } => {
+                engine.close_all(*targets);
+                Applied::Closed
+            }
+            Op::Done {
+                emission,
+                index,
+                target,
+            } => {
+                engine.piece_done(*emission, *index, *target);
+                Applied::Done
+            }
+        }
+    }
+
+    /// Appends the op to a record. `encoded` is the request's protobuf
+    /// encoding for an `Add` (made by the caller, off the log's thread).
+    pub fn write(&self, w: &mut Writer, encoded: &[u8]) {
+        match self {
+            Op::Add { token, headers, .. } => {
+                w.u8(0);
+                match token {
+                    Some(t) => {
+                        w.u8(1);
+                        w.bytes(t.as_bytes());
+                    }
+                    None => w.u8(0),
+                }
+                w.len(headers.len());
+                for (k, v) in headers {
+                    w.bytes(k.as_bytes());
+                    w.bytes(v.as_bytes());
+                }
+                w.bytes(encoded);
+            }
+            Op::Close { targets } => {
+                w.u8(1);
+                w.u32(*targets);
+            }
+            Op::CloseAll { targets } => {
+                w.u8(2);
+                w.u32(*targets);
+            }
+            Op::Done {
+                emission,
+                index,
+                target,
+            } => {
+                w.u8(3);
+                w.u64(*emission);
+                w.u32(*index);
+                w.u32(*target);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Op, Corrupt> {
+        Ok(match r.u8()? {
+            0 => {
+                let token = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.str()?.to_string()),
+                };
+                let n = r.count(8)?;
+                let mut headers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    headers.push((r.str()?.to_string(), r.str()?.to_string()));
+                }
+                let request = Metrics::decode(r.bytes()?)
+                    .map_err(|e| Corrupt(format!("a logged request does not decode: {e}")))?;
+                Op::Add {
+                    token,
+                    headers,
+                    request,
+                }
+            }
+            1 => Op::Close { targets: r.u32()? },
+            2 => Op::CloseAll { targets: r.u32()? },
+            3 => Op::Done {
+                emission: r.u64()?,
+                index: r.u32()?,
+                target: r.u32()?,
+            },
+            t => return Err(Corrupt(format!("unknown op {t}"))),
+        })
+    }
+}
+
+/// A log record: magic, CRC-32 and length of the payload, payload (the
+/// record's time, then its ops).
+pub(crate) fn record(now: u64, ops: &[(&Op, &[u8])]) -> Vec<u8> {
+    let mut p = Writer::default();
+    p.u64(now);
+    p.len(ops.len());
+    for (op, encoded) in ops {
+        op.write(&mut p, encoded);
+    }
+    let mut w = Writer::default();
+    w.buf.reserve(p.buf.len() + 12);
+    w.buf.extend_from_slice(LOG_MAGIC);
+    w.u32(crc32fast::hash(&p.buf));
+    w.len(p.buf.len());
+    w.buf.extend_from_slice(&p.buf);
+    w.buf
+}
+
+/// Reads a record: its time and ops; `Err` when it does not check.
+pub(crate) fn read_record(bytes: &[u8]) -> Result<(u64, Vec<Op>), Corrupt> {
+    let mut r = Reader::new(bytes);
+    if r.take(4)? != LOG_MAGIC {
+        return Err(Corrupt("not a log record".into()));
+    }
+    let crc = r.u32()?;
+    let payload = r.bytes()?;
+    if crc32fast::hash(payload) != crc || !r.b.is_empty() {
+        return Err(Corrupt("checksum mismatch (a torn write)".into()));
+    }
+    let mut r = Reader::new(payload);
+    let now = r.u64()?;
+    let n = r.count(1)?;
+    let ops = (0..n).map(|_| Op::read(&mut r)).collect::<Result<_, _>>()?;
+    Ok((now, ops))
+}
+
+fn log_key(seq: u64) -> String {
+    format!("log/{seq:016x}")
+}
+
+fn snap_key(seq: u64, part: u32) -> String {
+    format!("snap/{seq:016x}/{part:08x}")
+}
+
+/// Why durable state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Written by another version of the collector.
+    #[error("aggregation state was written by an incompatible version (storage format {found}, this build reads format {FORMAT_VERSION}); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it")]
+    Version {
+        /// The format found.
+        found: u32,
+    },
+    /// The snapshot cannot be read.
+    #[error("aggregation state snapshot: {0}")]
+    Snapshot(#[from] RestoreError),
+    /// A log record in the middle of the log does not check.
+    #[error("aggregation state log record {key} is corrupted ({why}) and later records exist: refusing to guess; move the storage directory away to start empty")]
+    Corrupted {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The stored metadata cannot be read.
+    #[error("aggregation state metadata: {0}")]
+    Meta(#[from] Corrupt),
+}
+
+/// What recovery found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Whether there was state (false: a fresh start).
+    pub found: bool,
+    /// Log records replayed after the snapshot.
+    pub records: u64,
+    /// Torn records dropped at the tail.
+    pub torn: u64,
+    /// Bytes of the snapshot read.
+    pub snapshot_bytes: u64,
+}
+
+/// The durable side of one processor: where the next record goes.
+pub(crate) struct Durable {
+    client: Arc<dyn StorageClient>,
+    /// Random per state: the first part of every idempotency key.
+    pub instance: u64,
+    collector_start: u64,
+    seeds: Seeds,
+    next_seq: u64,
+    snapshot_seq: u64,
+    snapshot_parts: u32,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+}
+
+impl Durable {
+    fn meta(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(META_MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u64(self.instance);
+        w.u64(self.collector_start);
+        self.seeds.0.iter().for_each(|k| w.u64(*k));
+        w.u64(self.snapshot_seq);
+        w.u32(self.snapshot_parts);
+        w.buf
+    }
+
+    /// Opens (or creates) the state in `client`: the snapshot, then every
+    /// later record replayed. `now` is this start's time (for a fresh state,
+    /// the time its cumulative streams are vouched for from).
+    pub fn open(
+        client: Arc<dyn StorageClient>,
+        config: AggregationConfig,
+        now: u64,
+    ) -> Result<(Durable, Engine, Recovery), DurableError> {
+        let mut recovery = Recovery::default();
+        let Some(meta) = client.get(META)? else {
+            let seeds = Seeds::random();
+            let d = Durable {
+                client,
+                instance: seeds.0[0] ^ now,
+                collector_start: now,
+                seeds,
+                next_seq: 1,
+                snapshot_seq: 0,
+                snapshot_parts: 0,
+                log_bytes: 0,
+                snapshot_bytes: 0,
+            };
+            d.client.set(META, d.meta())?;
+            let engine = Engine::with_seeds(config, now, seeds)
+                .map_err(|e| Corrupt(format!("config: {e}")))?;
+            return Ok((d, engine, recovery));
+        };
+        recovery.found = true;
+        let mut r = Reader::new(&meta);
+        if r.take(4)? != META_MAGIC {
+            return Err(Corrupt("not aggregation state".into()).into());
+        }
+        let found = r.u32()?;
+        if found != FORMAT_VERSION {
+            return Err(DurableError::Version { found });
+        }
+        let instance = r.u64()?;
+        let collector_start = r.u64()?;
+        let mut seeds = [0u64; 12];
+        for k in &mut seeds {
+            *k = r.u64()?;
+        }
+        let (snapshot_seq, snapshot_parts) = (r.u64()?, r.u32()?);
+        let mut engine = if snapshot_parts > 0 {
+            let mut bytes = vec![];
+            for p in 0..snapshot_parts {
+                let key = snap_key(snapshot_seq, p);
+                let part = client.get(&key)?.ok_or_else(|| {
+                    Corrupt(format!("snapshot part {key} is missing"))
+                })?;
+                bytes.extend_from_slice(&part);
+            }
+            recovery.snapshot_bytes = bytes.len() as u64;
+            Engine::restore(config, &bytes)?
+        } else {
+            Engine::with_seeds(config, collector_start, Seeds(seeds))
+                .map_err(|e| Corrupt(format!("config: {e}")))?
+        };
+        let mut next_seq = snapshot_seq + 1;
+        let mut log_bytes = 0u64;
+        let mut torn: Vec<(String, String)> = vec![];
+        let mut corrupted = None;
+        client.visit("log/", &mut |key, value| {
+            if corrupted.is_some() {
+                return;
+            }
+            let seq = key
+                .strip_prefix("log/")
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .unwrap_or(0);
+            if seq <= snapshot_seq {
+                return;
+            }
+            match read_record(value) {
+                Ok((now, ops)) if torn.is_empty() => {
+                    for op in &ops {
+                        op.apply(&mut engine, now);
+                    }
+                    recovery.records += 1;
+                    log_bytes += value.len() as u64;
+                    next_seq = seq + 1;
+                }
+                Ok(_) => corrupted = Some(torn[0].clone()),
+                Err(e) => torn.push((key.to_string(), e.0)),
+            }
+        })?;
+        if let Some((key, why)) = corrupted {
+            return Err(DurableError::Corrupted { key, why });
+        }
+        for (key, why) in &torn {
+            tracing::warn!(record = %key, why = %why, "aggregation state: dropping the torn last log record (its requests were never acknowledged)");
+        }
+        recovery.torn = torn.len() as u64;
+        if !torn.is_empty() {
+            client.batch(torn.into_iter().map(|(k, _)| StorageOp::Delete(k)).collect())?;
+        }
+        let d = Durable {
+            client,
+            instance,
+            collector_start,
+            seeds: Seeds(seeds),
+            next_seq,
+            snapshot_seq,
+            snapshot_parts,
+            log_bytes,
+            snapshot_bytes: recovery.snapshot_bytes,
+        };
+        Ok((d, engine, recovery))
+    }
+
+    /// Writes one record, durably. On error nothing was written.
+    pub fn append(&mut self, record: Vec<u8>) -> Result<(), StorageError> {
+        let len = record.len() as u64;
+        self.client
+            .batch(vec![StorageOp::Set(log_key(self.next_seq), record)])?;
+        self.next_seq += 1;
+        self.log_bytes += len;
+        Ok(())
+    }
+
+    /// Whether the log has grown enough for a snapshot.
+    pub fn snapshot_due(&self) -> bool {
+        self.log_bytes >= SNAPSHOT_AFTER.max(2 * self.snapshot_bytes)
+    }
+
+    /// Whether records were written since the last snapshot.
+    pub fn has_log(&self) -> bool {
+        self.next_seq > self.snapshot_seq + 1
+    }
+
+    /// Writes `snapshot` (the engine after every record so far) and
+    /// deletes the records and the snapshot it replaces, in one transaction.
+    pub fn snapshot(&mut self, snapshot: Vec<u8>) -> Result<(), StorageError> {
+        let seq = self.next_seq - 1;
+        let parts: Vec<&[u8]> = snapshot.chunks(PART).collect();
+        let mut ops: Vec<StorageOp> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
+            .collect();
+        if seq != self.snapshot_seq {
+            ops.extend((0..self.snapshot_parts).map(|p| StorageOp::Delete(snap_key(self.snapshot_seq, p))));
+        }
+        ops.extend((self.snapshot_seq + 1..=seq).map(|s| StorageOp::Delete(log_key(s))));
+        let (old_seq, old_parts) = (self.snapshot_seq, self.snapshot_parts);
+        self.snapshot_seq = seq;
+        self.snapshot_parts = parts.len() as u32;
+        ops.push(StorageOp::Set(META.into(), self.meta()));
+        if let Err(e) = self.client.batch(ops) {
+            self.snapshot_seq = old_seq;
+            self.snapshot_parts = old_parts;
+            return Err(e);
+        }
+        self.snapshot_bytes = snapshot.len() as u64;
+        self.log_bytes = 0;
+        Ok(())
+    }
+}
