@@ -87,12 +87,12 @@
 //!     otelcol_core::pdata::proto::metrics::v1::number_data_point::Value::AsDouble(0.75)));
 //! ```
 
-pub mod config;
 mod codec;
+pub mod config;
+mod durable;
 mod emission;
 mod engine;
 mod exp;
-mod durable;
 mod intern;
 mod log_thread;
 mod output;
@@ -106,10 +106,10 @@ pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey, ResourceAtt
 pub use durable::{DurableError, Recovery, FORMAT_VERSION};
 pub use emission::{Piece, PIECE_SERIES};
 pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace};
-pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
 pub use output::{OutKind, SCOPE_NAME};
 pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};
 pub use series::Closed;
+pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
 
 /// Adds this crate's component types to `factories`: the entry point a
 /// distribution (`cargo xtask dist`) calls for every component crate.

@@ -20,7 +20,11 @@ const GROUP_OPS: usize = 4096;
 type Reply = oneshot::Sender<Result<Applied, StorageError>>;
 
 enum Msg {
-    Op { op: Op, encoded: Vec<u8>, reply: Reply },
+    Op {
+        op: Op,
+        encoded: Vec<u8>,
+        reply: Reply,
+    },
     Stop(oneshot::Sender<()>),
 }
 

@@ -7,17 +7,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use otelcol_core::component::{
-    ComponentError, ComponentId, Kind, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
+    ComponentError, ComponentId, CreateSettings, Factory, Host, Kind, Lifecycle, Processor,
+    ProcessorFactory,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
-use prost::Message;
 use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
+use prost::Message;
 
 use crate::config::AggregationConfig;
 use crate::config::Lookup;
@@ -346,12 +347,13 @@ impl Shared {
         now: Option<u64>,
     ) -> Result<Applied, ConsumerError> {
         match self.log.get() {
-            Some(log) => log.submit(op, encoded).await.map_err(|e| {
-                ConsumerError::Retryable {
+            Some(log) => log
+                .submit(op, encoded)
+                .await
+                .map_err(|e| ConsumerError::Retryable {
                     message: format!("aggregation {}: state cannot be written: {e}", self.id),
                     retry_after: Some(STORAGE_RETRY),
-                }
-            }),
+                }),
             None => Ok(op.apply(&mut self.engine(), now.unwrap_or_else(now_nanos))),
         }
     }
@@ -540,20 +542,23 @@ impl AggregationProcessor {
     async fn recover(&self, host: &Host, name: &str) -> Result<(), ComponentError> {
         let s = &self.shared;
         let fail = |e: String| ComponentError::Failed(format!("processor {}: storage: {e}", s.id));
-        let id: ComponentId = name.parse().map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
+        let id: ComponentId = name
+            .parse()
+            .map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
         let ext = host.storage(&id).map_err(|e| fail(e.to_string()))?;
-        let pid: ComponentId = s.id.parse().map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
+        let pid: ComponentId =
+            s.id.parse()
+                .map_err(|e: otelcol_core::component::IdError| fail(e.to_string()))?;
         let client = ext
             .client(Kind::Processor, &pid, "state")
             .map_err(|e| fail(e.to_string()))?;
         let config = s.engine().config().clone();
         let began = Instant::now();
-        let (durable, mut engine, rec) = tokio::task::spawn_blocking(move || {
-            Durable::open(client, config, now_nanos())
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
+        let (durable, mut engine, rec) =
+            tokio::task::spawn_blocking(move || Durable::open(client, config, now_nanos()))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?;
         engine.set_tracing(s.debug);
         let series = engine.open_series();
         let streams = engine.open_streams();

@@ -389,7 +389,12 @@ impl Engine {
             let m = r.count(4)?;
             let mut l = Vec::with_capacity(m);
             for _ in 0..m {
-                l.push(attrs.get(r.u32()? as usize).ok_or_else(|| bad("attribute"))?.clone());
+                l.push(
+                    attrs
+                        .get(r.u32()? as usize)
+                        .ok_or_else(|| bad("attribute"))?
+                        .clone(),
+                );
             }
             lists.push(st.lists.get(&l));
         }
@@ -401,7 +406,10 @@ impl Engine {
                 0 => None,
                 i => Some(s(i - 1)?),
             };
-            let resource = blobs.get(r.u32()? as usize).ok_or_else(|| bad("resource"))?.clone();
+            let resource = blobs
+                .get(r.u32()? as usize)
+                .ok_or_else(|| bad("resource"))?
+                .clone();
             let name = s(r.u32()?)?;
             let kind = *KINDS.get(r.u8()? as usize).ok_or_else(|| bad("kind"))?;
             let g = Arc::new(Group {
@@ -417,10 +425,16 @@ impl Engine {
             groups.push(g);
         }
         let key = |r: &mut Reader<'_>| -> Result<SeriesKey, RestoreError> {
-            let group = groups.get(r.u32()? as usize).ok_or_else(|| bad("group"))?.clone();
+            let group = groups
+                .get(r.u32()? as usize)
+                .ok_or_else(|| bad("group"))?
+                .clone();
             let window = r.u64()?;
             let user = s(r.u32()?)?;
-            let attrs = lists.get(r.u32()? as usize).ok_or_else(|| bad("list"))?.clone();
+            let attrs = lists
+                .get(r.u32()? as usize)
+                .ok_or_else(|| bad("list"))?
+                .clone();
             Ok(SeriesKey {
                 group,
                 window,
@@ -432,7 +446,12 @@ impl Engine {
         st.series.reserve(n);
         for _ in 0..n {
             let k = key(&mut r)?;
-            st.series.insert(k, Series { acc: read_acc(&mut r)? });
+            st.series.insert(
+                k,
+                Series {
+                    acc: read_acc(&mut r)?,
+                },
+            );
         }
         let n = r.count(21)?;
         for _ in 0..n {
@@ -454,7 +473,12 @@ impl Engine {
                 let mut series = Vec::with_capacity(c);
                 for _ in 0..c {
                     let k = key(&mut r)?;
-                    series.push((k, Series { acc: read_acc(&mut r)? }));
+                    series.push((
+                        k,
+                        Series {
+                            acc: read_acc(&mut r)?,
+                        },
+                    ));
                 }
                 st.emissions.held += series.len();
                 parts.push(Some(Part { series, missing }));

@@ -76,6 +76,9 @@ enum Ev {
     },
     Advance(u64),
     Tick,
+    /// The engine is written to a snapshot and a new one read from it (a
+    /// restart with `aggregation.storage`): nothing may change.
+    Restart,
 }
 
 fn p_strategy() -> impl Strategy<Value = P> {
@@ -129,6 +132,7 @@ fn events() -> impl Strategy<Value = Vec<Ev>> {
             .prop_map(|(token, header, points)| Ev::Request { token, header, points }),
         3 => prop_oneof![4 => 0..120u64, 1 => 1200..2700u64].prop_map(Ev::Advance),
         2 => Just(Ev::Tick),
+        1 => Just(Ev::Restart),
     ];
     prop::collection::vec(ev, 1..40)
 }
@@ -692,7 +696,7 @@ fn run(events: &[Ev]) -> Result<(), TestCaseError> {
         ],
         ..Default::default()
     };
-    let mut e = Engine::new(config, at(COLLECTOR_START)).unwrap();
+    let mut e = Engine::new(config.clone(), at(COLLECTOR_START)).unwrap();
     let mut model = Model::default();
     let mut senders = Senders {
         last: HashMap::new(),
@@ -728,6 +732,15 @@ fn run(events: &[Ev]) -> Result<(), TestCaseError> {
             Ev::Tick => {
                 batches.extend(e.take_closed(now));
                 model.ticks.push((idx, now));
+            }
+            Ev::Restart => {
+                let bytes = e.snapshot();
+                e = Engine::restore(config.clone(), &bytes).unwrap();
+                prop_assert_eq!(
+                    e.snapshot().len(),
+                    bytes.len(),
+                    "a restored engine writes the same state"
+                );
             }
         }
     }
