@@ -14,90 +14,16 @@
 
 mod common;
 
-use common::faults::{event_ids, events_json, now_nanos, post_retrying, until};
+use common::faults::{event_ids, events_json, now_nanos, post_retrying, until, Endpoint};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use otelcol_core::pdata::Metrics;
-use otelcol_core::server::{self, ServerHandle, ServerOptions};
 
 const FALLBACK: &str = "fallback-token-pq-0001";
-
-#[derive(Clone, Debug)]
-struct Attempt {
-    path: String,
-    key: String,
-    status: u16,
-    body: bytes::Bytes,
-}
-
-#[derive(Default)]
-struct Endpoint {
-    up: AtomicBool,
-    /// Extra latency per answer, in ms.
-    delay_ms: AtomicU64,
-    attempts: Mutex<Vec<Attempt>>,
-}
-
-impl Endpoint {
-    async fn start(self: &Arc<Self>) -> (String, ServerHandle) {
-        let listener = server::bind("127.0.0.1:0").await.unwrap();
-        let me = self.clone();
-        let handle = server::serve(listener, ServerOptions::default(), move |req, _| {
-            let me = me.clone();
-            async move {
-                let key = req
-                    .headers()
-                    .get("idempotency-key")
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                let path = req.uri().path().to_string();
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                let delay = me.delay_ms.load(Ordering::SeqCst);
-                if delay > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                }
-                let status = if me.up.load(Ordering::SeqCst) {
-                    200
-                } else {
-                    503
-                };
-                me.attempts.lock().unwrap().push(Attempt {
-                    path,
-                    key,
-                    status,
-                    body,
-                });
-                server::response(
-                    hyper::StatusCode::from_u16(status).unwrap(),
-                    "application/json",
-                    if status == 200 { "{}" } else { "busy" },
-                )
-            }
-        });
-        let url = format!("http://127.0.0.1:{}/ai/otel", handle.local_addr().port());
-        (url, handle)
-    }
-
-    fn attempts(&self) -> Vec<Attempt> {
-        self.attempts.lock().unwrap().clone()
-    }
-
-    /// Bodies answered 200, one per idempotency key (a redelivery under a
-    /// key already delivered is what the endpoint drops).
-    fn delivered_once_per_key(&self, path: &str) -> Vec<Attempt> {
-        let mut seen = BTreeSet::new();
-        self.attempts()
-            .into_iter()
-            .filter(|a| a.status == 200 && a.path == path)
-            .filter(|a| seen.insert(a.key.clone()))
-            .collect()
-    }
-}
 
 /// One delta cost point for `user`, stamped now.
 fn cost_json(user: &str, value: f64) -> Vec<u8> {

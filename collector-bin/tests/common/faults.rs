@@ -1,7 +1,14 @@
 //! What the fault tests share: numbered events, their ids back, a sender
-//! that honours `Retry-After`, and polling with a bound.
+//! that honours `Retry-After`, polling with a bound, and a scripted
+//! Multitudes endpoint.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use http_body_util::BodyExt;
+use otelcol_core::server::{self, ServerHandle, ServerOptions};
 
 use otelcol_core::pdata::Logs;
 
@@ -85,5 +92,80 @@ pub async fn until(what: &str, within: Duration, f: impl Fn() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[derive(Clone, Debug)]
+/// One request the endpoint answered.
+pub struct Attempt {
+    pub path: String,
+    pub key: String,
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+/// A scripted HTTP server on 127.0.0.1 playing the Multitudes endpoint:
+/// up (200) or down (503), recording every attempt.
+#[derive(Default)]
+pub struct Endpoint {
+    pub up: AtomicBool,
+    /// Extra latency per answer, in ms.
+    pub delay_ms: AtomicU64,
+    pub attempts: Mutex<Vec<Attempt>>,
+}
+
+impl Endpoint {
+    pub async fn start(self: &Arc<Self>) -> (String, ServerHandle) {
+        let listener = server::bind("127.0.0.1:0").await.unwrap();
+        let me = self.clone();
+        let handle = server::serve(listener, ServerOptions::default(), move |req, _| {
+            let me = me.clone();
+            async move {
+                let key = req
+                    .headers()
+                    .get("idempotency-key")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let path = req.uri().path().to_string();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let delay = me.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                let status = if me.up.load(Ordering::SeqCst) {
+                    200
+                } else {
+                    503
+                };
+                me.attempts.lock().unwrap().push(Attempt {
+                    path,
+                    key,
+                    status,
+                    body,
+                });
+                server::response(
+                    hyper::StatusCode::from_u16(status).unwrap(),
+                    "application/json",
+                    if status == 200 { "{}" } else { "busy" },
+                )
+            }
+        });
+        let url = format!("http://127.0.0.1:{}/ai/otel", handle.local_addr().port());
+        (url, handle)
+    }
+
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.lock().unwrap().clone()
+    }
+
+    /// Bodies answered 200, one per idempotency key (a redelivery under a
+    /// key already delivered is what the endpoint drops).
+    pub fn delivered_once_per_key(&self, path: &str) -> Vec<Attempt> {
+        let mut seen = BTreeSet::new();
+        self.attempts()
+            .into_iter()
+            .filter(|a| a.status == 200 && a.path == path)
+            .filter(|a| seen.insert(a.key.clone()))
+            .collect()
     }
 }

@@ -382,7 +382,6 @@ pub async fn spawn_production(
             "service.telemetry.metrics.address=127.0.0.1:{}",
             free_port()
         ),
-        "processors.batch.timeout=100ms".to_string(),
     ];
     sets.extend(extra_sets.iter().map(|s| s.to_string()));
     let mut args = vec!["--config".to_string(), config.display().to_string()];

@@ -594,9 +594,9 @@ mod tests {
                 op.apply(&mut plain, *now);
             }
             let storage = Arc::new(MemoryStorage::default());
-            let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+            let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
             // The same seeds as the plain engine, so ids compare.
-            e = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
+            let mut e = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
             d.seeds = Seeds([seed; 12]);
             d.client.set(META, d.meta()).unwrap();
             let mut crashes = 0;
