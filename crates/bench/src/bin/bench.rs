@@ -66,6 +66,9 @@ enum Shape {
     Forward,
     /// otlp → multitudes with `sending_queue.storage: file_storage`.
     ForwardPersistent,
+    /// otlp → aggregation (`storage: file_storage`) → multitudes with a
+    /// persistent queue: the production shape.
+    AggregateDurable,
 }
 
 struct Collector {
@@ -92,8 +95,12 @@ impl Collector {
         let (processors, storage, queue) = match shape {
             Shape::Aggregate => ("[aggregation]", String::new(), ""),
             Shape::Forward => ("[]", String::new(), ""),
-            Shape::ForwardPersistent => (
-                "[]",
+            Shape::ForwardPersistent | Shape::AggregateDurable => (
+                if shape == Shape::AggregateDurable {
+                    "[aggregation]"
+                } else {
+                    "[]"
+                },
                 format!(
                     "  file_storage: {{directory: \"{}\", create_directory: true}}\n",
                     storage_dir.display()
@@ -101,10 +108,20 @@ impl Collector {
                 "    sending_queue: {storage: file_storage}\n",
             ),
         };
-        let processor_section = if shape == Shape::Aggregate {
-            format!("processors:\n  aggregation:\n    attribute_key: user.email\n    aggregation_interval: {interval}\n    emit_interval: 5s\n    exclude_attributes: [session.id]\n")
+        let durable = if shape == Shape::AggregateDurable {
+            "    storage: file_storage\n    max_series: 1100000\n"
+        } else {
+            ""
+        };
+        let processor_section = if matches!(shape, Shape::Aggregate | Shape::AggregateDurable) {
+            format!("processors:\n  aggregation:\n    attribute_key: user.email\n    aggregation_interval: {interval}\n    emit_interval: 5s\n    exclude_attributes: [session.id]\n{durable}")
         } else {
             String::new()
+        };
+        let log_level = if shape == Shape::AggregateDurable {
+            "info"
+        } else {
+            "warn"
         };
         let extensions = if storage.is_empty() {
             "[health_check]"
@@ -125,7 +142,7 @@ impl Collector {
   health_check: {{endpoint: "127.0.0.1:{health}"}}
 {storage}service:
   extensions: {extensions}
-  telemetry: {{metrics: {{level: none}}, logs: {{level: warn}}}}
+  telemetry: {{metrics: {{level: none}}, logs: {{level: {log_level}}}}}
   pipelines:
     metrics: {{receivers: [otlp], processors: {processors}, exporters: [multitudes]}}
 "#
@@ -350,6 +367,8 @@ async fn main() {
     }
 
     let queue = queue_cost(&a.collector, &dir, secs).await;
+    let durable = durable_cost(&a.collector, &dir, secs).await;
+    let recovery = recovery(&a.collector, &dir).await;
     let series = series_memory(&a.collector, &dir).await;
     let out = a.out.unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
     let measured = report(
@@ -359,6 +378,8 @@ async fn main() {
         series,
         (sent, got.total(), totals_ok),
         &queue,
+        &durable,
+        &recovery,
     );
     if let Err(e) = write_report(&out, &measured) {
         fail(&format!("cannot write {}: {e}", out.display()));
@@ -549,6 +570,8 @@ fn report(
     series: SeriesRun,
     totals: (f64, f64, bool),
     queue: &QueueRun,
+    durable: &[(String, String, LoadResult, bool)],
+    recovery: &RecoveryRun,
 ) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -685,7 +708,215 @@ fn report(
             r.p99_us as f64 / 1000.0
         ));
     }
+    s.push_str("\nAggregation state on disk (`aggregation.storage: file_storage`, persistent queue) against memory only (memory queue), back to back:\n\n| profile | state | requests/s | points/s | p50 | p99 | totals equal |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
+    for (profile, state, r, ok) in durable {
+        s.push_str(&format!(
+            "| {profile} | {state} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {ok} |\n",
+            r.rps(),
+            r.pps(),
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0
+        ));
+    }
+    s.push_str(&format!(
+        "\nRecovery after `kill -9` with {} open series ({} requests accepted): {} on disk ({} bytes per series); restart to healthy {:.2} s, of which state recovery {}.\n",
+        recovery.series, recovery.accepted, mib_str(recovery.disk), recovery.disk / recovery.series.max(1), recovery.healthy.as_secs_f64(), recovery.recovered.as_deref().unwrap_or("(not logged)")
+    ));
     s
+}
+
+fn mib_str(b: u64) -> String {
+    format!("{:.1} MiB", mib(b))
+}
+
+/// Bulk and fleet profiles (and the fleet at half its rate) with the
+/// aggregation state in memory, then on disk.
+async fn durable_cost(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    secs: Duration,
+) -> Vec<(String, String, LoadResult, bool)> {
+    let mut out = vec![];
+    for (state, shape) in [
+        ("memory", Shape::Aggregate),
+        ("file_storage", Shape::AggregateDurable),
+    ] {
+        let sink = sink::start("127.0.0.1:0", TOKEN)
+            .await
+            .unwrap_or_else(|e| fail(&format!("sink: {e}")));
+        let c = Collector::start_shape(bin, sink.addr.port(), "1m", dir, shape);
+        let mut sent = 0.0;
+        let mut fleet_rate = 1000.0;
+        for (profile, connections, fleet, rate) in [
+            ("bulk, HTTP/protobuf", 4, false, None),
+            ("fleet, 1000 clients, closed loop", 1000, true, None),
+            ("fleet, 1000 clients, half rate", 1000, true, Some(())),
+        ] {
+            let requests = if fleet {
+                payload::fleet(connections, 1000, now_nanos())
+            } else {
+                payload::bulk(1000, 100, now_nanos())
+            };
+            let cfg = LoadConfig {
+                target: format!("127.0.0.1:{}", c.http),
+                protocol: Protocol::HttpProto,
+                connections,
+                rate: rate.map(|_| (fleet_rate / 2.0f64).max(10.0)),
+                duration: secs,
+                token: None,
+                report: false,
+            };
+            println!(
+                "bench: {profile}, state in {state}, for {}s",
+                secs.as_secs()
+            );
+            let r = loadgen::run(cfg, Arc::new(requests)).await;
+            println!(
+                "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, errors {:?}",
+                r.rps(),
+                r.pps(),
+                r.p50_us,
+                r.p99_us,
+                r.errors
+            );
+            if fleet && rate.is_none() {
+                fleet_rate = r.rps();
+            }
+            sent += r.value_sum;
+            out.push((profile.to_string(), state.to_string(), r, false));
+        }
+        let clean = tokio::task::spawn_blocking(move || c.stop(Duration::from_secs(120)))
+            .await
+            .unwrap_or(false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ok = clean && (sink.stats().total() - sent).abs() < 0.5;
+        let n = out.len();
+        for row in &mut out[n - 3..] {
+            row.3 = ok;
+        }
+    }
+    out
+}
+
+/// What the recovery run measured.
+struct RecoveryRun {
+    series: u64,
+    accepted: u64,
+    disk: u64,
+    healthy: Duration,
+    recovered: Option<String>,
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// 1,000,000 open series with the state on disk, `kill -9`, a restart:
+/// how long until healthy, what recovery logged, the size on disk.
+async fn recovery(bin: &PathBuf, dir: &std::path::Path) -> RecoveryRun {
+    let sink = sink::start("127.0.0.1:0", TOKEN)
+        .await
+        .unwrap_or_else(|e| fail(&format!("sink: {e}")));
+    let rdir = dir.join("recovery");
+    let _ = std::fs::create_dir_all(&rdir);
+    let c = Collector::start_shape(bin, sink.addr.port(), "1h", &rdir, Shape::AggregateDurable);
+    let requests = payload::bulk(100_000, 100, now_nanos());
+    let cfg = LoadConfig {
+        target: format!("127.0.0.1:{}", c.http),
+        protocol: Protocol::HttpProto,
+        connections: 4,
+        rate: None,
+        duration: Duration::from_secs(3600),
+        token: None,
+        report: false,
+    };
+    let accepted = loadgen::send_each_once(cfg, Arc::new(requests)).await;
+    let mut c = c;
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let disk = dir_size(&rdir);
+    // The same config file and storage directory again.
+    let config = std::fs::read_dir(&rdir)
+        .ok()
+        .and_then(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "yaml"))
+        })
+        .unwrap_or_else(|| fail("recovery: the config file is gone"));
+    let health = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|t| {
+            t.split("health_check: {endpoint: \"127.0.0.1:")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or_else(|| fail("recovery: no health port in the config"));
+    let log_path = rdir.join("recovery-restart.log");
+    let log = std::fs::File::create(&log_path)
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    let t0 = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["--config", &config.to_string_lossy()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", bin.display())));
+    while !healthy(health) {
+        if t0.elapsed() > Duration::from_secs(120) {
+            fail("the collector did not recover within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let healthy_after = t0.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let recovered = std::fs::read_to_string(&log_path).ok().and_then(|t| {
+        t.lines()
+            .find(|l| l.contains("aggregation state recovered"))
+            .map(|l| {
+                let field = |k: &str| {
+                    l.split(&format!("{k}="))
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                format!(
+                    "{} ms ({} series, {} log records replayed, snapshot {} bytes)",
+                    field("millis"),
+                    field("series"),
+                    field("records"),
+                    field("snapshot_bytes")
+                )
+            })
+    });
+    println!(
+        "bench: recovery of 1,000,000 series: {accepted} requests accepted, {:.1} MiB on disk, healthy after {:.2} s, {}",
+        mib(disk),
+        healthy_after.as_secs_f64(),
+        recovered.as_deref().unwrap_or("no recovery line logged")
+    );
+    RecoveryRun {
+        series: 1_000_000,
+        accepted,
+        disk,
+        healthy: healthy_after,
+        recovered,
+    }
 }
 
 /// Puts `measured` between the bench markers of `path`, keeping the
