@@ -51,8 +51,17 @@
 //!     duplicate; totals refused downstream are offered again only to the
 //!     branches that refused, and count against `max_series` meanwhile.
 //!
-//! Emission takes closed series in pieces of a few thousand, each built and
-//! sent before the next is taken.
+//! Emission takes every closed series in one step and cuts them, in series
+//! order, into pieces of [`PIECE_SERIES`]; each piece is built and sent
+//! before the next, and stays in the engine until every branch took it.
+//!
+//! With `storage` (a `file_storage` extension) every change of the engine is
+//! first written to a log (group commit: one `fsync` for every request that
+//! arrived meanwhile), applied only once durable, and answered then; a
+//! snapshot of the whole engine ([`Engine::snapshot`], [`Engine::restore`])
+//! bounds the log. After a crash the state is rebuilt before the receivers
+//! open, and a window's totals go out again under the idempotency key they
+//! had. See the crate README, "Durability".
 //!
 //! The [`Engine`] is usable alone, with time driven by the caller:
 //!
