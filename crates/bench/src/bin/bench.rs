@@ -378,8 +378,7 @@ async fn main() {
         series,
         (sent, got.total(), totals_ok),
         &queue,
-        &durable,
-        &recovery,
+        (&durable, &recovery),
     );
     if let Err(e) = write_report(&out, &measured) {
         fail(&format!("cannot write {}: {e}", out.display()));
@@ -570,8 +569,7 @@ fn report(
     series: SeriesRun,
     totals: (f64, f64, bool),
     queue: &QueueRun,
-    durable: &[(String, String, LoadResult, bool)],
-    recovery: &RecoveryRun,
+    (durable, recovery): (&[(String, String, LoadResult, bool)], &RecoveryRun),
 ) -> String {
     let mut s = String::new();
     s.push_str(&format!(
