@@ -254,3 +254,86 @@ service:
     ]);
     assert_eq!(totals, expected);
 }
+
+/// The receiver's protobuf bytes travel with the batch only while nothing
+/// can have changed the data: through `memory_limiter`, not past a
+/// processor that edits (here `attributes`), never for JSON or gzip-less
+/// re-encodings. A durable log that stored stale bytes would replay data
+/// other than what it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_bytes_reach_only_consumers_of_unchanged_data() {
+    use otelcol_core::pdata::Metrics;
+    use prost::Message;
+    let port = common::free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}
+processors:
+  memory_limiter: {{check_interval: 1s, limit_mib: 4000}}
+  attributes:
+    actions: [{{key: team, value: core, action: upsert}}]
+exporters:
+  capture:
+  capture/edited:
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [memory_limiter]
+      exporters: [capture]
+    metrics/edited:
+      receivers: [otlp]
+      processors: [memory_limiter, attributes]
+      exporters: [capture/edited]
+"#
+    );
+    let captured = Arc::new(common::Captured::default());
+    let mut service = otelcol_core::pipeline::Service::start(
+        &common::load_yaml(&yaml),
+        &common::factories_with_capture(captured.clone()),
+        "test",
+    )
+    .await
+    .unwrap();
+    let json = common::claude_metrics_json(3);
+    let request: Metrics = serde_json::from_slice(&json).unwrap();
+    let proto = request.encode_to_vec();
+    let url = format!("http://127.0.0.1:{port}/v1/metrics");
+    let sent = common::http(
+        "POST",
+        &url,
+        &[("content-type", "application/x-protobuf")],
+        proto.clone(),
+    )
+    .await;
+    assert_eq!(sent.0, 200, "{}", sent.1);
+    let sent = common::http("POST", &url, &[("content-type", "application/json")], json).await;
+    assert_eq!(sent.0, 200, "{}", sent.1);
+    let seen: Vec<(Option<Vec<u8>>, Metrics)> = captured
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b.received.as_ref().map(|r| r.to_vec()), b.data.clone()))
+        .collect();
+    assert_eq!(seen.len(), 4, "two requests, two pipelines");
+    let with_bytes: Vec<&(Option<Vec<u8>>, Metrics)> =
+        seen.iter().filter(|(r, _)| r.is_some()).collect();
+    assert_eq!(
+        with_bytes.len(),
+        1,
+        "only the protobuf request through memory_limiter alone keeps its bytes"
+    );
+    let (bytes, data) = with_bytes[0];
+    assert_eq!(bytes.as_deref(), Some(&proto[..]), "exactly as received");
+    assert_eq!(data, &request, "and the data they were decoded to");
+    assert!(
+        seen.iter()
+            .any(|(r, d)| r.is_none() && d.encode_to_vec() != proto),
+        "the edited copy went on without them"
+    );
+    service.shutdown().await;
+}

@@ -395,6 +395,13 @@ pub trait ReceiverFactory: Factory {
 
 /// Builds processors: one instance per pipeline that lists it.
 pub trait ProcessorFactory: Factory {
+    /// Whether the processor passes every batch on with its data unchanged
+    /// (it may hold, refuse or drop a batch). `false`, the default, makes
+    /// the pipeline clear [`Batch::received`](crate::consumer::Batch::received)
+    /// on what it passes on, so the bytes never outlive a change to the data.
+    fn keeps_data(&self) -> bool {
+        false
+    }
     /// Builds a metrics processor feeding `next`.
     fn create_metrics(
         &self,

@@ -153,6 +153,14 @@ pub struct Batch<T> {
     pub data: T,
     /// Where the payload came from.
     pub context: RequestContext,
+    /// The protobuf bytes `data` was decoded from, exactly as received,
+    /// while nothing has changed `data` since; `None` otherwise. A
+    /// component that must store the request as protobuf (the aggregation
+    /// processor's durable log) uses them instead of encoding `data` again.
+    /// Whoever changes `data` must set this to `None`: the pipeline does so
+    /// on the output of every processor whose factory does not declare
+    /// [`keeps_data`](crate::component::ProcessorFactory::keeps_data).
+    pub received: Option<bytes::Bytes>,
 }
 
 impl<T> Batch<T> {
@@ -161,7 +169,20 @@ impl<T> Batch<T> {
         Self {
             data,
             context: RequestContext::default(),
+            received: None,
         }
+    }
+}
+
+/// Clears [`Batch::received`] on the way out of a processor that may change
+/// the data (see [`crate::component::ProcessorFactory::keeps_data`]).
+pub struct ForgetReceived<T>(pub Arc<dyn Consumer<T>>);
+
+#[async_trait]
+impl<T: Send + 'static> Consumer<T> for ForgetReceived<T> {
+    async fn consume(&self, mut batch: Batch<T>) -> Result<(), ConsumerError> {
+        batch.received = None;
+        self.0.consume(batch).await
     }
 }
 

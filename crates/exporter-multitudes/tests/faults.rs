@@ -132,6 +132,7 @@ fn batch<T>(data: T, token: Option<&str>) -> Batch<T> {
             }),
             ..Default::default()
         },
+        received: None,
     }
 }
 

@@ -21,6 +21,7 @@
 //! Keys: `meta`, `log/<seq>`, `snap/<seq>/<part>` (sequence numbers in
 //! fixed-width hex, so key order is log order).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use otelcol_core::consumer::{AuthData, BearerToken, RequestContext};
@@ -43,6 +44,10 @@ const PART: usize = 4 << 20;
 /// The log may grow to this before a snapshot is due (also: twice the last
 /// snapshot).
 const SNAPSHOT_AFTER: u64 = 64 << 20;
+/// Keys a snapshot made obsolete are deleted this many at a time, in the
+/// transactions of later appends: one snapshot never stalls the log with
+/// thousands of deletions (recovery ignores what a snapshot covers).
+const DELETES_PER_APPEND: usize = 64;
 
 /// One change of the engine, as logged and replayed.
 pub(crate) enum Op {
@@ -66,7 +71,12 @@ pub(crate) enum Op {
 
 /// What applying an op did.
 pub(crate) enum Applied {
-    Added(Result<AddOutcome, AddError>),
+    /// A request was added; `open_series` is the engine's count right
+    /// after, so the caller need not take the engine lock to learn it.
+    Added {
+        outcome: Result<AddOutcome, AddError>,
+        open_series: usize,
+    },
     Closed,
     Done,
 }
@@ -93,7 +103,10 @@ impl Op {
                 token,
                 headers,
                 request,
-            } => Applied::Added(engine.add(request, &Self::context(token, headers), now)),
+            } => Applied::Added {
+                outcome: engine.add(request, &Self::context(token, headers), now),
+                open_series: engine.open_series(),
+            },
             Op::Close { targets } => {
                 engine.close(now, *targets);
                 Applied::Closed
@@ -281,8 +294,13 @@ pub(crate) struct Durable {
     next_seq: u64,
     snapshot_seq: u64,
     snapshot_parts: u32,
+    /// `(seq, bytes)` of every record after the snapshot, oldest first.
+    log: VecDeque<(u64, u64)>,
     log_bytes: u64,
     snapshot_bytes: u64,
+    /// Keys of records and snapshot parts that a newer snapshot covers,
+    /// not yet deleted.
+    obsolete: VecDeque<String>,
 }
 
 impl Durable {
@@ -317,8 +335,10 @@ impl Durable {
                 next_seq: 1,
                 snapshot_seq: 0,
                 snapshot_parts: 0,
+                log: VecDeque::new(),
                 log_bytes: 0,
                 snapshot_bytes: 0,
+                obsolete: VecDeque::new(),
             };
             d.client.set(META, d.meta())?;
             let engine = Engine::with_seeds(config, now, seeds)
@@ -356,7 +376,16 @@ impl Durable {
             Engine::with_seeds(config, collector_start, Seeds(seeds))
                 .map_err(|e| Corrupt(format!("config: {e}")))?
         };
+        let mut obsolete = VecDeque::new();
+        // Parts of older snapshots whose deletion a crash interrupted.
+        let current = format!("snap/{snapshot_seq:016x}/");
+        client.visit("snap/", &mut |key, _| {
+            if !key.starts_with(&current) {
+                obsolete.push_back(key.to_string());
+            }
+        })?;
         let mut next_seq = snapshot_seq + 1;
+        let mut log = VecDeque::new();
         let mut log_bytes = 0u64;
         let mut torn: Vec<(String, String)> = vec![];
         let mut corrupted = None;
@@ -369,6 +398,7 @@ impl Durable {
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
                 .unwrap_or(0);
             if seq <= snapshot_seq {
+                obsolete.push_back(key.to_string());
                 return;
             }
             match read_record(value) {
@@ -378,6 +408,7 @@ impl Durable {
                     }
                     recovery.records += 1;
                     log_bytes += value.len() as u64;
+                    log.push_back((seq, value.len() as u64));
                     next_seq = seq + 1;
                 }
                 Ok(_) => corrupted = Some(torn[0].clone()),
@@ -406,19 +437,49 @@ impl Durable {
             next_seq,
             snapshot_seq,
             snapshot_parts,
+            log,
             log_bytes,
             snapshot_bytes: recovery.snapshot_bytes,
+            obsolete,
         };
         Ok((d, engine, recovery))
     }
 
-    /// Writes one record, durably. On error nothing was written.
-    pub fn append(&mut self, record: Vec<u8>) -> Result<(), StorageError> {
-        let len = record.len() as u64;
-        self.client
-            .batch(vec![StorageOp::Set(log_key(self.next_seq), record)])?;
+    /// Writes one record, durably, and returns its sequence number. On
+    /// error nothing was written.
+    pub fn append(&mut self, record: Vec<u8>) -> Result<u64, StorageError> {
+        let (seq, len) = (self.next_seq, record.len() as u64);
+        let deletes = self.obsolete.len().min(DELETES_PER_APPEND);
+        let mut ops = Vec::with_capacity(1 + deletes);
+        ops.push(StorageOp::Set(log_key(seq), record));
+        ops.extend(
+            self.obsolete
+                .iter()
+                .take(deletes)
+                .map(|k| StorageOp::Delete(k.clone())),
+        );
+        self.client.batch(ops)?;
+        self.obsolete.drain(..deletes);
         self.next_seq += 1;
+        self.log.push_back((seq, len));
         self.log_bytes += len;
+        Ok(seq)
+    }
+
+    /// Deletes, in one transaction, every key a snapshot made obsolete
+    /// (at shutdown, after the last snapshot).
+    pub fn compact(&mut self) -> Result<(), StorageError> {
+        if self.obsolete.is_empty() {
+            return Ok(());
+        }
+        let ops = self
+            .obsolete
+            .iter()
+            .cloned()
+            .map(StorageOp::Delete)
+            .collect();
+        self.client.batch(ops)?;
+        self.obsolete.clear();
         Ok(())
     }
 
@@ -429,25 +490,35 @@ impl Durable {
 
     /// Whether records were written since the last snapshot.
     pub fn has_log(&self) -> bool {
-        self.next_seq > self.snapshot_seq + 1
+        !self.log.is_empty()
     }
 
-    /// Writes `snapshot` (the engine after every record so far) and
-    /// deletes the records and the snapshot it replaces, in one transaction.
-    pub fn snapshot(&mut self, snapshot: Vec<u8>) -> Result<(), StorageError> {
-        let seq = self.next_seq - 1;
+    /// The sequence number of the last record written (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Writes `snapshot`, the engine after every record up to `seq` (and
+    /// none after), and deletes the records and the snapshot it replaces,
+    /// in one transaction. Records after `seq` stay: recovery replays them
+    /// on top of it.
+    pub fn snapshot(&mut self, seq: u64, snapshot: Vec<u8>) -> Result<(), StorageError> {
+        if seq < self.snapshot_seq || seq > self.last_seq() {
+            return Err(StorageError::BadValue {
+                key: snap_key(seq, 0),
+                message: format!(
+                    "a snapshot at record {seq} is outside the records {}..={} (not written)",
+                    self.snapshot_seq,
+                    self.last_seq()
+                ),
+            });
+        }
         let parts: Vec<&[u8]> = snapshot.chunks(PART).collect();
         let mut ops: Vec<StorageOp> = parts
             .iter()
             .enumerate()
             .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
             .collect();
-        if seq != self.snapshot_seq {
-            ops.extend(
-                (0..self.snapshot_parts).map(|p| StorageOp::Delete(snap_key(self.snapshot_seq, p))),
-            );
-        }
-        ops.extend((self.snapshot_seq + 1..=seq).map(|s| StorageOp::Delete(log_key(s))));
         let (old_seq, old_parts) = (self.snapshot_seq, self.snapshot_parts);
         self.snapshot_seq = seq;
         self.snapshot_parts = parts.len() as u32;
@@ -457,8 +528,19 @@ impl Durable {
             self.snapshot_parts = old_parts;
             return Err(e);
         }
+        // What it covers goes with the next appends (or at `compact`).
+        // (A snapshot at the same record overwrote the old one's parts;
+        // any beyond its own count are left: never read, never rewritten.)
+        if seq != old_seq {
+            self.obsolete
+                .extend((0..old_parts).map(|p| snap_key(old_seq, p)));
+        }
+        let covered = self.log.iter().take_while(|(s, _)| *s <= seq).count();
+        for (s, len) in self.log.drain(..covered) {
+            self.obsolete.push_back(log_key(s));
+            self.log_bytes -= len;
+        }
         self.snapshot_bytes = snapshot.len() as u64;
-        self.log_bytes = 0;
         Ok(())
     }
 }
@@ -600,17 +682,30 @@ mod tests {
             d.seeds = Seeds([seed; 12]);
             d.client.set(META, d.meta()).unwrap();
             let mut crashes = 0;
+            // A snapshot taken a few records ago and written only now, as
+            // the log thread writes the applier's snapshots while later
+            // records are already on disk.
+            let mut lagging: Option<(u64, Vec<u8>)> = None;
             for (i, (now, op)) in ops.iter().enumerate() {
-                d.append(record(*now, &[(op, &encoded(op))])).unwrap();
+                let seq = d.append(record(*now, &[(op, &encoded(op))])).unwrap();
                 op.apply(&mut e, *now);
                 if (i as u64 * 7 + seed) % 23 == 0 {
-                    d.snapshot(e.snapshot()).unwrap();
+                    d.snapshot(seq, e.snapshot()).unwrap();
+                }
+                if (i as u64 * 5 + seed) % 17 == 0 {
+                    if let Some((at, snap)) = lagging.take() {
+                        // One already covered by a newer snapshot is refused.
+                        let allowed = at >= d.snapshot_seq;
+                        assert_eq!(d.snapshot(at, snap).is_ok(), allowed, "seed {seed}");
+                    }
+                    lagging = Some((seq, e.snapshot()));
                 }
                 if (i as u64 * 13 + seed) % 37 == 0 {
                     // kill -9: everything in memory is gone.
                     let (d2, e2, rec) = Durable::open(storage.clone(), config(), now + NS).unwrap();
                     assert!(rec.found);
                     (d, e) = (d2, e2);
+                    lagging = None;
                     crashes += 1;
                 }
             }
@@ -618,6 +713,45 @@ mod tests {
             assert_eq!(e.open_streams(), plain.open_streams(), "seed {seed}");
             assert_eq!(drain(&mut e), drain(&mut plain), "seed {seed}");
         }
+    }
+
+    #[test]
+    fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
+        let storage = Arc::new(MemoryStorage::default());
+        let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        let append = |d: &mut Durable, e: &mut Engine, v: f64| {
+            let op = add("ana", v, T0, None, None);
+            let seq = d.append(record(T0, &[(&op, &encoded(&op))])).unwrap();
+            op.apply(e, T0);
+            seq
+        };
+        let mut last = 0;
+        for _ in 0..150 {
+            last = append(&mut d, &mut e, 1.0);
+        }
+        let logs = |s: &MemoryStorage| s.scan("log/").unwrap().len();
+        d.snapshot(last, e.snapshot()).unwrap();
+        assert_eq!(logs(&storage), 150, "the snapshot itself deletes nothing");
+        // A crash now: the covered records are ignored, not replayed.
+        let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+        assert_eq!(rec.records, 0);
+        assert_eq!(drain(&mut back).values().sum::<f64>(), 150.0);
+        append(&mut d, &mut e, 1.0);
+        assert_eq!(logs(&storage), 150 + 1 - DELETES_PER_APPEND);
+        append(&mut d, &mut e, 1.0);
+        append(&mut d, &mut e, 1.0);
+        assert_eq!(logs(&storage), 3, "150 deleted in 64s over three appends");
+        d.snapshot(last + 3, e.snapshot()).unwrap();
+        d.compact().unwrap();
+        assert_eq!(logs(&storage), 0);
+        assert_eq!(
+            storage.scan("snap/").unwrap().len(),
+            1,
+            "one snapshot part left"
+        );
+        let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+        assert_eq!(rec.records, 0);
+        assert_eq!(drain(&mut back).values().sum::<f64>(), 153.0);
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub(crate) fn build(
             batches.push(Batch {
                 data: Metrics::default(),
                 context: context_for(key.group.token.as_deref()),
+                received: None,
             });
         }
         let Some(batch) = batches.last_mut() else {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use otelcol_core::component::{
     ComponentError, ComponentId, CreateSettings, Factory, Host, Kind, Lifecycle, Processor,
     ProcessorFactory,
@@ -343,7 +344,7 @@ impl Shared {
     async fn apply(
         &self,
         op: Op,
-        encoded: Vec<u8>,
+        encoded: Bytes,
         now: Option<u64>,
     ) -> Result<Applied, ConsumerError> {
         match self.log.get() {
@@ -373,7 +374,7 @@ impl Shared {
     /// state for the next start.
     async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
-        if let Err(e) = self.apply(op, vec![], now).await {
+        if let Err(e) = self.apply(op, Bytes::new(), now).await {
             tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
         }
         let durable = self.log.get().is_some();
@@ -421,7 +422,7 @@ impl Shared {
                         index: p.index,
                         target: t as u32,
                     };
-                    if let Err(e) = self.apply(op, vec![], None).await {
+                    if let Err(e) = self.apply(op, Bytes::new(), None).await {
                         tracing::warn!(processor = %self.id, error = %e, "cannot record a delivered piece; it is offered again (same idempotency key)");
                     }
                 }
@@ -455,8 +456,12 @@ impl Consumer<Metrics> for AggregationProcessor {
         let s = &self.shared;
         let items = batch.data.item_count() as u64;
         let context = batch.context;
-        let outcome = if s.log.get().is_some() {
-            let encoded = batch.data.encode_to_vec();
+        let (outcome, open) = if s.log.get().is_some() {
+            // The receiver's own bytes when nothing changed the request
+            // since; else it is encoded here, off the log's thread.
+            let encoded = batch
+                .received
+                .unwrap_or_else(|| batch.data.encode_to_vec().into());
             let op = Op::Add {
                 token: context.bearer_token().map(|t| t.expose().to_string()),
                 headers: s
@@ -467,13 +472,17 @@ impl Consumer<Metrics> for AggregationProcessor {
                 request: batch.data,
             };
             match s.apply(op, encoded, None).await? {
-                Applied::Added(outcome) => outcome,
+                Applied::Added {
+                    outcome,
+                    open_series,
+                } => (outcome, open_series),
                 _ => return Ok(()),
             }
         } else {
-            s.engine().add(&batch.data, &context, now_nanos())
+            let mut e = s.engine();
+            let outcome = e.add(&batch.data, &context, now_nanos());
+            (outcome, e.open_series())
         };
-        let open = s.engine().open_series();
         let outcome = match outcome {
             Ok(o) => o,
             Err(e @ AddError::SeriesLimit { .. }) => {

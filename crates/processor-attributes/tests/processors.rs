@@ -190,6 +190,7 @@ async fn run(
         .consume(Batch {
             data: metrics,
             context: ctx(),
+            received: None,
         })
         .await
         .unwrap();
@@ -199,6 +200,7 @@ async fn run(
         .consume(Batch {
             data: logs,
             context: ctx(),
+            received: None,
         })
         .await
         .unwrap();
@@ -208,6 +210,7 @@ async fn run(
         .consume(Batch {
             data: traces,
             context: ctx(),
+            received: None,
         })
         .await
         .unwrap();
@@ -736,6 +739,7 @@ async fn logs_by_resource(yaml: &str, users: &[&str]) -> Vec<(Vec<String>, usize
         .consume(Batch {
             data: logs,
             context: ctx(),
+            received: None,
         })
         .await
         .unwrap();

@@ -143,6 +143,7 @@ impl<T: Batchable> Shared<T> {
             let batch = Batch {
                 data: chunk,
                 context: context.clone(),
+                received: None,
             };
             let kept = batch.data.clone();
             match self.next.consume(batch).await {
@@ -394,6 +395,7 @@ mod tests {
                 })),
                 ..Default::default()
             },
+            received: None,
         }
     }
 

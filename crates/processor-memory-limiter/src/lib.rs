@@ -337,6 +337,10 @@ fn build<T: Payload>(
 }
 
 impl ProcessorFactory for MemoryLimiterFactory {
+    /// It passes a batch on as it came, or refuses it.
+    fn keeps_data(&self) -> bool {
+        true
+    }
     fn create_metrics(
         &self,
         s: CreateSettings,

@@ -61,7 +61,7 @@ impl<T: OtlpSignal> Handler<T> {
                 context.metadata = Arc::new(header_pairs(&headers));
             }
         }
-        match self.sink.deliver(request.into_inner(), context).await {
+        match self.sink.deliver(request.into_inner(), context, None).await {
             Ok(delivered) => Ok(Response::new(T::response(&delivered))),
             Err(e) => Err(crate::status::to_grpc(&e)),
         }

@@ -223,7 +223,13 @@ async fn handle<T: OtlpSignal>(
         Format::Proto => decode::decode_proto::<T>(&raw),
         Format::Json => decode::decode_json::<T>(&raw),
     };
-    drop(raw);
+    // The protobuf bytes go along with what was decoded from them (a
+    // durable log stores them instead of encoding the request again).
+    let received = match (format, raw) {
+        (Format::Proto, std::borrow::Cow::Owned(raw)) => Some(Bytes::from(raw)),
+        (Format::Proto, std::borrow::Cow::Borrowed(_)) => Some(body.clone()),
+        (Format::Json, _) => None,
+    };
     drop(body);
     let data = match decoded {
         Ok(d) => d,
@@ -232,7 +238,7 @@ async fn handle<T: OtlpSignal>(
             return error(format, Code::InvalidArgument, &e.to_string());
         }
     };
-    match sink.deliver(data, context).await {
+    match sink.deliver(data, context, received).await {
         Ok(delivered) => {
             let body = match format {
                 Format::Proto => T::response(&delivered).encode_to_vec(),

@@ -200,14 +200,16 @@ impl<T: OtlpSignal> Sink<T> {
         }
     }
 
-    /// Hands a decoded request to the pipeline. An empty request is answered
-    /// without entering it. Items the pipeline rejected while taking the
+    /// Hands a decoded request (and `received`, the protobuf bytes it was
+    /// decoded from, when there were any) to the pipeline. An empty request
+    /// is answered without entering it. Items the pipeline rejected while taking the
     /// rest are counted refused and logged, and come back for the answer's
     /// partial success.
     pub(crate) async fn deliver(
         &self,
         data: T,
         context: RequestContext,
+        received: Option<bytes::Bytes>,
     ) -> Result<Delivered, ConsumerError> {
         let items = data.item_count() as u64;
         if items == 0 {
@@ -226,7 +228,14 @@ impl<T: OtlpSignal> Sink<T> {
             }
         };
         let rejections = context.rejected.clone();
-        match consumer.consume(Batch { data, context }).await {
+        match consumer
+            .consume(Batch {
+                data,
+                context,
+                received,
+            })
+            .await
+        {
             Ok(()) => {
                 let rejected = rejections.items().min(items);
                 let message = rejections.message();

@@ -247,6 +247,7 @@ async fn tokens_stay_apart_when_merging() {
         exp.consume(Batch {
             data: points(1, 1),
             context,
+            received: None,
         })
         .await
         .unwrap();

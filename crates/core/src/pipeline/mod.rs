@@ -21,7 +21,7 @@ use crate::component::{
     SignalConsumers,
 };
 use crate::config::{CollectorConfig, ConfigError};
-use crate::consumer::{fan_out, Consumer};
+use crate::consumer::{fan_out, Consumer, ForgetReceived};
 use crate::pdata::{Logs, Metrics, Traces};
 use crate::server::{self, ServerHandle, ServerOptions};
 use crate::status::{CollectorState, Status, StatusBoard};
@@ -148,6 +148,11 @@ impl Builder<'_> {
                 let factory = self.factories.processors.get(id.type_name()).cloned();
                 let factory = factory.ok_or_else(|| missing(Kind::Processor, id))?;
                 let raw = self.raw(Kind::Processor, id)?;
+                // What a processor that may change the data passes on never
+                // carries the bytes of the request as it was received.
+                if !factory.keeps_data() {
+                    next = Arc::new(ForgetReceived(next));
+                }
                 let processor = T::create_processor(
                     factory.as_ref(),
                     self.settings(Kind::Processor, id),

@@ -253,6 +253,7 @@ pub fn batch<T>(data: T) -> Batch<T> {
     Batch {
         data,
         context: RequestContext::default(),
+        received: None,
     }
 }
 
