@@ -306,3 +306,87 @@ async fn twenty_kills_lose_no_acknowledged_point_and_count_none_twice() {
 async fn rolling_restarts_lose_no_cumulative_increment() {
     restarts_lose_and_double_nothing(6, false).await;
 }
+
+/// One request of `points` delta points of 1 for `user`.
+fn points_json(user: &str, points: usize) -> Vec<u8> {
+    let dps: Vec<String> = (0..points)
+        .map(|i| format!(
+            r#"{{"timeUnixNano": "{}", "asDouble": 1, "attributes": [{{"key": "user.email", "value": {{"stringValue": "{user}"}}}}, {{"key": "n", "value": {{"intValue": "{i}"}}}}]}}"#,
+            now_nanos()
+        ))
+        .collect();
+    format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "claude-code"}}}}]}},
+        "scopeMetrics": [{{"metrics": [{{"name": "d.cost", "unit": "USD",
+        "sum": {{"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [{}]}}}}]}}]}}]}}"#,
+        dps.join(",")
+    )
+    .into_bytes()
+}
+
+/// The status and `Retry-After` of one post.
+async fn post_status(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/v1/metrics"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answered within 20 s")
+        .expect("answered");
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (r.status().as_u16(), retry_after)
+}
+
+/// A full disk (here: a file size limit, so writes fail with `EFBIG`):
+/// requests the state cannot take are refused retryably (503 with
+/// `Retry-After`), and every request acknowledged before is delivered
+/// after a restart on a disk with room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged() {
+    const POINTS: usize = 200;
+    const USER: &str = "ana@example.com";
+    let endpoint = Arc::new(Endpoint::default());
+    endpoint.up.store(true, Ordering::SeqCst);
+    let (url, _server) = endpoint.start().await;
+    let storage = common::scratch_storage_dir();
+    let envs = [("OTELCOL_STORAGE_DIR", storage.display().to_string())];
+    let sets = ["processors.aggregation.aggregation_interval=1h"];
+    let (collector, ports) =
+        common::spawn_production_limited(&url, FALLBACK, &sets, &envs, Some(16 << 20)).await;
+    let (mut acked, mut refused) = (0u64, 0u32);
+    for _ in 0..20_000 {
+        match post_status(ports.http, points_json(USER, POINTS)).await {
+            (200, _) => acked += POINTS as u64,
+            (503, retry_after) => {
+                assert_eq!(retry_after.as_deref(), Some("5"), "a retryable refusal");
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("neither taken nor refused retryably: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 5, "the state's file reached its limit");
+    assert!(acked > 0, "requests were taken before it did");
+    let lines = collector.kill9();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("aggregation state cannot be written")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
+    // Room again: every acknowledged point is recovered and delivered.
+    let (collector, _) = common::spawn_production(&url, FALLBACK, &sets, &envs).await;
+    let (ok, lines) = collector.stop();
+    assert!(ok, "{lines:?}");
+    let got = delivered(&endpoint);
+    assert_eq!(got.get(USER).copied(), Some(acked as f64), "{lines:?}");
+}

@@ -253,7 +253,36 @@ pub struct Collector(pub Option<std::process::Child>);
 impl Collector {
     /// Starts the binary with `args` and `envs`; stderr is piped, stdout discarded.
     pub fn spawn(args: &[String], envs: &[(&str, String)]) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"))
+        Self::spawn_limited(args, envs, None)
+    }
+
+    /// As [`Collector::spawn`], and with `max_file_bytes` no file the
+    /// process writes can grow past that size (`RLIMIT_FSIZE`, SIGXFSZ
+    /// ignored: a write past it fails with `EFBIG`, as on a full disk).
+    pub fn spawn_limited(
+        args: &[String],
+        envs: &[(&str, String)],
+        max_file_bytes: Option<u64>,
+    ) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_otelcol-multitudes"));
+        if let Some(max) = max_file_bytes {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: max as libc::rlim_t,
+                        rlim_max: max as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(args)
             .env("DATA_DIR", scratch_data_dir())
             .env("OTELCOL_STORAGE_DIR", scratch_storage_dir())
@@ -351,6 +380,17 @@ pub async fn spawn_production(
     extra_sets: &[&str],
     envs: &[(&str, String)],
 ) -> (Collector, ProductionPorts) {
+    spawn_production_limited(endpoint, fallback_token, extra_sets, envs, None).await
+}
+
+/// [`spawn_production`] with the file size limit of [`Collector::spawn_limited`].
+pub async fn spawn_production_limited(
+    endpoint: &str,
+    fallback_token: &str,
+    extra_sets: &[&str],
+    envs: &[(&str, String)],
+    max_file_bytes: Option<u64>,
+) -> (Collector, ProductionPorts) {
     let ports = ProductionPorts {
         grpc: free_port(),
         http: free_port(),
@@ -394,7 +434,7 @@ pub async fn spawn_production(
         ("MULTITUDES_INTEGRATION_TOKEN", fallback_token.to_string()),
     ];
     all_envs.extend(envs.iter().cloned());
-    let collector = Collector::spawn(&args, &all_envs);
+    let collector = Collector::spawn_limited(&args, &all_envs, max_file_bytes);
     wait_healthy(&format!("http://127.0.0.1:{}/", ports.health)).await;
     (collector, ports)
 }
