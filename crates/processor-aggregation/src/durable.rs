@@ -3,12 +3,15 @@
 //! client.
 //!
 //! - Every change of the engine is an [`Op`]: a request added, windows
-//!   closed, a piece of an emission taken downstream. Ops are written in
-//!   groups (one storage transaction, one `fsync`, for every request that
-//!   arrived while the previous group was written) and applied to the
-//!   engine only after their group is durable; a request is answered only
-//!   then. The engine is deterministic, so replaying the log from the last
-//!   snapshot gives back the very state, emissions in flight included.
+//!   closed, a piece of an emission taken downstream. Each op is applied
+//!   to the engine and queued for the log in one step (so log order is
+//!   apply order), then written in a group (one storage transaction, one
+//!   `fsync`, for every op queued while the previous group was written);
+//!   a request is answered only once its group is durable. The engine is
+//!   deterministic given its ops and their times, so replaying the log
+//!   from the last snapshot gives back the very state, emissions in flight
+//!   included. A write that fails refuses its group and everything queued
+//!   after it, and the engine is rebuilt from storage (see `log_thread`).
 //! - Each log record carries a CRC-32 of its content; a record that does
 //!   not check is the torn tail of a crash (never applied, never
 //!   acknowledged) and is dropped on recovery. A bad record followed by
@@ -36,7 +39,10 @@ use crate::snapshot::RestoreError;
 
 const META: &str = "meta";
 const META_MAGIC: &[u8; 4] = b"AGGM";
-const LOG_MAGIC: &[u8; 4] = b"AGL1";
+/// Log records: each op with its own time.
+const LOG_MAGIC: &[u8; 4] = b"AGL2";
+/// Log records of the first layout (one time per record), still read.
+const LOG_MAGIC_V1: &[u8; 4] = b"AGL1";
 /// The storage layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Bytes of one stored snapshot part.
@@ -200,39 +206,54 @@ impl Op {
 }
 
 /// A log record: magic, CRC-32 and length of the payload, payload (the
-/// record's time, then its ops).
-pub(crate) fn record(now: u64, ops: &[(&Op, &[u8])]) -> Vec<u8> {
-    let mut p = Writer::default();
-    p.u64(now);
-    p.len(ops.len());
-    for (op, encoded) in ops {
-        op.write(&mut p, encoded);
-    }
-    let mut w = Writer::default();
-    w.buf.reserve(p.buf.len() + 12);
+/// number of ops, then each op with the time it was applied at). Built in
+/// one buffer: the payload is written once, then its checksum and length
+/// are filled in.
+pub(crate) fn record(ops: &[(u64, &Op, &[u8])]) -> Vec<u8> {
+    let bytes: usize = ops.iter().map(|(_, _, e)| e.len() + 64).sum();
+    let mut w = Writer {
+        buf: Vec::with_capacity(16 + bytes),
+    };
     w.buf.extend_from_slice(LOG_MAGIC);
-    w.u32(crc32fast::hash(&p.buf));
-    w.len(p.buf.len());
-    w.buf.extend_from_slice(&p.buf);
+    w.u32(0);
+    w.u32(0);
+    w.len(ops.len());
+    for (at, op, encoded) in ops {
+        w.u64(*at);
+        op.write(&mut w, encoded);
+    }
+    let crc = crc32fast::hash(&w.buf[12..]);
+    let len = u32::try_from(w.buf.len() - 12).unwrap_or(u32::MAX);
+    w.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    w.buf[8..12].copy_from_slice(&len.to_le_bytes());
     w.buf
 }
 
-/// Reads a record: its time and ops; `Err` when it does not check.
-pub(crate) fn read_record(bytes: &[u8]) -> Result<(u64, Vec<Op>), Corrupt> {
+/// Reads a record: each op with the time it applies at; `Err` when it
+/// does not check. Reads records of this build and of the first layout
+/// (`AGL1`: one time for the whole record).
+pub(crate) fn read_record(bytes: &[u8]) -> Result<Vec<(u64, Op)>, Corrupt> {
     let mut r = Reader::new(bytes);
-    if r.take(4)? != LOG_MAGIC {
-        return Err(Corrupt("not a log record".into()));
-    }
+    let magic = r.take(4)?;
+    let per_op = match magic {
+        m if m == LOG_MAGIC => true,
+        m if m == LOG_MAGIC_V1 => false,
+        _ => return Err(Corrupt("not a log record".into())),
+    };
     let crc = r.u32()?;
     let payload = r.bytes()?;
     if crc32fast::hash(payload) != crc || !r.b.is_empty() {
         return Err(Corrupt("checksum mismatch (a torn write)".into()));
     }
     let mut r = Reader::new(payload);
-    let now = r.u64()?;
+    let record_time = if per_op { 0 } else { r.u64()? };
     let n = r.count(1)?;
-    let ops = (0..n).map(|_| Op::read(&mut r)).collect::<Result<_, _>>()?;
-    Ok((now, ops))
+    (0..n)
+        .map(|_| {
+            let at = if per_op { r.u64()? } else { record_time };
+            Ok((at, Op::read(&mut r)?))
+        })
+        .collect()
 }
 
 fn log_key(seq: u64) -> String {
@@ -402,9 +423,9 @@ impl Durable {
                 return;
             }
             match read_record(value) {
-                Ok((now, ops)) if torn.is_empty() => {
-                    for op in &ops {
-                        op.apply(&mut engine, now);
+                Ok(ops) if torn.is_empty() => {
+                    for (at, op) in &ops {
+                        op.apply(&mut engine, *at);
                     }
                     recovery.records += 1;
                     log_bytes += value.len() as u64;
@@ -443,6 +464,16 @@ impl Durable {
             obsolete,
         };
         Ok((d, engine, recovery))
+    }
+
+    /// Opens the state again from what is on storage (after a failed
+    /// write: the engine in memory is ahead of it), as at a start.
+    pub fn reopen(
+        &self,
+        config: AggregationConfig,
+        now: u64,
+    ) -> Result<(Durable, Engine, Recovery), DurableError> {
+        Durable::open(self.client.clone(), config, now)
     }
 
     /// Writes one record, durably, and returns its sequence number. On
@@ -687,7 +718,7 @@ mod tests {
             // records are already on disk.
             let mut lagging: Option<(u64, Vec<u8>)> = None;
             for (i, (now, op)) in ops.iter().enumerate() {
-                let seq = d.append(record(*now, &[(op, &encoded(op))])).unwrap();
+                let seq = d.append(record(&[(*now, op, &encoded(op))])).unwrap();
                 op.apply(&mut e, *now);
                 if (i as u64 * 7 + seed) % 23 == 0 {
                     d.snapshot(seq, e.snapshot()).unwrap();
@@ -721,7 +752,7 @@ mod tests {
         let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
         let append = |d: &mut Durable, e: &mut Engine, v: f64| {
             let op = add("ana", v, T0, None, None);
-            let seq = d.append(record(T0, &[(&op, &encoded(&op))])).unwrap();
+            let seq = d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
             op.apply(e, T0);
             seq
         };
@@ -760,7 +791,7 @@ mod tests {
         let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
         for (i, v) in [1.0, 2.0, 4.0].into_iter().enumerate() {
             let op = add("ana", v, T0 + i as u64 * NS, None, None);
-            d.append(record(T0, &[(&op, &encoded(&op))])).unwrap();
+            d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
             op.apply(&mut e, T0);
         }
         // A crash in the middle of the third append: half of it on disk.
@@ -792,6 +823,49 @@ mod tests {
             err.to_string()
                 .contains("log/0000000000000002 is corrupted"),
             "{err}"
+        );
+    }
+
+    /// A record in the first layout (`AGL1`: one time for every op), as
+    /// the release before per-op times wrote it.
+    fn record_v1(now: u64, ops: &[&Op]) -> Vec<u8> {
+        let mut p = Writer::default();
+        p.u64(now);
+        p.len(ops.len());
+        for op in ops {
+            op.write(&mut p, &encoded(op));
+        }
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(LOG_MAGIC_V1);
+        w.u32(crc32fast::hash(&p.buf));
+        w.bytes(&p.buf);
+        w.buf
+    }
+
+    #[test]
+    fn records_of_the_first_layout_are_replayed_at_their_record_time() {
+        let storage = Arc::new(MemoryStorage::default());
+        let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        let (a, b) = (
+            add("ana", 2.0, T0, None, None),
+            add("bo", 3.0, T0 + NS, None, Some("t1")),
+        );
+        d.append(record_v1(T0 + 2 * NS, &[&a, &b])).unwrap();
+        let c = add("ana", 5.0, T0 + 3 * NS, None, None);
+        d.append(record(&[(T0 + 3 * NS, &c, &encoded(&c))]))
+            .unwrap();
+        let (_, mut back, rec) = Durable::open(storage, config(), T0 + 4 * NS).unwrap();
+        assert_eq!(rec.records, 2);
+        let totals = drain(&mut back);
+        let window = T0 - T0 % (60 * NS);
+        assert_eq!(
+            totals,
+            [
+                ((None, "ana".to_string(), window), 7.0),
+                ((Some("t1".to_string()), "bo".to_string(), window), 3.0)
+            ]
+            .into_iter()
+            .collect()
         );
     }
 

@@ -1,26 +1,41 @@
-//! The durable log's two threads: group commit, then apply, pipelined.
+//! The durable log: apply first, answer once durable, group commit.
 //!
-//! The **log thread** takes every op submitted while it was busy as the
-//! next group, writes it as one record (one storage transaction, one
-//! `fsync`) and hands the group to the **apply thread**, which applies it
-//! to the engine, in log order, and answers each op. So group N is applied
-//! while group N+1 is being written: a request is answered only once its
-//! effect is durable *and* applied, and neither thread waits for the other.
+//! [`LogWriter::submit`] applies an op to the engine on the caller's thread
+//! (where the request was decoded, so its data is still in that core's
+//! cache) and queues it for the log **in the same critical section**, so
+//! the log's order is the order the engine saw. The caller is answered
+//! only once the op's group is on disk. The **log thread** takes every op
+//! queued while it was busy as the next group and writes it as one record
+//! (one storage transaction, one `fsync`); applying the next ops goes on
+//! meanwhile.
 //!
-//! Each op goes back to its submitter with the answer, so the request it
-//! holds is freed on the submitter's thread (where it was allocated), not
-//! on the serial path. Snapshots are taken by the apply thread (it alone
-//! knows which records the engine reflects) when the log thread asks, and
-//! written by the log thread between groups.
+//! The engine is thus ahead of the disk by the ops not yet written, and
+//! nothing leaves before it is durable: a request is acknowledged, and an
+//! emission's pieces are read, only after the op that made them is
+//! written (the processor reads pieces after its `Close` op is answered).
+//! If a write fails, the log thread takes the engine lock (no op can be
+//! applied meanwhile), refuses the failed group and every op queued after
+//! it (all applied to this engine), and **rebuilds the engine from
+//! storage** (snapshot and records, as at a start) before it answers: what
+//! was refused is in no total, and a retry of it is not a duplicate. If
+//! the state cannot be read back either, the engine is emptied and every
+//! request is refused until a rebuild succeeds (tried every few seconds):
+//! nothing acknowledged is lost, it is all on storage.
+//!
+//! Snapshots are taken by the log thread under the engine lock and queued
+//! behind the ops they reflect, so each is written right after the record
+//! holding the last of them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use otelcol_core::storage::StorageError;
 use tokio::sync::oneshot;
 
+use crate::config::AggregationConfig;
 use crate::durable::{record, Applied, Durable, Op};
 use crate::engine::Engine;
 
@@ -28,62 +43,82 @@ use crate::engine::Engine;
 const GROUP_BYTES: usize = 8 << 20;
 /// And at most this many ops.
 const GROUP_OPS: usize = 4096;
+/// While the state cannot be read back, a rebuild is tried this often.
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
-/// The answer to one op, with the op itself (to be freed by the caller).
-type Answer = (Result<Applied, StorageError>, Op);
+/// The answer to one op (whether its group is durable), with what it held,
+/// to be freed by the caller on its own thread.
+type Answer = (Result<(), StorageError>, Op, Bytes);
 type Reply = oneshot::Sender<Answer>;
 
+/// An op applied to the engine, on its way to the log.
+struct Queued {
+    /// The time it was applied at (replay applies it at the same).
+    at: u64,
+    op: Op,
+    /// Its request's protobuf bytes (an `Add`), else empty.
+    encoded: Bytes,
+    reply: Reply,
+}
+
 enum Msg {
-    Op {
-        op: Op,
-        encoded: Bytes,
-        reply: Reply,
-    },
+    Op(Queued),
+    /// The engine after every op queued before this message.
+    Snapshot(Vec<u8>),
     Stop(oneshot::Sender<()>),
 }
 
-/// A durable group on its way to the apply thread.
-struct Group {
-    /// Its record's sequence number.
-    seq: u64,
-    /// The time it was written with (every op applies at it).
-    at: u64,
-    ops: Vec<(Op, Reply)>,
+/// What the submitters and the log thread share.
+struct Shared {
+    engine: Arc<Mutex<Engine>>,
+    /// Taken (locked) only while the engine lock is held.
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    /// The engine could not be rebuilt after a failed write: refuse.
+    broken: AtomicBool,
+    now: fn() -> u64,
 }
 
-/// The handle of the log and apply threads.
+impl Shared {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The handle of the log thread.
 pub(crate) struct LogWriter {
-    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl LogWriter {
-    /// Starts the threads: the log thread owns `durable`, the apply thread
-    /// applies to `engine`; `now` gives each group its time.
+    /// Starts the log thread, which owns `durable`; ops apply to `engine`
+    /// at the times `now` gives. `debug` is the engine's tracing flag (a
+    /// rebuilt engine gets it too).
     pub fn start(
         durable: Durable,
         engine: Arc<Mutex<Engine>>,
         now: fn() -> u64,
         id: String,
+        debug: bool,
     ) -> Result<Self, std::io::Error> {
         let (tx, rx) = mpsc::channel();
-        let (apply_tx, apply_rx) = mpsc::channel();
-        let (snap_tx, snap_rx) = mpsc::channel();
-        let want_snapshot = Arc::new(AtomicBool::new(false));
-        let applier = {
-            let (engine, want) = (engine.clone(), want_snapshot.clone());
-            std::thread::Builder::new()
-                .name("aggregation-apply".into())
-                .spawn(move || apply(engine, apply_rx, want, snap_tx))?
-        };
+        let config = engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config()
+            .clone();
+        let shared = Arc::new(Shared {
+            engine,
+            tx: Mutex::new(Some(tx.clone())),
+            broken: AtomicBool::new(false),
+            now,
+        });
         let log = Log {
             d: durable,
-            engine,
-            apply_tx: Some(apply_tx),
-            applier: Some(applier),
-            want_snapshot,
-            snap_rx,
-            now,
+            shared: shared.clone(),
+            self_tx: tx,
+            config,
+            debug,
             id,
             failing: false,
             snapshot_asked: false,
@@ -92,39 +127,63 @@ impl LogWriter {
             .name("aggregation-log".into())
             .spawn(move || log.run(rx))?;
         Ok(Self {
-            tx: Mutex::new(Some(tx)),
+            shared,
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Logs `op` (with `encoded`, its request's bytes, for an `Add`) and
-    /// applies it once durable.
+    /// Applies `op` (with `encoded`, its request's bytes, for an `Add`)
+    /// and answers what it did once it is durable.
     pub async fn submit(&self, op: Op, encoded: Bytes) -> Result<Applied, StorageError> {
         let (reply, rx) = oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|tx| tx.send(Msg::Op { op, encoded, reply }).is_ok());
-        if sent != Some(true) {
-            return Err(StorageError::Closed);
-        }
+        let applied = {
+            let mut engine = self.shared.engine();
+            if self.shared.broken.load(Ordering::Acquire) {
+                return Err(StorageError::Closed);
+            }
+            let tx = self
+                .shared
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = tx.as_ref() else {
+                return Err(StorageError::Closed);
+            };
+            let at = (self.shared.now)();
+            let applied = op.apply(&mut engine, at);
+            let queued = Queued {
+                at,
+                op,
+                encoded,
+                reply,
+            };
+            if tx.send(Msg::Op(queued)).is_err() {
+                // The log thread is gone (it panicked): the engine is ahead
+                // of the disk for good; nothing more is acknowledged.
+                self.shared.broken.store(true, Ordering::Release);
+                return Err(StorageError::Closed);
+            }
+            applied
+        };
         match rx.await {
-            // The op (and the request in it) is dropped here.
-            Ok((answer, _op)) => answer,
+            // The op and its bytes are dropped here, on this thread.
+            Ok((Ok(()), _op, _bytes)) => Ok(applied),
+            Ok((Err(e), _op, _bytes)) => Err(e),
             Err(_) => Err(StorageError::Closed),
         }
     }
 
-    /// Applies what was written, writes a last snapshot (a fast next
-    /// start) and stops both threads.
+    /// Writes what was queued, then a last snapshot (a fast next start),
+    /// and stops the thread.
     pub async fn stop(&self) {
-        let tx = self
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let tx = {
+            let _engine = self.shared.engine();
+            self.shared
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        };
         if let Some(tx) = tx {
             let (done, rx) = oneshot::channel();
             if tx.send(Msg::Stop(done)).is_ok() {
@@ -145,65 +204,94 @@ impl LogWriter {
 /// The log thread's state.
 struct Log {
     d: Durable,
-    engine: Arc<Mutex<Engine>>,
-    apply_tx: Option<mpsc::Sender<Group>>,
-    applier: Option<std::thread::JoinHandle<()>>,
-    /// Set when a snapshot is due; the apply thread takes one after its
-    /// current group and clears it.
-    want_snapshot: Arc<AtomicBool>,
-    /// Snapshots from the apply thread: the engine after record `seq`.
-    snap_rx: mpsc::Receiver<(u64, Vec<u8>)>,
-    now: fn() -> u64,
+    shared: Arc<Shared>,
+    /// For queueing snapshots behind the ops they reflect.
+    self_tx: mpsc::Sender<Msg>,
+    config: AggregationConfig,
+    debug: bool,
     id: String,
     /// Whether the last write failed (logged once until one succeeds).
     failing: bool,
-    /// A snapshot was asked for and not yet written.
+    /// A snapshot was queued and not yet written.
     snapshot_asked: bool,
 }
 
 impl Log {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // A message taken while a group was being gathered that must start
+        // the next one (a snapshot waits for the ops before it).
+        let mut pending: Option<Msg> = None;
         loop {
-            let mut group: Vec<(Op, Bytes, Reply)> = vec![];
-            let mut stop = None;
-            let mut bytes = 0usize;
-            match rx.recv() {
-                Ok(Msg::Op { op, encoded, reply }) => {
-                    bytes += encoded.len();
-                    group.push((op, encoded, reply));
-                }
-                Ok(Msg::Stop(s)) => stop = Some(s),
-                Err(_) => break,
-            }
-            while stop.is_none() && bytes < GROUP_BYTES && group.len() < GROUP_OPS {
-                match rx.try_recv() {
-                    Ok(Msg::Op { op, encoded, reply }) => {
-                        bytes += encoded.len();
-                        group.push((op, encoded, reply));
+            let first = match pending.take() {
+                Some(m) => m,
+                None if self.shared.broken.load(Ordering::Acquire) => {
+                    match rx.recv_timeout(REBUILD_EVERY) {
+                        Ok(m) => m,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if let Some(done) = self.rebuild(&rx, vec![], StorageError::Closed) {
+                                return self.stop(done);
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    Ok(Msg::Stop(s)) => stop = Some(s),
+                }
+                None => match rx.recv() {
+                    Ok(m) => m,
                     Err(_) => break,
+                },
+            };
+            let mut group: Vec<Queued> = vec![];
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Op(q) => {
+                        bytes += q.encoded.len();
+                        group.push(q);
+                    }
+                    // After the ops before it are written.
+                    other if !group.is_empty() => {
+                        pending = Some(other);
+                        break;
+                    }
+                    Msg::Snapshot(snap) => {
+                        self.write_snapshot(snap);
+                        break;
+                    }
+                    Msg::Stop(done) => return self.stop(done),
+                }
+                if bytes < GROUP_BYTES && group.len() < GROUP_OPS {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.write_snapshots();
             if !group.is_empty() {
-                self.commit(group);
-            }
-            if let Some(done) = stop {
-                self.finish();
-                let _ = done.send(());
-                return;
+                if let Some(done) = self.commit(group, &rx) {
+                    return self.stop(done);
+                }
             }
         }
         self.finish();
     }
 
-    /// Writes `group` as one record and passes it to the apply thread, or
-    /// answers every op of it with the write error.
-    fn commit(&mut self, group: Vec<(Op, Bytes, Reply)>) {
-        let at = (self.now)();
-        let ops: Vec<(&Op, &[u8])> = group.iter().map(|(o, e, _)| (o, &e[..])).collect();
-        let rec = record(at, &ops);
+    fn stop(mut self, done: oneshot::Sender<()>) {
+        self.finish();
+        let _ = done.send(());
+    }
+
+    /// Writes `group` as one record and answers it; on a write error,
+    /// refuses it and everything queued after it, and rebuilds the engine.
+    /// Returns a stop request that was queued behind a failed group.
+    fn commit(
+        &mut self,
+        group: Vec<Queued>,
+        rx: &mpsc::Receiver<Msg>,
+    ) -> Option<oneshot::Sender<()>> {
+        let ops: Vec<(u64, &Op, &[u8])> = group
+            .iter()
+            .map(|q| (q.at, &q.op, &q.encoded[..]))
+            .collect();
+        let rec = record(&ops);
         drop(ops);
         match self.d.append(rec) {
             Err(e) => {
@@ -211,62 +299,106 @@ impl Log {
                     tracing::error!(processor = %self.id, error = %e, "aggregation state cannot be written: refusing requests (retryable) until it can");
                     self.failing = true;
                 }
-                for (op, _, reply) in group {
-                    let _ = reply.send((Err(e.clone()), op));
-                }
+                self.rebuild(rx, group, e)
             }
-            Ok(seq) => {
+            Ok(_) => {
                 if self.failing {
                     tracing::info!(processor = %self.id, "aggregation state is written again");
                     self.failing = false;
                 }
+                for q in group {
+                    let _ = q.reply.send((Ok(()), q.op, q.encoded));
+                }
                 if self.d.snapshot_due() && !self.snapshot_asked {
-                    self.snapshot_asked = true;
-                    self.want_snapshot.store(true, Ordering::Release);
+                    self.queue_snapshot();
                 }
-                let ops = group
-                    .into_iter()
-                    .map(|(op, _, reply)| (op, reply))
-                    .collect();
-                if let Some(tx) = &self.apply_tx {
-                    // The apply thread only stops when this sender is gone;
-                    // if it died, the replies drop and callers see Closed.
-                    let _ = tx.send(Group { seq, at, ops });
-                }
+                None
             }
         }
     }
 
-    /// Writes the snapshots the apply thread took since the last group.
-    fn write_snapshots(&mut self) {
-        while let Ok((seq, snap)) = self.snap_rx.try_recv() {
-            self.snapshot_asked = false;
-            let (started, bytes) = (std::time::Instant::now(), snap.len());
-            match self.d.snapshot(seq, snap) {
-                Ok(()) => {
-                    tracing::debug!(processor = %self.id, record = seq, bytes, ms = started.elapsed().as_millis() as u64, "aggregation state: snapshot written");
+    /// Under the engine lock: takes every op still queued (all applied to
+    /// this engine, none durable), replaces the engine by the state on
+    /// storage, then refuses those and `refused` with `error`. Returns a
+    /// stop request found in the queue.
+    fn rebuild(
+        &mut self,
+        rx: &mpsc::Receiver<Msg>,
+        mut refused: Vec<Queued>,
+        error: StorageError,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut stop = None;
+        let mut engine = self.shared.engine();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Op(q) => refused.push(q),
+                Msg::Snapshot(_) => self.snapshot_asked = false,
+                Msg::Stop(done) => stop = Some(done),
+            }
+        }
+        match self.d.reopen(self.config.clone(), (self.shared.now)()) {
+            Ok((d, mut rebuilt, recovery)) => {
+                rebuilt.set_tracing(self.debug);
+                *engine = rebuilt;
+                self.d = d;
+                self.snapshot_asked = false;
+                if self.shared.broken.swap(false, Ordering::AcqRel) {
+                    tracing::info!(processor = %self.id, records = recovery.records, "aggregation state read back from storage: taking requests again");
                 }
-                Err(err) => {
-                    tracing::warn!(processor = %self.id, error = %err, "aggregation state: snapshot failed; the log keeps growing until one succeeds");
+            }
+            Err(err) => {
+                // The engine holds effects that are not durable: it must
+                // not emit them. Empty until the state reads back.
+                if let Ok(empty) = Engine::new(self.config.clone(), 0) {
+                    *engine = empty;
                 }
+                if !self.shared.broken.swap(true, Ordering::AcqRel) {
+                    tracing::error!(processor = %self.id, error = %err, "aggregation state cannot be read back after a failed write: refusing every request (retryable) until it can; what was acknowledged stays on storage for the next start");
+                }
+            }
+        }
+        drop(engine);
+        for q in refused {
+            let _ = q.reply.send((Err(error.clone()), q.op, q.encoded));
+        }
+        stop
+    }
+
+    /// Takes a snapshot under the engine lock and queues it behind every
+    /// op it reflects.
+    fn queue_snapshot(&mut self) {
+        let engine = self.shared.engine();
+        let snap = engine.snapshot();
+        if self.self_tx.send(Msg::Snapshot(snap)).is_ok() {
+            self.snapshot_asked = true;
+        }
+        drop(engine);
+    }
+
+    /// Writes `snap`, the engine after every record written so far.
+    fn write_snapshot(&mut self, snap: Vec<u8>) {
+        self.snapshot_asked = false;
+        let (started, bytes, seq) = (std::time::Instant::now(), snap.len(), self.d.last_seq());
+        if seq == 0 {
+            return;
+        }
+        match self.d.snapshot(seq, snap) {
+            Ok(()) => {
+                tracing::debug!(processor = %self.id, record = seq, bytes, ms = started.elapsed().as_millis() as u64, "aggregation state: snapshot written");
+            }
+            Err(err) => {
+                tracing::warn!(processor = %self.id, error = %err, "aggregation state: snapshot failed; the log keeps growing until one succeeds");
             }
         }
     }
 
-    /// Lets the apply thread finish every written group, then writes a
-    /// last snapshot of the whole log.
+    /// Writes a last snapshot of the whole log and deletes what it covers.
     fn finish(&mut self) {
-        self.apply_tx = None;
-        if let Some(t) = self.applier.take() {
-            let _ = t.join();
+        if self.shared.broken.load(Ordering::Acquire) {
+            return;
         }
-        self.write_snapshots();
         if self.d.has_log() {
-            let snap = self
-                .engine
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .snapshot();
+            let snap = self.shared.engine().snapshot();
             let seq = self.d.last_seq();
             if let Err(err) = self.d.snapshot(seq, snap) {
                 tracing::warn!(processor = %self.id, error = %err, "aggregation state: last snapshot failed; the next start replays the log");
@@ -274,33 +406,6 @@ impl Log {
         }
         if let Err(err) = self.d.compact() {
             tracing::warn!(processor = %self.id, error = %err, "aggregation state: old records not deleted; the next start ignores them");
-        }
-    }
-}
-
-/// The apply thread: applies each durable group in order, answers its ops,
-/// and takes a snapshot after a group when one is wanted.
-fn apply(
-    engine: Arc<Mutex<Engine>>,
-    rx: mpsc::Receiver<Group>,
-    want_snapshot: Arc<AtomicBool>,
-    snapshots: mpsc::Sender<(u64, Vec<u8>)>,
-) {
-    while let Ok(group) = rx.recv() {
-        let snapshot = {
-            let mut e = engine.lock().unwrap_or_else(PoisonError::into_inner);
-            for (op, reply) in group.ops {
-                // Answered at once: its caller need not wait for the rest
-                // of the group (and frees the op on its own thread).
-                let applied = op.apply(&mut e, group.at);
-                let _ = reply.send((Ok(applied), op));
-            }
-            want_snapshot
-                .swap(false, Ordering::AcqRel)
-                .then(|| e.snapshot())
-        };
-        if let Some(snap) = snapshot {
-            let _ = snapshots.send((group.seq, snap));
         }
     }
 }

@@ -578,7 +578,7 @@ impl AggregationProcessor {
         } else {
             tracing::info!(processor = %s.id, storage = %name, "aggregation state: starting empty (first start on this storage)");
         }
-        let log = LogWriter::start(durable, s.engine.clone(), now_nanos, s.id.clone())
+        let log = LogWriter::start(durable, s.engine.clone(), now_nanos, s.id.clone(), s.debug)
             .map_err(|e| fail(e.to_string()))?;
         let _ = s.log.set(log);
         s.counters.series_open.set(series as i64);

@@ -274,3 +274,168 @@ async fn the_shutdown_flush_sends_every_series_across_pieces() {
     assert_eq!(got.len(), 5000);
     assert_eq!(got.iter().map(|t| t.value).sum::<f64>(), 5000.0);
 }
+
+/// A storage whose writes fail while `failing` is set (a full disk); reads
+/// always work.
+#[derive(Default)]
+struct FlakyStorage {
+    data: otelcol_core::storage::MemoryStorage,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl otelcol_core::storage::StorageClient for FlakyStorage {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, otelcol_core::storage::StorageError> {
+        self.data.get(key)
+    }
+    fn batch(
+        &self,
+        ops: Vec<otelcol_core::storage::StorageOp>,
+    ) -> Result<(), otelcol_core::storage::StorageError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(otelcol_core::storage::StorageError::Io {
+                path: "flaky".into(),
+                message: "No space left on device".into(),
+            });
+        }
+        self.data.batch(ops)
+    }
+    fn scan(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, otelcol_core::storage::StorageError> {
+        self.data.scan(prefix)
+    }
+}
+
+/// The extension handing out the one flaky client.
+struct FlakyExtension(Arc<FlakyStorage>);
+
+impl otelcol_core::storage::StorageExtension for FlakyExtension {
+    fn client(
+        &self,
+        _kind: Kind,
+        _id: &ComponentId,
+        _name: &str,
+    ) -> Result<Arc<dyn otelcol_core::storage::StorageClient>, otelcol_core::storage::StorageError>
+    {
+        Ok(self.0.clone())
+    }
+}
+
+impl Lifecycle for FlakyExtension {}
+
+impl otelcol_core::component::Extension for FlakyExtension {
+    fn storage(self: Arc<Self>) -> Option<Arc<dyn otelcol_core::storage::StorageExtension>> {
+        Some(self)
+    }
+}
+
+/// With `storage`, a request is applied before its write and answered
+/// after it. Writes that fail (concurrent requests, some queued behind the
+/// failing one) are refused retryably and are in no total: the engine is
+/// rebuilt from storage. Afterwards requests are taken again, and the
+/// totals are exactly the acknowledged values, also after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_writes_refuse_their_requests_and_leave_no_trace_in_the_totals() {
+    let storage = Arc::new(FlakyStorage::default());
+    let ext: Arc<dyn otelcol_core::component::Extension> =
+        Arc::new(FlakyExtension(storage.clone()));
+    let host = Host::new(
+        [(ComponentId::new("file_storage"), ext)]
+            .into_iter()
+            .collect(),
+        Default::default(),
+    );
+    let start = |down: Arc<Downstream>| {
+        let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+        let config = AggregationConfig {
+            aggregation_interval: Duration::from_secs(300),
+            storage: Some("file_storage".into()),
+            ..Default::default()
+        };
+        Arc::new(AggregationProcessor::new(settings, config, down, 0, false).unwrap())
+    };
+    let (down, p) = {
+        let down = Arc::new(Downstream::default());
+        (down.clone(), start(down))
+    };
+    p.start(&host).await.unwrap();
+    let t = now();
+    let acked = Arc::new(Mutex::new(0.0f64));
+    let refused = Arc::new(Mutex::new(0u32));
+    let send = |round: u32| {
+        let tasks: Vec<_> = (0..40u32)
+            .map(|i| {
+                let (p, acked, refused) = (p.clone(), acked.clone(), refused.clone());
+                tokio::spawn(async move {
+                    let value = (round * 1000 + i + 1) as f64;
+                    let user = format!("u{}@example.com", i % 3);
+                    let req = request(
+                        &[],
+                        vec![sum(
+                            "m",
+                            1,
+                            true,
+                            vec![point(value, t, 0, &[("user.email", &user)])],
+                        )],
+                    );
+                    match p.consume(Batch::new(req)).await {
+                        Ok(()) => *acked.lock().unwrap() += value,
+                        Err(e) => {
+                            assert!(e.is_retryable(), "{e}");
+                            *refused.lock().unwrap() += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        join_all(tasks)
+    };
+    send(0).await;
+    let flip = {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(300)).await;
+            storage
+                .failing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    send(1).await;
+    flip.await.unwrap();
+    send(2).await;
+    assert!(
+        *refused.lock().unwrap() >= 40,
+        "every request of round 2 is refused"
+    );
+    storage
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    send(3).await;
+    let refused_total = *refused.lock().unwrap();
+    assert!(
+        refused_total < 120,
+        "round 3 is taken again ({refused_total} refused)"
+    );
+    let acked = *acked.lock().unwrap();
+    p.shutdown().await.unwrap();
+    let got: f64 = totals(&down.got.lock().unwrap())
+        .iter()
+        .map(|t| t.value)
+        .sum();
+    assert_eq!(got, acked, "exactly the acknowledged values");
+
+    // A restart on the same storage finds nothing left to send.
+    let down2 = Arc::new(Downstream::default());
+    let p2 = start(down2.clone());
+    p2.start(&host).await.unwrap();
+    p2.shutdown().await.unwrap();
+    assert!(totals(&down2.got.lock().unwrap()).is_empty());
+}
+
+/// Awaits every task (a panic in one fails the test).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -32,6 +32,10 @@ struct Args {
     /// Write the report here (full runs default to BENCHMARKS.md).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only the aggregation state's cost (memory against `file_storage`),
+    /// printed, nothing written: for working on the durable path.
+    #[arg(long)]
+    durable_only: bool,
 }
 
 fn free_port() -> u16 {
@@ -251,6 +255,10 @@ async fn main() {
     let secs = Duration::from_secs(a.seconds.unwrap_or(if a.quick { 2 } else { 10 }));
     let dir = std::env::temp_dir().join(format!("otelcol-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
+    if a.durable_only {
+        durable_cost(&a.collector, &dir, secs).await;
+        return;
+    }
     let sink = sink::start("127.0.0.1:0", TOKEN)
         .await
         .unwrap_or_else(|e| fail(&format!("sink: {e}")));
@@ -569,7 +577,7 @@ fn report(
     series: SeriesRun,
     totals: (f64, f64, bool),
     queue: &QueueRun,
-    (durable, recovery): (&[(String, String, LoadResult, bool)], &RecoveryRun),
+    (durable, recovery): (&[DurableRow], &RecoveryRun),
 ) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -706,14 +714,19 @@ fn report(
             r.p99_us as f64 / 1000.0
         ));
     }
-    s.push_str("\nAggregation state on disk (`aggregation.storage: file_storage`, persistent queue) against memory only (memory queue), back to back:\n\n| profile | state | requests/s | points/s | p50 | p99 | totals equal |\n| --- | --- | ---: | ---: | ---: | ---: | --- |\n");
-    for (profile, state, r, ok) in durable {
+    s.push_str("\nAggregation state on disk (`aggregation.storage: file_storage`, persistent queue) against memory only (memory queue), back to back:\n\n| profile | state | requests/s | points/s | p50 | p99 | collector CPU | totals equal |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for row in durable {
+        let r = &row.result;
         s.push_str(&format!(
-            "| {profile} | {state} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {ok} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.0}% | {} |\n",
+            row.profile,
+            row.state,
             r.rps(),
             r.pps(),
             r.p50_us as f64 / 1000.0,
-            r.p99_us as f64 / 1000.0
+            r.p99_us as f64 / 1000.0,
+            row.cpu,
+            row.totals_equal
         ));
     }
     s.push_str(&format!(
@@ -727,14 +740,25 @@ fn mib_str(b: u64) -> String {
     format!("{:.1} MiB", mib(b))
 }
 
+/// One profile of [`durable_cost`].
+struct DurableRow {
+    profile: String,
+    /// `memory` or `file_storage`.
+    state: String,
+    result: LoadResult,
+    /// The collector's CPU, percent of one core.
+    cpu: f64,
+    /// Totals in = totals out for this state's collector.
+    totals_equal: bool,
+}
+
 /// Bulk and fleet profiles (and the fleet at half its rate) with the
 /// aggregation state in memory, then on disk.
-async fn durable_cost(
-    bin: &PathBuf,
-    dir: &std::path::Path,
-    secs: Duration,
-) -> Vec<(String, String, LoadResult, bool)> {
+async fn durable_cost(bin: &PathBuf, dir: &std::path::Path, secs: Duration) -> Vec<DurableRow> {
     let mut out = vec![];
+    // "Half load" is half the rate the memory-only collector reached, for
+    // both states: the same offered load, so the p99s compare.
+    let mut fleet_rate = 1000.0;
     for (state, shape) in [
         ("memory", Shape::Aggregate),
         ("file_storage", Shape::AggregateDurable),
@@ -744,11 +768,15 @@ async fn durable_cost(
             .unwrap_or_else(|e| fail(&format!("sink: {e}")));
         let c = Collector::start_shape(bin, sink.addr.port(), "1m", dir, shape);
         let mut sent = 0.0;
-        let mut fleet_rate = 1000.0;
         for (profile, connections, fleet, rate) in [
             ("bulk, HTTP/protobuf", 4, false, None),
             ("fleet, 1000 clients, closed loop", 1000, true, None),
-            ("fleet, 1000 clients, half rate", 1000, true, Some(())),
+            (
+                "fleet, 1000 clients, at half the memory-only rate",
+                1000,
+                true,
+                Some(()),
+            ),
         ] {
             let requests = if fleet {
                 payload::fleet(connections, 1000, now_nanos())
@@ -768,20 +796,26 @@ async fn durable_cost(
                 "bench: {profile}, state in {state}, for {}s",
                 secs.as_secs()
             );
-            let r = loadgen::run(cfg, Arc::new(requests)).await;
+            let (r, cpu, _) = sampled(c.pid(), loadgen::run(cfg, Arc::new(requests))).await;
             println!(
-                "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, errors {:?}",
+                "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%, errors {:?}",
                 r.rps(),
                 r.pps(),
                 r.p50_us,
                 r.p99_us,
                 r.errors
             );
-            if fleet && rate.is_none() {
+            if fleet && rate.is_none() && shape == Shape::Aggregate {
                 fleet_rate = r.rps();
             }
             sent += r.value_sum;
-            out.push((profile.to_string(), state.to_string(), r, false));
+            out.push(DurableRow {
+                profile: profile.to_string(),
+                state: state.to_string(),
+                result: r,
+                cpu,
+                totals_equal: false,
+            });
         }
         let clean = tokio::task::spawn_blocking(move || c.stop(Duration::from_secs(120)))
             .await
@@ -790,7 +824,7 @@ async fn durable_cost(
         let ok = clean && (sink.stats().total() - sent).abs() < 0.5;
         let n = out.len();
         for row in &mut out[n - 3..] {
-            row.3 = ok;
+            row.totals_equal = ok;
         }
     }
     out
