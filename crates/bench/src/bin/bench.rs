@@ -729,6 +729,42 @@ fn report(
             row.totals_equal
         ));
     }
+    let row = |profile: &str, state: &str| {
+        durable
+            .iter()
+            .find(|r| r.profile.starts_with(profile) && r.state == state)
+            .map(|r| &r.result)
+    };
+    s.push_str(
+        "\n| target (state on disk against memory only) | measured | |\n| --- | --- | --- |\n",
+    );
+    for (name, profile) in [
+        ("bulk", "bulk"),
+        ("fleet, closed loop", "fleet, 1000 clients, closed loop"),
+    ] {
+        if let (Some(m), Some(d)) = (row(profile, "memory"), row(profile, "file_storage")) {
+            let share = d.pps() / m.pps().max(1.0);
+            s.push_str(&format!(
+                "| {name} ≥ 70% of the memory-only throughput | {:.0}% ({:.0} vs {:.0} points/s) | {} |\n",
+                share * 100.0,
+                d.pps(),
+                m.pps(),
+                verdict(share >= 0.7)
+            ));
+        }
+    }
+    if let (Some(m), Some(d)) = (
+        row("fleet, 1000 clients, at half", "memory"),
+        row("fleet, 1000 clients, at half", "file_storage"),
+    ) {
+        let added = (d.p99_us as f64 - m.p99_us as f64) / 1000.0;
+        s.push_str(&format!(
+            "| fleet p99 added ≤ 10 ms at half the memory-only rate | +{added:.2} ms ({:.2} vs {:.2} ms) | {} |\n",
+            d.p99_us as f64 / 1000.0,
+            m.p99_us as f64 / 1000.0,
+            verdict(added <= 10.0)
+        ));
+    }
     s.push_str(&format!(
         "\nRecovery after `kill -9` with {} open series ({} requests accepted): {} on disk ({} bytes per series); restart to healthy {:.2} s, of which state recovery {}.\n",
         recovery.series, recovery.accepted, mib_str(recovery.disk), recovery.disk / recovery.series.max(1), recovery.healthy.as_secs_f64(), recovery.recovered.as_deref().unwrap_or("(not logged)")
