@@ -345,8 +345,9 @@ async fn post_status(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
 
 /// A full disk (here: a file size limit, so writes fail with `EFBIG`):
 /// requests the state cannot take are refused retryably (503 with
-/// `Retry-After`), and every request acknowledged before is delivered
-/// after a restart on a disk with room.
+/// `Retry-After`); once the disk has room they are taken again without a
+/// restart, and every request acknowledged, before and after, is
+/// delivered after a `kill -9` and a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged() {
     const POINTS: usize = 200;
@@ -375,6 +376,38 @@ async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged()
     }
     assert_eq!(refused, 5, "the state's file reached its limit");
     assert!(acked > 0, "requests were taken before it did");
+    // Room again, without a restart: the storage file is reopened and the
+    // engine rebuilt from it, and requests are taken again.
+    let pid = collector.0.as_ref().map(|c| c.id()).expect("running") as libc::pid_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) on our own child, with valid structs: read the
+    // limits, then set the soft one to the hard one.
+    let raised = unsafe {
+        libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) == 0
+        }
+    };
+    assert!(raised, "{}", std::io::Error::last_os_error());
+    let began = std::time::Instant::now();
+    let mut taken_again = 0;
+    while taken_again < 3 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "requests are taken again within 30 s of the disk having room"
+        );
+        match post_status(ports.http, points_json(USER, POINTS)).await {
+            (200, _) => {
+                acked += POINTS as u64;
+                taken_again += 1;
+            }
+            (503, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("neither taken nor refused retryably: {other:?}"),
+        }
+    }
     let lines = collector.kill9();
     assert!(
         lines
@@ -383,7 +416,11 @@ async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged()
         "{lines:?}"
     );
     assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
-    // Room again: every acknowledged point is recovered and delivered.
+    assert!(
+        lines.iter().any(|l| l.contains("storage file reopened")),
+        "{lines:?}"
+    );
+    // Every acknowledged point is recovered and delivered.
     let (collector, _) = common::spawn_production(&url, FALLBACK, &sets, &envs).await;
     let (ok, lines) = collector.stop();
     assert!(ok, "{lines:?}");

@@ -257,8 +257,9 @@ impl Collector {
     }
 
     /// As [`Collector::spawn`], and with `max_file_bytes` no file the
-    /// process writes can grow past that size (`RLIMIT_FSIZE`, SIGXFSZ
-    /// ignored: a write past it fails with `EFBIG`, as on a full disk).
+    /// process writes can grow past that size (the soft `RLIMIT_FSIZE`,
+    /// SIGXFSZ ignored: a write past it fails with `EFBIG`, as on a full
+    /// disk; raising it with `prlimit` gives the disk room again).
     pub fn spawn_limited(
         args: &[String],
         envs: &[(&str, String)],
@@ -271,10 +272,16 @@ impl Collector {
             unsafe {
                 command.pre_exec(move || {
                     libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let limit = libc::rlimit {
-                        rlim_cur: max as libc::rlim_t,
-                        rlim_max: max as libc::rlim_t,
+                    // Only the soft limit: the test may raise it again
+                    // (prlimit) to give the "disk" room.
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
                     };
+                    if libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = (max as libc::rlim_t).min(limit.rlim_max);
                     if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }

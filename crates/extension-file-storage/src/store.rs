@@ -2,7 +2,8 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use otelcol_core::storage::{StorageClient, StorageError, StorageOp};
@@ -25,10 +26,28 @@ pub(crate) struct OpenOptionsFs {
 }
 
 /// A client over one file. Closed clients answer [`StorageError::Closed`].
+///
+/// After a failed write (a full disk, an I/O error) redb refuses every
+/// later access, reads included, until the file is opened again; the
+/// client reopens it at the next call (at most once per
+/// [`REOPEN_EVERY`]), so storage works again as soon as the disk does,
+/// without a restart. Reopening recovers the last committed state: the
+/// failed transaction was never acknowledged.
 pub(crate) struct FileClient {
     path: PathBuf,
     db: RwLock<Option<Database>>,
+    /// How the file is opened again (no recreate, no compaction).
+    reopen: OpenOptionsFs,
+    /// A write failed: reopen before the next access.
+    failed: AtomicBool,
+    /// When a reopen was last tried.
+    last_reopen: Mutex<Option<Instant>>,
+    /// [`FileClient::close`] was called.
+    closed: AtomicBool,
 }
+
+/// A failed reopen is tried again after this long.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 fn io(path: &Path, what: impl std::fmt::Display) -> StorageError {
     StorageError::Io {
@@ -120,9 +139,21 @@ impl FileClient {
             db.compact()
                 .map_err(|e| io(&path, format!("compaction: {e}")))?;
         }
+        // At run time an unreadable file is refused, never moved aside:
+        // it holds what was acknowledged.
+        let reopen = OpenOptionsFs {
+            lock_timeout: Duration::from_secs(1),
+            recreate: false,
+            fail_on_corruption: true,
+            compact: false,
+        };
         let client = Self {
             path,
             db: RwLock::new(Some(db)),
+            reopen,
+            failed: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
+            closed: AtomicBool::new(false),
         };
         // Creates the table, so that reads find it.
         client.batch(vec![])?;
@@ -131,6 +162,7 @@ impl FileClient {
 
     /// Closes the file; later calls answer [`StorageError::Closed`].
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let mut db = self
             .db
             .write()
@@ -146,6 +178,9 @@ impl FileClient {
         &self,
         f: impl FnOnce(&Database) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
+        if self.failed.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
         let db = self
             .db
             .read()
@@ -154,6 +189,40 @@ impl FileClient {
             Some(db) => f(db),
             None => Err(StorageError::Closed),
         }
+    }
+
+    /// Closes and opens the file again after a failed write (see the
+    /// type's doc); an error while that is not possible yet.
+    fn reopen(&self) -> Result<(), StorageError> {
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(()); // another caller reopened it meanwhile
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        {
+            let mut last = self
+                .last_reopen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+                return Err(self.err("a write failed; the file is reopened at most once a second"));
+            }
+            *last = Some(Instant::now());
+        }
+        // redb holds the file's lock until the database is dropped.
+        db.take();
+        let reopened = open_db(&self.path, &self.reopen).inspect_err(|e| {
+            tracing::warn!(path = %self.path.display(), error = %e, "storage file cannot be reopened yet after a failed write");
+        })?;
+        *db = Some(reopened);
+        self.failed.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "storage file reopened after a failed write; writes are taken again");
+        Ok(())
     }
 }
 
@@ -168,7 +237,7 @@ impl StorageClient for FileClient {
     }
 
     fn batch(&self, ops: Vec<StorageOp>) -> Result<(), StorageError> {
-        self.with_db(|db| {
+        let result = self.with_db(|db| {
             let mut txn = db.begin_write().map_err(|e| self.err(e))?;
             txn.set_durability(Durability::Immediate);
             {
@@ -187,7 +256,13 @@ impl StorageClient for FileClient {
                 }
             }
             txn.commit().map_err(|e| self.err(e))
-        })
+        });
+        if let Err(e) = &result {
+            if !matches!(e, StorageError::Closed) {
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+        result
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
