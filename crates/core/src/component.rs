@@ -91,7 +91,7 @@ impl fmt::Display for ComponentId {
     }
 }
 
-/// The four kinds of component, named as in the config's top-level sections.
+/// The kinds of component, named as in the config's top-level sections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -103,6 +103,9 @@ pub enum Kind {
     Exporter,
     /// Runs beside the pipelines (health, auth).
     Extension,
+    /// The exporter of some pipelines and the receiver of others
+    /// (possibly of another signal), e.g. log events to metric points.
+    Connector,
 }
 
 impl Kind {
@@ -113,6 +116,7 @@ impl Kind {
             Kind::Processor => "processors",
             Kind::Exporter => "exporters",
             Kind::Extension => "extensions",
+            Kind::Connector => "connectors",
         }
     }
 }
@@ -124,6 +128,7 @@ impl fmt::Display for Kind {
             Kind::Processor => "processor",
             Kind::Exporter => "exporter",
             Kind::Extension => "extension",
+            Kind::Connector => "connector",
         })
     }
 }
@@ -459,6 +464,32 @@ pub trait ExporterFactory: Factory {
     }
 }
 
+/// A connector as built: its lifecycle, and the consumer it offers each
+/// signal it takes (the tail of the pipelines that list it as an exporter).
+pub struct Connector {
+    /// Started after, and shut down before, the pipelines it feeds.
+    pub component: Arc<dyn Lifecycle>,
+    /// What the pipelines that export to it hand their batches to, per signal.
+    pub consumers: SignalConsumers,
+}
+
+/// Builds connectors: one instance per id, serving every pipeline that
+/// lists it on either side.
+pub trait ConnectorFactory: Factory {
+    /// The `(from, to)` signal pairs it joins: `from` is the signal of a
+    /// pipeline that lists it as an exporter, `to` the signal of a pipeline
+    /// that lists it as a receiver (`(Logs, Metrics)`: events in, points out).
+    fn pairs(&self) -> &'static [(Signal, Signal)];
+    /// Builds the connector feeding `next`: the heads of the pipelines that
+    /// list it as a receiver, per signal.
+    fn create(
+        &self,
+        settings: CreateSettings,
+        config: &RawConfig,
+        next: SignalConsumers,
+    ) -> Result<Connector, ComponentError>;
+}
+
 /// Builds extensions.
 pub trait ExtensionFactory: Factory {
     /// Builds the extension.
@@ -480,6 +511,8 @@ pub struct Factories {
     pub exporters: BTreeMap<&'static str, Arc<dyn ExporterFactory>>,
     /// Extension factories by type name.
     pub extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
+    /// Connector factories by type name.
+    pub connectors: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
 }
 
 /// One line of `components`: a type, its stability and signals.
@@ -515,6 +548,11 @@ impl Factories {
         self.extensions.insert(f.type_name(), Arc::new(f));
         self
     }
+    /// Registers a connector type.
+    pub fn connector(mut self, f: impl ConnectorFactory + 'static) -> Self {
+        self.connectors.insert(f.type_name(), Arc::new(f));
+        self
+    }
     /// The factory of `kind` for `type_name`, as a plain [`Factory`].
     pub fn factory(&self, kind: Kind, type_name: &str) -> Option<&dyn Factory> {
         match kind {
@@ -532,6 +570,10 @@ impl Factories {
                 .map(|f| f.as_ref() as &dyn Factory),
             Kind::Extension => self
                 .extensions
+                .get(type_name)
+                .map(|f| f.as_ref() as &dyn Factory),
+            Kind::Connector => self
+                .connectors
                 .get(type_name)
                 .map(|f| f.as_ref() as &dyn Factory),
         }
@@ -559,6 +601,10 @@ impl Factories {
         out.insert(
             "extensions",
             self.extensions.values().map(|f| info(f.as_ref())).collect(),
+        );
+        out.insert(
+            "connectors",
+            self.connectors.values().map(|f| info(f.as_ref())).collect(),
         );
         out
     }

@@ -33,6 +33,7 @@ pub mod consumer;
 pub mod exporter;
 pub mod memory;
 pub mod net;
+pub mod ottl;
 pub mod pdata;
 pub mod pipeline;
 pub mod server;

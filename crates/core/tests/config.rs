@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Exporter, ExporterFactory, Factories, Factory, Lifecycle,
-    ProcessorFactory, ReceiverFactory, SignalConsumers,
+    ComponentError, Connector, ConnectorFactory, CreateSettings, Exporter, ExporterFactory,
+    Factories, Factory, Lifecycle, ProcessorFactory, ReceiverFactory, SignalConsumers,
 };
 use otelcol_core::config::{decode, duration, load, ConfigError, ConfigSource, RawConfig};
 use otelcol_core::pdata::Metrics;
@@ -101,8 +101,36 @@ impl ExporterFactory for Fake {
     }
 }
 
+impl ConnectorFactory for Fake {
+    fn pairs(&self) -> &'static [(Signal, Signal)] {
+        match self.name {
+            "forward" => &[
+                (Signal::Metrics, Signal::Metrics),
+                (Signal::Logs, Signal::Logs),
+            ],
+            _ => &[(Signal::Logs, Signal::Metrics)],
+        }
+    }
+    fn create(
+        &self,
+        _: CreateSettings,
+        _: &RawConfig,
+        _: SignalConsumers,
+    ) -> Result<Connector, ComponentError> {
+        Err(ComponentError::Failed("not built in these tests".into()))
+    }
+}
+
 fn factories() -> Factories {
     Factories::default()
+        .connector(Fake {
+            name: "signaltometrics",
+            signals: &[Signal::Logs, Signal::Metrics],
+        })
+        .connector(Fake {
+            name: "forward",
+            signals: &[Signal::Logs, Signal::Metrics],
+        })
         .receiver(Fake {
             name: "otlp",
             signals: &Signal::ALL,
@@ -330,7 +358,7 @@ fn validation_errors_name_component_and_pipeline() {
     );
     assert_eq!(
         validation_error(&BASE.replace("exporters: [debug]", "exporters: [debug/missing]")),
-        "service.pipelines.metrics: references exporter `debug/missing`, which is not configured under exporters"
+        "service.pipelines.metrics: references exporter `debug/missing`, which is not configured under exporters or connectors"
     );
     let traces = format!(
         "{}\n    traces:\n      receivers: [otlp]\n      exporters: [multitudes]\n",
@@ -366,5 +394,65 @@ fn validation_errors_name_component_and_pipeline() {
     assert_eq!(
         validation_error("receivers: {otlp: {}}\nexporters: {debug: {}}\n"),
         "service.pipelines: no pipelines are configured"
+    );
+}
+
+/// `BASE` plus a logs pipeline exporting to connector `signaltometrics`,
+/// with `pipelines` appended under `service.pipelines`.
+fn with_connector(connectors: &str, pipelines: &str) -> String {
+    format!(
+        "{}connectors:\n{connectors}{pipelines}",
+        BASE.replace("service:\n", "")
+            .replace("  pipelines:\n    metrics:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n", "")
+    )
+}
+
+#[test]
+fn connectors_join_pipelines_and_every_misuse_is_named() {
+    let both_sides = "service:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [signaltometrics]\n    metrics:\n      receivers: [otlp, signaltometrics]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    let yaml = with_connector("  signaltometrics:\n", both_sides);
+    let plans = validate(
+        &load(&[text(&yaml)], &[], &env).unwrap().config,
+        &factories(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["logs", "metrics"]);
+    assert_eq!(plans[1].receivers.len(), 2);
+
+    let only_exporter = "service:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [signaltometrics]\n    metrics:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    assert_eq!(
+        validation_error(&with_connector("  signaltometrics:\n", only_exporter)),
+        "connectors.signaltometrics: connector `signaltometrics` is used as an exporter but not as a receiver in any pipeline; a connector joins the pipelines that export to it to those that receive from it"
+    );
+    let wrong_signal = "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [signaltometrics]\n    metrics:\n      receivers: [signaltometrics]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    assert_eq!(
+        validation_error(&with_connector("  signaltometrics:\n", wrong_signal)),
+        "connectors.signaltometrics: connector `signaltometrics` is an exporter of traces pipeline `traces`, but the pipelines on its other side carry metrics; it joins only: logs to metrics"
+    );
+    let unused = "service:\n  pipelines:\n    metrics:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    assert_eq!(
+        validation_error(&with_connector("  signaltometrics:\n", unused)),
+        "connectors.signaltometrics: connector `signaltometrics` is configured but is not used in any pipeline (list it as an exporter of one pipeline and a receiver of another)"
+    );
+    let clash = with_connector(
+        "  debug:\n",
+        both_sides.replace("signaltometrics", "debug").as_str(),
+    );
+    assert_eq!(
+        validation_error(&clash.replace("connectors:\n  debug:", "connectors:\n  debug:\n  signaltometrics:")),
+        "connectors.debug: unknown connector type `debug`; this build has: forward, signaltometrics"
+    );
+    let cycle = "service:\n  pipelines:\n    metrics/a:\n      receivers: [otlp, forward/b]\n      exporters: [forward/a]\n    metrics/b:\n      receivers: [forward/a]\n      exporters: [forward/b, debug]\n    metrics:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    assert_eq!(
+        validation_error(&with_connector("  forward/a:\n  forward/b:\n", cycle)),
+        "service.pipelines: pipelines feed each other through connectors in a cycle: metrics/a -> metrics/b -> metrics/a"
+    );
+    let twin = "service:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [forward]\n    logs/out:\n      receivers: [forward]\n      exporters: [debug]\n    metrics:\n      receivers: [otlp]\n      processors: [aggregation]\n      exporters: [debug]\n";
+    let same_name = with_connector("  forward:\n", twin)
+        .replace("exporters:\n  debug:", "exporters:\n  forward:\n  debug:");
+    assert_eq!(
+        validation_error(&same_name),
+        "exporters.forward: unknown exporter type `forward`; this build has: debug, multitudes"
     );
 }

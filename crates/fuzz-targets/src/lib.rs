@@ -121,7 +121,7 @@ pub fn engine(data: &[u8]) {
 
 /// An OTTL statement and condition in every context.
 pub fn ottl(data: &[u8]) {
-    use otelcol_processor_attributes::ottl::{compile, compile_condition, Context};
+    use otelcol_core::ottl::{compile, compile_condition, Context};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -205,16 +205,7 @@ fn string_value(s: String) -> AnyValue {
     }
 }
 
-/// SHA-256 (or HMAC-SHA-256) of `data` as lower-case hex.
-pub fn sha256_hex(data: &[u8], hmac: Option<&ring::hmac::Key>) -> String {
-    let digest: Vec<u8> = match hmac {
-        Some(k) => ring::hmac::sign(k, data).as_ref().to_vec(),
-        None => ring::digest::digest(&ring::digest::SHA256, data)
-            .as_ref()
-            .to_vec(),
-    };
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use otelcol_core::ottl::sha256_hex;
 
 fn convert(v: &AnyValue, kind: Kind) -> Option<AnyValue> {
     use any_value::Value as V;

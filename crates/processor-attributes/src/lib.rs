@@ -4,7 +4,7 @@
 //! - `attributes`: [`actions`] on data-point, log-record and span
 //!   attributes, with `include` / `exclude` ([`matching`]);
 //! - `resource`: the same actions on resource attributes;
-//! - `transform`: statement groups in a subset of OTTL ([`ottl`]), e.g. the
+//! - `transform`: statement groups in a subset of OTTL ([`otelcol_core::ottl`]), e.g. the
 //!   copy of resource attributes onto data points:
 //!
 //! ```yaml
@@ -21,7 +21,6 @@
 
 pub mod actions;
 pub mod matching;
-pub mod ottl;
 pub mod transform;
 
 use std::marker::PhantomData;

@@ -6,7 +6,7 @@ use otelcol_core::pdata::proto::metrics::v1::{Metric, ResourceMetrics, ScopeMetr
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use serde::{Deserialize, Serialize};
 
-use crate::ottl::{self, Condition, Context, Env, Statement};
+use otelcol_core::ottl::{self, Condition, Context, Env, Statement};
 
 /// What happens when a statement fails at run time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -184,7 +184,7 @@ pub struct CollectorConfig {
     /// `extensions:` by component id.
     #[serde(default)]
     pub extensions: BTreeMap<String, RawConfig>,
-    /// `connectors:`; none exist in this distribution, so any entry is an error.
+    /// `connectors:` by component id.
     #[serde(default)]
     pub connectors: BTreeMap<String, RawConfig>,
     /// `service:`.

@@ -5,7 +5,12 @@
 //! - one processor instance per (pipeline, id);
 //! - one exporter instance per (id, signal), shared by that signal's
 //!   pipelines; a pipeline with several exporters fans out to all;
-//! - start: extensions, exporters, processors (last to first), receivers;
+//! - one connector instance per id: the exporter of the pipelines that list
+//!   it under `exporters`, feeding those that list it under `receivers`;
+//!   pipelines are built downstream first, so a connector exists only once
+//!   everything it feeds does;
+//! - start: extensions, then every component after everything downstream of
+//!   it (exporters, processors last to first, connectors, …), receivers last;
 //! - shutdown: health turns 503, then the exact reverse: receivers stop
 //!   accepting and drain, processors flush downstream, exporters finish,
 //!   extensions stop.
@@ -18,7 +23,7 @@ use std::sync::Arc;
 
 use crate::component::{
     ComponentError, ComponentId, CreateSettings, Extension, Factories, Host, Kind, Lifecycle,
-    SignalConsumers,
+    Signal, SignalConsumers,
 };
 use crate::config::{CollectorConfig, ConfigError};
 use crate::consumer::{fan_out, Consumer, ForgetReceived};
@@ -26,7 +31,7 @@ use crate::pdata::{Logs, Metrics, Traces};
 use crate::server::{self, ServerHandle, ServerOptions};
 use crate::status::{CollectorState, Status, StatusBoard};
 use crate::telemetry::MetricsRegistry;
-use signal::SignalOps;
+use signal::{AllBuilt, Built, SignalOps};
 pub use validate::{no_effect_warnings, validate, PipelinePlan};
 
 /// Why the service could not be built or started.
@@ -60,9 +65,6 @@ pub enum ServiceError {
     Telemetry(ComponentError),
 }
 
-/// Pipeline heads each receiver must feed, per receiver id.
-type Heads<T> = BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>>;
-
 struct Running {
     kind: Kind,
     id: ComponentId,
@@ -79,6 +81,10 @@ struct Builder<'a> {
     membership: BTreeMap<(Kind, ComponentId), Vec<String>>,
     /// Everything built, in start order.
     order: Vec<Running>,
+    /// Exporters and pipeline heads built so far, per signal.
+    built: AllBuilt,
+    /// Connectors built so far: what each offers the pipelines exporting to it.
+    connectors: BTreeMap<ComponentId, SignalConsumers>,
 }
 
 impl Builder<'_> {
@@ -114,64 +120,104 @@ impl Builder<'_> {
         });
     }
 
-    /// Builds exporters and processors of every `T` pipeline; returns the
-    /// pipeline heads each receiver must feed.
-    fn build_signal<T: SignalOps>(
+    fn is_connector(&self, id: &ComponentId) -> bool {
+        self.config.connectors.contains_key(&id.to_string())
+    }
+
+    /// The consumer connector `id` offers `T` pipelines, building the
+    /// connector the first time (everything it feeds is built by then).
+    fn connector_input<T: SignalOps>(
         &mut self,
-        plans: &[PipelinePlan],
-    ) -> Result<Heads<T>, ServiceError> {
-        let mut exporters: BTreeMap<ComponentId, Arc<dyn Consumer<T>>> = BTreeMap::new();
-        let mut heads: Heads<T> = BTreeMap::new();
-        for plan in plans.iter().filter(|p| p.signal == T::SIGNAL) {
-            let mut outs = vec![];
-            for id in &plan.exporters {
-                if let Some(e) = exporters.get(id) {
-                    outs.push(e.clone());
-                    continue;
-                }
-                let factory = self.factories.exporters.get(id.type_name()).cloned();
-                let factory = factory.ok_or_else(|| missing(Kind::Exporter, id))?;
-                let raw = self.raw(Kind::Exporter, id)?;
-                let exporter =
-                    T::create_exporter(factory.as_ref(), self.settings(Kind::Exporter, id), raw)
-                        .map_err(|source| ServiceError::Create {
-                            kind: Kind::Exporter,
-                            id: id.clone(),
-                            source,
-                        })?;
-                self.push(Kind::Exporter, id, exporter.clone());
-                exporters.insert(id.clone(), exporter.clone());
-                outs.push(exporter);
-            }
-            let mut next = fan_out(outs);
-            for id in plan.processors.iter().rev() {
-                let factory = self.factories.processors.get(id.type_name()).cloned();
-                let factory = factory.ok_or_else(|| missing(Kind::Processor, id))?;
-                let raw = self.raw(Kind::Processor, id)?;
-                // What a processor that may change the data passes on never
-                // carries the bytes of the request as it was received.
-                if !factory.keeps_data() {
-                    next = Arc::new(ForgetReceived(next));
-                }
-                let processor = T::create_processor(
-                    factory.as_ref(),
-                    self.settings(Kind::Processor, id),
-                    raw,
-                    next,
-                )
+        id: &ComponentId,
+    ) -> Result<Arc<dyn Consumer<T>>, ServiceError> {
+        if !self.connectors.contains_key(id) {
+            let mut next = SignalConsumers::default();
+            take_heads(&mut self.built, id, &mut next);
+            let factory = self.factories.connectors.get(id.type_name()).cloned();
+            let factory = factory.ok_or_else(|| missing(Kind::Connector, id))?;
+            let raw = self.raw(Kind::Connector, id)?;
+            let built = factory
+                .create(self.settings(Kind::Connector, id), raw, next)
                 .map_err(|source| ServiceError::Create {
-                    kind: Kind::Processor,
+                    kind: Kind::Connector,
                     id: id.clone(),
                     source,
                 })?;
-                self.push(Kind::Processor, id, processor.clone());
-                next = processor;
-            }
-            for r in &plan.receivers {
-                heads.entry(r.clone()).or_default().push(next.clone());
-            }
+            self.push(Kind::Connector, id, built.component);
+            self.connectors.insert(id.clone(), built.consumers);
         }
-        Ok(heads)
+        let mut consumers = self.connectors.get(id).cloned().unwrap_or_default();
+        T::slot(&mut consumers)
+            .clone()
+            .ok_or_else(|| ServiceError::Create {
+                kind: Kind::Connector,
+                id: id.clone(),
+                source: ComponentError::Failed(format!(
+                    "`{}` does not take {}",
+                    id.type_name(),
+                    T::SIGNAL
+                )),
+            })
+    }
+
+    /// Builds the exporters and processors of one `T` pipeline and records
+    /// its head for each of its receivers (or connectors).
+    fn build_pipeline<T: SignalOps>(&mut self, plan: &PipelinePlan) -> Result<(), ServiceError> {
+        let mut outs = vec![];
+        for id in &plan.exporters {
+            if self.is_connector(id) {
+                outs.push(self.connector_input::<T>(id)?);
+                continue;
+            }
+            if let Some(e) = T::built(&mut self.built).exporters.get(id) {
+                outs.push(e.clone());
+                continue;
+            }
+            let factory = self.factories.exporters.get(id.type_name()).cloned();
+            let factory = factory.ok_or_else(|| missing(Kind::Exporter, id))?;
+            let raw = self.raw(Kind::Exporter, id)?;
+            let exporter =
+                T::create_exporter(factory.as_ref(), self.settings(Kind::Exporter, id), raw)
+                    .map_err(|source| ServiceError::Create {
+                        kind: Kind::Exporter,
+                        id: id.clone(),
+                        source,
+                    })?;
+            self.push(Kind::Exporter, id, exporter.clone());
+            T::built(&mut self.built)
+                .exporters
+                .insert(id.clone(), exporter.clone());
+            outs.push(exporter);
+        }
+        let mut next = fan_out(outs);
+        for id in plan.processors.iter().rev() {
+            let factory = self.factories.processors.get(id.type_name()).cloned();
+            let factory = factory.ok_or_else(|| missing(Kind::Processor, id))?;
+            let raw = self.raw(Kind::Processor, id)?;
+            // What a processor that may change the data passes on never
+            // carries the bytes of the request as it was received.
+            if !factory.keeps_data() {
+                next = Arc::new(ForgetReceived(next));
+            }
+            let processor = T::create_processor(
+                factory.as_ref(),
+                self.settings(Kind::Processor, id),
+                raw,
+                next,
+            )
+            .map_err(|source| ServiceError::Create {
+                kind: Kind::Processor,
+                id: id.clone(),
+                source,
+            })?;
+            self.push(Kind::Processor, id, processor.clone());
+            next = processor;
+        }
+        let heads = &mut T::built(&mut self.built).heads;
+        for r in &plan.receivers {
+            heads.entry(r.clone()).or_default().push(next.clone());
+        }
+        Ok(())
     }
 }
 
@@ -182,14 +228,18 @@ fn missing(kind: Kind, id: &ComponentId) -> ServiceError {
     ))
 }
 
-fn take_heads<T: SignalOps>(
-    heads: &mut Heads<T>,
-    id: &ComponentId,
-    consumers: &mut SignalConsumers,
-) {
-    if let Some(list) = heads.remove(id) {
-        *T::slot(consumers) = Some(fan_out(list));
+/// Moves the pipeline heads recorded for receiver or connector `id`, of
+/// every signal, into `consumers`.
+fn take_heads(all: &mut AllBuilt, id: &ComponentId, consumers: &mut SignalConsumers) {
+    fn one<T: SignalOps>(all: &mut AllBuilt, id: &ComponentId, consumers: &mut SignalConsumers) {
+        let built: &mut Built<T> = T::built(all);
+        if let Some(list) = built.heads.remove(id) {
+            *T::slot(consumers) = Some(fan_out(list));
+        }
     }
+    one::<Metrics>(all, id, consumers);
+    one::<Logs>(all, id, consumers);
+    one::<Traces>(all, id, consumers);
 }
 
 /// A running collector: every component started, data flowing.
@@ -223,6 +273,8 @@ impl Service {
             version: version.to_string(),
             membership: BTreeMap::new(),
             order: vec![],
+            built: AllBuilt::default(),
+            connectors: BTreeMap::new(),
         };
         for plan in &plans {
             let all = [
@@ -232,6 +284,11 @@ impl Service {
             ];
             for (kind, ids) in all {
                 for id in ids {
+                    let kind = if kind != Kind::Processor && b.is_connector(id) {
+                        Kind::Connector
+                    } else {
+                        kind
+                    };
                     let entry = b.membership.entry((kind, id.clone())).or_default();
                     entry.push(format!("pipeline:{}", plan.id));
                 }
@@ -262,18 +319,24 @@ impl Service {
             extensions.insert(id, ext);
         }
 
-        let mut m = b.build_signal::<Metrics>(&plans)?;
-        let mut l = b.build_signal::<Logs>(&plans)?;
-        let mut t = b.build_signal::<Traces>(&plans)?;
-        let mut receiver_ids: Vec<ComponentId> =
-            plans.iter().flat_map(|p| p.receivers.clone()).collect();
+        for i in validate::downstream_first(&plans, &config.connectors)? {
+            let plan = &plans[i];
+            match plan.signal {
+                Signal::Metrics => b.build_pipeline::<Metrics>(plan)?,
+                Signal::Logs => b.build_pipeline::<Logs>(plan)?,
+                Signal::Traces => b.build_pipeline::<Traces>(plan)?,
+            }
+        }
+        let mut receiver_ids: Vec<ComponentId> = plans
+            .iter()
+            .flat_map(|p| p.receivers.clone())
+            .filter(|id| !b.is_connector(id))
+            .collect();
         receiver_ids.sort();
         receiver_ids.dedup();
         for id in &receiver_ids {
             let mut next = SignalConsumers::default();
-            take_heads(&mut m, id, &mut next);
-            take_heads(&mut l, id, &mut next);
-            take_heads(&mut t, id, &mut next);
+            take_heads(&mut b.built, id, &mut next);
             let factory = factories
                 .receivers
                 .get(id.type_name())

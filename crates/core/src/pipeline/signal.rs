@@ -1,17 +1,44 @@
 //! Per-signal dispatch, so the builder is written once for all three signals.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::component::{
-    ComponentError, CreateSettings, Exporter, ExporterFactory, Processor, ProcessorFactory,
-    SignalConsumers,
+    ComponentError, ComponentId, CreateSettings, Exporter, ExporterFactory, Processor,
+    ProcessorFactory, SignalConsumers,
 };
 use crate::config::RawConfig;
 use crate::consumer::Consumer;
 use crate::pdata::{Logs, Metrics, Payload, Traces};
 
+/// What the builder keeps per signal while it builds pipelines.
+pub(crate) struct Built<T> {
+    /// Exporters built so far, shared by the signal's pipelines.
+    pub exporters: BTreeMap<ComponentId, Arc<dyn Consumer<T>>>,
+    /// Pipeline heads each receiver or connector must feed, by its id.
+    pub heads: BTreeMap<ComponentId, Vec<Arc<dyn Consumer<T>>>>,
+}
+
+impl<T> Default for Built<T> {
+    fn default() -> Self {
+        Self {
+            exporters: BTreeMap::new(),
+            heads: BTreeMap::new(),
+        }
+    }
+}
+
+/// [`Built`] for all three signals.
+#[derive(Default)]
+pub(crate) struct AllBuilt {
+    metrics: Built<Metrics>,
+    logs: Built<Logs>,
+    traces: Built<Traces>,
+}
+
 /// Picks the factory method and consumer slot of one signal.
 pub(crate) trait SignalOps: Payload + Sized {
+    fn built(all: &mut AllBuilt) -> &mut Built<Self>;
     fn create_exporter(
         f: &dyn ExporterFactory,
         s: CreateSettings,
@@ -29,6 +56,9 @@ pub(crate) trait SignalOps: Payload + Sized {
 macro_rules! signal_ops {
     ($t:ty, $exp:ident, $proc:ident, $field:ident) => {
         impl SignalOps for $t {
+            fn built(all: &mut AllBuilt) -> &mut Built<Self> {
+                &mut all.$field
+            }
             fn create_exporter(
                 f: &dyn ExporterFactory,
                 s: CreateSettings,

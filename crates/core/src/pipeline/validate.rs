@@ -26,8 +26,18 @@ fn section(config: &CollectorConfig, kind: Kind) -> &BTreeMap<String, RawConfig>
         Kind::Processor => &config.processors,
         Kind::Exporter => &config.exporters,
         Kind::Extension => &config.extensions,
+        Kind::Connector => &config.connectors,
     }
 }
+
+/// Every component section, in the order they are checked.
+const SECTIONS: [Kind; 5] = [
+    Kind::Extension,
+    Kind::Receiver,
+    Kind::Processor,
+    Kind::Exporter,
+    Kind::Connector,
+];
 
 /// Looks up the raw config of `id` in its section.
 pub(crate) fn raw_config<'a>(
@@ -65,18 +75,7 @@ pub fn validate(
     config: &CollectorConfig,
     factories: &Factories,
 ) -> Result<Vec<PipelinePlan>, ConfigError> {
-    if let Some(name) = config.connectors.keys().next() {
-        return Err(ConfigError::invalid(
-            format!("connectors.{name}"),
-            "this build contains no connector types",
-        ));
-    }
-    for kind in [
-        Kind::Extension,
-        Kind::Receiver,
-        Kind::Processor,
-        Kind::Exporter,
-    ] {
+    for kind in SECTIONS {
         for (key, raw) in section(config, kind) {
             let path = format!("{}.{key}", kind.section());
             let id: ComponentId = key.parse().map_err(|e: crate::component::IdError| {
@@ -88,6 +87,7 @@ pub fn validate(
                     Kind::Processor => factories.processors.keys().copied().collect(),
                     Kind::Exporter => factories.exporters.keys().copied().collect(),
                     Kind::Extension => factories.extensions.keys().copied().collect(),
+                    Kind::Connector => factories.connectors.keys().copied().collect(),
                 };
                 ConfigError::invalid(
                     &path,
@@ -99,6 +99,21 @@ pub fn validate(
                 )
             })?;
             factory.validate(raw).map_err(|e| e.within(&path))?;
+            let clash = [Kind::Receiver, Kind::Exporter]
+                .into_iter()
+                .find(|k| kind == Kind::Connector && section(config, *k).contains_key(key));
+            if let Some(other) = clash {
+                return Err(ConfigError::invalid(
+                    &path,
+                    format!(
+                        "`{key}` is both a connector and {}; a pipeline could not tell which one it lists",
+                        match other {
+                            Kind::Receiver => "a receiver",
+                            _ => "an exporter",
+                        }
+                    ),
+                ));
+            }
         }
     }
 
@@ -120,6 +135,8 @@ pub fn validate(
         ));
     }
     let mut plans = vec![];
+    // Where each connector is listed: side, the pipeline's signal, its id.
+    let mut uses: BTreeMap<String, Vec<(Side, Signal, String)>> = BTreeMap::new();
     for (pipeline_id, p) in &config.service.pipelines {
         let signal = signal_of(pipeline_id)?;
         let path = format!("service.pipelines.{pipeline_id}");
@@ -145,18 +162,35 @@ pub fn validate(
                         format!("{kind} `{name}` is listed twice"),
                     ));
                 }
+                let id: ComponentId = name.parse().map_err(|e: crate::component::IdError| {
+                    ConfigError::invalid(&path, e.to_string())
+                })?;
+                let connects = kind != Kind::Processor && config.connectors.contains_key(name);
+                if connects {
+                    let side = if kind == Kind::Receiver {
+                        Side::Receiver
+                    } else {
+                        Side::Exporter
+                    };
+                    uses.entry(name.clone())
+                        .or_default()
+                        .push((side, signal, pipeline_id.clone()));
+                    ids.push(id);
+                    continue;
+                }
                 if !section(config, kind).contains_key(name) {
+                    let or_connector = match kind {
+                        Kind::Processor => "",
+                        _ => " or connectors",
+                    };
                     return Err(ConfigError::invalid(
                         &path,
                         format!(
-                            "references {kind} `{name}`, which is not configured under {}",
+                            "references {kind} `{name}`, which is not configured under {}{or_connector}",
                             kind.section()
                         ),
                     ));
                 }
-                let id: ComponentId = name.parse().map_err(|e: crate::component::IdError| {
-                    ConfigError::invalid(&path, e.to_string())
-                })?;
                 let supports = factories
                     .factory(kind, id.type_name())
                     .is_some_and(|f| f.signals().contains(&signal));
@@ -183,16 +217,21 @@ pub fn validate(
         });
     }
 
-    for kind in [
-        Kind::Receiver,
-        Kind::Processor,
-        Kind::Exporter,
-        Kind::Extension,
-    ] {
+    for (name, listed) in &uses {
+        check_connector(factories, name, listed)?;
+        used.insert((Kind::Connector, name.clone()));
+    }
+    downstream_first(&plans, &config.connectors)?;
+
+    for kind in SECTIONS {
         for key in section(config, kind).keys() {
             if !used.contains(&(kind, key.clone())) {
                 let where_ = match kind {
                     Kind::Extension => "is not listed in service.extensions",
+                    Kind::Connector => {
+                        "is not used in any pipeline (list it as an exporter of one \
+                         pipeline and a receiver of another)"
+                    }
                     _ => "is not used in any pipeline",
                 };
                 return Err(ConfigError::invalid(
@@ -211,12 +250,7 @@ pub fn validate(
 /// skipped ([`validate`] reports them).
 pub fn no_effect_warnings(config: &CollectorConfig, factories: &Factories) -> Vec<String> {
     let mut lines = Vec::new();
-    for kind in [
-        Kind::Extension,
-        Kind::Receiver,
-        Kind::Processor,
-        Kind::Exporter,
-    ] {
+    for kind in SECTIONS {
         for (key, raw) in section(config, kind) {
             let Ok(id) = key.parse::<ComponentId>() else {
                 continue;
@@ -235,4 +269,149 @@ pub fn no_effect_warnings(config: &CollectorConfig, factories: &Factories) -> Ve
         }
     }
     lines
+}
+
+/// Which side of a pipeline a connector is listed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// In `exporters`: the pipeline's data goes into the connector.
+    Exporter,
+    /// In `receivers`: the connector's output enters the pipeline.
+    Receiver,
+}
+
+/// Checks that connector `name` is listed on both sides, and that every
+/// pipeline on one side has a pipeline on the other whose signal the
+/// connector joins to its own.
+fn check_connector(
+    factories: &Factories,
+    name: &str,
+    listed: &[(Side, Signal, String)],
+) -> Result<(), ConfigError> {
+    let path = format!("connectors.{name}");
+    let pairs = name
+        .parse::<ComponentId>()
+        .ok()
+        .and_then(|id| factories.connectors.get(id.type_name()))
+        .map_or(&[][..], |f| f.pairs());
+    let shown: Vec<String> = pairs.iter().map(|(a, b)| format!("{a} to {b}")).collect();
+    let signals = |side| -> BTreeSet<Signal> {
+        listed
+            .iter()
+            .filter(|(s, ..)| *s == side)
+            .map(|(_, signal, _)| *signal)
+            .collect()
+    };
+    let (from, to) = (signals(Side::Exporter), signals(Side::Receiver));
+    if from.is_empty() || to.is_empty() {
+        let (is, missing) = if from.is_empty() {
+            ("a receiver", "an exporter")
+        } else {
+            ("an exporter", "a receiver")
+        };
+        return Err(ConfigError::invalid(
+            path,
+            format!(
+                "connector `{name}` is used as {is} but not as {missing} in any pipeline; \
+                 a connector joins the pipelines that export to it to those that receive from it"
+            ),
+        ));
+    }
+    let exporter_side_first = listed
+        .iter()
+        .filter(|(s, ..)| *s == Side::Exporter)
+        .chain(listed.iter().filter(|(s, ..)| *s == Side::Receiver));
+    for (side, signal, pipeline) in exporter_side_first {
+        let joined = match side {
+            Side::Exporter => to.iter().any(|t| pairs.contains(&(*signal, *t))),
+            Side::Receiver => from.iter().any(|f| pairs.contains(&(*f, *signal))),
+        };
+        if !joined {
+            let (role, others) = match side {
+                Side::Exporter => ("an exporter", &to),
+                Side::Receiver => ("a receiver", &from),
+            };
+            let others: Vec<&str> = others.iter().map(|s| s.as_str()).collect();
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "connector `{name}` is {role} of {signal} pipeline `{pipeline}`, but the \
+                     pipelines on its other side carry {}; it joins only: {}",
+                    others.join(", "),
+                    if shown.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        shown.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The pipelines in an order where every pipeline comes after each pipeline
+/// it feeds through a connector (the order to build them in), or an error
+/// naming a cycle of pipelines joined by connectors.
+pub(crate) fn downstream_first(
+    plans: &[PipelinePlan],
+    connectors: &BTreeMap<String, RawConfig>,
+) -> Result<Vec<usize>, ConfigError> {
+    let is_connector = |id: &ComponentId| connectors.contains_key(&id.to_string());
+    // feeds[i]: the pipelines pipeline i feeds through a connector.
+    let feeds: Vec<Vec<usize>> = plans
+        .iter()
+        .map(|p| {
+            let outs: Vec<&ComponentId> = p.exporters.iter().filter(|e| is_connector(e)).collect();
+            plans
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| q.receivers.iter().any(|r| outs.contains(&r)))
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    // 0 = not visited, 1 = on the current path, 2 = placed.
+    let mut mark = vec![0u8; plans.len()];
+    let mut order = Vec::with_capacity(plans.len());
+    fn visit(
+        i: usize,
+        feeds: &[Vec<usize>],
+        mark: &mut [u8],
+        order: &mut Vec<usize>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), Vec<usize>> {
+        match mark[i] {
+            2 => return Ok(()),
+            1 => {
+                let start = path.iter().position(|p| *p == i).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(i);
+                return Err(cycle);
+            }
+            _ => {}
+        }
+        mark[i] = 1;
+        path.push(i);
+        for &j in &feeds[i] {
+            visit(j, feeds, mark, order, path)?;
+        }
+        path.pop();
+        mark[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..plans.len() {
+        visit(i, &feeds, &mut mark, &mut order, &mut vec![]).map_err(|cycle| {
+            let names: Vec<&str> = cycle.iter().map(|c| plans[*c].id.as_str()).collect();
+            ConfigError::invalid(
+                "service.pipelines",
+                format!(
+                    "pipelines feed each other through connectors in a cycle: {}",
+                    names.join(" -> ")
+                ),
+            )
+        })?;
+    }
+    Ok(order)
 }

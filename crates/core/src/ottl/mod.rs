@@ -1,16 +1,15 @@
 //! The subset of OTTL that people paste for this job: `set`, `delete_key`,
 //! `delete_matching_keys`, `keep_keys`, `replace_pattern`; converters
-//! `SHA256`, `Concat`, `IsMatch`; paths `attributes["k"]`,
+//! `SHA256`, `Concat`, `IsMatch`, `Double`, `Int`; paths `attributes["k"]`,
 //! `resource.attributes["k"]`, `scope.attributes["k"]`, `name`, `body`, …;
 //! `where` with `==`, `!=`, `and`, `or`, `not`, `nil`. Statements are parsed
 //! and checked against their context when the config is validated.
 
 pub mod parse;
 
-use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use crate::pdata::proto::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use regex::Regex;
 
-use crate::actions::sha256_hex;
 use parse::{Call, Cond, Expr, Path};
 
 /// Where a statement runs.
@@ -77,6 +76,17 @@ impl Context {
             .find(|o| names.contains(o))
             .and_then(|o| Context::parse(o))
     }
+}
+
+/// The SHA-256 of `data` (HMAC-SHA-256 with `hmac`) as lower-case hex.
+pub fn sha256_hex(data: &[u8], hmac: Option<&ring::hmac::Key>) -> String {
+    let digest: Vec<u8> = match hmac {
+        Some(k) => ring::hmac::sign(k, data).as_ref().to_vec(),
+        None => ring::digest::digest(&ring::digest::SHA256, data)
+            .as_ref()
+            .to_vec(),
+    };
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whose attributes.
@@ -150,7 +160,7 @@ impl Val {
             Val::Double(d) => any_value::Value::DoubleValue(*d),
             Val::Bool(b) => any_value::Value::BoolValue(*b),
             Val::List(items) => {
-                any_value::Value::ArrayValue(otelcol_core::pdata::proto::common::v1::ArrayValue {
+                any_value::Value::ArrayValue(crate::pdata::proto::common::v1::ArrayValue {
                     values: items.iter().filter_map(Val::to_any).collect(),
                 })
             }
@@ -179,6 +189,8 @@ enum Arg {
     Sha256(Box<Arg>),
     Concat(Vec<Arg>, String),
     IsMatch(Box<Arg>, Regex),
+    Double(Box<Arg>),
+    Int(Box<Arg>),
 }
 
 /// A compiled editor.
@@ -225,8 +237,8 @@ fn cerr<T>(column: usize, message: impl Into<String>) -> Result<T, CompileError>
     })
 }
 
-const FUNCTIONS: &str =
-    "set, delete_key, delete_matching_keys, keep_keys, replace_pattern, SHA256, Concat, IsMatch";
+const FUNCTIONS: &str = "set, delete_key, delete_matching_keys, keep_keys, replace_pattern, \
+     SHA256, Concat, IsMatch, Double, Int";
 
 fn resolve(path: &Path, ctx: Context) -> Result<Ref, CompileError> {
     let first = path.parts[0].as_str();
@@ -374,6 +386,14 @@ fn arg(e: &Expr, ctx: Context) -> Result<Arg, CompileError> {
                     regex_lit(&c.args[1], c.column)?,
                 )
             }
+            "Double" => {
+                arity(c, 1)?;
+                Arg::Double(Box::new(arg(&c.args[0], ctx)?))
+            }
+            "Int" => {
+                arity(c, 1)?;
+                Arg::Int(Box::new(arg(&c.args[0], ctx)?))
+            }
             "set" | "delete_key" | "delete_matching_keys" | "keep_keys" | "replace_pattern" => {
                 return cerr(
                     c.column,
@@ -472,7 +492,7 @@ pub fn compile(text: &str, ctx: Context) -> Result<Statement, CompileError> {
                 string_lit(&c.args[2], c.column, "the replacement")?,
             )
         }
-        "SHA256" | "Concat" | "IsMatch" => {
+        "SHA256" | "Concat" | "IsMatch" | "Double" | "Int" => {
             return cerr(
                 c.column,
                 format!(
@@ -508,6 +528,44 @@ pub fn compile_condition(text: &str, ctx: Context) -> Result<Condition, CompileE
 /// A checked `conditions:` entry.
 #[derive(Debug)]
 pub struct Condition(CCond);
+
+/// Parses a value expression (`Double(attributes["cost_usd"])`, `"1"`,
+/// `attributes["n"]`) for `ctx`.
+pub fn compile_value(text: &str, ctx: Context) -> Result<Value, CompileError> {
+    let e = parse::expression(text).map_err(|e| CompileError {
+        column: e.column,
+        message: e.message,
+    })?;
+    Ok(Value(arg(&e, ctx)?))
+}
+
+/// A checked value expression, evaluated with [`Env::value`].
+#[derive(Debug)]
+pub struct Value(Arg);
+
+/// OTTL's `Double`: numbers, numeric strings and booleans as a float;
+/// anything else nil.
+fn to_double(v: Val) -> Val {
+    match v {
+        Val::Double(d) => Val::Double(d),
+        Val::Int(i) => Val::Double(i as f64),
+        Val::Bool(b) => Val::Double(if b { 1.0 } else { 0.0 }),
+        Val::Str(s) => s.trim().parse::<f64>().map_or(Val::Nil, Val::Double),
+        _ => Val::Nil,
+    }
+}
+
+/// OTTL's `Int`: integers, floats (truncated toward zero, when in range),
+/// integer strings and booleans as an integer; anything else nil.
+fn to_int(v: Val) -> Val {
+    match v {
+        Val::Int(i) => Val::Int(i),
+        Val::Double(d) if d.is_finite() && d.abs() < 9.2e18 => Val::Int(d.trunc() as i64),
+        Val::Bool(b) => Val::Int(i64::from(b)),
+        Val::Str(s) => s.trim().parse::<i64>().map_or(Val::Nil, Val::Int),
+        _ => Val::Nil,
+    }
+}
 
 /// The data a statement sees: the current item and its ancestors.
 pub struct Env<'a> {
@@ -650,7 +708,14 @@ impl Env<'_> {
             Arg::IsMatch(inner, re) => {
                 Val::Bool(self.eval(inner).text().is_some_and(|t| re.is_match(&t)))
             }
+            Arg::Double(inner) => to_double(self.eval(inner)),
+            Arg::Int(inner) => to_int(self.eval(inner)),
         }
+    }
+
+    /// Evaluates a value expression against the current item.
+    pub fn value(&mut self, v: &Value) -> Val {
+        self.eval(&v.0)
     }
 
     fn check(&mut self, c: &CCond) -> bool {
@@ -717,5 +782,80 @@ impl Env<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdata::string_attribute;
+
+    fn eval(text: &str, attrs: Vec<KeyValue>) -> Val {
+        let value = compile_value(text, Context::Log).unwrap();
+        let (mut resource, mut item) = (vec![], attrs);
+        let mut env = Env {
+            resource: &mut resource,
+            scope: None,
+            item: Some(&mut item),
+            name: None,
+            metric_name: None,
+            description: None,
+            unit: None,
+            body: None,
+            severity_text: None,
+        };
+        env.value(&value)
+    }
+
+    #[test]
+    fn double_and_int_convert_numbers_strings_and_booleans() {
+        let int = |k: &str, v: i64| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            }),
+            ..Default::default()
+        };
+        let attrs = || {
+            vec![
+                string_attribute("s", "2001"),
+                string_attribute("f", "0.25"),
+                string_attribute("bad", "12abc"),
+                int("i", 7),
+            ]
+        };
+        assert_eq!(eval(r#"Int(attributes["s"])"#, attrs()), Val::Int(2001));
+        assert_eq!(
+            eval(r#"Double(attributes["s"])"#, attrs()),
+            Val::Double(2001.0)
+        );
+        assert_eq!(
+            eval(r#"Double(attributes["f"])"#, attrs()),
+            Val::Double(0.25)
+        );
+        assert_eq!(eval(r#"Int(attributes["f"])"#, attrs()), Val::Nil);
+        assert_eq!(eval(r#"Int(attributes["bad"])"#, attrs()), Val::Nil);
+        assert_eq!(
+            eval(r#"Double(attributes["i"])"#, attrs()),
+            Val::Double(7.0)
+        );
+        assert_eq!(
+            eval(r#"Int(Double(attributes["f"]))"#, attrs()),
+            Val::Int(0)
+        );
+        assert_eq!(eval(r#"Int(attributes["missing"])"#, attrs()), Val::Nil);
+        assert_eq!(eval(r#"Int(true)"#, attrs()), Val::Int(1));
+        assert_eq!(eval(r#""1""#, attrs()), Val::Str("1".into()));
+        assert_eq!(eval("1", attrs()), Val::Int(1));
+        assert_eq!(
+            compile_value("Int(a, b)", Context::Log)
+                .unwrap_err()
+                .message,
+            "Int takes 1 argument(s), got 2"
+        );
+        assert_eq!(
+            compile_value("1 2", Context::Log).unwrap_err().message,
+            "unexpected number 2 after the value"
+        );
     }
 }

@@ -405,6 +405,19 @@ pub fn condition(text: &str) -> Result<Cond, ParseError> {
     Ok(c)
 }
 
+/// Parses one value expression (a path, a literal or a converter call).
+pub fn expression(text: &str) -> Result<Expr, ParseError> {
+    let mut p = Parser {
+        toks: lex(text)?,
+        at: 0,
+    };
+    let e = p.expr()?;
+    if *p.peek() != Tok::End {
+        return p.fail(format!("unexpected {} after the value", describe(p.peek())));
+    }
+    Ok(e)
+}
+
 /// Parses one statement.
 pub fn statement(text: &str) -> Result<Statement, ParseError> {
     let mut p = Parser {
