@@ -51,6 +51,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_processor_memory_limiter::register(f);
     }
+    #[cfg(feature = "connector-signaltometrics")]
+    {
+        f = otelcol_connector_signaltometrics::register(f);
+    }
     #[cfg(feature = "exporter-debug")]
     {
         f = otelcol_exporter_debug::register(f);

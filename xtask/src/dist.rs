@@ -41,6 +41,8 @@ struct Manifest {
     exporters: Vec<Entry>,
     #[serde(default)]
     extensions: Vec<Entry>,
+    #[serde(default)]
+    connectors: Vec<Entry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +152,7 @@ pub fn generate(root: &Path, manifest_path: &Path) -> Result<(PathBuf, String), 
         .chain(&m.processors)
         .chain(&m.exporters)
         .chain(&m.extensions)
+        .chain(&m.connectors)
     {
         if !entries.iter().any(|x| x.name == e.name) {
             entries.push(e.clone());

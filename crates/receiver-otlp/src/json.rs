@@ -7,6 +7,8 @@
 //! - doubles given as strings (`"1.5"`) → numbers; `"NaN"` and the
 //!   infinities cannot be carried and are rejected with the field's name;
 //! - `null` for any field → the field's default (proto3 JSON);
+//! - an empty `arrayValue` or `kvlistValue` written as `{}` (proto3 JSON
+//!   omits empty lists; Go's pdata writes it so) → `{"values": []}`;
 //! - timestamps must be whole non-negative numbers (or such strings) that
 //!   fit 64 bits: anything else is rejected with the field's name;
 //! - integers (`asInt`, `intValue`, counts, bucket counts, scale, offset,
@@ -259,6 +261,12 @@ fn normalize_object(map: &mut Map<String, Value>, path: &str) -> Result<(), Stri
             _ if LIST_KEYS.contains(&key.as_str()) => {
                 return Err(format!("{here}: must be a list, got {}", kind_of(v)))
             }
+            Value::Object(inner) if key == "arrayValue" || key == "kvlistValue" => {
+                inner
+                    .entry("values")
+                    .or_insert_with(|| Value::Array(vec![]));
+                walk(v, &here)?
+            }
             Value::Object(_) if OBJECT_KEYS.contains(&key.as_str()) => walk(v, &here)?,
             _ if OBJECT_KEYS.contains(&key.as_str()) => {
                 return Err(format!("{here}: must be an object, got {}", kind_of(v)))
@@ -313,6 +321,19 @@ mod tests {
                 }]}]}]
             })
         );
+    }
+
+    #[test]
+    fn empty_array_and_kvlist_values_written_as_empty_objects_decode() {
+        let body = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"attributes":[
+            {"key":"finish_reasons","value":{"arrayValue":{}}},
+            {"key":"nested","value":{"kvlistValue":{}}}]}]}]}]}"#;
+        let logs: otelcol_core::pdata::Logs = crate::decode::decode_json(body).unwrap();
+        let attrs = &logs.resource_logs[0].scope_logs[0].log_records[0].attributes;
+        assert_eq!(attrs.len(), 2);
+        assert!(attrs
+            .iter()
+            .all(|kv| kv.value.as_ref().unwrap().value.is_some()));
     }
 
     #[test]

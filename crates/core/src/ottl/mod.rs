@@ -718,6 +718,25 @@ impl Env<'_> {
         self.eval(&v.0)
     }
 
+    /// As [`Env::value`], but when the expression is `Double(x)` or
+    /// `Int(x)` and `x` is present yet does not convert, `Err(x)`: the
+    /// caller can tell "absent" (nil) from "not a number".
+    pub fn value_or_unconverted(&mut self, v: &Value) -> Result<Val, Val> {
+        let (inner, convert): (&Arg, fn(Val) -> Val) = match &v.0 {
+            Arg::Double(inner) => (inner, to_double),
+            Arg::Int(inner) => (inner, to_int),
+            other => return Ok(self.eval(other)),
+        };
+        let x = self.eval(inner);
+        if x == Val::Nil {
+            return Ok(Val::Nil);
+        }
+        match convert(x.clone()) {
+            Val::Nil => Err(x),
+            out => Ok(out),
+        }
+    }
+
     fn check(&mut self, c: &CCond) -> bool {
         match c {
             CCond::Or(a, b) => self.check(a) || self.check(b),
@@ -844,6 +863,23 @@ mod tests {
             Val::Int(0)
         );
         assert_eq!(eval(r#"Int(attributes["missing"])"#, attrs()), Val::Nil);
+        let value = compile_value(r#"Int(attributes["bad"])"#, Context::Log).unwrap();
+        let (mut resource, mut item) = (vec![], attrs());
+        let mut env = Env {
+            resource: &mut resource,
+            scope: None,
+            item: Some(&mut item),
+            name: None,
+            metric_name: None,
+            description: None,
+            unit: None,
+            body: None,
+            severity_text: None,
+        };
+        assert_eq!(
+            env.value_or_unconverted(&value),
+            Err(Val::Str("12abc".into()))
+        );
         assert_eq!(eval(r#"Int(true)"#, attrs()), Val::Int(1));
         assert_eq!(eval(r#""1""#, attrs()), Val::Str("1".into()));
         assert_eq!(eval("1", attrs()), Val::Int(1));
