@@ -138,7 +138,7 @@ fn validate_reports_errors_and_merges_files_and_sets() {
     assert_eq!(code, 1);
     assert_eq!(
         err.trim(),
-        "Error: invalid configuration: service.pipelines.metrics: references exporter `debug/nope`, which is not configured under exporters"
+        "Error: invalid configuration: service.pipelines.metrics: references exporter `debug/nope`, which is not configured under exporters or connectors"
     );
 
     let (code, _, err) = run(&["validate", "--config", "/nonexistent/x.yaml"], &[]);
@@ -340,7 +340,14 @@ fn every_shipped_config_validates() {
             ("MULTITUDES_INTEGRATION_TOKEN", "tok"),
             ("S3_BUCKET", "my-bucket"),
         ];
-        let (code, out, err) = run(&["validate", "--config", path.to_str().unwrap()], &env);
+        // An overlay validates on top of the config it extends.
+        let production = dir.join("otel-collector-config.yaml");
+        let mut args = vec!["validate"];
+        if path.ends_with("forward-events.yaml") {
+            args.extend(["--config", production.to_str().unwrap()]);
+        }
+        args.extend(["--config", path.to_str().unwrap()]);
+        let (code, out, err) = run(&args, &env);
         assert_eq!(
             (code, out.trim()),
             (0, "configuration is valid"),

@@ -58,6 +58,7 @@ fn rows() -> Vec<Row> {
                     "processor" => "processors",
                     "exporter" => "exporters",
                     "extension" => "extensions",
+                    "connector" => "connectors",
                     other => panic!("unknown kind {other} in `{line}`"),
                 };
                 (section.to_string(), t.to_string())
@@ -103,6 +104,7 @@ fn section(config: &CollectorConfig, name: &str) -> Vec<(String, RawConfig)> {
         "processors" => &config.processors,
         "exporters" => &config.exporters,
         "extensions" => &config.extensions,
+        "connectors" => &config.connectors,
         other => panic!("section {other}"),
     };
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -205,7 +207,12 @@ fn every_refused_key_is_refused_by_name() {
         let segments: Vec<&str> = row.key.split('.').collect();
         let (last, parents) = segments.split_last().unwrap();
         for seg in parents {
-            at = &mut at[*seg];
+            // `[]` in a key: the list's first element.
+            at = if *seg == "*" {
+                &mut at[0]
+            } else {
+                &mut at[*seg]
+            };
         }
         at[*last] = serde_yaml::Value::String("x".into());
         let text = serde_yaml::to_string(&config).unwrap();

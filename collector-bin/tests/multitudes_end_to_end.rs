@@ -148,7 +148,7 @@ async fn production_config_delivers_per_user_totals_under_each_token() {
         }
     });
     let url = format!("http://127.0.0.1:{}/ai/otel/", endpoint.local_addr().port());
-    let (collector, ports) = common::spawn_production(
+    let (collector, ports) = common::spawn_production_forwarding_events(
         &url,
         FALLBACK,
         &["service.telemetry.logs.level=debug"],

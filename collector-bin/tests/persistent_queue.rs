@@ -85,7 +85,8 @@ async fn an_outage_a_kill_and_a_restart_deliver_every_total_under_its_first_key(
     let (url, _server) = endpoint.start().await;
     let storage = common::scratch_storage_dir();
     let envs = [("OTELCOL_STORAGE_DIR", storage.display().to_string())];
-    let (collector, ports) = common::spawn_production(&url, FALLBACK, &FAST, &envs).await;
+    let (collector, ports) =
+        common::spawn_production_forwarding_events(&url, FALLBACK, &FAST, &envs).await;
     let sent = [
         ("ana@example.com", 0.25),
         ("bo@example.com", 1.5),
@@ -144,7 +145,8 @@ async fn an_outage_a_kill_and_a_restart_deliver_every_total_under_its_first_key(
     );
 
     // A restart while the endpoint is still down, then the endpoint back.
-    let (collector, _) = common::spawn_production(&url, FALLBACK, &FAST, &envs).await;
+    let (collector, _) =
+        common::spawn_production_forwarding_events(&url, FALLBACK, &FAST, &envs).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         endpoint.attempts().iter().all(|a| a.status == 503),
@@ -203,7 +205,8 @@ async fn kill_9_at_random_moments_loses_no_accepted_event() {
     for round in 0..20 {
         // Slow answers make kills land mid-send.
         endpoint.delay_ms.store(random(80), Ordering::SeqCst);
-        let (collector, ports) = common::spawn_production(&url, FALLBACK, &FAST, &envs).await;
+        let (collector, ports) =
+            common::spawn_production_forwarding_events(&url, FALLBACK, &FAST, &envs).await;
         let receiver = format!("http://127.0.0.1:{}/v1/logs", ports.http);
         let sender = tokio::spawn(async move {
             let mut ok = vec![];
@@ -233,7 +236,8 @@ async fn kill_9_at_random_moments_loses_no_accepted_event() {
     }
     assert!(accepted.len() > 100, "events flowed: {}", accepted.len());
     endpoint.delay_ms.store(0, Ordering::SeqCst);
-    let (collector, _) = common::spawn_production(&url, FALLBACK, &FAST, &envs).await;
+    let (collector, _) =
+        common::spawn_production_forwarding_events(&url, FALLBACK, &FAST, &envs).await;
     let delivered = || -> BTreeSet<u64> {
         endpoint
             .delivered_once_per_key("/ai/otel/v1/logs")
@@ -271,7 +275,8 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing() {
         "exporters.multitudes.sending_queue.queue_size=2",
         "exporters.multitudes.sending_queue.num_consumers=1",
     ]);
-    let (collector, ports) = common::spawn_production(&url, FALLBACK, &sets, &[]).await;
+    let (collector, ports) =
+        common::spawn_production_forwarding_events(&url, FALLBACK, &sets, &[]).await;
     let receiver = format!("http://127.0.0.1:{}/v1/logs", ports.http);
     // Down: one request in flight, two waiting, the fourth is refused.
     let mut statuses = vec![];

@@ -390,8 +390,47 @@ pub async fn spawn_production(
     spawn_production_limited(endpoint, fallback_token, extra_sets, envs, None).await
 }
 
+/// [`spawn_production`] with `configs/forward-events.yaml` merged in, so the
+/// tools' events are forwarded to `/v1/logs` as well as made into totals.
+pub async fn spawn_production_forwarding_events(
+    endpoint: &str,
+    fallback_token: &str,
+    extra_sets: &[&str],
+    envs: &[(&str, String)],
+) -> (Collector, ProductionPorts) {
+    spawn_production_with(
+        &["forward-events.yaml"],
+        endpoint,
+        fallback_token,
+        extra_sets,
+        envs,
+        None,
+    )
+    .await
+}
+
 /// [`spawn_production`] with the file size limit of [`Collector::spawn_limited`].
 pub async fn spawn_production_limited(
+    endpoint: &str,
+    fallback_token: &str,
+    extra_sets: &[&str],
+    envs: &[(&str, String)],
+    max_file_bytes: Option<u64>,
+) -> (Collector, ProductionPorts) {
+    spawn_production_with(
+        &[],
+        endpoint,
+        fallback_token,
+        extra_sets,
+        envs,
+        max_file_bytes,
+    )
+    .await
+}
+
+/// The production config plus `overlays` (file names under `configs/`).
+async fn spawn_production_with(
+    overlays: &[&str],
     endpoint: &str,
     fallback_token: &str,
     extra_sets: &[&str],
@@ -432,6 +471,13 @@ pub async fn spawn_production_limited(
     ];
     sets.extend(extra_sets.iter().map(|s| s.to_string()));
     let mut args = vec!["--config".to_string(), config.display().to_string()];
+    for o in overlays {
+        let overlay = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(o);
+        args.push("--config".into());
+        args.push(overlay.display().to_string());
+    }
     for s in sets {
         args.push("--set".into());
         args.push(s);

@@ -98,7 +98,7 @@ fn literal(l: &Literal) -> AnyValue {
 fn attrs(list: &[Attribute], path: &str) -> Result<Vec<Attr>, ConfigError> {
     let mut out: Vec<Attr> = vec![];
     for (i, a) in list.iter().enumerate() {
-        let at = format!("{path}[{i}]");
+        let at = format!("{path}.{i}");
         if a.key.is_empty() {
             return Err(ConfigError::invalid(at, "attribute key missing"));
         }
@@ -196,7 +196,7 @@ fn rule(info: &MetricInfo, fixed: &[(&str, &str)], path: &str) -> Result<Rule, C
         .map(|(i, c)| {
             ottl::compile_condition(c, Context::Log).map_err(|e| {
                 ConfigError::invalid(
-                    format!("{path}.conditions[{i}]"),
+                    format!("{path}.conditions.{i}"),
                     format!("`{c}`: column {}: {}", e.column, e.message),
                 )
             })
@@ -412,7 +412,7 @@ impl Output {
 
 impl Compiled {
     /// Checks `config` and compiles its definitions and rule sets. Errors
-    /// name the key (`logs[2].sum.value`) and what is wrong.
+    /// name the key (`logs.2.sum.value`) and what is wrong.
     pub fn new(config: &SignalToMetricsConfig) -> Result<Self, ConfigError> {
         for (key, list) in [
             ("spans", &config.spans),
@@ -434,17 +434,17 @@ impl Compiled {
         }
         let mut rules = vec![];
         for (i, info) in config.logs.iter().enumerate() {
-            rules.push(rule(info, &[], &format!("logs[{i}]"))?);
+            rules.push(rule(info, &[], &format!("logs.{i}"))?);
         }
         for (i, set) in config.rule_sets.iter().enumerate() {
             if config.rule_sets[..i].contains(set) {
                 return Err(ConfigError::invalid(
-                    format!("rule_sets[{i}]"),
+                    format!("rule_sets.{i}"),
                     "this rule set is listed twice (its points would count twice)",
                 ));
             }
             for Definition { info, fixed } in set.definitions() {
-                rules.push(rule(&info, &fixed, &format!("rule_sets[{i}]"))?);
+                rules.push(rule(&info, &fixed, &format!("rule_sets.{i}"))?);
             }
         }
         Ok(Self { rules })

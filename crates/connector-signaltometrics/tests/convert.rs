@@ -229,27 +229,27 @@ fn config_errors_name_the_key() {
         ("logs: []", "logs: no metrics are defined: set `logs` or `rule_sets`"),
         (
             "logs: [{name: a}]",
-            "logs[0]: exactly one of sum, gauge or histogram must be defined, 0 found",
+            "logs.0: exactly one of sum, gauge or histogram must be defined, 0 found",
         ),
         (
             "logs: [{name: a, sum: {value: \"Int(\"}}]",
-            "logs[0].sum.value: `Int(`: column 5: unexpected end of statement",
+            "logs.0.sum.value: `Int(`: column 5: unexpected end of statement",
         ),
         (
             "logs: [{name: a, sum: {value: \"1\"}, conditions: [\"attributes[\\\"x\\\"] = 1\"]}]",
-            "logs[0].conditions[0]: `attributes[\"x\"] = 1`: column 17: expected `==`",
+            "logs.0.conditions.0: `attributes[\"x\"] = 1`: column 17: expected `==`",
         ),
         (
             "logs: [{name: a, sum: {value: \"1\"}, attributes: [{key: k, optional: true, default_value: 1}]}]",
-            "logs[0].attributes[0]: only one of default_value or optional should be set",
+            "logs.0.attributes.0: only one of default_value or optional should be set",
         ),
         (
             "logs: [{name: a, exponential_histogram: {value: \"1\"}}]",
-            "logs[0].exponential_histogram: exponential histograms are not made by this build; use sum, gauge or histogram",
+            "logs.0.exponential_histogram: exponential histograms are not made by this build; use sum, gauge or histogram",
         ),
         (
             "rule_sets: [codex, codex]",
-            "rule_sets[1]: this rule set is listed twice (its points would count twice)",
+            "rule_sets.1: this rule set is listed twice (its points would count twice)",
         ),
         (
             "spans: [{name: a}]\nrule_sets: [codex]",
@@ -257,7 +257,7 @@ fn config_errors_name_the_key() {
         ),
         (
             "rule_sets: [copilot]",
-            "rule_sets[0]: unknown variant `copilot`, expected one of `claude_code`, `codex`, `gemini_cli`",
+            "rule_sets.0: unknown value `copilot`, expected one of `claude_code`, `codex`, `gemini_cli`",
         ),
     ];
     for (yaml, want) in cases {
