@@ -274,6 +274,28 @@ async fn production_config_delivers_per_user_totals_under_each_token() {
             2000.0,
         ),
         (k(FALLBACK, "cy@example.com", "claude_code.cost.usage"), 1.5),
+        // Each user's `api_request` event also becomes a total through the
+        // signaltometrics connector, under the same token as the metrics.
+        (
+            k(
+                "tok-ana-aaaa-1111",
+                "ana@example.com",
+                "claude_code.events.cost.usage",
+            ),
+            0.25,
+        ),
+        (
+            k(
+                "tok-bo-bbbb-2222",
+                "bo@example.com",
+                "claude_code.events.cost.usage",
+            ),
+            1.5,
+        ),
+        (
+            k(FALLBACK, "cy@example.com", "claude_code.events.cost.usage"),
+            0.75,
+        ),
         (
             k(FALLBACK, "cy@example.com", "claude_code.token.usage"),
             3000.0,

@@ -62,7 +62,26 @@ fn earliest(v: &Json) -> Option<i128> {
     }
 }
 
+/// Removes `traceId`/`spanId`: the samples of the protobuf runs render them
+/// in base64 (the protobuf JSON mapping), not OTLP/JSON's hex.
+fn strip_ids(v: &mut Json) {
+    match v {
+        Json::Object(map) => {
+            map.remove("traceId");
+            map.remove("spanId");
+            map.values_mut().for_each(strip_ids);
+        }
+        Json::Array(a) => a.iter_mut().for_each(strip_ids),
+        _ => {}
+    }
+}
+
 fn metric_bodies(file: &str, now: u128) -> Vec<Vec<u8>> {
+    bodies(file, "metrics", now)
+}
+
+/// The `signal` requests of `file`, their times moved to `now`.
+fn bodies(file: &str, signal: &str, now: u128) -> Vec<Vec<u8>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/testdata/real")
         .join(file);
@@ -70,9 +89,10 @@ fn metric_bodies(file: &str, now: u128) -> Vec<Vec<u8>> {
     let mut bodies: Vec<Json> = text
         .lines()
         .map(|l| serde_json::from_str::<Json>(l).unwrap())
-        .filter(|r| r["signal"] == "metrics")
+        .filter(|r| r["signal"] == signal)
         .map(|r| r["body"].clone())
         .collect();
+    bodies.iter_mut().for_each(strip_ids);
     let first = bodies.iter().filter_map(earliest).min().unwrap();
     let by = now as i128 - first;
     bodies.iter_mut().for_each(|b| shift(b, by));
@@ -95,17 +115,33 @@ enum Wire {
 /// checking that every total is `ana@example.com`'s and that the totals'
 /// resource keeps only allow-listed attributes.
 async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
+    let (tokens, _, other) = replay_signals(files, &["metrics"], &common::TOKEN_METRICS).await;
+    assert_eq!(other, 0, "only metrics reach the endpoint");
+    tokens
+}
+
+/// Replays the `signals` requests of `files` through the production config;
+/// returns the totals of the metrics named in `names`, every metrics body
+/// the endpoint received, and how many requests reached it on another path.
+async fn replay_signals(
+    files: &[(&str, Wire)],
+    signals: &[&str],
+    names: &[&str],
+) -> (BTreeMap<(String, String), f64>, Vec<bytes::Bytes>, usize) {
     common::init_crypto();
     let received: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
+    let others: Arc<Mutex<usize>> = Arc::default();
     let listener = server::bind("127.0.0.1:0").await.unwrap();
-    let sink = received.clone();
+    let (sink, other) = (received.clone(), others.clone());
     let endpoint = server::serve(listener, ServerOptions::default(), move |req, _| {
-        let sink = sink.clone();
+        let (sink, other) = (sink.clone(), other.clone());
         async move {
             let metrics = req.uri().path().ends_with("/v1/metrics");
             let body = req.into_body().collect().await.unwrap().to_bytes();
             if metrics {
                 sink.lock().unwrap().push(body);
+            } else {
+                *other.lock().unwrap() += 1;
             }
             server::response(hyper::StatusCode::OK, "application/json", "{}")
         }
@@ -119,25 +155,35 @@ async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
         .unwrap()
         .as_nanos();
     for (file, wire) in files {
-        for body in metric_bodies(file, now) {
-            let (content_type, body) = match wire {
-                Wire::Json => ("application/json", body),
-                Wire::Protobuf => {
-                    let request: Metrics = serde_json::from_slice(&body).unwrap();
-                    (
-                        "application/x-protobuf",
-                        prost::Message::encode_to_vec(&request),
-                    )
-                }
-            };
-            let (status, answer) = common::http(
-                "POST",
-                &format!("http://127.0.0.1:{http}/v1/metrics"),
-                &[("content-type", content_type)],
-                body,
-            )
-            .await;
-            assert_eq!(status, 200, "{file}: {answer}");
+        for signal in signals {
+            for body in bodies(file, signal, now) {
+                let (content_type, body) = match (wire, *signal) {
+                    (Wire::Json, _) => ("application/json", body),
+                    (Wire::Protobuf, "metrics") => {
+                        let request: Metrics = serde_json::from_slice(&body).unwrap();
+                        (
+                            "application/x-protobuf",
+                            prost::Message::encode_to_vec(&request),
+                        )
+                    }
+                    (Wire::Protobuf, _) => {
+                        let request: otelcol_core::pdata::Logs =
+                            otelcol_receiver_otlp::decode::decode_json(&body).unwrap();
+                        (
+                            "application/x-protobuf",
+                            prost::Message::encode_to_vec(&request),
+                        )
+                    }
+                };
+                let (status, answer) = common::http(
+                    "POST",
+                    &format!("http://127.0.0.1:{http}/v1/{signal}"),
+                    &[("content-type", content_type)],
+                    body,
+                )
+                .await;
+                assert_eq!(status, 200, "{file} {signal}: {answer}");
+            }
         }
     }
     let (ok, log) = collector.stop();
@@ -145,13 +191,113 @@ async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
     endpoint.shutdown().await;
 
     let mut tokens: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for body in received.lock().unwrap().iter() {
-        for (user, metric, ty, v) in common::token_points(body) {
+    let delivered = received.lock().unwrap().clone();
+    for body in &delivered {
+        for (user, metric, ty, v) in common::token_points_of(body, names) {
             assert_eq!(user, "ana@example.com", "{metric}");
             *tokens.entry((metric, ty)).or_insert(0.0) += v;
         }
     }
-    tokens
+    let other = *others.lock().unwrap();
+    (tokens, delivered, other)
+}
+
+/// The event metrics of the built-in rule sets.
+const EVENT_METRICS: [&str; 3] = [
+    "codex.events.token.usage",
+    "claude_code.events.token.usage",
+    "gemini_cli.events.token.usage",
+];
+
+/// Every string value (attribute values, bodies) in `v` of at least 8
+/// characters, into `kept` when it is the value of a key the totals may
+/// keep, else into `other`.
+fn strings(v: &Json, kept: &mut Vec<String>, other: &mut Vec<String>) {
+    const KEPT: [&str; 4] = ["user.email", "service.name", "service.version", "model"];
+    match v {
+        Json::Object(map) => {
+            let keeps = map
+                .get("key")
+                .and_then(Json::as_str)
+                .is_some_and(|k| KEPT.contains(&k));
+            for (k, x) in map {
+                match x {
+                    Json::String(s) if k == "stringValue" && s.chars().count() >= 8 => {
+                        other.push(s.clone())
+                    }
+                    _ if k == "value" && keeps => strings(x, &mut vec![], kept),
+                    _ => strings(x, kept, other),
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|x| strings(x, kept, other)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_only_users_get_token_totals_from_their_events_and_no_event_leaves() {
+    // Codex users who followed the hosted-collector instructions send only
+    // logs; each tool's events alone give the usage the model API served.
+    let files = [
+        ("codex.jsonl", Wire::Protobuf),
+        ("claude-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    let (tokens, delivered, other) = replay_signals(&files, &["logs"], &EVENT_METRICS).await;
+    assert_eq!(other, 0, "no request but /v1/metrics reaches the endpoint");
+    let expected: BTreeMap<(String, String), f64> = [
+        ("codex.events.token.usage", "input", 2001.0),
+        ("codex.events.token.usage", "cached_input", 500.0),
+        ("codex.events.token.usage", "cache_write_input", 0.0),
+        ("codex.events.token.usage", "output", 30.0),
+        ("codex.events.token.usage", "reasoning_output", 7.0),
+        ("codex.events.token.usage", "total", 2031.0),
+        ("claude_code.events.token.usage", "input", 1004.0),
+        ("claude_code.events.token.usage", "output", 20.0),
+        ("claude_code.events.token.usage", "cacheRead", 300.0),
+        ("claude_code.events.token.usage", "cacheCreation", 40.0),
+        ("gemini_cli.events.token.usage", "input", 6003.0),
+        ("gemini_cli.events.token.usage", "output", 80.0),
+        ("gemini_cli.events.token.usage", "cache", 1200.0),
+        ("gemini_cli.events.token.usage", "thought", 18.0),
+        ("gemini_cli.events.token.usage", "tool", 0.0),
+    ]
+    .into_iter()
+    .map(|(m, t, v)| ((m.to_string(), t.to_string()), v))
+    .collect();
+    assert_eq!(tokens, expected);
+
+    // Nothing of the events but the totals leaves: no prompt, session,
+    // conversation or request id, host, path or command line. Every string
+    // value of the input (but the kept keys') is looked for in the output.
+    let (mut kept, mut input) = (vec![], vec![]);
+    for (file, _) in files {
+        for body in bodies(file, "logs", 0) {
+            strings(
+                &serde_json::from_slice(&body).unwrap(),
+                &mut kept,
+                &mut input,
+            );
+        }
+    }
+    // A value that is also a kept key's (the model under another key) may show.
+    input.retain(|s| !kept.contains(s));
+    input.sort();
+    input.dedup();
+    assert!(
+        input.len() > 20,
+        "the scan has strings to look for: {input:?}"
+    );
+    let output: String = delivered
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let leaked: Vec<&String> = input
+        .iter()
+        .filter(|s| output.contains(s.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "input strings in the output: {leaked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

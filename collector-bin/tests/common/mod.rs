@@ -517,6 +517,11 @@ pub const TOKEN_METRICS: [&str; 4] = [
 /// resource keeps an attribute beyond [`ALLOWED_RESOURCE`], a total is not
 /// a double, or a point lacks its user or token type.
 pub fn token_points(body: &[u8]) -> Vec<(String, String, String, f64)> {
+    token_points_of(body, &TOKEN_METRICS)
+}
+
+/// [`token_points`] of the metrics named in `names`.
+pub fn token_points_of(body: &[u8], names: &[&str]) -> Vec<(String, String, String, f64)> {
     use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
     use otelcol_core::pdata::proto::common::v1::KeyValue;
     let attr = |list: &[KeyValue], key: &str| {
@@ -538,7 +543,7 @@ pub fn token_points(body: &[u8]) -> Vec<(String, String, String, f64)> {
         }
         for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
             let name = metric.name.as_str();
-            if !TOKEN_METRICS.contains(&name) {
+            if !names.contains(&name) {
                 continue;
             }
             let point = |a: &[KeyValue], v: f64| {
