@@ -76,10 +76,6 @@ fn strip_ids(v: &mut Json) {
     }
 }
 
-fn metric_bodies(file: &str, now: u128) -> Vec<Vec<u8>> {
-    bodies(file, "metrics", now)
-}
-
 /// The `signal` requests of `file`, their times moved to `now`.
 fn bodies(file: &str, signal: &str, now: u128) -> Vec<Vec<u8>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
