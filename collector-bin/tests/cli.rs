@@ -75,10 +75,12 @@ fn components_lists_this_build() {
             "attributes",
             "batch",
             "memory_limiter",
+            "redaction",
             "resource",
             "transform"
         ]
     );
+    assert_eq!(names("connectors"), vec!["signaltometrics"]);
     assert_eq!(
         names("exporters"),
         vec!["awss3", "debug", "file", "googlecloudstorage", "multitudes"]

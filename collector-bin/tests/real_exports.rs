@@ -111,40 +111,70 @@ enum Wire {
 /// checking that every total is `ana@example.com`'s and that the totals'
 /// resource keeps only allow-listed attributes.
 async fn replay(files: &[(&str, Wire)]) -> BTreeMap<(String, String), f64> {
-    let (tokens, _, other) = replay_signals(files, &["metrics"], &common::TOKEN_METRICS).await;
-    assert_eq!(other, 0, "only metrics reach the endpoint");
-    tokens
+    let out = replay_signals(files, &["metrics"], &common::TOKEN_METRICS, None).await;
+    assert_eq!(
+        out.paths(),
+        ["/ai/otel/v1/metrics"],
+        "only metrics reach the endpoint"
+    );
+    out.tokens
 }
 
-/// Replays the `signals` requests of `files` through the production config;
-/// returns the totals of the metrics named in `names`, every metrics body
-/// the endpoint received, and how many requests reached it on another path.
+/// What the endpoint received in a replay.
+struct Replayed {
+    /// Totals of the named metrics by (metric, token type).
+    tokens: BTreeMap<(String, String), f64>,
+    /// Every request: path and body.
+    requests: Vec<(String, bytes::Bytes)>,
+}
+
+impl Replayed {
+    /// The paths requests went to, each once.
+    fn paths(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.requests.iter().map(|(p, _)| p.clone()).collect();
+        p.sort();
+        p.dedup();
+        p
+    }
+
+    /// Every body as text (OTLP/JSON, uncompressed).
+    fn text(&self) -> String {
+        self.requests
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+}
+
+/// Replays the `signals` requests of `files` through the production config
+/// (with `configs/forward-events.yaml` and `forward`'s extra `--set`s when
+/// `forward` is given); returns the totals of the metrics named in `names`
+/// and every request the endpoint received.
 async fn replay_signals(
     files: &[(&str, Wire)],
     signals: &[&str],
     names: &[&str],
-) -> (BTreeMap<(String, String), f64>, Vec<bytes::Bytes>, usize) {
+    forward: Option<&[&str]>,
+) -> Replayed {
     common::init_crypto();
-    let received: Arc<Mutex<Vec<bytes::Bytes>>> = Arc::default();
-    let others: Arc<Mutex<usize>> = Arc::default();
+    let received: Arc<Mutex<Vec<(String, bytes::Bytes)>>> = Arc::default();
     let listener = server::bind("127.0.0.1:0").await.unwrap();
-    let (sink, other) = (received.clone(), others.clone());
+    let sink = received.clone();
     let endpoint = server::serve(listener, ServerOptions::default(), move |req, _| {
-        let (sink, other) = (sink.clone(), other.clone());
+        let sink = sink.clone();
         async move {
-            let metrics = req.uri().path().ends_with("/v1/metrics");
+            let path = req.uri().path().to_string();
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            if metrics {
-                sink.lock().unwrap().push(body);
-            } else {
-                *other.lock().unwrap() += 1;
-            }
+            sink.lock().unwrap().push((path, body));
             server::response(hyper::StatusCode::OK, "application/json", "{}")
         }
     });
     let url = format!("http://127.0.0.1:{}/ai/otel", endpoint.local_addr().port());
-    let (collector, ports) =
-        common::spawn_production(&url, "fallback-token-real-0001", &[], &[]).await;
+    const TOKEN: &str = "fallback-token-real-0001";
+    let (collector, ports) = match forward {
+        Some(sets) => common::spawn_production_forwarding_events(&url, TOKEN, sets, &[]).await,
+        None => common::spawn_production(&url, TOKEN, &[], &[]).await,
+    };
     let http = ports.http;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -187,15 +217,17 @@ async fn replay_signals(
     endpoint.shutdown().await;
 
     let mut tokens: BTreeMap<(String, String), f64> = BTreeMap::new();
-    let delivered = received.lock().unwrap().clone();
-    for body in &delivered {
+    let requests = received.lock().unwrap().clone();
+    for (path, body) in &requests {
+        if !path.ends_with("/v1/metrics") {
+            continue;
+        }
         for (user, metric, ty, v) in common::token_points_of(body, names) {
             assert_eq!(user, "ana@example.com", "{metric}");
             *tokens.entry((metric, ty)).or_insert(0.0) += v;
         }
     }
-    let other = *others.lock().unwrap();
-    (tokens, delivered, other)
+    Replayed { tokens, requests }
 }
 
 /// The event metrics of the built-in rule sets.
@@ -206,43 +238,72 @@ const EVENT_METRICS: [&str; 3] = [
 ];
 
 /// Every string value (attribute values, bodies) in `v` of at least 8
-/// characters, into `kept` when it is the value of a key the totals may
-/// keep, else into `other`.
-fn strings(v: &Json, kept: &mut Vec<String>, other: &mut Vec<String>) {
-    const KEPT: [&str; 4] = ["user.email", "service.name", "service.version", "model"];
+/// characters, into `kept` when it is the value of a key in `keys`, else
+/// into `other`.
+fn strings(v: &Json, keys: &[String], kept: &mut Vec<String>, other: &mut Vec<String>) {
     match v {
         Json::Object(map) => {
             let keeps = map
                 .get("key")
                 .and_then(Json::as_str)
-                .is_some_and(|k| KEPT.contains(&k));
+                .is_some_and(|k| keys.iter().any(|kept| kept == k));
             for (k, x) in map {
                 match x {
                     Json::String(s) if k == "stringValue" && s.chars().count() >= 8 => {
                         other.push(s.clone())
                     }
-                    _ if k == "value" && keeps => strings(x, &mut vec![], kept),
-                    _ => strings(x, kept, other),
+                    _ if k == "value" && keeps => strings(x, keys, &mut vec![], kept),
+                    _ => strings(x, keys, kept, other),
                 }
             }
         }
-        Json::Array(a) => a.iter().for_each(|x| strings(x, kept, other)),
+        Json::Array(a) => a.iter().for_each(|x| strings(x, keys, kept, other)),
         _ => {}
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_only_users_get_token_totals_from_their_events_and_no_event_leaves() {
-    // Codex users who followed the hosted-collector instructions send only
-    // logs; each tool's events alone give the usage the model API served.
-    let files = [
-        ("codex.jsonl", Wire::Protobuf),
-        ("claude-json.jsonl", Wire::Json),
-        ("gemini.jsonl", Wire::Json),
-    ];
-    let (tokens, delivered, other) = replay_signals(&files, &["logs"], &EVENT_METRICS).await;
-    assert_eq!(other, 0, "no request but /v1/metrics reaches the endpoint");
-    let expected: BTreeMap<(String, String), f64> = [
+/// The string values (8 characters or more) of the `logs` requests of
+/// `files` that are not values of `keys` and appear in `output`.
+fn leaks(files: &[(&str, Wire)], keys: &[String], output: &str) -> Vec<String> {
+    let (mut kept, mut input) = (vec![], vec![]);
+    for (file, _) in files {
+        for body in bodies(file, "logs", 0) {
+            let body = serde_json::from_slice(&body).unwrap();
+            strings(&body, keys, &mut kept, &mut input);
+        }
+    }
+    // A value that is also a kept key's (the model under another key) may show.
+    input.retain(|s| !kept.contains(s));
+    input.sort();
+    input.dedup();
+    assert!(
+        input.len() > 20,
+        "the scan has strings to look for: {input:?}"
+    );
+    input
+        .into_iter()
+        .filter(|s| output.contains(s.as_str()))
+        .collect()
+}
+
+/// The keys the totals keep on their resources and points.
+fn totals_keys() -> Vec<String> {
+    ["user.email", "service.name", "service.version", "model"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The three tools' event samples, as each was sent.
+const EVENT_FILES: [(&str, Wire); 3] = [
+    ("codex.jsonl", Wire::Protobuf),
+    ("claude-json.jsonl", Wire::Json),
+    ("gemini.jsonl", Wire::Json),
+];
+
+/// The usage the model API served in the runs of [`EVENT_FILES`], as the
+/// rule sets' metrics.
+fn served_by_events() -> BTreeMap<(String, String), f64> {
+    [
         ("codex.events.token.usage", "input", 2001.0),
         ("codex.events.token.usage", "cached_input", 500.0),
         ("codex.events.token.usage", "cache_write_input", 0.0),
@@ -261,38 +322,71 @@ async fn logs_only_users_get_token_totals_from_their_events_and_no_event_leaves(
     ]
     .into_iter()
     .map(|(m, t, v)| ((m.to_string(), t.to_string()), v))
-    .collect();
-    assert_eq!(tokens, expected);
+    .collect()
+}
 
+/// The `allowed_keys` of the overlay's `redaction/events`.
+fn overlay_allowed_keys() -> Vec<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/forward-events.yaml");
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    yaml["processors"]["redaction/events"]["allowed_keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
+    let out = replay_signals(&EVENT_FILES, &["logs"], &EVENT_METRICS, Some(&[])).await;
+    assert_eq!(
+        out.tokens,
+        served_by_events(),
+        "the totals path is unchanged"
+    );
+    assert_eq!(out.paths(), ["/ai/otel/v1/logs", "/ai/otel/v1/metrics"]);
+    let text = out.text();
+    assert!(
+        text.contains("input_token_count") && text.contains("cost_usd"),
+        "the scan reads forwarded events"
+    );
+    let mut keys = overlay_allowed_keys();
+    keys.extend(totals_keys());
+    let leaked = leaks(&EVENT_FILES, &keys, &text);
+    assert!(leaked.is_empty(), "input strings in the output: {leaked:?}");
+
+    // The proof can fail: with session.id let through, Gemini's and
+    // Claude's session ids are found in what leaves.
+    let mut widened = overlay_allowed_keys();
+    widened.push("session.id".into());
+    let set = format!(
+        "processors.redaction/events.allowed_keys=[{}]",
+        widened.join(", ")
+    );
+    let out = replay_signals(&EVENT_FILES, &["logs"], &EVENT_METRICS, Some(&[&set])).await;
+    let leaked = leaks(&EVENT_FILES, &keys, &out.text());
+    assert!(
+        leaked
+            .iter()
+            .any(|s| s == "5d7a82a7-aa3a-410c-be4c-1cfaba48c5bf"),
+        "the widened list lets Claude's session id out: {leaked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_only_users_get_token_totals_from_their_events_and_no_event_leaves() {
+    // Codex users who followed the hosted-collector instructions send only
+    // logs; each tool's events alone give the usage the model API served.
+    let out = replay_signals(&EVENT_FILES, &["logs"], &EVENT_METRICS, None).await;
+    assert_eq!(out.paths(), ["/ai/otel/v1/metrics"], "no event leaves");
+    assert_eq!(out.tokens, served_by_events());
     // Nothing of the events but the totals leaves: no prompt, session,
     // conversation or request id, host, path or command line. Every string
     // value of the input (but the kept keys') is looked for in the output.
-    let (mut kept, mut input) = (vec![], vec![]);
-    for (file, _) in files {
-        for body in bodies(file, "logs", 0) {
-            strings(
-                &serde_json::from_slice(&body).unwrap(),
-                &mut kept,
-                &mut input,
-            );
-        }
-    }
-    // A value that is also a kept key's (the model under another key) may show.
-    input.retain(|s| !kept.contains(s));
-    input.sort();
-    input.dedup();
-    assert!(
-        input.len() > 20,
-        "the scan has strings to look for: {input:?}"
-    );
-    let output: String = delivered
-        .iter()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .collect();
-    let leaked: Vec<&String> = input
-        .iter()
-        .filter(|s| output.contains(s.as_str()))
-        .collect();
+    let leaked = leaks(&EVENT_FILES, &totals_keys(), &out.text());
     assert!(leaked.is_empty(), "input strings in the output: {leaked:?}");
 }
 

@@ -25,7 +25,7 @@ pub fn events_json(ids: std::ops::Range<u64>) -> Vec<u8> {
     let records: Vec<String> = ids
         .map(|n| {
             format!(
-                r#"{{"timeUnixNano": "{}", "body": {{"stringValue": "claude_code.api_request"}}, "attributes": [{{"key": "n", "value": {{"intValue": "{n}"}}}}, {{"key": "user.email", "value": {{"stringValue": "ana@example.com"}}}}]}}"#,
+                r#"{{"timeUnixNano": "{}", "body": {{"stringValue": "claude_code.api_request"}}, "attributes": [{{"key": "event.sequence", "value": {{"intValue": "{n}"}}}}, {{"key": "user.email", "value": {{"stringValue": "ana@example.com"}}}}]}}"#,
                 now_nanos()
             )
         })
@@ -44,7 +44,7 @@ pub fn event_ids(body: &[u8]) -> Vec<u64> {
         .iter()
         .flat_map(|r| &r.scope_logs)
         .flat_map(|s| &s.log_records)
-        .filter_map(|r| r.attributes.iter().find(|kv| kv.key == "n"))
+        .filter_map(|r| r.attributes.iter().find(|kv| kv.key == "event.sequence"))
         .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
             otelcol_core::pdata::proto::common::v1::any_value::Value::IntValue(i) => {
                 Some(*i as u64)

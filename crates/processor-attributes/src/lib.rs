@@ -1,9 +1,12 @@
-//! Three processors that fix identity and strip private data before
-//! aggregation, config-compatible with the Go ones:
+//! Four processors that fix identity and strip private data before
+//! aggregation or before events are forwarded, config-compatible with the
+//! Go ones:
 //!
 //! - `attributes`: [`actions`] on data-point, log-record and span
 //!   attributes, with `include` / `exclude` ([`matching`]);
 //! - `resource`: the same actions on resource attributes;
+//! - `redaction`: an allow list of keys, blocked key patterns and blocked
+//!   values masked or hashed ([`redaction`]), for events that leave;
 //! - `transform`: statement groups in a subset of OTTL ([`otelcol_core::ottl`]), e.g. the
 //!   copy of resource attributes onto data points:
 //!
@@ -21,6 +24,7 @@
 
 pub mod actions;
 pub mod matching;
+pub mod redaction;
 pub mod transform;
 
 use std::marker::PhantomData;
@@ -40,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use actions::{Action, ActionConfig};
 use matching::{Filter, Item, MatchConfig, Matcher};
+use redaction::Redaction;
 pub use transform::{Transform, TransformConfig};
 
 /// `processors.attributes`.
@@ -70,6 +75,8 @@ pub enum Mode {
     Resource(Vec<Action>),
     /// `transform`.
     Transform(Transform),
+    /// `redaction`.
+    Redaction(Redaction),
 }
 
 /// A payload these processors can edit.
@@ -131,6 +138,10 @@ impl Editable for Metrics {
     fn edit(mode: &Mode, data: &mut Self, ctx: &RequestContext) -> Result<(), String> {
         match mode {
             Mode::Transform(t) => t.metrics(data),
+            Mode::Redaction(r) => {
+                r.metrics(data);
+                Ok(())
+            }
             Mode::Resource(a) => {
                 data.resource_metrics
                     .iter_mut()
@@ -168,6 +179,10 @@ impl Editable for Logs {
     fn edit(mode: &Mode, data: &mut Self, ctx: &RequestContext) -> Result<(), String> {
         match mode {
             Mode::Transform(t) => t.logs(data),
+            Mode::Redaction(r) => {
+                r.logs(data);
+                Ok(())
+            }
             Mode::Resource(a) => {
                 data.resource_logs
                     .iter_mut()
@@ -203,6 +218,10 @@ impl Editable for Traces {
     fn edit(mode: &Mode, data: &mut Self, ctx: &RequestContext) -> Result<(), String> {
         match mode {
             Mode::Transform(t) => t.traces(data),
+            Mode::Redaction(r) => {
+                r.traces(data);
+                Ok(())
+            }
             Mode::Resource(a) => {
                 data.resource_spans
                     .iter_mut()
@@ -286,6 +305,7 @@ enum Which {
     Attributes,
     Resource,
     Transform,
+    Redaction,
 }
 
 fn mode(which: Which, raw: &RawConfig, signal: Signal) -> Result<Mode, ConfigError> {
@@ -320,6 +340,7 @@ fn mode(which: Which, raw: &RawConfig, signal: Signal) -> Result<Mode, ConfigErr
             })?)
         }
         Which::Transform => Mode::Transform(Transform::new(&decode(raw)?)?),
+        Which::Redaction => Mode::Redaction(Redaction::new(&decode(raw)?)?),
     })
 }
 
@@ -343,6 +364,16 @@ fn no_effect_keys(which: Which) -> Vec<NoEffectKey> {
                     .map(|k| NoEffectKey::new(format!("{side}.regexp.{k}"), CACHE))
             })
             .collect(),
+        Which::Redaction => vec![
+            NoEffectKey::new(
+                "db_sanitizer",
+                "no component here makes database spans; statements are not obfuscated",
+            ),
+            NoEffectKey::new(
+                "url_sanitizer",
+                "span names are not rewritten here; URLs in attribute values are masked only by blocked_values",
+            ),
+        ],
         _ => Vec::new(),
     }
 }
@@ -428,6 +459,12 @@ factory!(
     "The factory for type `resource`."
 );
 factory!(
+    RedactionProcessorFactory,
+    "redaction",
+    Which::Redaction,
+    "The factory for type `redaction`."
+);
+factory!(
     TransformProcessorFactory,
     "transform",
     Which::Transform,
@@ -443,4 +480,5 @@ pub fn register(
         .processor(AttributesProcessorFactory)
         .processor(ResourceProcessorFactory)
         .processor(TransformProcessorFactory)
+        .processor(RedactionProcessorFactory)
 }

@@ -624,7 +624,7 @@ fn transform_error(yaml: &str) -> String {
 fn parse_errors_name_the_statement_and_column() {
     assert_eq!(
         transform_error("metric_statements: [{context: datapoint, statements: ['sett(attributes[\"x\"], 1)']}]"),
-        "metric_statements[0].statements[0]: in `sett(attributes[\"x\"], 1)` at column 1: unknown function `sett`; available: set, delete_key, delete_matching_keys, keep_keys, replace_pattern, SHA256, Concat, IsMatch"
+        "metric_statements[0].statements[0]: in `sett(attributes[\"x\"], 1)` at column 1: unknown function `sett`; available: set, delete_key, delete_matching_keys, keep_keys, replace_pattern, SHA256, Concat, IsMatch, Double, Int"
     );
     assert_eq!(
         transform_error("metric_statements: [{context: datapoint, statements: ['set(attributes[\"x\"], ressource.attributes[\"u\"])']}]"),
