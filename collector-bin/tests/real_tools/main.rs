@@ -356,6 +356,31 @@ trace_exporter = {}
         }
         let served = self.model.ledger.served.lock().unwrap().clone();
         assert_eq!(totals, served, "per-user token totals at the endpoint");
+
+        // The same usage from the tools' events alone (the signaltometrics
+        // connector's rule sets), under each tool's own metric's name.
+        const EVENTS: [(&str, &str); 3] = [
+            ("claude_code.events.token.usage", "claude_code.token.usage"),
+            ("codex.events.token.usage", "codex.turn.token_usage"),
+            ("gemini_cli.events.token.usage", "gemini_cli.token.usage"),
+        ];
+        let names = EVENTS.map(|(event, _)| event);
+        let mut from_events = Totals::new();
+        for (_, body) in self.received.lock().unwrap().iter() {
+            for (user, metric, ty, v) in common::token_points_of(body, &names) {
+                let tool = EVENTS.iter().find(|(e, _)| *e == metric).map(|(_, t)| *t);
+                let key = (user, tool.unwrap_or_default().to_string(), ty);
+                *from_events.entry(key).or_insert(0.0) += v;
+            }
+        }
+        let served_with_events: Totals = served
+            .into_iter()
+            .filter(|((_, metric, _), _)| EVENTS.iter().any(|(_, t)| t == metric))
+            .collect();
+        assert_eq!(
+            from_events, served_with_events,
+            "per-user token totals made from the tools' events"
+        );
         for (user, seen) in tokens {
             let want = BTreeSet::from([Some(format!("Bearer {}", expected_token(&user)))]);
             assert_eq!(seen, want, "the token {user}'s totals went out under");
