@@ -156,6 +156,29 @@ async fn replay_signals(
     names: &[&str],
     forward: Option<&[&str]>,
 ) -> Replayed {
+    replay_core(
+        files,
+        signals,
+        names,
+        forward.is_some(),
+        forward.unwrap_or(&[]),
+    )
+    .await
+}
+
+/// [`replay_signals`] through the production config changed by `sets`,
+/// counting no totals.
+async fn replay_signals_with(files: &[(&str, Wire)], signals: &[&str], sets: &[&str]) -> Replayed {
+    replay_core(files, signals, &[], false, sets).await
+}
+
+async fn replay_core(
+    files: &[(&str, Wire)],
+    signals: &[&str],
+    names: &[&str],
+    forward: bool,
+    sets: &[&str],
+) -> Replayed {
     common::init_crypto();
     let received: Arc<Mutex<Vec<(String, bytes::Bytes)>>> = Arc::default();
     let listener = server::bind("127.0.0.1:0").await.unwrap();
@@ -171,9 +194,10 @@ async fn replay_signals(
     });
     let url = format!("http://127.0.0.1:{}/ai/otel", endpoint.local_addr().port());
     const TOKEN: &str = "fallback-token-real-0001";
-    let (collector, ports) = match forward {
-        Some(sets) => common::spawn_production_forwarding_events(&url, TOKEN, sets, &[]).await,
-        None => common::spawn_production(&url, TOKEN, &[], &[]).await,
+    let (collector, ports) = if forward {
+        common::spawn_production_forwarding_events(&url, TOKEN, sets, &[]).await
+    } else {
+        common::spawn_production(&url, TOKEN, sets, &[]).await
     };
     let http = ports.http;
     let now = SystemTime::now()
@@ -219,7 +243,7 @@ async fn replay_signals(
     let mut tokens: BTreeMap<(String, String), f64> = BTreeMap::new();
     let requests = received.lock().unwrap().clone();
     for (path, body) in &requests {
-        if !path.ends_with("/v1/metrics") {
+        if !path.ends_with("/v1/metrics") || names.is_empty() {
             continue;
         }
         for (user, metric, ty, v) in common::token_points_of(body, names) {
@@ -238,8 +262,8 @@ const EVENT_METRICS: [&str; 3] = [
 ];
 
 /// Every string value (attribute values, bodies) in `v` of at least 8
-/// characters, into `kept` when it is the value of a key in `keys`, else
-/// into `other`.
+/// characters, into `kept` when it is the value of a key in `keys` (or a
+/// metric or scope name), else into `other`.
 fn strings(v: &Json, keys: &[String], kept: &mut Vec<String>, other: &mut Vec<String>) {
     match v {
         Json::Object(map) => {
@@ -252,6 +276,8 @@ fn strings(v: &Json, keys: &[String], kept: &mut Vec<String>, other: &mut Vec<St
                     Json::String(s) if k == "stringValue" && s.chars().count() >= 8 => {
                         other.push(s.clone())
                     }
+                    // Metric (and scope) names leave as names of totals.
+                    Json::String(s) if k == "name" => kept.push(s.clone()),
                     _ if k == "value" && keeps => strings(x, keys, &mut vec![], kept),
                     _ => strings(x, keys, kept, other),
                 }
@@ -272,8 +298,9 @@ fn leaks(files: &[(&str, Wire)], keys: &[String], output: &str) -> Vec<String> {
             strings(&body, keys, &mut kept, &mut input);
         }
     }
-    // A value that is also a kept key's (the model under another key) may show.
-    input.retain(|s| !kept.contains(s));
+    // A value that is also (part of) a kept key's value or a metric's name
+    // (the model under another key; an event named as a metric) may show.
+    input.retain(|s| !kept.iter().any(|k| k.contains(s.as_str())));
     input.sort();
     input.dedup();
     assert!(
@@ -371,8 +398,8 @@ async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
     assert!(
         leaked
             .iter()
-            .any(|s| s == "5d7a82a7-aa3a-410c-be4c-1cfaba48c5bf"),
-        "the widened list lets Claude's session id out: {leaked:?}"
+            .any(|s| s == "c5442221-6dd9-4b06-ac15-bf979167cf82"),
+        "the widened list lets Gemini's session id out: {leaked:?}"
     );
 }
 
@@ -450,4 +477,168 @@ async fn real_protobuf_exports_give_exact_token_totals_and_only_allow_listed_res
     .map(|(m, t, v)| ((m.to_string(), t.to_string()), v))
     .collect();
     assert_eq!(tokens, expected);
+}
+
+/// The production aggregation's `include_attributes`: the point
+/// attributes a total may keep besides the user key.
+fn production_point_keys() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/otel-collector-config.yaml");
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    yaml["processors"]["aggregation"]["include_attributes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The series of every point in `requests` (metrics only): metric name,
+/// resource and point attributes, window start and end; each at most once.
+fn series_per_window(requests: &[(String, bytes::Bytes)]) -> Vec<String> {
+    use otelcol_core::pdata::proto::metrics::v1::metric::Data;
+    let mut out = vec![];
+    for (path, body) in requests {
+        if !path.ends_with("/v1/metrics") {
+            continue;
+        }
+        let m: Metrics = serde_json::from_slice(body).unwrap();
+        for rm in &m.resource_metrics {
+            let resource = format!("{:?}", rm.resource.as_ref().map(|r| &r.attributes));
+            for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                let points: Vec<(String, u64, u64)> = match &metric.data {
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| {
+                            (
+                                format!("{:?}", p.attributes),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                            )
+                        })
+                        .collect(),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| {
+                            (
+                                format!("{:?}", p.attributes),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                            )
+                        })
+                        .collect(),
+                    Some(Data::Gauge(g)) => g
+                        .data_points
+                        .iter()
+                        .map(|p| {
+                            (
+                                format!("{:?}", p.attributes),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                            )
+                        })
+                        .collect(),
+                    other => panic!("{}: unexpected {other:?}", metric.name),
+                };
+                for (attrs, start, end) in points {
+                    out.push(format!("{} {resource} {attrs} {start}-{end}", metric.name));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_production_config_sends_only_allow_listed_totals_of_metrics_and_events() {
+    // Every sample, metrics and events, as each tool sent them.
+    let files = [
+        ("claude-json.jsonl", Wire::Json),
+        ("codex-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    let out = replay_signals(&files, &["metrics", "logs"], &common::TOKEN_METRICS, None).await;
+    assert_eq!(out.paths(), ["/ai/otel/v1/metrics"], "only totals leave");
+    let mut keys = totals_keys();
+    keys.extend(production_point_keys());
+    let (mut kept, mut input) = (vec![], vec![]);
+    for (file, _) in files {
+        for signal in ["metrics", "logs"] {
+            for body in bodies(file, signal, 0) {
+                let body = serde_json::from_slice(&body).unwrap();
+                strings(&body, &keys, &mut kept, &mut input);
+            }
+        }
+    }
+    input.retain(|s| !kept.iter().any(|k| k.contains(s.as_str())));
+    input.sort();
+    input.dedup();
+    assert!(input.len() > 100, "the scan has strings to look for");
+    let text = out.text();
+    let leaked: Vec<&String> = input.iter().filter(|s| text.contains(s.as_str())).collect();
+    assert!(leaked.is_empty(), "input strings in the output: {leaked:?}");
+    // One point per series per window: at most users × series × windows.
+    let series = series_per_window(&out.requests);
+    let mut unique = series.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(series.len(), unique.len(), "a series twice in one window");
+    assert!(series.len() > 20, "totals were sent: {}", series.len());
+
+    // The proof can fail: widen the point or the resource allow-list and
+    // Gemini's installation id or session id is found in what leaves.
+    let mut points = production_point_keys();
+    points.push("installation.id".into());
+    let widened = [
+        (
+            format!(
+                "processors.aggregation.include_attributes=[{}]",
+                points.join(", ")
+            ),
+            "51e4bb82-dc6a-405f-93d7-b5ef5eb10a23",
+        ),
+        (
+            "processors.aggregation.resource_attributes.include=[service.name, session.id]".into(),
+            "c5442221-6dd9-4b06-ac15-bf979167cf82",
+        ),
+    ];
+    for (set, id) in widened {
+        let out = replay_signals_with(&files, &["metrics", "logs"], &[set.as_str()]).await;
+        assert!(out.text().contains(id), "{set} lets {id} out");
+        assert!(input.iter().any(|s| s == id), "the scan looks for {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_hmac_pseudonym_no_email_leaves_in_clear() {
+    let files = [
+        ("claude-json.jsonl", Wire::Json),
+        ("codex-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    // The user key hashed on points and resources before aggregation; the
+    // events' points pass the same processors (the connector feeds the
+    // metrics pipeline's head).
+    let hash = "[{key: user.email, action: hash, hmac_key: site-secret-0001}]";
+    let sets = [
+        format!("processors.attributes/pseudonym.actions={hash}"),
+        format!("processors.resource/pseudonym.attributes={hash}"),
+        "service.pipelines.metrics.processors=[memory_limiter, attributes/pseudonym, resource/pseudonym, aggregation]".to_string(),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let out = replay_signals_with(&files, &["metrics", "logs"], &sets).await;
+    let text = out.text();
+    assert!(text.contains("claude_code.token.usage"), "totals were sent");
+    assert!(
+        text.contains("codex.events.token.usage"),
+        "event totals were sent"
+    );
+    assert!(!text.contains("ana@example.com"), "an email left in clear");
+    assert!(
+        !text.contains("example.com"),
+        "an email domain left in clear"
+    );
 }
