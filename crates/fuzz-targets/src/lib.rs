@@ -119,9 +119,9 @@ pub fn engine(data: &[u8]) {
     let _ = e.take_all();
 }
 
-/// An OTTL statement and condition in every context.
+/// An OTTL statement, condition and value expression in every context.
 pub fn ottl(data: &[u8]) {
-    use otelcol_core::ottl::{compile, compile_condition, Context};
+    use otelcol_core::ottl::{compile, compile_condition, compile_value, Context};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -129,6 +129,7 @@ pub fn ottl(data: &[u8]) {
         if let Some(ctx) = Context::parse(ctx) {
             let _ = compile(text, ctx);
             let _ = compile_condition(text, ctx);
+            let _ = compile_value(text, ctx);
         }
     }
 }
