@@ -29,6 +29,25 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
 ];
 
+/// The built-in rule sets of the signaltometrics connector, compiled once.
+fn rule_sets() -> &'static otelcol_connector_signaltometrics::Compiled {
+    static COMPILED: OnceLock<otelcol_connector_signaltometrics::Compiled> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let config = otelcol_connector_signaltometrics::SignalToMetricsConfig {
+            rule_sets: vec![
+                otelcol_connector_signaltometrics::RuleSet::ClaudeCode,
+                otelcol_connector_signaltometrics::RuleSet::Codex,
+                otelcol_connector_signaltometrics::RuleSet::GeminiCli,
+            ],
+            ..Default::default()
+        };
+        match otelcol_connector_signaltometrics::Compiled::new(&config) {
+            Ok(c) => c,
+            Err(e) => panic!("the built-in rule sets compile: {e}"),
+        }
+    })
+}
+
 /// Decoded bodies are capped as the receiver caps them by default.
 const BODY_LIMIT: u64 = 20 << 20;
 
@@ -51,7 +70,8 @@ fn fresh_engine() -> Engine {
 
 /// An OTLP/HTTP body: byte 0 picks the `Content-Encoding`, byte 1 the
 /// format (protobuf or JSON) and signal; the rest is the body. What decodes
-/// as metrics then goes through the aggregation engine.
+/// as metrics then goes through the aggregation engine; what decodes as
+/// logs through the signaltometrics rule sets and then the engine.
 pub fn http_body(data: &[u8]) {
     let [enc, kind, body @ ..] = data else {
         return;
@@ -86,11 +106,17 @@ pub fn http_body(data: &[u8]) {
             }
         }
         1 => {
-            let _: Option<Logs> = if json {
+            let decoded: Option<Logs> = if json {
                 decode_json(&body).ok()
             } else {
                 decode_proto(&body).ok()
             };
+            if let Some(mut logs) = decoded {
+                let (m, _) = rule_sets().convert(&mut logs, 1_800_000_000_000_000_000);
+                let mut e = fresh_engine();
+                let _ = e.add(&m, &RequestContext::default(), 1_800_000_000_000_000_000);
+                let _ = e.take_all();
+            }
         }
         _ => {
             let _: Option<Traces> = if json {
