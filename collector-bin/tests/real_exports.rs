@@ -507,40 +507,22 @@ fn series_per_window(requests: &[(String, bytes::Bytes)]) -> Vec<String> {
         for rm in &m.resource_metrics {
             let resource = format!("{:?}", rm.resource.as_ref().map(|r| &r.attributes));
             for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                // (attributes, start, end) of each point, whatever its kind.
+                macro_rules! series {
+                    ($points:expr) => {
+                        $points
+                            .iter()
+                            .map(|p| {
+                                let attrs = format!("{:?}", p.attributes);
+                                (attrs, p.start_time_unix_nano, p.time_unix_nano)
+                            })
+                            .collect()
+                    };
+                }
                 let points: Vec<(String, u64, u64)> = match &metric.data {
-                    Some(Data::Sum(s)) => s
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            (
-                                format!("{:?}", p.attributes),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                            )
-                        })
-                        .collect(),
-                    Some(Data::Histogram(h)) => h
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            (
-                                format!("{:?}", p.attributes),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                            )
-                        })
-                        .collect(),
-                    Some(Data::Gauge(g)) => g
-                        .data_points
-                        .iter()
-                        .map(|p| {
-                            (
-                                format!("{:?}", p.attributes),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                            )
-                        })
-                        .collect(),
+                    Some(Data::Sum(s)) => series!(s.data_points),
+                    Some(Data::Histogram(h)) => series!(h.data_points),
+                    Some(Data::Gauge(g)) => series!(g.data_points),
                     other => panic!("{}: unexpected {other:?}", metric.name),
                 };
                 for (attrs, start, end) in points {
