@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod replay;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
