@@ -24,26 +24,13 @@ use common::faults::{event_ids, events_json, now_nanos, post_retrying, until};
 
 const BUCKET: &str = "raw-test";
 
-fn venv_tool(name: &str) -> std::path::PathBuf {
-    let venv = std::env::var_os("OTELCOL_TEST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/venv"));
-    let path = venv.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo xtask test-tools` (or .ci/run) installs it",
-        path.display()
-    );
-    path
-}
-
 /// A moto S3 server on a given loopback port (in memory: a restart on
 /// the same port is an empty server), with the test bucket.
 struct Moto(Child);
 
 impl Moto {
     fn start(port: u16) -> Self {
-        let child = Command::new(venv_tool("moto_server"))
+        let child = Command::new(common::venv_tool("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -68,7 +55,7 @@ impl Moto {
              s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', aws_access_key_id='t', aws_secret_access_key='t')\n\
              {body}\n"
         );
-        let out = Command::new(venv_tool("python"))
+        let out = Command::new(common::venv_tool("python"))
             .args(["-c", &script])
             .output()
             .unwrap();

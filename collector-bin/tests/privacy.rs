@@ -140,3 +140,125 @@ async fn with_an_hmac_pseudonym_no_email_leaves_in_clear() {
         "an email domain left in clear"
     );
 }
+
+/// The point attributes the local default's totals keep (its
+/// aggregation's `include_attributes`).
+fn local_point_keys() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/local.yaml");
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    yaml["processors"]["aggregation"]["include_attributes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_default_writes_only_allow_listed_totals_to_its_files() {
+    let files = [
+        ("claude-json.jsonl", Wire::Json),
+        ("codex-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    let data = std::env::temp_dir().join(format!("otelcol-privacy-local-{}", common::free_port()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (http, health) = (common::free_port(), common::free_port());
+    let envs = [
+        ("OTLP_HTTP_ENDPOINT", format!("127.0.0.1:{http}")),
+        (
+            "OTLP_GRPC_ENDPOINT",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        ("HEALTH_ENDPOINT", format!("127.0.0.1:{health}")),
+        (
+            "METRICS_ENDPOINT",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        ("DATA_DIR", data.display().to_string()),
+    ];
+    // No --config: the embedded local default.
+    let collector = common::Collector::spawn(&[], &envs);
+    common::wait_healthy(&format!("http://127.0.0.1:{health}/")).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    for (file, _) in files {
+        for signal in ["metrics", "logs"] {
+            for body in bodies(file, signal, now) {
+                let (status, answer) = common::http(
+                    "POST",
+                    &format!("http://127.0.0.1:{http}/v1/{signal}"),
+                    &[("content-type", "application/json")],
+                    body,
+                )
+                .await;
+                assert_eq!(status, 200, "{file} {signal}: {answer}");
+            }
+        }
+    }
+    let (ok, log) = collector.stop();
+    assert!(ok, "clean exit: {log:?}");
+
+    // Every row of every Parquet file the totals went to, as JSON.
+    let script = "import sys, json, glob, pyarrow.parquet as pq\n\
+        rows = []\n\
+        for f in sorted(glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True)):\n\
+        \x20   for r in pq.read_table(f).to_pylist():\n\
+        \x20       rows.append({k: dict(v) if isinstance(v, list) and all(isinstance(x, tuple) for x in v) else v for k, v in r.items()})\n\
+        print(json.dumps(rows, default=str))\n";
+    let out = std::process::Command::new(common::venv_tool("python"))
+        .args(["-c", script, data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut keys = totals_keys();
+    keys.extend(local_point_keys());
+    let mut names = std::collections::BTreeSet::new();
+    for row in &rows {
+        names.insert(row["metric_name"].as_str().unwrap_or_default().to_string());
+        for column in ["attributes", "resource_attributes"] {
+            let map = row[column].as_object();
+            assert!(map.is_some(), "a {column} map column in {row}");
+            for key in map.into_iter().flat_map(|m| m.keys()) {
+                assert!(keys.contains(key), "{column} key {key} in {row}");
+            }
+        }
+    }
+    for name in [
+        "claude_code.token.usage",
+        "codex.events.token.usage",
+        "gemini_cli.events.token.usage",
+    ] {
+        assert!(
+            names.contains(name),
+            "{name} totals were written: {names:?}"
+        );
+    }
+    let (mut kept, mut input) = (vec![], vec![]);
+    for (file, _) in files {
+        for signal in ["metrics", "logs"] {
+            for body in bodies(file, signal, 0) {
+                strings(
+                    &serde_json::from_slice(&body).unwrap(),
+                    &keys,
+                    &mut kept,
+                    &mut input,
+                );
+            }
+        }
+    }
+    input.retain(|s| !kept.iter().any(|k| k.contains(s.as_str())));
+    assert!(input.len() > 100, "the scan has strings to look for");
+    let leaked: Vec<&String> = input.iter().filter(|s| text.contains(s.as_str())).collect();
+    assert!(leaked.is_empty(), "input strings in the files: {leaked:?}");
+    let _ = std::fs::remove_dir_all(&data);
+}

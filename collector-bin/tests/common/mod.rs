@@ -378,6 +378,20 @@ pub struct ProductionPorts {
     pub zpages: u16,
 }
 
+/// A program from the test virtualenv (`.ci/venv`, or `$OTELCOL_TEST_VENV`).
+pub fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("OTELCOL_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/venv"));
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo xtask test-tools` (or .ci/run) installs it",
+        path.display()
+    );
+    path
+}
+
 /// The binary with the production config (`configs/otel-collector-config.yaml`)
 /// on free loopback ports, sending to `endpoint` with `fallback_token`;
 /// `extra_sets` are further `--set`s, `envs` further variables. Returns once
