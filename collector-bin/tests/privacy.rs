@@ -1,9 +1,12 @@
 //! The privacy proof: what leaves holds only totals and allow-listed
-//! attributes. The real tools' metrics and events (and the same with the
-//! events forwarded through `configs/forward-events.yaml`) go through the
-//! real binary; every string of the input that is not an allow-listed
-//! key's value is looked for in every byte the endpoint receives, and each
-//! proof is shown to catch a leak when its allow-list is widened.
+//! attributes. The real tools' metrics and events go through the real
+//! binary with each shipped config: the production config (and with the
+//! events forwarded through `configs/forward-events.yaml`, and with an
+//! HMAC pseudonym for the user), the local default (its Parquet files) and
+//! `configs/s3.yaml` (its `totals/` objects in a moto bucket). Every string
+//! of the input that is not an allow-listed key's value is looked for in
+//! every byte that leaves, and the proofs are shown to catch a leak when an
+//! allow-list is widened.
 
 mod common;
 
@@ -12,6 +15,7 @@ use common::replay::{
     replay_signals_with, series_per_window, served_by_events, strings, totals_keys, Wire,
     EVENT_FILES, EVENT_METRICS,
 };
+use common::s3::{spawn_s3, Moto, BUCKET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
@@ -141,10 +145,73 @@ async fn with_an_hmac_pseudonym_no_email_leaves_in_clear() {
     );
 }
 
-/// The point attributes the local default's totals keep (its
+/// Python that defines `rows` and `add(table)`, which appends a Parquet
+/// table's rows (map columns as objects) to it.
+const ROWS: &str = concat!(
+    "import sys, io, json, pyarrow.parquet as pq\n",
+    "rows = []\n",
+    "def add(t):\n",
+    "    for r in t.to_pylist():\n",
+    "        rows.append({k: dict(v) if isinstance(v, list) and all(isinstance(x, tuple) for x in v) else v for k, v in r.items()})\n",
+);
+
+/// Checks the totals rows (JSON from [`ROWS`]) a shipped config wrote:
+/// only allow-listed attribute and resource keys, the tools' metrics and
+/// events' totals present, and no string of the input outside the
+/// allow-lists.
+fn check_totals_rows(text: &str, files: &[(&str, Wire)], config: &str) {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(text.trim()).unwrap();
+    let mut keys = totals_keys();
+    keys.extend(point_keys(config));
+    let mut names = std::collections::BTreeSet::new();
+    for row in &rows {
+        names.insert(row["metric_name"].as_str().unwrap_or_default().to_string());
+        for column in ["attributes", "resource_attributes"] {
+            let map = row[column].as_object();
+            assert!(map.is_some(), "a {column} map column in {row}");
+            for key in map.into_iter().flat_map(|m| m.keys()) {
+                assert!(keys.contains(key), "{config}: {column} key {key} in {row}");
+            }
+        }
+    }
+    for name in [
+        "claude_code.token.usage",
+        "codex.events.token.usage",
+        "gemini_cli.events.token.usage",
+    ] {
+        assert!(
+            names.contains(name),
+            "{config}: {name} totals were written: {names:?}"
+        );
+    }
+    let (mut kept, mut input) = (vec![], vec![]);
+    for (file, _) in files {
+        for signal in ["metrics", "logs"] {
+            for body in bodies(file, signal, 0) {
+                strings(
+                    &serde_json::from_slice(&body).unwrap(),
+                    &keys,
+                    &mut kept,
+                    &mut input,
+                );
+            }
+        }
+    }
+    input.retain(|s| !kept.iter().any(|k| k.contains(s.as_str())));
+    assert!(input.len() > 100, "the scan has strings to look for");
+    let leaked: Vec<&String> = input.iter().filter(|s| text.contains(s.as_str())).collect();
+    assert!(
+        leaked.is_empty(),
+        "{config}: input strings in the totals: {leaked:?}"
+    );
+}
+
+/// The point attributes the totals of `configs/<config>` keep (its
 /// aggregation's `include_attributes`).
-fn local_point_keys() -> Vec<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/local.yaml");
+fn point_keys(config: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(config);
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     yaml["processors"]["aggregation"]["include_attributes"]
@@ -203,14 +270,11 @@ async fn the_local_default_writes_only_allow_listed_totals_to_its_files() {
     assert!(ok, "clean exit: {log:?}");
 
     // Every row of every Parquet file the totals went to, as JSON.
-    let script = "import sys, json, glob, pyarrow.parquet as pq\n\
-        rows = []\n\
-        for f in sorted(glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True)):\n\
-        \x20   for r in pq.read_table(f).to_pylist():\n\
-        \x20       rows.append({k: dict(v) if isinstance(v, list) and all(isinstance(x, tuple) for x in v) else v for k, v in r.items()})\n\
-        print(json.dumps(rows, default=str))\n";
+    let script = format!(
+        "import glob\n{ROWS}\nfor f in sorted(glob.glob(sys.argv[1] + '/**/*.parquet', recursive=True)):\n    add(pq.read_table(f))\nprint(json.dumps(rows, default=str))\n"
+    );
     let out = std::process::Command::new(common::venv_tool("python"))
-        .args(["-c", script, data.to_str().unwrap()])
+        .args(["-c", &script, data.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -218,47 +282,55 @@ async fn the_local_default_writes_only_allow_listed_totals_to_its_files() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    let mut keys = totals_keys();
-    keys.extend(local_point_keys());
-    let mut names = std::collections::BTreeSet::new();
-    for row in &rows {
-        names.insert(row["metric_name"].as_str().unwrap_or_default().to_string());
-        for column in ["attributes", "resource_attributes"] {
-            let map = row[column].as_object();
-            assert!(map.is_some(), "a {column} map column in {row}");
-            for key in map.into_iter().flat_map(|m| m.keys()) {
-                assert!(keys.contains(key), "{column} key {key} in {row}");
-            }
-        }
-    }
-    for name in [
-        "claude_code.token.usage",
-        "codex.events.token.usage",
-        "gemini_cli.events.token.usage",
-    ] {
-        assert!(
-            names.contains(name),
-            "{name} totals were written: {names:?}"
-        );
-    }
-    let (mut kept, mut input) = (vec![], vec![]);
+    check_totals_rows(&String::from_utf8_lossy(&out.stdout), &files, "local.yaml");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_configs_totals_objects_hold_only_allow_listed_totals() {
+    // `configs/s3.yaml` writes everything raw under `raw/` by design (the
+    // site's own bucket, asked for by name); its `totals/` objects are the
+    // totals path and must hold nothing more.
+    let files = [
+        ("claude-json.jsonl", Wire::Json),
+        ("codex-json.jsonl", Wire::Json),
+        ("gemini.jsonl", Wire::Json),
+    ];
+    let port = common::free_port();
+    let moto = Moto::start(port);
+    let storage = common::scratch_storage_dir();
+    let (collector, logs_url) = spawn_s3(port, &storage, &[]).await;
+    let base = logs_url.trim_end_matches("/v1/logs").to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     for (file, _) in files {
         for signal in ["metrics", "logs"] {
-            for body in bodies(file, signal, 0) {
-                strings(
-                    &serde_json::from_slice(&body).unwrap(),
-                    &keys,
-                    &mut kept,
-                    &mut input,
-                );
+            for body in bodies(file, signal, now) {
+                let (status, answer) = common::http(
+                    "POST",
+                    &format!("{base}/v1/{signal}"),
+                    &[("content-type", "application/json")],
+                    body,
+                )
+                .await;
+                assert_eq!(status, 200, "{file} {signal}: {answer}");
             }
         }
     }
-    input.retain(|s| !kept.iter().any(|k| k.contains(s.as_str())));
-    assert!(input.len() > 100, "the scan has strings to look for");
-    let leaked: Vec<&String> = input.iter().filter(|s| text.contains(s.as_str())).collect();
-    assert!(leaked.is_empty(), "input strings in the files: {leaked:?}");
-    let _ = std::fs::remove_dir_all(&data);
+    let (ok, log) = collector.stop();
+    assert!(ok, "clean exit: {log:?}");
+    let rows = moto.python(
+        port,
+        &format!(
+            "{ROWS}\n\
+             for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{BUCKET}', Prefix='totals/'):\n    \
+             for o in page.get('Contents', []):\n        \
+             add(pq.read_table(io.BytesIO(s3.get_object(Bucket='{BUCKET}', Key=o['Key'])['Body'].read())))\n\
+             print(json.dumps(rows, default=str))"
+        ),
+    );
+    check_totals_rows(&rows, &files, "s3.yaml");
+    let _ = std::fs::remove_dir_all(storage);
 }

@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod replay;
+pub mod s3;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
