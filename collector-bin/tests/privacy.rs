@@ -17,12 +17,29 @@ use common::replay::{
 };
 use common::s3::{spawn_s3, Moto, BUCKET};
 
+/// Synthetic events with what prompt logging and tool details add: prompt
+/// text, tool parameters, file paths, a command line, a host name, ids.
+const PRIVATE: (&str, Wire) = ("private-events.jsonl", Wire::Json);
+
+/// [`served_by_events`] plus the synthetic `api_request` (11 input and 7
+/// output tokens).
+fn served_plus_private() -> std::collections::BTreeMap<(String, String), f64> {
+    let mut served = served_by_events();
+    for (ty, n) in [("input", 11.0), ("output", 7.0)] {
+        *served
+            .get_mut(&("claude_code.events.token.usage".to_string(), ty.to_string()))
+            .unwrap() += n;
+    }
+    served
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
-    let out = replay_signals(&EVENT_FILES, &["logs"], &EVENT_METRICS, Some(&[])).await;
+    let files = [EVENT_FILES[0], EVENT_FILES[1], EVENT_FILES[2], PRIVATE];
+    let out = replay_signals(&files, &["logs"], &EVENT_METRICS, Some(&[])).await;
     assert_eq!(
         out.tokens,
-        served_by_events(),
+        served_plus_private(),
         "the totals path is unchanged"
     );
     assert_eq!(out.paths(), ["/ai/otel/v1/logs", "/ai/otel/v1/metrics"]);
@@ -33,7 +50,7 @@ async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
     );
     let mut keys = overlay_allowed_keys();
     keys.extend(totals_keys());
-    let leaked = leaks(&EVENT_FILES, &keys, &text);
+    let leaked = leaks(&files, &keys, &text);
     assert!(leaked.is_empty(), "input strings in the output: {leaked:?}");
 
     // The proof can fail: with session.id let through, Gemini's and
@@ -44,8 +61,8 @@ async fn forwarded_events_keep_only_the_overlays_allowed_keys() {
         "processors.redaction/events.allowed_keys=[{}]",
         widened.join(", ")
     );
-    let out = replay_signals(&EVENT_FILES, &["logs"], &EVENT_METRICS, Some(&[&set])).await;
-    let leaked = leaks(&EVENT_FILES, &keys, &out.text());
+    let out = replay_signals(&files, &["logs"], &EVENT_METRICS, Some(&[&set])).await;
+    let leaked = leaks(&files, &keys, &out.text());
     assert!(
         leaked
             .iter()
@@ -61,6 +78,7 @@ async fn the_production_config_sends_only_allow_listed_totals_of_metrics_and_eve
         ("claude-json.jsonl", Wire::Json),
         ("codex-json.jsonl", Wire::Json),
         ("gemini.jsonl", Wire::Json),
+        PRIVATE,
     ];
     let out = replay_signals(&files, &["metrics", "logs"], &common::TOKEN_METRICS, None).await;
     assert_eq!(out.paths(), ["/ai/otel/v1/metrics"], "only totals leave");
@@ -120,6 +138,7 @@ async fn with_an_hmac_pseudonym_no_email_leaves_in_clear() {
         ("claude-json.jsonl", Wire::Json),
         ("codex-json.jsonl", Wire::Json),
         ("gemini.jsonl", Wire::Json),
+        PRIVATE,
     ];
     // The user key hashed on points and resources before aggregation; the
     // events' points pass the same processors (the connector feeds the
@@ -228,6 +247,7 @@ async fn the_local_default_writes_only_allow_listed_totals_to_its_files() {
         ("claude-json.jsonl", Wire::Json),
         ("codex-json.jsonl", Wire::Json),
         ("gemini.jsonl", Wire::Json),
+        PRIVATE,
     ];
     let data = std::env::temp_dir().join(format!("otelcol-privacy-local-{}", common::free_port()));
     let _ = std::fs::remove_dir_all(&data);
@@ -295,6 +315,7 @@ async fn the_s3_configs_totals_objects_hold_only_allow_listed_totals() {
         ("claude-json.jsonl", Wire::Json),
         ("codex-json.jsonl", Wire::Json),
         ("gemini.jsonl", Wire::Json),
+        PRIVATE,
     ];
     let port = common::free_port();
     let moto = Moto::start(port);

@@ -70,11 +70,17 @@ pub fn strip_ids(v: &mut Json) {
     }
 }
 
-/// The `signal` requests of `file`, their times moved to `now`.
+/// The `signal` requests of `file` (a real export in `shared/testdata/real`,
+/// or `private-*.jsonl` in `tests/data`: synthetic events that carry what
+/// prompt logging and tool details add), their times moved to `now`.
 pub fn bodies(file: &str, signal: &str, now: u128) -> Vec<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/real")
-        .join(file);
+    // `tests/data/…`: synthetic samples of ours; else the real exports.
+    let dir = if file.starts_with("private-") {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    } else {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/real")
+    };
+    let path = dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut bodies: Vec<Json> = text
         .lines()
@@ -83,7 +89,10 @@ pub fn bodies(file: &str, signal: &str, now: u128) -> Vec<Vec<u8>> {
         .map(|r| r["body"].clone())
         .collect();
     bodies.iter_mut().for_each(strip_ids);
-    let first = bodies.iter().filter_map(earliest).min().unwrap();
+    // A file without requests of this signal has nothing to shift.
+    let Some(first) = bodies.iter().filter_map(earliest).min() else {
+        return vec![];
+    };
     let by = now as i128 - first;
     bodies.iter_mut().for_each(|b| shift(b, by));
     bodies
