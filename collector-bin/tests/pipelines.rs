@@ -337,3 +337,104 @@ service:
     );
     service.shutdown().await;
 }
+
+/// A connector joins a logs pipeline to a metrics pipeline: events in,
+/// points out with the caller's token, the connector on the status board
+/// with both pipelines, and the events' points still delivered when the
+/// service stops (the connector is shut down after the logs pipeline and
+/// before the metrics pipeline it feeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_turns_a_logs_pipeline_into_points_of_a_metrics_pipeline() {
+    let port = common::free_port();
+    let yaml = format!(
+        r#"
+extensions:
+  multitudes_auth:
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:{port}", auth: {{authenticator: multitudes_auth}}}}}}
+processors:
+  batch: {{timeout: 1h, send_batch_size: 1000}}
+connectors:
+  signaltometrics:
+    rule_sets: [claude_code]
+exporters:
+  capture:
+service:
+  extensions: [multitudes_auth]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    logs:
+      receivers: [otlp]
+      exporters: [signaltometrics]
+    metrics:
+      receivers: [signaltometrics]
+      processors: [batch]
+      exporters: [capture]
+"#
+    );
+    let captured = Arc::new(common::Captured::default());
+    let mut service = otelcol_core::pipeline::Service::start(
+        &common::load_yaml(&yaml),
+        &common::factories_with_capture(captured.clone()),
+        "test",
+    )
+    .await
+    .unwrap();
+    let event = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"user.email","value":{"stringValue":"ana@example.com"}}]},
+        "scopeLogs":[{"logRecords":[{"timeUnixNano":"1796174325142000000","body":{"stringValue":"claude_code.api_request"},
+        "attributes":[{"key":"event.name","value":{"stringValue":"api_request"}},{"key":"session.id","value":{"stringValue":"s-1"}},
+        {"key":"input_tokens","value":{"intValue":"1001"}},{"key":"cost_usd","value":{"doubleValue":0.5}}]}]}]}]}"#;
+    let sent = common::http(
+        "POST",
+        &format!("http://127.0.0.1:{port}/v1/logs"),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer tok-ana-0001"),
+        ],
+        event.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(sent.0, 200, "{}", sent.1);
+    assert!(
+        captured.metrics.lock().unwrap().is_empty(),
+        "the batch processor holds the points until the service stops"
+    );
+    let snapshot = service.status().snapshot();
+    let connector = snapshot
+        .iter()
+        .find(|c| c.id.to_string() == "signaltometrics")
+        .unwrap();
+    assert_eq!(
+        connector.pipelines,
+        vec!["pipeline:logs", "pipeline:metrics"]
+    );
+    service.shutdown().await;
+
+    let batches = captured.metrics.lock().unwrap();
+    assert_eq!(
+        batches.len(),
+        1,
+        "flushed at shutdown, downstream of the connector"
+    );
+    let batch = &batches[0];
+    assert_eq!(
+        batch.context.bearer_token().map(|t| t.expose()),
+        Some("tok-ana-0001")
+    );
+    let names: Vec<(String, usize)> = batch
+        .data
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| (m.name.clone(), otelcol_core::pdata::metric_point_count(m)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("claude_code.events.token.usage".to_string(), 1),
+            ("claude_code.events.cost.usage".to_string(), 1)
+        ]
+    );
+}
