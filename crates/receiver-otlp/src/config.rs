@@ -65,6 +65,14 @@ pub struct GrpcConfig {
     /// ours is 100, so that one connection cannot hold more than
     /// 100 × `max_recv_msg_size_mib` of messages being decoded.
     pub max_concurrent_streams: u32,
+    /// Not a Go key: the most bytes of messages (as received, plus as
+    /// decompressed) held at once by calls being read, decoded or handed
+    /// to the pipeline, over every connection. A call that would go past it
+    /// is refused with `UNAVAILABLE` and retry info (1 s), so many
+    /// connections cannot take memory faster than `memory_limiter` can see
+    /// it. At least `max_recv_msg_size_mib`; default 64 MiB, or
+    /// `max_recv_msg_size_mib` when that is larger.
+    pub max_inflight_bytes: Option<u64>,
     /// Accepted with a start-up warning; no effect (tonic sizes its
     /// connection buffers itself).
     pub read_buffer_size: Option<u64>,
@@ -91,6 +99,7 @@ impl Default for GrpcConfig {
             transport: "tcp".into(),
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 100,
+            max_inflight_bytes: None,
             read_buffer_size: None,
             write_buffer_size: None,
             keepalive: KeepaliveConfig::default(),
@@ -150,6 +159,31 @@ impl Default for ServerParameters {
     }
 }
 
+/// `max_inflight_bytes` when not set: 64 MiB, or the largest request when
+/// that is larger.
+const DEFAULT_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl GrpcConfig {
+    /// `max_recv_msg_size_mib` in bytes.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_recv_msg_size_mib.saturating_mul(1024 * 1024)
+    }
+
+    /// The in-flight budget in bytes (`max_inflight_bytes` or its default).
+    pub fn inflight_bytes(&self) -> u64 {
+        self.max_inflight_bytes
+            .unwrap_or_else(|| DEFAULT_INFLIGHT_BYTES.max(self.max_message_bytes()))
+    }
+}
+
+impl HttpConfig {
+    /// The in-flight budget in bytes (`max_inflight_bytes` or its default).
+    pub fn inflight_bytes(&self) -> u64 {
+        self.max_inflight_bytes
+            .unwrap_or_else(|| DEFAULT_INFLIGHT_BYTES.max(self.max_request_body_size))
+    }
+}
+
 /// `keepalive.enforcement_policy` (see [`KeepaliveConfig`]).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -191,8 +225,9 @@ pub struct HttpConfig {
     /// to the pipeline. A request that would go past it is refused with 503
     /// and `Retry-After`, so a burst of large requests cannot take memory
     /// faster than `memory_limiter` can see it. At least
-    /// `max_request_body_size`; default 64 MiB.
-    pub max_inflight_bytes: u64,
+    /// `max_request_body_size`; default 64 MiB, or `max_request_body_size`
+    /// when that is larger (a Go config that raises it runs unchanged).
+    pub max_inflight_bytes: Option<u64>,
     /// Keep the request's headers in the batch context.
     pub include_metadata: bool,
     /// Authenticate requests with this extension.
@@ -238,7 +273,7 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             max_request_body_size: 20 * 1024 * 1024,
-            max_inflight_bytes: 64 * 1024 * 1024,
+            max_inflight_bytes: None,
             include_metadata: false,
             auth: None,
             tls: None,
@@ -287,6 +322,18 @@ impl OtlpReceiverConfig {
                     "must be at least 1",
                 ));
             }
+            let largest = g.max_message_bytes();
+            match g.max_inflight_bytes {
+                Some(n) if n < largest => {
+                    return Err(ConfigError::invalid(
+                        "protocols.grpc.max_inflight_bytes",
+                        format!(
+                            "{n} is below max_recv_msg_size_mib ({largest} bytes): a message of the largest size could never be read"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
         }
         if let Some(h) = &p.http {
             if h.transport != "tcp" {
@@ -316,14 +363,17 @@ impl OtlpReceiverConfig {
                     "must be above 0",
                 ));
             }
-            if h.max_inflight_bytes < h.max_request_body_size {
-                return Err(ConfigError::invalid(
-                    "protocols.http.max_inflight_bytes",
-                    format!(
-                        "{} is below max_request_body_size ({}): a request of the largest size could never be read",
-                        h.max_inflight_bytes, h.max_request_body_size
-                    ),
-                ));
+            match h.max_inflight_bytes {
+                Some(n) if n < h.max_request_body_size => {
+                    return Err(ConfigError::invalid(
+                        "protocols.http.max_inflight_bytes",
+                        format!(
+                            "{n} is below max_request_body_size ({}): a request of the largest size could never be read",
+                            h.max_request_body_size
+                        ),
+                    ))
+                }
+                _ => {}
             }
             if let Some(list) = &h.compression_algorithms {
                 for a in list {
@@ -337,5 +387,44 @@ impl OtlpReceiverConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> OtlpReceiverConfig {
+        let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+        otelcol_core::config::decode(&raw).unwrap()
+    }
+
+    /// A Go config that raises a size limit past the default budget runs
+    /// unchanged (the budget follows); a budget set below a limit is
+    /// refused with both figures.
+    #[test]
+    fn the_inflight_budget_follows_the_size_limits_unless_set() {
+        let c = config(
+            "protocols: {http: {max_request_body_size: 104857600}, grpc: {max_recv_msg_size_mib: 100}}",
+        );
+        c.validate().unwrap();
+        let p = &c.protocols;
+        assert_eq!(p.http.as_ref().unwrap().inflight_bytes(), 104_857_600);
+        assert_eq!(p.grpc.as_ref().unwrap().inflight_bytes(), 104_857_600);
+        let c = config("protocols: {http: {}, grpc: {}}");
+        assert_eq!(c.protocols.http.unwrap().inflight_bytes(), 64 << 20);
+        assert_eq!(c.protocols.grpc.unwrap().inflight_bytes(), 64 << 20);
+        let c =
+            config("protocols: {grpc: {max_recv_msg_size_mib: 8, max_inflight_bytes: 4194304}}");
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "protocols.grpc.max_inflight_bytes: 4194304 is below max_recv_msg_size_mib (8388608 bytes): a message of the largest size could never be read"
+        );
+        let c =
+            config("protocols: {http: {max_request_body_size: 2048, max_inflight_bytes: 1024}}");
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "protocols.http.max_inflight_bytes: 1024 is below max_request_body_size (2048): a request of the largest size could never be read"
+        );
     }
 }

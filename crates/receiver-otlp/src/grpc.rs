@@ -15,6 +15,7 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::budget::{Budget, CallBudget, Metered};
 use crate::config::GrpcConfig;
 use crate::grpc_conn::{ConnInfo, IdleClosing};
 use crate::signal::{header_pairs, OtlpSignal, Sink, Sinks};
@@ -129,16 +130,27 @@ fn remap_decode_code(headers: &mut http::HeaderMap) {
 /// before prost decodes it ([`crate::depth`]; prost runs without a depth
 /// limit of its own). The generated servers fix tonic-prost's codec, so
 /// [`Export`] serves the three export methods itself.
-struct DepthCodec<T: OtlpSignal>(tonic_prost::ProstCodec<T::Response, T>);
+/// A compressed call's decompressed message is taken from the call's
+/// budget here (`decompressed`), before it is decoded.
+struct DepthCodec<T: OtlpSignal> {
+    prost: tonic_prost::ProstCodec<T::Response, T>,
+    decompressed: Option<CallBudget>,
+}
 
-impl<T: OtlpSignal> Default for DepthCodec<T> {
-    fn default() -> Self {
-        Self(tonic_prost::ProstCodec::default())
+impl<T: OtlpSignal> DepthCodec<T> {
+    fn new(decompressed: Option<CallBudget>) -> Self {
+        Self {
+            prost: tonic_prost::ProstCodec::default(),
+            decompressed,
+        }
     }
 }
 
 /// The decoder of [`DepthCodec`].
-struct DepthDecoder<T>(std::marker::PhantomData<T>);
+struct DepthDecoder<T> {
+    decompressed: Option<CallBudget>,
+    signal: std::marker::PhantomData<T>,
+}
 
 impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
     type Item = T;
@@ -151,6 +163,9 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
         let bytes = buf.chunk();
         if bytes.len() < buf.remaining() {
             return Err(Status::internal("a gRPC message arrived in pieces"));
+        }
+        if let Some(call) = &self.decompressed {
+            call.take(bytes.len()).map_err(Status::unavailable)?;
         }
         crate::depth::check_proto(bytes, T::ROOT)
             .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
@@ -166,10 +181,13 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Codec for DepthCodec<T> {
     type Encoder = tonic_prost::ProstEncoder<T::Response>;
     type Decoder = DepthDecoder<T>;
     fn encoder(&mut self) -> Self::Encoder {
-        self.0.encoder()
+        self.prost.encoder()
     }
     fn decoder(&mut self) -> Self::Decoder {
-        DepthDecoder(std::marker::PhantomData)
+        DepthDecoder {
+            decompressed: self.decompressed.clone(),
+            signal: std::marker::PhantomData,
+        }
     }
 }
 
@@ -179,6 +197,8 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Codec for DepthCodec<T> {
 struct Export<T> {
     handler: Arc<Handler<T>>,
     max_message: usize,
+    /// Shared by the three services of the server.
+    budget: Budget,
 }
 
 impl<T> Clone for Export<T> {
@@ -186,6 +206,7 @@ impl<T> Clone for Export<T> {
         Self {
             handler: self.handler.clone(),
             max_message: self.max_message,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -256,14 +277,31 @@ where
         }
         let handler = self.handler.clone();
         let max = self.max_message;
+        // Held from the first byte until the pipeline has answered.
+        let call = CallBudget::new(self.budget.clone());
+        let compressed = request
+            .headers()
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        let request = request.map(|body| Metered::new(body, call.clone()));
         Box::pin(async move {
             let mut accept = tonic::codec::EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(DepthCodec::<T>::default())
+            let codec = DepthCodec::<T>::new(compressed.then(|| call.clone()));
+            let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_compression_config(accept, Default::default())
                 .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(Unary(handler), request).await)
+            let response = grpc.unary(Unary(handler), request).await;
+            if let Some(message) = call.busy() {
+                tracing::debug!("refused a call: {message}");
+                let e = otelcol_core::consumer::ConsumerError::Retryable {
+                    message: message.to_string(),
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                };
+                return Ok(crate::status::to_grpc(&e).into_http());
+            }
+            Ok(response)
         })
     }
 }
@@ -276,14 +314,14 @@ pub(crate) async fn start(
     config: &GrpcConfig,
     sinks: Sinks,
     auth: Option<Arc<dyn ServerAuthenticator>>,
+    budget: Budget,
 ) -> Result<GrpcServer, ComponentError> {
     let listener = otelcol_core::server::bind(&config.endpoint).await?;
     let local_addr = listener.local_addr().map_err(|source| ComponentError::Io {
         context: format!("reading the address of {}", config.endpoint),
         source,
     })?;
-    let max = usize::try_from(config.max_recv_msg_size_mib.saturating_mul(1024 * 1024))
-        .unwrap_or(usize::MAX);
+    let max = usize::try_from(config.max_message_bytes()).unwrap_or(usize::MAX);
     macro_rules! svc {
         ($sink:expr) => {{
             DecodeCodes(Export {
@@ -293,6 +331,7 @@ pub(crate) async fn start(
                     include_metadata: config.include_metadata,
                 }),
                 max_message: max,
+                budget: budget.clone(),
             })
         }};
     }

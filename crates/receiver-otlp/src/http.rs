@@ -47,6 +47,7 @@ pub(crate) async fn start(
     config: &HttpConfig,
     sinks: Sinks,
     auth: Option<Arc<dyn ServerAuthenticator>>,
+    budget: Budget,
 ) -> Result<ServerHandle, ComponentError> {
     let listener = server::bind(&config.endpoint).await?;
     let encodings = config
@@ -58,7 +59,7 @@ pub(crate) async fn start(
         sinks,
         auth,
         encodings,
-        budget: Budget::new(config.max_inflight_bytes),
+        budget,
     });
     let tls = config
         .tls

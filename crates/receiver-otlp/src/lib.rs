@@ -165,7 +165,13 @@ impl Lifecycle for OtlpReceiver {
                 &id,
                 "grpc",
             );
-            let server = grpc::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
+            let budget = budget::Budget::new(
+                cfg.inflight_bytes(),
+                "protocols.grpc.max_inflight_bytes",
+                &self.settings,
+                "grpc",
+            );
+            let server = grpc::start(cfg, sinks, authenticator(host, &cfg.auth)?, budget).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr, "OTLP/gRPC listening");
             *self.grpc.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
         }
@@ -177,7 +183,13 @@ impl Lifecycle for OtlpReceiver {
                 &id,
                 "http",
             );
-            let server = http::start(cfg, sinks, authenticator(host, &cfg.auth)?).await?;
+            let budget = budget::Budget::new(
+                cfg.inflight_bytes(),
+                "protocols.http.max_inflight_bytes",
+                &self.settings,
+                "http",
+            );
+            let server = http::start(cfg, sinks, authenticator(host, &cfg.auth)?, budget).await?;
             tracing::info!(receiver = %id, endpoint = %server.local_addr(), "OTLP/HTTP listening");
             *self.http.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
         }

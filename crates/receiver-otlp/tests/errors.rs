@@ -521,6 +521,108 @@ async fn pipeline_errors_map_to_503_with_retry_after_and_500() {
     r.receiver.shutdown().await.unwrap();
 }
 
+/// One point with a resource attribute of `bytes` bytes.
+fn padded_point(bytes: usize) -> Metrics {
+    let mut m = one_point("ana@example.com", 1.0);
+    m.resource_metrics[0].resource = Some(otelcol_core::pdata::proto::resource::v1::Resource {
+        attributes: vec![otelcol_core::pdata::string_attribute(
+            "padding",
+            "x".repeat(bytes),
+        )],
+        ..Default::default()
+    });
+    m
+}
+
+fn counter_on(r: &Running, name: &str, transport: &str) -> String {
+    let label = format!("transport=\"{transport}\"");
+    r.settings
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(&label))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Requests the pipeline holds keep their bytes of the in-flight budget:
+/// past `max_inflight_bytes` a request is refused retryably (503 /
+/// `UNAVAILABLE`, retry after 1 s), counted per transport, and taken again
+/// once the others are answered. Over gRPC a compressed message counts as
+/// received and again as decompressed.
+#[tokio::test]
+async fn requests_past_the_inflight_budget_are_refused_retryably_and_counted() {
+    const MIB: usize = 1 << 20;
+    let budget = MIB * 3 / 2;
+    let r = start(
+        &format!(", max_request_body_size: {MIB}, max_inflight_bytes: {budget}"),
+        &format!(", max_recv_msg_size_mib: 1, max_inflight_bytes: {budget}"),
+    )
+    .await;
+    // Each request stays in the pipeline for 1.5 s.
+    *r.sink.delay.lock().unwrap() = Duration::from_millis(1500);
+    let big = padded_point(800 * 1024);
+    let body = big.encode_to_vec();
+
+    let held = tokio::spawn(send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers.get("retry-after").unwrap(), "1");
+    let s = refused.proto_status();
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (14, "the receiver is busy: 1572864 bytes of requests are already in flight (protocols.http.max_inflight_bytes); retry later")
+    );
+    assert_eq!(held.await.unwrap().status, 200);
+    let again = send(r.http, "POST", "/v1/metrics", &[PROTO], body.clone()).await;
+    assert_eq!(again.status, 200, "the budget is given back");
+    assert_eq!(
+        counter_on(&r, "otelcol_receiver_busy_refused_requests_total", "http"),
+        "otelcol_receiver_busy_refused_requests_total{receiver=\"otlp\",transport=\"http\"} 1"
+    );
+
+    let client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    let busy_status = |err: tonic::Status| {
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert_eq!(
+            err.message(),
+            "the receiver is busy: 1572864 bytes of requests are already in flight (protocols.grpc.max_inflight_bytes); retry later (retryable)"
+        );
+        assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
+        let details = RpcStatus::decode(err.details()).unwrap();
+        assert_eq!(
+            details.details[0].type_url,
+            "type.googleapis.com/google.rpc.RetryInfo"
+        );
+    };
+    for compressed in [false, true] {
+        let mut first = client.clone();
+        let request = big.clone();
+        let held = tokio::spawn(async move { first.export(request).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut second = client.clone();
+        if compressed {
+            // About 1 KiB on the wire; 800 KiB once decompressed.
+            second = second.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
+        busy_status(second.export(big.clone()).await.unwrap_err());
+        held.await.unwrap().expect("the held call is answered OK");
+        second
+            .export(big.clone())
+            .await
+            .expect("taken once the budget is given back");
+    }
+    assert_eq!(
+        counter_on(&r, "otelcol_receiver_busy_refused_requests_total", "grpc"),
+        "otelcol_receiver_busy_refused_requests_total{receiver=\"otlp\",transport=\"grpc\"} 2"
+    );
+    assert_eq!(r.sink.metrics.lock().unwrap().len(), 6);
+    r.receiver.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn json_accepts_snake_case_enum_names_and_quoted_doubles() {
     let r = start("", "").await;
