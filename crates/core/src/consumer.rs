@@ -71,6 +71,56 @@ pub struct RequestContext {
     /// restart, offers a window's totals under the key it had): exporters
     /// send it as the request's idempotency key instead of drawing one.
     pub idempotency_key: Option<Arc<str>>,
+    /// Set by a producer that bounds how much of its output is in memory
+    /// downstream (the aggregation processor's emissions): held as long as
+    /// a copy of this batch's data is, and given back when the last copy is
+    /// dropped. Components that keep the data in memory keep it with the
+    /// data (the exporter helper keeps it with each queued request, and
+    /// drops it once a persistent queue has the request on disk).
+    pub flow: Option<FlowPermit>,
+}
+
+/// Room a producer took for one batch of its output; given back when the
+/// last clone is dropped. A batch merged from several keeps every one of
+/// theirs ([`FlowPermit::absorb`]). See [`RequestContext::flow`].
+#[derive(Clone, Debug)]
+pub struct FlowPermit {
+    permits: Vec<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+/// Two permits are equal when they hold the same room.
+impl PartialEq for FlowPermit {
+    fn eq(&self, other: &Self) -> bool {
+        self.permits.len() == other.permits.len()
+            && self
+                .permits
+                .iter()
+                .zip(&other.permits)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl FlowPermit {
+    /// Wraps a permit of the producer's semaphore.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Self {
+            permits: vec![Arc::new(permit)],
+        }
+    }
+
+    /// Also holds what `other` holds (its data was merged into this one's).
+    pub fn absorb(&mut self, other: FlowPermit) {
+        self.permits.extend(other.permits);
+    }
+
+    /// `into` also holds `other`'s room, whichever of them has any.
+    pub fn merge(into: &mut Option<FlowPermit>, other: Option<FlowPermit>) {
+        match (into.as_mut(), other) {
+            (Some(a), Some(b)) => a.absorb(b),
+            (None, Some(b)) => *into = Some(b),
+            (_, None) => {}
+        }
+    }
 }
 
 /// Items a consumer dropped for good while accepting the rest of a request

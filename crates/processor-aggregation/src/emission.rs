@@ -70,15 +70,21 @@ impl Emissions {
         series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.held += series.len();
         let missing = all_targets(targets);
-        let mut parts = vec![];
-        let mut rest = series.into_iter().peekable();
-        while rest.peek().is_some() {
-            let chunk: Vec<_> = rest.by_ref().take(piece.max(1)).collect();
+        // Cut from the back, giving the cut-off room back each time (a
+        // shrinking realloc), so a closing of a million series needs one
+        // copy of them at a time, not two.
+        let piece = piece.max(1);
+        let mut parts = Vec::with_capacity(series.len().div_ceil(piece));
+        while !series.is_empty() {
+            let start = (series.len() - 1) / piece * piece;
+            let chunk = series.split_off(start);
+            series.shrink_to_fit();
             parts.push(Some(Part {
                 series: chunk,
                 missing,
             }));
         }
+        parts.reverse();
         let id = self.next.max(1);
         self.next = id + 1;
         self.open.insert(id, parts);

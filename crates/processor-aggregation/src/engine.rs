@@ -640,7 +640,9 @@ impl Engine {
     pub fn close_all(&mut self, targets: u32) -> Option<u64> {
         let st = &mut self.state;
         st.kept.clear();
-        let taken: Vec<(SeriesKey, Series)> = st.series.drain().collect();
+        // Taken whole, so the table is freed once its series are moved out
+        // (`drain` would keep it allocated during the emission).
+        let taken: Vec<(SeriesKey, Series)> = std::mem::take(&mut st.series).into_iter().collect();
         st.emissions.push(taken, targets, self.piece_series)
     }
 

@@ -116,7 +116,9 @@ pub use durable::{DurableError, Recovery, FORMAT_VERSION};
 pub use emission::{Piece, PIECE_SERIES};
 pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace};
 pub use output::{OutKind, SCOPE_NAME};
-pub use processor::{redact, AggregationProcessor, AggregationProcessorFactory};
+pub use processor::{
+    redact, AggregationProcessor, AggregationProcessorFactory, FLOW_WINDOW_POINTS,
+};
 pub use series::Closed;
 pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
 

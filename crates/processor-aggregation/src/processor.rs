@@ -12,7 +12,7 @@ use otelcol_core::component::{
     ProcessorFactory,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
-use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError, FlowPermit};
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
@@ -20,6 +20,7 @@ use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
 use prost::Message;
+use tokio::sync::Semaphore;
 
 use crate::config::AggregationConfig;
 use crate::config::Lookup;
@@ -33,6 +34,25 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The retry-after of a request refused because the state cannot be written.
 const STORAGE_RETRY: Duration = Duration::from_secs(5);
+
+/// Emitted totals one branch may hold in memory at once (points of built
+/// batches not yet sent, written to a persistent queue or dropped
+/// downstream: about 30 MiB). An emission waits for room before it builds
+/// the next piece, so closing a million series costs this much memory
+/// downstream, not a copy of every total in the exporter's memory queue.
+pub const FLOW_WINDOW_POINTS: u32 = 16 * crate::emission::PIECE_SERIES as u32;
+
+/// How long an emission waits for a branch to make room before it skips
+/// the branch until the next tick (or the emit interval, when shorter). A
+/// sending exporter frees a piece's room far sooner; a stuck one must not
+/// hold the tick, nor a shutdown waiting for the tick, for long.
+const ROOM_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the shutdown flush waits for a branch to make room before it
+/// hands the rest over anyway (without storage: the exporter then counts
+/// what it cannot send at its own shutdown; with storage the rest waits in
+/// the state for the next start).
+const LAST_CHANCE_WAIT: Duration = Duration::from_secs(10);
 
 /// Redacts an email (or any identifier) for logs: `jo***@example.com`.
 pub fn redact(id: &str) -> String {
@@ -174,6 +194,16 @@ impl Counters {
     }
 }
 
+/// What [`Shared::make_room`] got.
+enum Room {
+    /// Room in the window, held by the piece's batches.
+    Taken(FlowPermit),
+    /// No room, but the piece goes anyway (the shutdown flush).
+    HandOver,
+    /// No room within the wait: skip the branch until the next tick.
+    Stalled,
+}
+
 struct Shared {
     id: String,
     /// The first user key, for logs.
@@ -181,6 +211,9 @@ struct Shared {
     engine: Arc<Mutex<Engine>>,
     /// Where totals go: the branches of a fan-out, or the one consumer.
     targets: Vec<Arc<dyn Consumer<Metrics>>>,
+    /// Per branch, the room for emitted totals in memory downstream
+    /// ([`FLOW_WINDOW_POINTS`] permits, one per point).
+    windows: Vec<Arc<Semaphore>>,
     counters: Counters,
     debug: bool,
     retry_after: Duration,
@@ -233,6 +266,10 @@ impl AggregationProcessor {
         engine.set_tracing(debug);
         let id = settings.id.to_string();
         let targets = next.branches().unwrap_or_else(|| vec![next]);
+        let windows = targets
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(FLOW_WINDOW_POINTS as usize)))
+            .collect();
         Ok(Self {
             shared: Arc::new(Shared {
                 counters: Counters::new(&settings.metrics, &id),
@@ -240,6 +277,7 @@ impl AggregationProcessor {
                 key,
                 engine: Arc::new(Mutex::new(engine)),
                 targets,
+                windows,
                 debug,
                 retry_after: emit_interval,
                 warned: Mutex::new(HashMap::new()),
@@ -372,6 +410,10 @@ impl Shared {
     /// the piece for the next tick; on the `last_chance` (shutdown) without
     /// storage it is lost, counted and logged; with storage it waits in the
     /// state for the next start.
+    ///
+    /// Each piece is built only once every branch still to take it has room
+    /// for it ([`FLOW_WINDOW_POINTS`]); a branch that makes no room within
+    /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
     async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
         if let Err(e) = self.apply(op, Bytes::new(), now).await {
@@ -379,20 +421,46 @@ impl Shared {
         }
         let durable = self.log.get().is_some();
         let pieces = self.engine().pieces();
+        let mut stalled = vec![false; self.targets.len()];
+        // Branches the shutdown flush stopped waiting for.
+        let mut handing_over = vec![false; self.targets.len()];
         for p in pieces {
+            let points = self.engine().piece_len(p.emission, p.index) as u32;
+            let mut room: Vec<Option<FlowPermit>> = vec![None; self.targets.len()];
+            for (t, window) in self.windows.iter().enumerate() {
+                if p.missing & (1u64 << t.min(63)) == 0 || stalled[t] {
+                    continue;
+                }
+                if handing_over[t] {
+                    continue;
+                }
+                match self
+                    .make_room(window, points, last_chance && !durable)
+                    .await
+                {
+                    Room::Taken(permit) => room[t] = Some(permit),
+                    Room::HandOver => handing_over[t] = true,
+                    Room::Stalled => stalled[t] = true,
+                }
+            }
+            if (0..self.targets.len()).all(|t| p.missing & (1u64 << t.min(63)) == 0 || stalled[t]) {
+                continue;
+            }
             let batches = {
                 let closed = self.engine().piece(p.emission, p.index);
                 closed.build()
             };
-            let points: u64 = batches.iter().map(|b| b.data.item_count() as u64).sum();
+            let points = u64::from(points);
             for (t, target) in self.targets.iter().enumerate() {
-                if p.missing & (1u64 << t.min(63)) == 0 {
+                if p.missing & (1u64 << t.min(63)) == 0 || stalled[t] {
                     continue;
                 }
+                let flow = room[t].take();
                 let mut outcome = Ok(());
                 for (j, b) in batches.iter().enumerate() {
                     let mut b = b.clone();
                     b.context.idempotency_key = Some(self.batch_key(&p, j));
+                    b.context.flow = flow.clone();
                     if self.debug {
                         self.log_emission(&b);
                     }
@@ -401,6 +469,7 @@ impl Shared {
                         break;
                     }
                 }
+                drop(flow);
                 let done = match outcome {
                     Ok(()) => {
                         self.counters.emitted.add(points);
@@ -428,9 +497,35 @@ impl Shared {
                 }
             }
         }
+        for (t, stalled) in stalled.iter().enumerate() {
+            if *stalled {
+                tracing::warn!(processor = %self.id, branch = t, window = FLOW_WINDOW_POINTS, "a branch still holds its window of emitted totals in memory (its exporter is not sending); offering its other pieces again at the next tick");
+            }
+        }
         self.counters
             .series_open
             .set(self.engine().open_series() as i64);
+    }
+
+    /// Waits for room for `points` emitted totals in one branch's window:
+    /// [`ROOM_WAIT`] at most, or [`LAST_CHANCE_WAIT`] when `hand_over` (the
+    /// shutdown flush without storage, which then hands the piece over
+    /// without room rather than lose it here).
+    async fn make_room(&self, window: &Arc<Semaphore>, points: u32, hand_over: bool) -> Room {
+        let n = points.clamp(1, FLOW_WINDOW_POINTS);
+        let wait = if hand_over {
+            LAST_CHANCE_WAIT
+        } else {
+            self.retry_after.min(ROOM_WAIT)
+        };
+        match tokio::time::timeout(wait, window.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Room::Taken(FlowPermit::new(permit)),
+            _ if hand_over => {
+                tracing::warn!(processor = %self.id, "a branch made no room for emitted totals within {LAST_CHANCE_WAIT:?} at shutdown; handing the rest over without waiting");
+                Room::HandOver
+            }
+            _ => Room::Stalled,
+        }
     }
 
     /// Emits the windows closed at `now` (the clock when `None`, and

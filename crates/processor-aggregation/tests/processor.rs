@@ -275,6 +275,74 @@ async fn the_shutdown_flush_sends_every_series_across_pieces() {
     assert_eq!(got.iter().map(|t| t.value).sum::<f64>(), 5000.0);
 }
 
+/// An emission never holds more than its window of built totals in memory
+/// downstream: a consumer that keeps what it got (an exporter's memory
+/// queue that is not sending) holds at most `FLOW_WINDOW_POINTS` of a
+/// 100,000-series closing; the rest waits in the state (compact) and goes
+/// at the next tick once the consumer has let go. Every total arrives once.
+#[tokio::test]
+async fn an_emission_waits_for_room_downstream_instead_of_piling_up_there() {
+    use otelcol_processor_aggregation::FLOW_WINDOW_POINTS;
+    let down = Arc::new(Downstream::default());
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let config = AggregationConfig {
+        aggregation_interval: Duration::from_secs(300),
+        emit_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let p = AggregationProcessor::new(settings.clone(), config, down.clone(), 0, false).unwrap();
+    let t = now();
+    let w = window_start(t);
+    let series = 100_000;
+    let points = (0..series)
+        .map(|i| {
+            point(
+                1.0,
+                w - 200 * NS,
+                0,
+                &[("user.email", &format!("u{i}@example.com"))],
+            )
+        })
+        .collect();
+    p.consume(Batch::new(request(&[], vec![sum("m", 1, true, points)])))
+        .await
+        .unwrap();
+    let held = |down: &Downstream| -> usize {
+        down.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| otelcol_core::pdata::Payload::item_count(&b.data))
+            .sum()
+    };
+    let mut delivered = 0.0;
+    let mut ticks = 0;
+    p.emit_closed(w + 30 * NS).await;
+    assert_eq!(held(&down), FLOW_WINDOW_POINTS as usize);
+    assert_eq!(
+        metric_line(&settings, "otelcol_processor_aggregation_series_open"),
+        format!(
+            "otelcol_processor_aggregation_series_open{{processor=\"aggregation\"}} {}",
+            series - FLOW_WINDOW_POINTS as usize
+        ),
+        "what has not gone stays in the state"
+    );
+    while delivered < series as f64 {
+        // The consumer sends what it holds: the room comes back.
+        let sent: Vec<Batch<Metrics>> = std::mem::take(&mut *down.got.lock().unwrap());
+        delivered += totals(&sent).iter().map(|t| t.value).sum::<f64>();
+        drop(sent);
+        ticks += 1;
+        assert!(ticks <= 3, "{delivered} delivered after {ticks} ticks");
+        p.emit_closed(w + 30 * NS).await;
+        assert!(held(&down) <= FLOW_WINDOW_POINTS as usize);
+    }
+    assert_eq!(delivered, series as f64);
+    assert_eq!(ticks, 2);
+    assert!(down.got.lock().unwrap().is_empty());
+    p.shutdown().await.unwrap();
+}
+
 /// A storage whose writes fail while `failing` is set (a full disk); reads
 /// always work.
 #[derive(Default)]

@@ -23,7 +23,7 @@ use otelcol_core::component::{
     ComponentError, CreateSettings, Factory, Host, Lifecycle, Processor, ProcessorFactory,
 };
 use otelcol_core::config::{decode, duration, ConfigError, RawConfig};
-use otelcol_core::consumer::{Batch, Consumer, ConsumerError, RequestContext};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError, FlowPermit, RequestContext};
 use otelcol_core::pdata::{Logs, Metrics, Traces};
 use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::Counter;
@@ -126,10 +126,12 @@ impl<T: Batchable> Shared<T> {
     async fn send(&self, bucket: Bucket<Part<T>>) -> Option<(Part<T>, u64, String)> {
         let mut parts = bucket.entries.into_iter();
         let first = parts.next()?;
-        let context = first.context;
+        let mut context = first.context;
         let mut data = first.data;
         for p in parts {
             data.append(p.data);
+            // The producers' room stays taken while their data is merged here.
+            FlowPermit::merge(&mut context.flow, p.context.flow);
         }
         let max = self.config.send_batch_max_size;
         let mut left = data.item_count();
@@ -359,6 +361,8 @@ mod tests {
         Mutex<Vec<(Option<String>, usize)>>,
         /// Refuse retryably while set.
         std::sync::atomic::AtomicBool,
+        /// The producers' room each batch taken carried, kept.
+        Mutex<Vec<Option<FlowPermit>>>,
     );
 
     #[async_trait]
@@ -368,6 +372,7 @@ mod tests {
                 return Err(ConsumerError::retryable("the sending queue is full"));
             }
             let token = b.context.bearer_token().map(|t| t.expose().to_string());
+            self.2.lock().unwrap().push(b.context.flow.clone());
             self.0.lock().unwrap().push((token, b.data.item_count()));
             Ok(())
         }
@@ -445,6 +450,28 @@ mod tests {
         );
         let total: usize = sink.0.lock().unwrap().iter().map(|(_, n)| n).sum();
         assert_eq!(total, 16);
+    }
+
+    /// The producers' room stays taken while their data waits here and in
+    /// what the merged batch became.
+    #[tokio::test(start_paused = true)]
+    async fn a_merged_batch_holds_every_producers_room() {
+        let (p, sink) = processor("timeout: 1h\nsend_batch_size: 10\n").await;
+        let window = Arc::new(tokio::sync::Semaphore::new(10));
+        for n in [4, 6] {
+            let mut b = with_token(n, "a");
+            let permit = window.clone().try_acquire_many_owned(n as u32).unwrap();
+            b.context.flow = Some(FlowPermit::new(permit));
+            p.consume(b).await.unwrap();
+            if n == 4 {
+                assert_eq!(window.available_permits(), 6, "waiting here");
+            }
+        }
+        assert_eq!(*sink.0.lock().unwrap(), vec![(Some("a".into()), 10)]);
+        assert_eq!(window.available_permits(), 0, "held by the merged batch");
+        sink.2.lock().unwrap().clear();
+        assert_eq!(window.available_permits(), 10);
+        p.shutdown().await.unwrap();
     }
 
     /// As in Go, `send_batch_size: 0` sends each batch as it comes.

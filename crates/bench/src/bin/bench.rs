@@ -36,6 +36,10 @@ struct Args {
     /// printed, nothing written: for working on the durable path.
     #[arg(long)]
     durable_only: bool,
+    /// Only the 1,000,000-series run (RSS per open series, then the
+    /// shutdown flush), printed, nothing written.
+    #[arg(long)]
+    series_only: bool,
 }
 
 fn free_port() -> u16 {
@@ -257,6 +261,10 @@ async fn main() {
     let _ = std::fs::create_dir_all(&dir);
     if a.durable_only {
         durable_cost(&a.collector, &dir, secs).await;
+        return;
+    }
+    if a.series_only {
+        series_memory(&a.collector, &dir).await;
         return;
     }
     let sink = sink::start("127.0.0.1:0", TOKEN)

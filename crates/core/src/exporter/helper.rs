@@ -312,6 +312,7 @@ impl<T: Batchable, P: Push<T>> Consumer<T> for QueuedExporter<T, P> {
             data: batch.data,
             items,
             partition: String::new(),
+            flow: batch.context.flow.clone(),
         };
         if let Err(e) = s.push.check(&request) {
             if !e.is_retryable() {
@@ -465,6 +466,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
                 token,
                 idempotency_key: new_request_id(),
                 partition: String::new(),
+                flow: None,
             };
             let (o, t) = self.parts(request);
             ok.extend(o);
@@ -482,6 +484,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
             data,
             token,
             idempotency_key,
+            flow,
             ..
         } = request;
         let labelled = self.push.partition(data);
@@ -500,6 +503,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
                     new_request_id()
                 },
                 partition,
+                flow: flow.clone(),
             };
             let (o, t) = self.split(part);
             ok.extend(o);
@@ -536,6 +540,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
             token,
             idempotency_key,
             partition,
+            flow,
             ..
         } = request;
         let (mut ok, mut too_big) = (vec![], vec![]);
@@ -546,6 +551,7 @@ impl<T: Batchable, P: Push<T>> Shared<T, P> {
                 token: token.clone(),
                 idempotency_key: format!("{idempotency_key}-{n}"),
                 partition: partition.clone(),
+                flow: flow.clone(),
             };
             if max_bytes > 0 && part.data.encoded_len() > max_bytes {
                 too_big.push(part);

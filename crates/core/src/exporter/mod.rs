@@ -57,7 +57,7 @@ pub use helper::{ExporterSettings, QueuedExporter};
 pub use stage::MergeSettings;
 
 use crate::component::{ComponentError, Host};
-use crate::consumer::{BearerToken, ConsumerError};
+use crate::consumer::{BearerToken, ConsumerError, FlowPermit};
 use crate::pdata::Batchable;
 
 /// One request as an exporter sends it.
@@ -77,6 +77,11 @@ pub struct Request<T> {
     /// say); empty for exporters that do not partition. Fixed before the
     /// first attempt and stored with the request, like the key.
     pub partition: String,
+    /// The producer's room for this data ([`RequestContext::flow`]), held
+    /// while the request is in memory; not stored.
+    ///
+    /// [`RequestContext::flow`]: crate::consumer::RequestContext::flow
+    pub flow: Option<FlowPermit>,
 }
 
 /// What an exporter writes: one attempt at sending one request.

@@ -460,6 +460,7 @@ pub(crate) fn decode<T: Batchable>(mut b: &[u8]) -> Result<Request<T>, String> {
         idempotency_key,
         items: u64::from_le_bytes(items),
         partition,
+        flow: None,
     })
 }
 
@@ -512,6 +513,7 @@ mod tests {
             idempotency_key: key.into(),
             items: items as u64,
             partition: format!("p/{key}"),
+            flow: None,
         }
     }
 

@@ -207,6 +207,7 @@ impl<T: Batchable> Stage<T> {
                 idempotency_key: String::new(),
                 items,
                 partition: String::new(),
+                flow: None,
             };
             let bytes = encode(&request);
             staged.data = request.data;

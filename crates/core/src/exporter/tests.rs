@@ -368,3 +368,52 @@ async fn wait_for_result_hands_a_permanent_refusal_back() {
         ("1".to_string(), "2".to_string())
     );
 }
+
+/// A producer's room ([`crate::consumer::RequestContext::flow`]) stays
+/// taken while its data is in memory here (waiting, retried, split into
+/// parts) and comes back once the data is sent; a persistent queue gives it
+/// back as soon as the request is on storage.
+#[tokio::test]
+async fn the_producers_room_is_held_while_its_data_is_in_memory() {
+    use crate::consumer::FlowPermit;
+    let window = Arc::new(tokio::sync::Semaphore::new(10));
+    let batch = |n: usize| {
+        let mut b = Batch::new(points(n, 1));
+        let permit = window.clone().try_acquire_many_owned(n as u32).unwrap();
+        b.context.flow = Some(FlowPermit::new(permit));
+        b
+    };
+    let script = Arc::new(Script::default());
+    *script.otherwise.lock().unwrap() = Some(retryable());
+    let s = settings();
+    let exp = exporter(
+        &script,
+        "sending_queue: {batch: {max_size: 2}}\nretry_on_failure: {initial_interval: 5ms, max_interval: 10ms}",
+        &s,
+    );
+    exp.start(&Host::new(Default::default(), Default::default()))
+        .await
+        .unwrap();
+    exp.consume(batch(5)).await.unwrap();
+    until("every part tried twice", || {
+        script.attempts.lock().unwrap().len() >= 6
+    })
+    .await;
+    assert_eq!(window.available_permits(), 5, "held by the three parts");
+    *script.otherwise.lock().unwrap() = None;
+    until("given back once sent", || window.available_permits() == 10).await;
+    exp.shutdown().await.unwrap();
+
+    *script.otherwise.lock().unwrap() = Some(retryable());
+    let storage = MemoryStorageExtension::default();
+    let exp = exporter(
+        &script,
+        "sending_queue: {storage: file_storage}\nretry_on_failure: {initial_interval: 5ms, max_interval: 10ms}",
+        &settings(),
+    );
+    exp.start(&host_with(&storage)).await.unwrap();
+    exp.consume(batch(4)).await.unwrap();
+    assert_eq!(storage.keys_held(), 1);
+    assert_eq!(window.available_permits(), 10, "on storage, not in memory");
+    exp.shutdown().await.unwrap();
+}
