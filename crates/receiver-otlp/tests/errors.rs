@@ -215,13 +215,7 @@ fn one_point(email: &str, value: f64) -> Metrics {
 }
 
 fn counter(r: &Running, name: &str) -> String {
-    r.settings
-        .metrics
-        .render()
-        .lines()
-        .find(|l| l.starts_with(name) && l.contains("transport=\"http\""))
-        .unwrap_or("")
-        .to_string()
+    counter_on(r, name, "http")
 }
 
 #[tokio::test]
