@@ -613,16 +613,25 @@ impl Engine {
         let rules = &self.rules;
         let st = &mut self.state;
         st.emitted_through = st.emitted_through.max(now);
-        let keys: Vec<SeriesKey> = st
+        // Moved out in one pass (no list of keys on the side); a table left
+        // mostly empty gives its room back.
+        let closing = st
             .series
             .keys()
             .filter(|k| rules.closed_by(k.window, now))
-            .cloned()
-            .collect();
-        let taken: Vec<(SeriesKey, Series)> = keys
-            .into_iter()
-            .filter_map(|k| st.series.remove_entry(&k))
-            .collect();
+            .count();
+        let mut taken: Vec<(SeriesKey, Series)> = Vec::with_capacity(closing);
+        st.series.retain(|k, s| {
+            let closed = rules.closed_by(k.window, now);
+            if closed {
+                let acc = std::mem::replace(&mut s.acc, Acc::Sum(0.0));
+                taken.push((k.clone(), Series { acc }));
+            }
+            !closed
+        });
+        if st.series.capacity() > 4 * st.series.len().max(crate::emission::PIECE_SERIES) {
+            st.series.shrink_to_fit();
+        }
         for (k, s) in &taken {
             if !k.group.kind.is_additive() {
                 st.kept.insert(k.clone(), s.acc.clone());
