@@ -408,3 +408,58 @@ async fn reload_interval_serves_a_rotated_certificate_on_both_transports() {
     receiver.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
+
+/// `client_ca_file_reload`: a client CA written over `client_ca_file` is
+/// used from the next check on (here every 200 ms, `reload_interval`) on
+/// both transports: a client of the new CA gets in, one of the old CA no
+/// longer does; a file that does not load keeps the CAs in use.
+#[tokio::test]
+async fn client_ca_file_reload_takes_a_rotated_client_ca() {
+    let pki = make_pki();
+    let d = pki.dir.display();
+    let (count, receiver, http, grpc) = start_with(&format!(
+        "cert_file: '{d}/server.crt', key_file: '{d}/server.key', client_ca_file: '{d}/ca.crt', client_ca_file_reload: true, reload_interval: 200ms"
+    ))
+    .await;
+    // A client whose certificate another CA signed (it trusts the server's CA).
+    let other = make_pki();
+    let new_ca = other.ca_pem.clone();
+    let newcomer = Pki {
+        dir: other.dir.clone(),
+        ca: other.ca,
+        ca_pem: pki.ca_pem.clone(),
+        client_cert_pem: other.client_cert_pem.clone(),
+        client_key_pem: other.client_key_pem.clone(),
+    };
+    assert_eq!(https_post(http, client_config(&pki, true)).await, Ok(200));
+    assert!(https_post(http, client_config(&newcomer, true))
+        .await
+        .is_err());
+
+    std::fs::write(pki.dir.join("ca.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        https_post(http, client_config(&pki, true)).await,
+        Ok(200),
+        "a file that does not load keeps the CAs in use"
+    );
+
+    std::fs::write(pki.dir.join("ca.crt"), &new_ca).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        https_post(http, client_config(&newcomer, true)).await,
+        Ok(200)
+    );
+    assert!(
+        https_post(http, client_config(&pki, true)).await.is_err(),
+        "the old CA no longer signs for clients"
+    );
+    grpc_export(grpc, &newcomer, true)
+        .await
+        .expect("gRPC with a certificate of the new CA");
+    assert!(grpc_export(grpc, &pki, true).await.is_err());
+    assert_eq!(*count.0.lock().unwrap(), 4);
+    receiver.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&pki.dir);
+    let _ = std::fs::remove_dir_all(&other.dir);
+}

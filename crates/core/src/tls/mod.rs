@@ -3,17 +3,22 @@
 
 use std::sync::Arc;
 
+mod client_ca;
 mod reload;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::ResolvesServerCert;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::component::ComponentError;
+
+/// How often `client_ca_file_reload` reads the file when `reload_interval`
+/// is not set.
+const CLIENT_CA_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `tls:` of a server, with the keys of the Go `configtls.ServerConfig`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -39,7 +44,9 @@ pub struct TlsSettings {
     /// handshake); a pair that fails to load keeps the one in use, with a
     /// warning. Unset or `0`: read once at start.
     pub reload_interval: Option<String>,
-    /// Accepted with a start-up warning; no effect (the client CA is read at start).
+    /// Read `client_ca_file` again when it changes (on a handshake, at
+    /// most once per `reload_interval`, 10 s when that is not set), so a
+    /// rotated client CA takes effect without a restart.
     pub client_ca_file_reload: Option<bool>,
     /// Go: the CA a client uses to check a server. Accepted with a start-up
     /// warning; no effect on a server (`client_ca_file` checks clients).
@@ -63,10 +70,6 @@ pub struct TlsSettings {
 pub fn no_effect_keys(prefix: &str) -> Vec<crate::component::NoEffectKey> {
     use crate::component::NoEffectKey;
     [
-        (
-            "client_ca_file_reload",
-            "the client CA is read once at start; restart to load a new one",
-        ),
         (
             "ca_file",
             "a server checks clients with client_ca_file; ca_file is a client key",
@@ -189,27 +192,31 @@ impl TlsSettings {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| bad("min_version", &e))?;
-        let builder = match &pem.client_ca {
-            Some(ca) => {
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(ca) {
-                    let cert = cert.map_err(|e| bad("client_ca_file", &e))?;
-                    roots.add(cert).map_err(|e| bad("client_ca_file", &e))?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| bad("client_ca_file", &e))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
         let interval = self
             .reload_interval
             .as_deref()
             .map(|s| crate::config::duration::parse(s).map_err(|e| bad("reload_interval", &e)))
             .transpose()?
             .filter(|d| !d.is_zero());
+        let builder = match (&pem.client_ca, &self.client_ca_file) {
+            (Some(ca), Some(path)) if self.client_ca_file_reload == Some(true) => {
+                let every = interval.unwrap_or(CLIENT_CA_CHECK);
+                let verifier = client_ca::ReloadingClientCa::new(
+                    path.clone(),
+                    ca.clone(),
+                    every,
+                    provider.clone(),
+                )
+                .map_err(|e| bad("client_ca_file", &e))?;
+                builder.with_client_cert_verifier(Arc::new(verifier))
+            }
+            (Some(ca), _) => {
+                let verifier =
+                    client_ca::verifier(ca, &provider).map_err(|e| bad("client_ca_file", &e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            (None, _) => builder.with_no_client_auth(),
+        };
         let files = !self.cert_file.is_empty() && !self.key_file.is_empty();
         let resolver: Arc<dyn ResolvesServerCert> = match interval {
             Some(every) if files => Arc::new(reload::Reloading::new(
