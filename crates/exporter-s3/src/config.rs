@@ -21,6 +21,24 @@ pub enum Marshaler {
     OtlpProto,
     /// One row per data point or log record (`.parquet`), see the crate README.
     Parquet,
+    /// Logs only: Sumo Logic's installed-collector format, one JSON object
+    /// per record and line (`.json`), see [`crate::lines::sumo_ic`].
+    SumoIc,
+    /// Logs only: each record's body as text, one per line (`.txt`).
+    Body,
+}
+
+impl Marshaler {
+    /// The name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OtlpJson => "otlp_json",
+            Self::OtlpProto => "otlp_proto",
+            Self::Parquet => "parquet",
+            Self::SumoIc => "sumo_ic",
+            Self::Body => "body",
+        }
+    }
 }
 
 /// Compression of the written object. For Parquet it is the codec of the
@@ -199,6 +217,11 @@ impl S3Uploader {
 pub struct ResourceAttrsToS3 {
     /// A resource attribute whose value replaces `s3_prefix` for that resource's data.
     pub s3_prefix: String,
+    /// A resource attribute whose value names the bucket that resource's
+    /// data is written to (same endpoint, region and credentials). A
+    /// resource without it, or whose value is not a valid bucket name, is
+    /// written to `s3uploader.s3_bucket` (with a warning for the latter).
+    pub s3_bucket: String,
 }
 
 /// `exporters.awss3`.
@@ -481,7 +504,7 @@ impl S3ExporterConfig {
         one_of(
             "s3uploader.retry_mode",
             &u.retry_mode,
-            &["standard", "adaptive"],
+            &["standard", "adaptive", "nop"],
         )?;
         one_of(
             "s3uploader.unique_key_func_name",
@@ -492,6 +515,12 @@ impl S3ExporterConfig {
             return Err(ConfigError::invalid(
                 "encoding",
                 "encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet",
+            ));
+        }
+        if self.marshaler == Marshaler::SumoIc && u.compression != Compression::None {
+            return Err(ConfigError::invalid(
+                "s3uploader.compression",
+                "the sumo_ic marshaler writes uncompressed objects (as in Go); remove compression",
             ));
         }
         if self.timeout.is_zero() {

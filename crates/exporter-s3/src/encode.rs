@@ -19,6 +19,12 @@ pub enum EncodeError {
         /// The signal.
         signal: &'static str,
     },
+    /// A resource lacks an attribute the marshaler needs.
+    #[error("the sumo_ic marshaler needs resource attribute {attribute}, which a resource of the batch lacks")]
+    MissingAttribute {
+        /// The attribute.
+        attribute: &'static str,
+    },
     /// Compression failed.
     #[error("{0} compression: {1}")]
     Compress(&'static str, std::io::Error),
@@ -40,13 +46,19 @@ pub struct Encoded {
 
 /// Whether `marshaler` can write signal `T` (checked when an exporter is built).
 pub fn supports<T: Signal>(marshaler: Marshaler) -> Result<(), EncodeError> {
-    if marshaler == Marshaler::Parquet && !T::PARQUET {
-        return Err(EncodeError::Unsupported {
-            marshaler: "parquet",
+    let supported = match marshaler {
+        Marshaler::OtlpJson | Marshaler::OtlpProto => true,
+        Marshaler::Parquet => T::PARQUET,
+        Marshaler::SumoIc | Marshaler::Body => T::KIND == otelcol_core::Signal::Logs,
+    };
+    if supported {
+        Ok(())
+    } else {
+        Err(EncodeError::Unsupported {
+            marshaler: marshaler.name(),
             signal: T::NAME,
-        });
+        })
     }
-    Ok(())
 }
 
 /// Encodes `data`. Parquet compresses inside the file (the codec of its
@@ -60,6 +72,17 @@ pub fn encode<T: Signal>(
     let (raw, ext, content_type) = match marshaler {
         Marshaler::OtlpJson => (data.to_json().into_bytes(), "json", "application/json"),
         Marshaler::OtlpProto => (data.encode_to_vec(), "binpb", "application/x-protobuf"),
+        Marshaler::SumoIc | Marshaler::Body => {
+            let logs = data.as_logs().ok_or(EncodeError::Unsupported {
+                marshaler: marshaler.name(),
+                signal: T::NAME,
+            })?;
+            if marshaler == Marshaler::Body {
+                (crate::lines::body(logs), "txt", "text/plain; charset=utf-8")
+            } else {
+                (crate::lines::sumo_ic(logs)?, "json", "application/json")
+            }
+        }
         Marshaler::Parquet => {
             return Ok(Encoded {
                 bytes: data.to_parquet(user_attributes, compression)?,

@@ -30,6 +30,7 @@
 pub mod config;
 pub mod encode;
 pub mod key;
+pub mod lines;
 pub mod parquet;
 pub mod push;
 pub mod signal;
@@ -90,6 +91,11 @@ fn batch_keys() -> Vec<NoEffectKey> {
     .to_vec()
 }
 
+/// A resource attribute's name, if one is configured.
+fn attribute(name: Option<&str>) -> Option<String> {
+    name.filter(|a| !a.is_empty()).map(str::to_string)
+}
+
 fn layout(
     (base, prefix, prefix_attribute): (&str, &str, Option<&str>),
     (format, zone, path): (&str, &str, &str),
@@ -99,9 +105,8 @@ fn layout(
     Ok(Layout {
         base: base.to_string(),
         prefix: prefix.to_string(),
-        prefix_attribute: prefix_attribute
-            .filter(|a| !a.is_empty())
-            .map(str::to_string),
+        prefix_attribute: attribute(prefix_attribute),
+        bucket_attribute: None,
         partition: partition(format, zone, path)?,
         file_prefix,
         marshaler,
@@ -127,7 +132,7 @@ impl ObjectConfig for S3ExporterConfig {
     }
     fn layout(&self) -> Result<Layout, ConfigError> {
         let u = &self.s3uploader;
-        layout(
+        let mut l = layout(
             (
                 &u.s3_base_prefix,
                 &u.s3_prefix,
@@ -140,7 +145,9 @@ impl ObjectConfig for S3ExporterConfig {
             ),
             u.file_prefix.clone(),
             (self.marshaler, u.compression, &self.parquet),
-        )
+        )?;
+        l.bucket_attribute = attribute(Some(&self.resource_attrs_to_s3.s3_bucket));
+        Ok(l)
     }
     fn sending(&self) -> Sending<'_> {
         Sending {

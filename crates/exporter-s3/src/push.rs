@@ -4,11 +4,13 @@
 //! persistent), retries, timeouts and counters are the core exporter
 //! helper's.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use object_store::path::Path;
-use object_store::{Attribute, PutOptions, PutPayload};
+use object_store::{Attribute, ObjectStore, PutOptions, PutPayload};
 use otelcol_core::component::{ComponentError, Host};
 use otelcol_core::consumer::{ConsumerError, PermanentKind};
 use otelcol_core::exporter::{Push, QueuedExporter, Request};
@@ -20,7 +22,7 @@ use crate::encode::encode;
 use crate::key::{file_name, join, PartitionFormat};
 use crate::parquet::value_text;
 use crate::signal::{split_by, Signal};
-use crate::store::Target;
+use crate::store::{valid_bucket_name, Target};
 
 /// An object-storage exporter for one signal: the core helper around [`ObjectPush`].
 pub type ObjectExporter<T> = QueuedExporter<T, ObjectPush<T>>;
@@ -34,6 +36,8 @@ pub struct Layout {
     pub prefix: String,
     /// A resource attribute whose value replaces `prefix` (`resource_attrs_to_s3`).
     pub prefix_attribute: Option<String>,
+    /// A resource attribute whose value names the bucket (`resource_attrs_to_s3.s3_bucket`).
+    pub bucket_attribute: Option<String>,
     /// The time partition.
     pub partition: PartitionFormat,
     /// Before the file name.
@@ -57,8 +61,15 @@ pub struct ObjectPush<T> {
     layout: Layout,
     target: Target,
     probe_timeout: Duration,
+    /// When a value that is not a bucket name was last warned about (s since the epoch).
+    bad_bucket_warned: AtomicU64,
     _t: std::marker::PhantomData<fn(T)>,
 }
+
+/// Ends the bucket part of a partition label when resources name buckets
+/// (`{bucket}\u{1f}{folder}`; an empty bucket is the configured one).
+/// Bucket names are checked, so they never hold it.
+const BUCKET_END: char = '\u{1f}';
 
 impl<T: Signal> ObjectPush<T> {
     /// Writes for exporter `id` to `target`; the start check may take `probe_timeout`.
@@ -68,6 +79,7 @@ impl<T: Signal> ObjectPush<T> {
             layout,
             target,
             probe_timeout,
+            bad_bucket_warned: AtomicU64::new(0),
             _t: std::marker::PhantomData,
         }
     }
@@ -79,6 +91,62 @@ impl<T: Signal> ObjectPush<T> {
             .and_then(|k| find_attribute(resource, k))
             .map(value_text)
             .unwrap_or_else(|| l.prefix.clone())
+    }
+
+    /// The bucket a resource names, `""` for the configured one. A value
+    /// that is not a bucket name is warned about (at most once a minute).
+    fn bucket_of(&self, resource: &[KeyValue]) -> String {
+        let Some(value) = self
+            .layout
+            .bucket_attribute
+            .as_deref()
+            .and_then(|k| find_attribute(resource, k))
+            .map(value_text)
+        else {
+            return String::new();
+        };
+        if valid_bucket_name(&value) {
+            return value;
+        }
+        let now = now_nanos() / 1_000_000_000;
+        let last = self.bad_bucket_warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .bad_bucket_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                exporter = %self.id,
+                "resource attribute {} holds `{}`, which is not a bucket name; its data goes to {} (said at most once a minute)",
+                self.layout.bucket_attribute.as_deref().unwrap_or_default(),
+                value.escape_debug(),
+                self.target.describe
+            );
+        }
+        String::new()
+    }
+
+    /// The store, its description and the object key's folder of a
+    /// request's partition label.
+    fn resolve<'a>(
+        &self,
+        label: &'a str,
+    ) -> Result<(Arc<dyn ObjectStore>, String, &'a str), ConsumerError> {
+        let default = || (self.target.store.clone(), self.target.describe.clone());
+        let Some(buckets) = &self.target.buckets else {
+            let (store, describe) = default();
+            return Ok((store, describe, label));
+        };
+        let (bucket, folder) = label.split_once(BUCKET_END).unwrap_or(("", label));
+        if bucket.is_empty() {
+            let (store, describe) = default();
+            return Ok((store, describe, folder));
+        }
+        let store = buckets.get(bucket).map_err(|e| {
+            ConsumerError::permanent(format!("exporter {}: bucket {bucket}: {e}", self.id))
+        })?;
+        Ok((store, format!("s3://{bucket}"), folder))
     }
 }
 
@@ -133,7 +201,8 @@ impl<T: Signal> Push<T> for ObjectPush<T> {
             &encoded.extension,
             "",
         );
-        let key = join(&[&request.partition, &name]);
+        let (store, describe, folder) = self.resolve(&request.partition)?;
+        let key = join(&[folder, &name]);
         let mut opts = PutOptions {
             attributes: self.target.attributes.clone(),
             ..PutOptions::default()
@@ -147,31 +216,25 @@ impl<T: Signal> Push<T> for ObjectPush<T> {
             }
         }
         let path = Path::from(key.as_str());
-        let put = self
-            .target
-            .store
-            .put_opts(&path, PutPayload::from(encoded.bytes), opts);
+        let put = store.put_opts(&path, PutPayload::from(encoded.bytes), opts);
         match put.await {
             Ok(_) => {
                 tracing::debug!(exporter = %self.id, key = %key, items = request.items, "object written");
                 Ok(())
             }
             Err(e) if retryable(&e) => Err(ConsumerError::retryable(format!(
-                "writing {key} to {}: {e}",
-                self.target.describe
+                "writing {key} to {describe}: {e}"
             ))),
             Err(e) => {
                 tracing::error!(
                     exporter = %self.id,
                     items = request.items,
-                    "dropping {} {} refused by {} for {key}: {e}",
+                    "dropping {} {} refused by {describe} for {key}: {e}",
                     request.items,
                     T::NAME,
-                    self.target.describe
                 );
                 Err(ConsumerError::permanent(format!(
-                    "writing {key} to {}: {e}",
-                    self.target.describe
+                    "writing {key} to {describe}: {e}"
                 )))
             }
         }
@@ -199,7 +262,12 @@ impl<T: Signal> Push<T> for ObjectPush<T> {
                     p
                 }
             };
-            join(&[&layout.base, &self.prefix_of(resource), &partition])
+            let folder = join(&[&layout.base, &self.prefix_of(resource), &partition]);
+            if layout.bucket_attribute.is_some() {
+                format!("{}{BUCKET_END}{folder}", self.bucket_of(resource))
+            } else {
+                folder
+            }
         })
     }
 

@@ -25,6 +25,10 @@ pub trait Signal: Batchable {
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64));
     /// Keeps the items for which `f` is true; empty containers are removed.
     fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool);
+    /// These logs, for the marshalers that write logs only.
+    fn as_logs(&self) -> Option<&Logs> {
+        None
+    }
 }
 
 fn attrs(r: &Option<otelcol_core::pdata::proto::resource::v1::Resource>) -> &[KeyValue] {
@@ -103,6 +107,9 @@ impl Signal for Metrics {
 
 impl Signal for Logs {
     const NAME: &'static str = "logs";
+    fn as_logs(&self) -> Option<&Logs> {
+        Some(self)
+    }
     const KIND: otelcol_core::Signal = otelcol_core::Signal::Logs;
     const PARQUET: bool = true;
     fn to_parquet(&self, users: &[String], c: Compression) -> Result<Vec<u8>, EncodeError> {

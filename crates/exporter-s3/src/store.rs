@@ -1,7 +1,8 @@
 //! Building the `object_store` client for each type, and the start-time
 //! check that the bucket (or folder) is there and the credentials work.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -23,6 +24,9 @@ pub struct Target {
     pub attributes: Attributes,
     /// Whether content type and encoding are stored with the object.
     pub content_headers: bool,
+    /// Other buckets resources may name (`awss3` with
+    /// `resource_attrs_to_s3.s3_bucket`).
+    pub buckets: Option<Arc<Buckets>>,
 }
 
 /// The store could not be built.
@@ -76,6 +80,7 @@ fn cloud(
         },
         attributes,
         content_headers: true,
+        buckets: None,
     }
 }
 
@@ -88,19 +93,45 @@ fn virtual_host(endpoint: &str, bucket: &str) -> String {
 }
 
 /// The `awss3` client: credentials from the standard AWS chain
-/// (environment, profile file, web identity, instance metadata).
+/// (environment, profile file, web identity, instance metadata). With
+/// `resource_attrs_to_s3.s3_bucket`, the target also reaches the other
+/// buckets resources name.
 pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
     install_crypto();
     let u = &c.s3uploader;
-    let what = format!("s3://{}", u.s3_bucket);
     let endpoint = u.endpoint_url();
-    let plain = u.plain_http();
-    if plain {
+    if u.plain_http() {
         tracing::warn!(
             endpoint = %endpoint,
             "awss3: the endpoint is plain http: objects and request signatures travel unencrypted; use https:// unless this is a trusted local network"
         );
     }
+    let store = s3_bucket(c, &u.s3_bucket)?;
+    let mut attributes = Attributes::new();
+    if !u.storage_class.is_empty() {
+        attributes.insert(Attribute::StorageClass, u.storage_class.clone().into());
+    }
+    let mut target = cloud(
+        store,
+        format!("s3://{}", u.s3_bucket),
+        &endpoint,
+        attributes,
+    );
+    if !c.resource_attrs_to_s3.s3_bucket.is_empty() {
+        target.buckets = Some(Arc::new(Buckets {
+            config: c.clone(),
+            built: Mutex::new(HashMap::new()),
+        }));
+    }
+    Ok(target)
+}
+
+/// The client of one bucket of an `awss3` config.
+fn s3_bucket(c: &S3ExporterConfig, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let u = &c.s3uploader;
+    let what = format!("s3://{bucket}");
+    let endpoint = u.endpoint_url();
+    let plain = u.plain_http();
     let mut options = client_options(c.timeout, plain);
     if !u.acl.is_empty() {
         // Added before signing, so the ACL header is part of the signature.
@@ -110,7 +141,7 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
         options = options.with_default_headers(headers);
     }
     let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(&u.s3_bucket)
+        .with_bucket_name(bucket)
         .with_region(&u.region)
         .with_allow_http(plain)
         .with_retry(no_retries())
@@ -119,7 +150,7 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
         let (url, virtual_hosted) = if u.s3_force_path_style {
             (endpoint.clone(), false)
         } else {
-            (virtual_host(&endpoint, &u.s3_bucket), true)
+            (virtual_host(&endpoint, bucket), true)
         };
         b = b
             .with_endpoint(url)
@@ -139,12 +170,44 @@ pub fn s3(c: &S3ExporterConfig) -> Result<Target, StoreError> {
         }
         b = b.with_config(AmazonS3ConfigKey::RoleArn, &u.role_arn);
     }
-    let store = b.build().map_err(|e| err(&what, e))?;
-    let mut attributes = Attributes::new();
-    if !u.storage_class.is_empty() {
-        attributes.insert(Attribute::StorageClass, u.storage_class.clone().into());
+    Ok(Arc::new(b.build().map_err(|e| err(&what, e))?))
+}
+
+/// How many clients of other buckets are kept; past it a client is built
+/// for each upload (resources naming that many buckets are unusual, and
+/// the values come from senders).
+const KEPT_BUCKET_CLIENTS: usize = 64;
+
+/// The clients of the buckets resources name (`resource_attrs_to_s3.s3_bucket`),
+/// built on first use with the config's endpoint, region and credentials.
+#[derive(Debug)]
+pub struct Buckets {
+    config: S3ExporterConfig,
+    built: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Buckets {
+    /// The client of `bucket`.
+    pub fn get(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = built.get(bucket) {
+            return Ok(store.clone());
+        }
+        let store = s3_bucket(&self.config, bucket)?;
+        if built.len() < KEPT_BUCKET_CLIENTS {
+            built.insert(bucket.to_string(), store.clone());
+        }
+        Ok(store)
     }
-    Ok(cloud(Arc::new(store), what, &endpoint, attributes))
+}
+
+/// Whether `name` is a valid S3 bucket name: 3 to 63 lowercase letters,
+/// digits, dots and hyphens, starting and ending with a letter or digit.
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-';
+    let edge = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&b.len()) && b.iter().all(inner) && edge(b.first()) && edge(b.last())
 }
 
 /// The `googlecloudstorage` client: a key file, else the standard Google
@@ -197,6 +260,7 @@ pub fn file(c: &FileExporterConfig) -> Result<Target, StoreError> {
         describe: dir.display().to_string(),
         attributes: Attributes::new(),
         content_headers: false,
+        buckets: None,
     })
 }
 

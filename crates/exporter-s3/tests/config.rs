@@ -24,12 +24,13 @@ s3uploader:
   compression: gzip
   storage_class: STANDARD_IA
   acl: bucket-owner-full-control
-  retry_mode: standard
+  retry_mode: nop
   retry_max_attempts: 5
   retry_max_backoff: 30s
 marshaler: otlp_proto
 resource_attrs_to_s3:
   s3_prefix: com.awss3.prefix
+  s3_bucket: com.awss3.bucket
 timeout: 10s
 sending_queue:
   enabled: true
@@ -44,6 +45,7 @@ fn a_go_awss3_config_runs_unchanged() {
     assert_eq!(c.s3uploader.retry_max_attempts, 5);
     assert_eq!(c.s3uploader.retry_max_backoff.as_secs(), 30);
     assert_eq!(c.resource_attrs_to_s3.s3_prefix, "com.awss3.prefix");
+    assert_eq!(c.resource_attrs_to_s3.s3_bucket, "com.awss3.bucket");
     assert_eq!(c.timeout.as_secs(), 10);
     // The AWS SDK's attempt count would drop data in an outage: the keys
     // are accepted with a start-up warning; retry_on_failure retries.
@@ -124,8 +126,12 @@ fn wrong_values_are_named_at_config_time() {
         "sending_queue.num_consumers: must be above 0"
     );
     assert_eq!(
-        s3_error("", "marshaler: sumo_ic\n"),
-        "marshaler: unknown value `sumo_ic`, expected one of `otlp_json`, `otlp_proto`, `parquet`"
+        s3_error("", "marshaler: csv\n"),
+        "marshaler: unknown value `csv`, expected one of `otlp_json`, `otlp_proto`, `parquet`, `sumo_ic`, `body`"
+    );
+    assert_eq!(
+        s3_error("  compression: gzip\n", "marshaler: sumo_ic\n"),
+        "s3uploader.compression: the sumo_ic marshaler writes uncompressed objects (as in Go); remove compression"
     );
     assert_eq!(
         s3_error("  compression: brotli\n", ""),

@@ -284,6 +284,126 @@ async fn storage_class_acl_and_resource_prefix_are_applied() {
     );
 }
 
+/// `resource_attrs_to_s3.s3_bucket`: a resource naming a bucket has its
+/// data written there; one naming none, or a value that is not a bucket
+/// name, goes to `s3uploader.s3_bucket`.
+#[tokio::test]
+async fn a_resource_attribute_picks_the_bucket() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("main-bucket").await;
+    moto.create_bucket("team-a").await;
+    let yaml = config(
+        &moto.endpoint(),
+        "main-bucket",
+        "resource_attrs_to_s3:\n  s3_bucket: tenant.bucket\n  s3_prefix: service.name\n",
+    );
+    let exp = S3ExporterFactory
+        .create_logs(settings("awss3"), &raw(&yaml))
+        .unwrap();
+    exp.start(&host()).await.unwrap();
+    let tenant = |service: &str, bucket: Option<&str>| {
+        let mut l = events(service, T0, &[service]);
+        if let Some(b) = bucket {
+            let r = l.resource_logs[0].resource.as_mut().unwrap();
+            r.attributes
+                .push(otelcol_core::pdata::string_attribute("tenant.bucket", b));
+        }
+        l.resource_logs
+    };
+    let mut logs = Logs::default();
+    logs.resource_logs.extend(tenant("svc-a", Some("team-a")));
+    logs.resource_logs.extend(tenant("svc-b", None));
+    logs.resource_logs
+        .extend(tenant("svc-c", Some("Not_A/Bucket")));
+    exp.consume(batch(logs)).await.unwrap();
+    exp.shutdown().await.unwrap();
+
+    let team = moto.reader("team-a");
+    let in_team = keys(&team).await;
+    assert_eq!(in_team.len(), 1, "{in_team:?}");
+    assert!(in_team[0].starts_with("svc-a/year=2026/"), "{in_team:?}");
+    let written: Logs = serde_json::from_slice(&get(&team, &in_team[0]).await).unwrap();
+    assert_eq!(written.resource_logs, tenant("svc-a", Some("team-a")));
+
+    let main = keys(&moto.reader("main-bucket")).await;
+    assert_eq!(main.len(), 2, "{main:?}");
+    assert!(main[0].starts_with("svc-b/year=2026/"), "{main:?}");
+    assert!(main[1].starts_with("svc-c/year=2026/"), "{main:?}");
+}
+
+/// The Go exporter's line marshalers for logs: `body` (each body as a
+/// line of text) and `sumo_ic` (Sumo Logic's installed-collector lines);
+/// neither takes metrics.
+#[tokio::test]
+async fn body_and_sumo_ic_write_one_line_per_log_record() {
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("lines").await;
+    let mut logs: Logs = events("claude-code", T0, &["first prompt", "second\tline"]);
+    let resource = logs.resource_logs[0].resource.as_mut().unwrap();
+    for (k, v) in [
+        ("_sourceName", "claude"),
+        ("_sourceHost", "laptop-7"),
+        ("_sourceCategory", "ai/\"tools\""),
+    ] {
+        resource
+            .attributes
+            .push(otelcol_core::pdata::string_attribute(k, v));
+    }
+    logs.resource_logs[0].scope_logs[0].log_records[1].observed_time_unix_nano = T0 + 5;
+    for marshaler in ["body", "sumo_ic"] {
+        let yaml = config(
+            &moto.endpoint(),
+            "lines",
+            &format!("  s3_prefix: {marshaler}\nmarshaler: {marshaler}\n"),
+        );
+        let exp = S3ExporterFactory
+            .create_logs(settings("awss3"), &raw(&yaml))
+            .unwrap();
+        exp.start(&host()).await.unwrap();
+        exp.consume(batch(logs.clone())).await.unwrap();
+        exp.shutdown().await.unwrap();
+        let refused = S3ExporterFactory
+            .create_metrics(settings("awss3"), &raw(&yaml))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains(&format!("the {marshaler} marshaler does not write metrics")),
+            "{refused}"
+        );
+    }
+    let reader = moto.reader("lines");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys[0].starts_with("body/year=2026/") && keys[0].ends_with(".txt"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        String::from_utf8(get(&reader, &keys[0]).await).unwrap(),
+        "first prompt\nsecond\tline\n"
+    );
+    assert_eq!(
+        moto.describe("lines", &keys[0]),
+        "STANDARD text/plain; charset=utf-8 None ['FULL_CONTROL']"
+    );
+    assert!(
+        keys[1].starts_with("sumo_ic/year=2026/") && keys[1].ends_with(".json"),
+        "{keys:?}"
+    );
+    let fields = r#""fields":{"service.name":"claude-code"}"#;
+    let source = r#""sourceName":"claude","sourceHost":"laptop-7","sourceCategory":"ai/\"tools\"""#;
+    assert_eq!(
+        String::from_utf8(get(&reader, &keys[1]).await).unwrap(),
+        format!(
+            "{{\"date\": \"1970-01-01 00:00:00 +0000 UTC\",{source},{fields},\"message\":{{\"log\":\"first prompt\",\"user.email\":\"ana@example.com\"}}}}\n\
+             {{\"date\": \"2026-11-21 13:47:05.000000005 +0000 UTC\",{source},{fields},\"message\":{{\"log\":\"second\\tline\",\"user.email\":\"ana@example.com\"}}}}\n"
+        )
+    );
+}
+
 #[tokio::test]
 async fn small_batches_are_combined_until_a_threshold() {
     aws_env();

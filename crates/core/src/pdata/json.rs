@@ -110,7 +110,8 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn string(out: &mut String, s: &str) {
+/// A JSON string literal of `s`.
+pub(crate) fn string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -130,7 +131,7 @@ fn string(out: &mut String, s: &str) {
 
 /// A double as Go's `strconv.FormatFloat(v, 'f' or 'e', -1, 64)` picks it;
 /// non-finite values as the proto3 JSON strings.
-fn double(out: &mut String, v: f64) {
+pub(crate) fn double(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("\"NaN\"");
     } else if v.is_infinite() {
