@@ -6,7 +6,8 @@
 //! - `test`: the test suite alone (the README's test command runs this),
 //!   after `test-tools`.
 //! - `test-tools`: installs `.ci/requirements.txt` into `.ci/venv` (the S3
-//!   server and Parquet reader the tests start, kubernetes-validate).
+//!   server and Parquet reader the tests start, kubernetes-validate), and
+//!   Debian's `chromium` for the browser CORS test when missing (as root).
 //! - `bench [--quick]`, `loadgen …`, `sink …`: the benchmark instruments in
 //!   `crates/bench` (see BENCHMARKS.md); `ci` runs `bench --quick`.
 //! - `check-features`: `cargo check` of the binary with each component alone.
@@ -54,7 +55,43 @@ fn root() -> PathBuf {
 
 /// Installs `.ci/requirements.txt` into `.ci/venv` (moto_server, pyarrow,
 /// kubernetes-validate), unless the venv already holds exactly that list.
+/// Whether `name` is an executable file on `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(name).is_file())
+}
+
+/// Chromium for the browser CORS test (`collector-bin/tests/browser_cors.rs`):
+/// Debian's package, installed with apt when this runs as root and it is
+/// missing. Elsewhere it only says how; the test then fails and says so.
+fn browser() {
+    if std::env::var_os("CHROMIUM").is_some() || on_path("chromium") || on_path("chromium-browser")
+    {
+        return;
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root_user || !on_path("apt-get") {
+        eprintln!("xtask: Chromium is missing: install Debian's `chromium` package (or set CHROMIUM) for the browser CORS test");
+        return;
+    }
+    eprintln!("xtask: installing Debian's chromium for the browser CORS test");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(apt(&["-qq", "update"]) && apt(&["-qq", "-y", "install", "chromium"])) {
+        eprintln!("xtask: apt-get could not install chromium; the browser CORS test will fail");
+    }
+}
+
 fn test_tools() -> bool {
+    browser();
     let root = root();
     let wanted = std::fs::read_to_string(root.join(".ci/requirements.txt")).unwrap_or_default();
     let venv = root.join(".ci/venv");
