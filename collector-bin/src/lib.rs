@@ -87,6 +87,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_extension_file_storage::register(f);
     }
+    #[cfg(feature = "extension-encoding")]
+    {
+        f = otelcol_extension_encoding::register(f);
+    }
     f
 }
 

@@ -93,6 +93,7 @@ fn components_lists_this_build() {
             "health_check",
             "healthcheckv2",
             "multitudes_auth",
+            "otlp_encoding",
             "pprof",
             "zpages"
         ]

@@ -243,6 +243,10 @@ pub trait Extension: Lifecycle {
     fn storage(self: Arc<Self>) -> Option<Arc<dyn crate::storage::StorageExtension>> {
         None
     }
+    /// This extension as an encoding, if it is one.
+    fn encoding(self: Arc<Self>) -> Option<Arc<dyn crate::encoding::Encoding>> {
+        None
+    }
 }
 
 /// What a component can reach while it runs.
@@ -267,33 +271,50 @@ impl Host {
     pub fn extension(&self, id: &ComponentId) -> Option<Arc<dyn Extension>> {
         self.extensions.get(id).cloned()
     }
+    /// What extension `id` offers as `what` (read by `offer`), or an error
+    /// saying why it offers nothing of the kind.
+    fn offered<C: ?Sized>(
+        &self,
+        id: &ComponentId,
+        what: &str,
+        offer: impl FnOnce(Arc<dyn Extension>) -> Option<Arc<C>>,
+    ) -> Result<Arc<C>, ComponentError> {
+        let ext = self.extension(id).ok_or_else(|| {
+            ComponentError::Failed(format!(
+                "{what} `{id}` is not a configured extension listed in service.extensions"
+            ))
+        })?;
+        let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        offer(ext).ok_or_else(|| {
+            ComponentError::Failed(format!(
+                "extension `{id}` is not {article} {what} extension"
+            ))
+        })
+    }
     /// The authenticator extension `id`, or an error saying why it is not one.
     pub fn authenticator(
         &self,
         id: &ComponentId,
     ) -> Result<Arc<dyn ServerAuthenticator>, ComponentError> {
-        let ext = self.extension(id).ok_or_else(|| {
-            ComponentError::Failed(format!(
-                "authenticator `{id}` is not a configured extension listed in service.extensions"
-            ))
-        })?;
-        ext.server_authenticator().ok_or_else(|| {
-            ComponentError::Failed(format!("extension `{id}` is not a server authenticator"))
-        })
+        self.offered(id, "authenticator", |e| e.server_authenticator())
     }
     /// The storage extension `id`, or an error saying why it is not one.
     pub fn storage(
         &self,
         id: &ComponentId,
     ) -> Result<Arc<dyn crate::storage::StorageExtension>, ComponentError> {
-        let ext = self.extension(id).ok_or_else(|| {
-            ComponentError::Failed(format!(
-                "storage `{id}` is not a configured extension listed in service.extensions"
-            ))
-        })?;
-        ext.storage().ok_or_else(|| {
-            ComponentError::Failed(format!("extension `{id}` is not a storage extension"))
-        })
+        self.offered(id, "storage", |e| e.storage())
+    }
+    /// The encoding extension `id`, or an error saying why it is not one.
+    pub fn encoding(
+        &self,
+        id: &ComponentId,
+    ) -> Result<Arc<dyn crate::encoding::Encoding>, ComponentError> {
+        self.offered(id, "encoding", |e| e.encoding())
     }
     /// The status of every component, for health extensions.
     pub fn status(&self) -> &Arc<StatusBoard> {

@@ -30,6 +30,7 @@ pub mod batcher;
 pub mod component;
 pub mod config;
 pub mod consumer;
+pub mod encoding;
 pub mod exporter;
 pub mod memory;
 pub mod net;

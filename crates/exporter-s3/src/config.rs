@@ -232,9 +232,12 @@ pub struct S3ExporterConfig {
     pub s3uploader: S3Uploader,
     /// `otlp_json`, `otlp_proto` or `parquet`.
     pub marshaler: Marshaler,
-    /// Encoding extensions are not available here; must be unset.
+    /// An encoding extension (`otlp_encoding/json`, say) to write objects
+    /// with instead of `marshaler`; it must be listed in `service.extensions`.
     pub encoding: String,
-    /// Only with `encoding`; must be unset.
+    /// The file name's extension instead of the natural one (`binpb`,
+    /// `json`, …), without the dot. Go uses it with `encoding`; here it
+    /// renames a marshaler's objects too.
     pub encoding_file_extension: String,
     /// Per-resource prefix.
     pub resource_attrs_to_s3: ResourceAttrsToS3,
@@ -332,8 +335,11 @@ pub struct GcsExporterConfig {
     pub credentials_file: String,
     /// Storage class of written objects.
     pub storage_class: String,
-    /// `otlp_json`, `otlp_proto` or `parquet`.
+    /// `otlp_json`, `otlp_proto` or `parquet` (`body`, `sumo_ic` for logs).
     pub marshaler: Marshaler,
+    /// An encoding extension to write objects with instead of `marshaler`
+    /// (listed in `service.extensions`).
+    pub encoding: String,
     /// `none`, `gzip` or `zstd`.
     pub compression: Compression,
     /// Accepted, no effect (an earlier release's key): uploads are retried
@@ -367,6 +373,7 @@ impl Default for GcsExporterConfig {
             credentials_file: String::new(),
             storage_class: String::new(),
             marshaler: Marshaler::OtlpJson,
+            encoding: String::new(),
             compression: Compression::None,
             retry_max_attempts: 3,
             retry_max_backoff: Duration::from_secs(20),
@@ -464,6 +471,24 @@ fn one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> 
     ))
 }
 
+/// `encoding` must be a component id and the extension a plain name.
+fn check_encoding(encoding: &str, file_extension: &str) -> Result<(), ConfigError> {
+    if !encoding.is_empty() {
+        encoding
+            .parse::<otelcol_core::component::ComponentId>()
+            .map_err(|e| ConfigError::invalid("encoding", e.to_string()))?;
+    }
+    if file_extension.contains(['/', '\\']) || file_extension.starts_with('.') {
+        return Err(ConfigError::invalid(
+            "encoding_file_extension",
+            format!(
+                "`{file_extension}` must be a file name extension without the dot, such as json"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_common(
     queue: &QueueConfig,
     retry: &RetryConfig,
@@ -511,12 +536,7 @@ impl S3ExporterConfig {
             &u.unique_key_func_name,
             &["uuidv7"],
         )?;
-        if !self.encoding.is_empty() || !self.encoding_file_extension.is_empty() {
-            return Err(ConfigError::invalid(
-                "encoding",
-                "encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet",
-            ));
-        }
+        check_encoding(&self.encoding, &self.encoding_file_extension)?;
         if self.marshaler == Marshaler::SumoIc && u.compression != Compression::None {
             return Err(ConfigError::invalid(
                 "s3uploader.compression",
@@ -586,6 +606,7 @@ impl GcsExporterConfig {
         PartitionFormat::parse(self.partition(), &self.partition_timezone)
             .map_err(|m| ConfigError::invalid("partition_format", m))?;
         one_of("storage_class", &self.storage_class, GCS_STORAGE_CLASSES)?;
+        check_encoding(&self.encoding, "")?;
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid("timeout", "must be above 0"));
         }

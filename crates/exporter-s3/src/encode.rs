@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
+use otelcol_core::encoding::Encoding;
+
 use crate::config::{Compression, Marshaler};
+use crate::push::Layout;
 use crate::signal::Signal;
 
 /// Why a batch could not be encoded.
@@ -19,6 +22,9 @@ pub enum EncodeError {
         /// The signal.
         signal: &'static str,
     },
+    /// The encoding extension failed.
+    #[error("encoding extension: {0}")]
+    Encoding(#[from] otelcol_core::encoding::EncodingError),
     /// A resource lacks an attribute the marshaler needs.
     #[error("the sumo_ic marshaler needs resource attribute {attribute}, which a resource of the batch lacks")]
     MissingAttribute {
@@ -39,7 +45,7 @@ pub struct Encoded {
     /// `json`, `binpb` or `parquet`, plus `.gz` / `.zst` when compressed.
     pub extension: String,
     /// `Content-Type`.
-    pub content_type: &'static str,
+    pub content_type: String,
     /// `Content-Encoding` (`gzip` or `zstd`), if the whole object is compressed.
     pub content_encoding: Option<&'static str>,
 }
@@ -61,38 +67,63 @@ pub fn supports<T: Signal>(marshaler: Marshaler) -> Result<(), EncodeError> {
     }
 }
 
-/// Encodes `data`. Parquet compresses inside the file (the codec of its
-/// column chunks), the other marshalers compress the whole object.
+/// Encodes `data` as `layout` says: with the encoding extension when one
+/// is configured (resolved at start), else with the marshaler. Parquet
+/// compresses inside the file (the codec of its column chunks), the
+/// others compress the whole object. `layout.file_extension` replaces the
+/// natural extension.
 pub fn encode<T: Signal>(
     data: &T,
-    marshaler: Marshaler,
-    compression: Compression,
-    user_attributes: &[String],
+    layout: &Layout,
+    encoding: Option<&dyn Encoding>,
 ) -> Result<Encoded, EncodeError> {
-    let (raw, ext, content_type) = match marshaler {
-        Marshaler::OtlpJson => (data.to_json().into_bytes(), "json", "application/json"),
-        Marshaler::OtlpProto => (data.encode_to_vec(), "binpb", "application/x-protobuf"),
-        Marshaler::SumoIc | Marshaler::Body => {
+    let marshaler = layout.marshaler;
+    let named = |natural: &str| layout.file_extension.clone().unwrap_or(natural.to_string());
+    let (raw, ext, content_type) = match (encoding, marshaler) {
+        (Some(e), _) => (
+            data.encode_with(e)?,
+            named(e.file_extension()),
+            e.content_type().to_string(),
+        ),
+        (None, Marshaler::Parquet) => {
+            return Ok(Encoded {
+                bytes: data.to_parquet(&layout.user_attributes, layout.compression)?,
+                extension: named("parquet"),
+                content_type: "application/vnd.apache.parquet".into(),
+                content_encoding: None,
+            });
+        }
+        (None, Marshaler::OtlpJson) => (
+            data.to_json().into_bytes(),
+            named("json"),
+            "application/json".into(),
+        ),
+        (None, Marshaler::OtlpProto) => (
+            data.encode_to_vec(),
+            named("binpb"),
+            "application/x-protobuf".into(),
+        ),
+        (None, Marshaler::SumoIc | Marshaler::Body) => {
             let logs = data.as_logs().ok_or(EncodeError::Unsupported {
                 marshaler: marshaler.name(),
                 signal: T::NAME,
             })?;
             if marshaler == Marshaler::Body {
-                (crate::lines::body(logs), "txt", "text/plain; charset=utf-8")
+                (
+                    crate::lines::body(logs),
+                    named("txt"),
+                    "text/plain; charset=utf-8".into(),
+                )
             } else {
-                (crate::lines::sumo_ic(logs)?, "json", "application/json")
+                (
+                    crate::lines::sumo_ic(logs)?,
+                    named("json"),
+                    "application/json".into(),
+                )
             }
         }
-        Marshaler::Parquet => {
-            return Ok(Encoded {
-                bytes: data.to_parquet(user_attributes, compression)?,
-                extension: "parquet".into(),
-                content_type: "application/vnd.apache.parquet",
-                content_encoding: None,
-            });
-        }
     };
-    let (bytes, suffix, encoding) = match compression {
+    let (bytes, suffix, content_encoding) = match layout.compression {
         Compression::None => (raw, "", None),
         Compression::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -109,6 +140,6 @@ pub fn encode<T: Signal>(
         bytes,
         extension: format!("{ext}{suffix}"),
         content_type,
-        content_encoding: encoding,
+        content_encoding,
     })
 }

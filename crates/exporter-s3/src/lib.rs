@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otelcol_core::component::{
-    ComponentError, CreateSettings, Exporter, ExporterFactory, Factory, NoEffectKey,
+    ComponentError, ComponentId, CreateSettings, Exporter, ExporterFactory, Factory, NoEffectKey,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::exporter::{ExporterSettings, QueueConfig, RetryConfig};
@@ -96,13 +96,24 @@ fn attribute(name: Option<&str>) -> Option<String> {
     name.filter(|a| !a.is_empty()).map(str::to_string)
 }
 
+/// The encoding extension's id and the file extension, when set.
+fn encoding(id: &str, file_extension: &str) -> (Option<ComponentId>, Option<String>) {
+    (
+        id.parse().ok().filter(|_| !id.is_empty()),
+        Some(file_extension.to_string()).filter(|e| !e.is_empty()),
+    )
+}
+
 fn layout(
     (base, prefix, prefix_attribute): (&str, &str, Option<&str>),
     (format, zone, path): (&str, &str, &str),
     file_prefix: String,
     (marshaler, compression, parquet): (config::Marshaler, config::Compression, &ParquetOptions),
+    (encoding, file_extension): (Option<ComponentId>, Option<String>),
 ) -> Result<Layout, ConfigError> {
     Ok(Layout {
+        encoding,
+        file_extension,
         base: base.to_string(),
         prefix: prefix.to_string(),
         prefix_attribute: attribute(prefix_attribute),
@@ -145,6 +156,7 @@ impl ObjectConfig for S3ExporterConfig {
             ),
             u.file_prefix.clone(),
             (self.marshaler, u.compression, &self.parquet),
+            encoding(&self.encoding, &self.encoding_file_extension),
         )?;
         l.bucket_attribute = attribute(Some(&self.resource_attrs_to_s3.s3_bucket));
         Ok(l)
@@ -191,6 +203,7 @@ impl ObjectConfig for GcsExporterConfig {
             ),
             self.object_file_prefix(),
             (self.marshaler, self.compression, &self.parquet),
+            encoding(&self.encoding, ""),
         )
     }
     fn sending(&self) -> Sending<'_> {
@@ -223,6 +236,7 @@ impl ObjectConfig for FileExporterConfig {
             ),
             self.file_prefix.clone(),
             (self.marshaler, self.compression, &self.parquet),
+            (None, None),
         )
     }
     fn sending(&self) -> Sending<'_> {
@@ -245,8 +259,10 @@ fn build<C: ObjectConfig, T: Signal>(
     let config: C = decode(raw)?;
     config.check()?;
     let layout = config.layout()?;
-    encode::supports::<T>(layout.marshaler)
-        .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", s.id)))?;
+    if layout.encoding.is_none() {
+        encode::supports::<T>(layout.marshaler)
+            .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", s.id)))?;
+    }
     let target = config
         .target()
         .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", s.id)))?;

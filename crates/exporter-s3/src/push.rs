@@ -5,14 +5,15 @@
 //! helper's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use object_store::path::Path;
 use object_store::{Attribute, ObjectStore, PutOptions, PutPayload};
-use otelcol_core::component::{ComponentError, Host};
+use otelcol_core::component::{ComponentError, ComponentId, Host};
 use otelcol_core::consumer::{ConsumerError, PermanentKind};
+use otelcol_core::encoding::Encoding;
 use otelcol_core::exporter::{Push, QueuedExporter, Request};
 use otelcol_core::pdata::find_attribute;
 use otelcol_core::pdata::proto::common::v1::KeyValue;
@@ -42,8 +43,12 @@ pub struct Layout {
     pub partition: PartitionFormat,
     /// Before the file name.
     pub file_prefix: String,
-    /// The encoding.
+    /// The marshaler (unless `encoding` is set).
     pub marshaler: Marshaler,
+    /// An encoding extension to use instead of the marshaler (resolved at start).
+    pub encoding: Option<ComponentId>,
+    /// Replaces the file name's natural extension (`encoding_file_extension`).
+    pub file_extension: Option<String>,
     /// The compression.
     pub compression: Compression,
     /// Attributes that fill Parquet's `user` column.
@@ -63,6 +68,8 @@ pub struct ObjectPush<T> {
     probe_timeout: Duration,
     /// When a value that is not a bucket name was last warned about (s since the epoch).
     bad_bucket_warned: AtomicU64,
+    /// The encoding extension named by `layout.encoding`, found at start.
+    encoder: OnceLock<Arc<dyn Encoding>>,
     _t: std::marker::PhantomData<fn(T)>,
 }
 
@@ -80,6 +87,7 @@ impl<T: Signal> ObjectPush<T> {
             target,
             probe_timeout,
             bad_bucket_warned: AtomicU64::new(0),
+            encoder: OnceLock::new(),
             _t: std::marker::PhantomData,
         }
     }
@@ -186,7 +194,7 @@ fn retryable(e: &object_store::Error) -> bool {
 impl<T: Signal> Push<T> for ObjectPush<T> {
     async fn push(&self, request: &Request<T>) -> Result<(), ConsumerError> {
         let l = &self.layout;
-        let encoded = encode(&request.data, l.marshaler, l.compression, &l.user_attributes)
+        let encoded = encode(&request.data, l, self.encoder.get().map(|e| &**e))
             .map_err(|e| {
                 tracing::error!(exporter = %self.id, items = request.items, "dropping data that cannot be encoded: {e}");
                 ConsumerError::Permanent {
@@ -277,7 +285,13 @@ impl<T: Signal> Push<T> for ObjectPush<T> {
     }
 
     /// One listing checks the bucket (or folder) and the credentials.
-    async fn start(&self, _host: &Host) -> Result<(), ComponentError> {
+    async fn start(&self, host: &Host) -> Result<(), ComponentError> {
+        if let Some(id) = &self.layout.encoding {
+            let encoder = host
+                .encoding(id)
+                .map_err(|e| ComponentError::Failed(format!("exporter {}: {e}", self.id)))?;
+            let _ = self.encoder.set(encoder);
+        }
         let prefix = join(&[&self.layout.base, &self.layout.prefix]);
         crate::store::probe(&self.target, &prefix, self.probe_timeout)
             .await

@@ -6,6 +6,8 @@ use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::metric::Data;
 use otelcol_core::pdata::{json, Batchable, Logs, Metrics, Traces};
 
+use otelcol_core::encoding::{Encoding, EncodingError};
+
 use crate::config::Compression;
 use crate::encode::EncodeError;
 
@@ -25,6 +27,8 @@ pub trait Signal: Batchable {
     fn visit(&self, f: &mut dyn FnMut(&[KeyValue], u64));
     /// Keeps the items for which `f` is true; empty containers are removed.
     fn retain(&mut self, f: &mut dyn FnMut(&[KeyValue], u64) -> bool);
+    /// This batch as encoding extension `e` writes it.
+    fn encode_with(&self, e: &dyn Encoding) -> Result<Vec<u8>, EncodingError>;
     /// These logs, for the marshalers that write logs only.
     fn as_logs(&self) -> Option<&Logs> {
         None
@@ -71,6 +75,9 @@ macro_rules! retain_points {
 }
 
 impl Signal for Metrics {
+    fn encode_with(&self, e: &dyn Encoding) -> Result<Vec<u8>, EncodingError> {
+        e.encode_metrics(self)
+    }
     const NAME: &'static str = "metrics";
     const KIND: otelcol_core::Signal = otelcol_core::Signal::Metrics;
     const PARQUET: bool = true;
@@ -106,6 +113,9 @@ impl Signal for Metrics {
 }
 
 impl Signal for Logs {
+    fn encode_with(&self, e: &dyn Encoding) -> Result<Vec<u8>, EncodingError> {
+        e.encode_logs(self)
+    }
     const NAME: &'static str = "logs";
     fn as_logs(&self) -> Option<&Logs> {
         Some(self)
@@ -140,6 +150,9 @@ impl Signal for Logs {
 }
 
 impl Signal for Traces {
+    fn encode_with(&self, e: &dyn Encoding) -> Result<Vec<u8>, EncodingError> {
+        e.encode_traces(self)
+    }
     const NAME: &'static str = "traces";
     const KIND: otelcol_core::Signal = otelcol_core::Signal::Traces;
     const PARQUET: bool = false;

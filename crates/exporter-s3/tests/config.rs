@@ -138,8 +138,12 @@ fn wrong_values_are_named_at_config_time() {
         "s3uploader.compression: unknown value `brotli`, expected one of `none`, `gzip`, `zstd`"
     );
     assert_eq!(
-        s3_error("", "encoding: text_encoding\n"),
-        "encoding: encoding extensions are not available in this collector; use marshaler: otlp_json, otlp_proto or parquet"
+        s3_error("", "encoding: \"text encoding!\"\n"),
+        "encoding: invalid component id `text encoding!`: the type may hold only letters, digits and `_`"
+    );
+    assert_eq!(
+        s3_error("", "encoding: otlp_encoding\nencoding_file_extension: .json\n"),
+        "encoding_file_extension: `.json` must be a file name extension without the dot, such as json"
     );
     assert_eq!(
         S3ExporterFactory

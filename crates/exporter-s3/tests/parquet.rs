@@ -21,6 +21,28 @@ use otelcol_exporter_s3::encode::encode;
 use otelcol_exporter_s3::FileExporterFactory;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+/// `data` as the Parquet marshaler writes it with `compression`, users
+/// from `user.email`.
+fn parquet<T: otelcol_exporter_s3::signal::Signal>(
+    data: &T,
+    compression: Compression,
+) -> otelcol_exporter_s3::encode::Encoded {
+    let layout = otelcol_exporter_s3::Layout {
+        base: String::new(),
+        prefix: String::new(),
+        prefix_attribute: None,
+        bucket_attribute: None,
+        partition: otelcol_exporter_s3::key::PartitionFormat::parse("%Y", "").unwrap(),
+        file_prefix: String::new(),
+        marshaler: Marshaler::Parquet,
+        encoding: None,
+        file_extension: None,
+        compression,
+        user_attributes: vec!["user.email".to_string()],
+    };
+    encode(data, &layout, None).unwrap()
+}
+
 fn read(bytes: Vec<u8>) -> RecordBatch {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
         .unwrap()
@@ -150,8 +172,7 @@ fn known() -> Metrics {
 
 #[test]
 fn every_metric_column_of_known_rows_reads_back() {
-    let users = vec!["user.email".to_string()];
-    let e = encode(&known(), Marshaler::Parquet, Compression::Zstd, &users).unwrap();
+    let e = parquet(&known(), Compression::Zstd);
     assert_eq!(e.extension, "parquet");
     assert_eq!(&e.bytes[..4], b"PAR1");
     let b = read(e.bytes);
@@ -274,8 +295,7 @@ fn every_log_column_of_known_rows_reads_back() {
     rec.trace_id = vec![0xab; 16];
     rec.span_id = vec![0x01; 8];
     rec.attributes.push(int_attr("tokens", 77));
-    let users = vec!["user.email".to_string()];
-    let e = encode(&logs, Marshaler::Parquet, Compression::Gzip, &users).unwrap();
+    let e = parquet(&logs, Compression::Gzip);
     let b = read(e.bytes);
     let names: Vec<String> = b
         .schema()

@@ -404,6 +404,56 @@ async fn body_and_sumo_ic_write_one_line_per_log_record() {
     );
 }
 
+/// `encoding` names an encoding extension (here the real `otlp_encoding`)
+/// that writes objects instead of the marshaler; `encoding_file_extension`
+/// names their files. An encoding that is not a running extension fails
+/// the start, naming it.
+#[tokio::test]
+async fn an_encoding_extension_writes_the_objects() {
+    use otelcol_core::component::{ComponentId, ExtensionFactory, Kind};
+    aws_env();
+    let moto = Moto::start();
+    moto.create_bucket("encoded").await;
+    let id: ComponentId = "otlp_encoding/proto".parse().unwrap();
+    let extension = otelcol_extension_encoding::OtlpEncodingFactory
+        .create(
+            otelcol_core::component::CreateSettings::standalone(id.clone(), Kind::Extension),
+            &raw("protocol: otlp_proto"),
+        )
+        .unwrap();
+    let with_encoding =
+        otelcol_core::component::Host::new([(id, extension)].into(), Default::default());
+    let yaml = config(
+        &moto.endpoint(),
+        "encoded",
+        "marshaler: otlp_json\nencoding: otlp_encoding/proto\nencoding_file_extension: pb\n",
+    );
+    let (exp, _) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    exp.start(&with_encoding).await.unwrap();
+    let data = totals("claude-code", T0, &[("ana@example.com", 3.0)]);
+    exp.consume(batch(data.clone())).await.unwrap();
+    exp.shutdown().await.unwrap();
+    let reader = moto.reader("encoded");
+    let keys = keys(&reader).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].ends_with(".pb"), "{keys:?}");
+    assert_eq!(
+        Metrics::decode(&get(&reader, &keys[0]).await[..]).unwrap(),
+        data
+    );
+    assert_eq!(
+        moto.describe("encoded", &keys[0]),
+        "STANDARD application/x-protobuf None ['FULL_CONTROL']"
+    );
+
+    let (missing, _) = metrics_exporter(&S3ExporterFactory, "awss3", &yaml);
+    let e = missing.start(&host()).await.unwrap_err().to_string();
+    assert!(
+        e.contains("encoding `otlp_encoding/proto` is not a configured extension listed in service.extensions"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn small_batches_are_combined_until_a_threshold() {
     aws_env();
