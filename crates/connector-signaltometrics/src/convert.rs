@@ -414,18 +414,6 @@ impl Compiled {
     /// Checks `config` and compiles its definitions and rule sets. Errors
     /// name the key (`logs.2.sum.value`) and what is wrong.
     pub fn new(config: &SignalToMetricsConfig) -> Result<Self, ConfigError> {
-        for (key, list) in [
-            ("spans", &config.spans),
-            ("datapoints", &config.datapoints),
-            ("profiles", &config.profiles),
-        ] {
-            if !list.is_empty() {
-                return Err(ConfigError::invalid(
-                    key,
-                    "this build makes metrics from logs only; remove this section or use `logs`",
-                ));
-            }
-        }
         if config.logs.is_empty() && config.rule_sets.is_empty() {
             return Err(ConfigError::invalid(
                 "logs",

@@ -16,7 +16,8 @@ pub mod rules;
 use std::sync::Arc;
 
 use otelcol_core::component::{
-    ComponentError, Connector, ConnectorFactory, CreateSettings, Factory, SignalConsumers,
+    ComponentError, Connector, ConnectorFactory, CreateSettings, Factory, NoEffectKey,
+    SignalConsumers,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::{Signal, Stability};
@@ -34,11 +35,12 @@ pub struct SignalToMetricsConfig {
     /// Built-in definitions to add to `logs` (ours, not Go's):
     /// `claude_code`, `codex`, `gemini_cli`.
     pub rule_sets: Vec<RuleSet>,
-    /// Go: metrics from spans. Refused when set: this build connects logs only.
+    /// Go: metrics from spans. Accepted with a start-up warning, no
+    /// effect: this build connects logs pipelines only.
     pub spans: Vec<RawConfig>,
-    /// Go: metrics from data points. Refused when set, as `spans`.
+    /// Go: metrics from data points. As `spans`.
     pub datapoints: Vec<RawConfig>,
-    /// Go: metrics from profiles. Refused when set, as `spans`.
+    /// Go: metrics from profiles. As `spans`.
     pub profiles: Vec<RawConfig>,
 }
 
@@ -143,6 +145,12 @@ impl Factory for SignalToMetricsFactory {
     }
     fn validate(&self, config: &RawConfig) -> Result<(), ConfigError> {
         Compiled::new(&decode::<SignalToMetricsConfig>(config)?).map(|_| ())
+    }
+    fn no_effect_keys(&self) -> Vec<NoEffectKey> {
+        const WHY: &str = "this build makes metrics from logs only (the connector joins logs pipelines to metrics pipelines), so these definitions never run";
+        ["spans", "datapoints", "profiles"]
+            .map(|k| NoEffectKey::new(k, WHY))
+            .to_vec()
     }
 }
 

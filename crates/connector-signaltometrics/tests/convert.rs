@@ -252,8 +252,8 @@ fn config_errors_name_the_key() {
             "rule_sets.1: this rule set is listed twice (its points would count twice)",
         ),
         (
-            "spans: [{name: a}]\nrule_sets: [codex]",
-            "spans: this build makes metrics from logs only; remove this section or use `logs`",
+            "spans: [{name: a, sum: {value: \"1\"}}]",
+            "logs: no metrics are defined: set `logs` or `rule_sets`",
         ),
         (
             "rule_sets: [copilot]",
@@ -264,4 +264,10 @@ fn config_errors_name_the_key() {
         assert_eq!(compile(yaml).unwrap_err(), want, "{yaml}");
     }
     compile("rule_sets: [claude_code, codex, gemini_cli]").unwrap();
+    // Go's span, data point and profile definitions are accepted (the
+    // factory lists them as having no effect) and make nothing here.
+    compile(
+        "spans: [{name: a}]\ndatapoints: [{name: b}]\nprofiles: [{name: c}]\nrule_sets: [codex]",
+    )
+    .unwrap();
 }
