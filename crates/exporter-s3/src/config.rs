@@ -132,6 +132,10 @@ pub struct S3Uploader {
     pub s3_partition_timezone: String,
     /// Role to assume (web identity: `AWS_WEB_IDENTITY_TOKEN_FILE` must be set).
     pub role_arn: String,
+    /// Go: the external id passed to STS `AssumeRole`. Accepted with a
+    /// start-up warning, no effect: roles are assumed with a web identity
+    /// token here, and that call takes no external id.
+    pub external_id: String,
     /// Prepended to the object's file name.
     pub file_prefix: String,
     /// S3-compatible endpoint (MinIO, LocalStack, …) instead of AWS.
@@ -173,6 +177,7 @@ impl Default for S3Uploader {
             s3_partition_format: crate::key::DEFAULT_PARTITION_FORMAT.into(),
             s3_partition_timezone: String::new(),
             role_arn: String::new(),
+            external_id: String::new(),
             file_prefix: String::new(),
             endpoint: String::new(),
             s3_force_path_style: false,

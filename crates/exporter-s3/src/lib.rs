@@ -138,6 +138,10 @@ impl ObjectConfig for S3ExporterConfig {
         ]
         .map(|k| NoEffectKey::new(k, RETRY_WHY))
         .to_vec();
+        keys.push(NoEffectKey::new(
+            "s3uploader.external_id",
+            "role_arn is assumed with a web identity token (AssumeRoleWithWebIdentity), which takes no external id; a trust policy that requires one refuses the role",
+        ));
         keys.extend(batch_keys());
         keys
     }
