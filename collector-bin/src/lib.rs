@@ -67,6 +67,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_exporter_s3::register(f);
     }
+    #[cfg(feature = "exporter-otlp")]
+    {
+        f = otelcol_exporter_otlp::register(f);
+    }
     #[cfg(feature = "extension-health")]
     {
         f = otelcol_extension_health::register(f);

@@ -83,13 +83,22 @@ fn components_lists_this_build() {
     assert_eq!(names("connectors"), vec!["signaltometrics"]);
     assert_eq!(
         names("exporters"),
-        vec!["awss3", "debug", "file", "googlecloudstorage", "multitudes"]
+        vec![
+            "awss3",
+            "debug",
+            "file",
+            "googlecloudstorage",
+            "multitudes",
+            "otlp",
+            "otlphttp"
+        ]
     );
     assert_eq!(
         names("extensions"),
         vec![
             "bearertokenauth",
             "file_storage",
+            "headers_setter",
             "health_check",
             "healthcheckv2",
             "multitudes_auth",

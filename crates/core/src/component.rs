@@ -228,6 +228,19 @@ pub trait ServerAuthenticator: Send + Sync {
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<AuthData, AuthError>;
 }
 
+/// Adds credentials to outgoing requests for an exporter
+/// (`auth.authenticator` of a client): the Go collector's client
+/// authenticators (`bearertokenauth` with its own token, `headers_setter`
+/// forwarding the caller's).
+pub trait ClientAuthenticator: Send + Sync {
+    /// The headers (lower-case names) to set on a request that carries
+    /// `caller`'s token (when its receiver's authenticator captured one).
+    fn headers(
+        &self,
+        caller: Option<&crate::consumer::BearerToken>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)>;
+}
+
 /// A request refused by an authenticator (HTTP 401, gRPC Unauthenticated).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("authentication failed: {0}")]
@@ -237,6 +250,10 @@ pub struct AuthError(pub String);
 pub trait Extension: Lifecycle {
     /// This extension as a server authenticator, if it is one.
     fn server_authenticator(self: Arc<Self>) -> Option<Arc<dyn ServerAuthenticator>> {
+        None
+    }
+    /// This extension as a client authenticator, if it is one.
+    fn client_authenticator(self: Arc<Self>) -> Option<Arc<dyn ClientAuthenticator>> {
         None
     }
     /// This extension as a storage provider, if it is one.
@@ -301,6 +318,13 @@ impl Host {
         id: &ComponentId,
     ) -> Result<Arc<dyn ServerAuthenticator>, ComponentError> {
         self.offered(id, "authenticator", |e| e.server_authenticator())
+    }
+    /// The client authenticator extension `id`, or an error saying why it is not one.
+    pub fn client_authenticator(
+        &self,
+        id: &ComponentId,
+    ) -> Result<Arc<dyn ClientAuthenticator>, ComponentError> {
+        self.offered(id, "client authenticator", |e| e.client_authenticator())
     }
     /// The storage extension `id`, or an error saying why it is not one.
     pub fn storage(

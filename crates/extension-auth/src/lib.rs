@@ -10,12 +10,21 @@
 //!
 //! Both can keep chosen request headers (`headers`) in the context, for the
 //! aggregation processor's `lookup: [header:<name>]`.
+//!
+//! Client authenticators, for exporters (`auth.authenticator` of `otlp`
+//! and `otlphttp`):
+//! - `bearertokenauth`: sends its own (first) token as `{scheme} {token}`
+//!   in `header`, as the Go extension does on the client side;
+//! - `headers_setter` ([`headers_setter`]): sets headers from fixed values
+//!   or from the caller's bearer token (`from_context: authorization`).
+
+pub mod headers_setter;
 
 use std::sync::Arc;
 
 use otelcol_core::component::{
-    AuthError, ComponentError, CreateSettings, Extension, ExtensionFactory, Factory, Lifecycle,
-    ServerAuthenticator,
+    AuthError, ClientAuthenticator, ComponentError, CreateSettings, Extension, ExtensionFactory,
+    Factory, Lifecycle, ServerAuthenticator,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
 use otelcol_core::consumer::{AuthData, BearerToken};
@@ -232,6 +241,32 @@ impl Extension for BearerTokenAuth {
     fn server_authenticator(self: Arc<Self>) -> Option<Arc<dyn ServerAuthenticator>> {
         Some(self)
     }
+    fn client_authenticator(self: Arc<Self>) -> Option<Arc<dyn ClientAuthenticator>> {
+        Some(self)
+    }
+}
+
+/// On an exporter: its own first token (after a file change, the file's
+/// first), as `{scheme} {token}` in `header`.
+impl ClientAuthenticator for BearerTokenAuth {
+    fn headers(&self, _caller: Option<&BearerToken>) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let accepted = self
+            .accepted
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(token) = accepted.first() else {
+            return vec![];
+        };
+        let name = http::HeaderName::try_from(self.config.header.as_str());
+        let value = http::HeaderValue::try_from(format!("{} {token}", self.config.scheme));
+        match (name, value) {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(true);
+                vec![(n, v)]
+            }
+            _ => vec![],
+        }
+    }
 }
 
 impl ServerAuthenticator for BearerTokenAuth {
@@ -335,6 +370,7 @@ pub fn register(
     factories
         .extension(MultitudesAuthFactory)
         .extension(BearerTokenAuthFactory)
+        .extension(headers_setter::HeadersSetterFactory)
 }
 
 #[cfg(test)]

@@ -9,49 +9,7 @@ use otelcol_core::consumer::{ConsumerError, PermanentKind};
 use prost::Message;
 use tonic::Code;
 
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, Message)]
-pub struct RpcStatus {
-    /// A `google.rpc.Code`.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// Human-readable message.
-    #[prost(string, tag = "2")]
-    pub message: String,
-    /// Typed details.
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ProtoAny {
-    /// Type URL of the packed message.
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    /// The packed message.
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, Message)]
-pub struct RetryInfo {
-    /// How long to wait.
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ProtoDuration {
-    /// Whole seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+pub use otelcol_core::pdata::rpc::{ProtoAny, ProtoDuration, RetryInfo, RpcStatus};
 
 /// The wait suggested to a client when the pipeline gave no hint.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -100,7 +58,7 @@ pub fn http_code(code: Code) -> StatusCode {
 pub fn rpc_status(code: Code, message: &str, retry: Option<Duration>) -> RpcStatus {
     let details = retry
         .map(|d| ProtoAny {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            type_url: otelcol_core::pdata::rpc::RETRY_INFO_TYPE.into(),
             value: RetryInfo {
                 retry_delay: Some(ProtoDuration {
                     seconds: d.as_secs() as i64,

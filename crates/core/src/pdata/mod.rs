@@ -17,6 +17,7 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
 
 pub mod json;
 pub mod plain;
+pub mod rpc;
 pub mod split;
 
 pub use split::Batchable;
