@@ -71,6 +71,10 @@ pub fn factories() -> Factories {
     {
         f = otelcol_exporter_otlp::register(f);
     }
+    #[cfg(feature = "exporter-loadbalancing")]
+    {
+        f = otelcol_exporter_loadbalancing::register(f);
+    }
     #[cfg(feature = "extension-health")]
     {
         f = otelcol_extension_health::register(f);

@@ -88,6 +88,7 @@ fn components_lists_this_build() {
             "debug",
             "file",
             "googlecloudstorage",
+            "loadbalancing",
             "multitudes",
             "otlp",
             "otlphttp"

@@ -52,26 +52,36 @@ fn failed(id: &impl std::fmt::Display) -> impl Fn(String) -> ComponentError + '_
     move |e| ComponentError::Failed(format!("exporter {id}: {e}"))
 }
 
-fn build_grpc<T: Wire>(
-    s: CreateSettings,
-    raw: &RawConfig,
-    signal: Signal,
-) -> Result<Arc<QueuedExporter<T, OtlpGrpcPush>>, ComponentError> {
-    let c: OtlpGrpcConfig = decode(raw)?;
-    c.validate()?;
+/// An `otlp` exporter for one signal.
+pub type OtlpGrpcExporter<T> = QueuedExporter<T, OtlpGrpcPush>;
+
+/// An `otlp` exporter of signal `T` with a validated config (also how the
+/// `loadbalancing` exporter builds one per backend).
+pub fn grpc_exporter<T: Wire>(
+    s: &CreateSettings,
+    c: &OtlpGrpcConfig,
+) -> Result<Arc<OtlpGrpcExporter<T>>, ComponentError> {
     let helper = ExporterSettings::new(
         c.sending_queue.clone(),
         c.retry_on_failure.clone(),
         c.timeout,
     );
-    let push = OtlpGrpcPush::new(s.id.to_string(), &c, &s.metrics).map_err(failed(&s.id))?;
-    Ok(Arc::new(QueuedExporter::new(&s, signal, helper, push)?))
+    let push = OtlpGrpcPush::new(s.id.to_string(), c, &s.metrics).map_err(failed(&s.id))?;
+    Ok(Arc::new(QueuedExporter::new(s, T::KIND, helper, push)?))
+}
+
+fn build_grpc<T: Wire>(
+    s: CreateSettings,
+    raw: &RawConfig,
+) -> Result<Arc<OtlpGrpcExporter<T>>, ComponentError> {
+    let c: OtlpGrpcConfig = decode(raw)?;
+    c.validate()?;
+    grpc_exporter(&s, &c)
 }
 
 fn build_http<T: Wire>(
     s: CreateSettings,
     raw: &RawConfig,
-    signal: Signal,
 ) -> Result<Arc<QueuedExporter<T, OtlpHttpPush>>, ComponentError> {
     let c: OtlpHttpConfig = decode(raw)?;
     c.validate()?;
@@ -91,7 +101,7 @@ fn build_http<T: Wire>(
     let sender = HttpSender::new(s.id.to_string(), c.url(T::PATH)?, options, &s.metrics)
         .map_err(failed(&s.id))?;
     let push = OtlpHttpPush::new(sender, AuthSlot::new(c.auth.id()?));
-    Ok(Arc::new(QueuedExporter::new(&s, signal, helper, push)?))
+    Ok(Arc::new(QueuedExporter::new(&s, T::KIND, helper, push)?))
 }
 
 macro_rules! factory {
@@ -124,21 +134,21 @@ macro_rules! factory {
                 s: CreateSettings,
                 c: &RawConfig,
             ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
-                Ok($build::<Metrics>(s, c, Signal::Metrics)?)
+                Ok($build::<Metrics>(s, c)?)
             }
             fn create_logs(
                 &self,
                 s: CreateSettings,
                 c: &RawConfig,
             ) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
-                Ok($build::<Logs>(s, c, Signal::Logs)?)
+                Ok($build::<Logs>(s, c)?)
             }
             fn create_traces(
                 &self,
                 s: CreateSettings,
                 c: &RawConfig,
             ) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
-                Ok($build::<Traces>(s, c, Signal::Traces)?)
+                Ok($build::<Traces>(s, c)?)
             }
         }
     };

@@ -16,6 +16,8 @@ pub const SUCCESS_BODY_MAX: usize = 4 << 20;
 
 /// What differs between the signals an OTLP exporter sends.
 pub trait Wire: Batchable {
+    /// The signal.
+    const KIND: otelcol_core::Signal;
     /// `/v1/metrics`, `/v1/logs` or `/v1/traces`.
     const PATH: &'static str;
     /// The gRPC method (`/opentelemetry.proto.collector.metrics.v1.MetricsService/Export`).
@@ -93,6 +95,7 @@ pub(crate) fn plain_response(body: &[u8]) -> bool {
 }
 
 impl Wire for Metrics {
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Metrics;
     const PATH: &'static str = "/v1/metrics";
     const GRPC_METHOD: &'static str =
         "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -113,6 +116,7 @@ impl Wire for Metrics {
 }
 
 impl Wire for Logs {
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Logs;
     const PATH: &'static str = "/v1/logs";
     const GRPC_METHOD: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     type Response = otelcol_core::pdata::proto::collector::logs::v1::ExportLogsServiceResponse;
@@ -131,6 +135,7 @@ impl Wire for Logs {
 }
 
 impl Wire for Traces {
+    const KIND: otelcol_core::Signal = otelcol_core::Signal::Traces;
     const PATH: &'static str = "/v1/traces";
     const GRPC_METHOD: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     type Response = otelcol_core::pdata::proto::collector::trace::v1::ExportTraceServiceResponse;
