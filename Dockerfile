@@ -25,6 +25,9 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /otelcol-multitudes /otelcol-multitudes
 COPY VERSION /VERSION
 COPY configs/otel-collector-config.yaml /etc/otelcol-multitudes/config.yaml
+# Tier 1 of the two-tier deployment (README "Scaling out"): run with
+# --config /etc/otelcol-multitudes/gateway.yaml.
+COPY configs/gateway.yaml /etc/otelcol-multitudes/gateway.yaml
 # The persistent sending queue (file_storage): owned by the non-root user;
 # mount a volume here so queued totals survive the container.
 COPY --from=build --chown=65532:65532 /storage /var/lib/otelcol-multitudes

@@ -128,6 +128,63 @@ fn the_overlay_merges_over_the_production_config_and_validates() {
     otelcol_core::pipeline::validate(&loaded.config, &otelcol_multitudes::factories()).unwrap();
 }
 
+/// The two-tier variant: the gateways' DNS name is the aggregators'
+/// headless Service, which the StatefulSet is governed by; the gateway
+/// config is in the image; every tag is the VERSION; the gateway config
+/// validates.
+#[test]
+fn the_two_tier_files_fit_together() {
+    let dir = "deploy/kubernetes/two-tier";
+    let headless = yaml(&format!("{dir}/aggregator-service.yaml"));
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let name = headless["metadata"]["name"].as_str().unwrap();
+    let sts = yaml(&format!("{dir}/aggregator-statefulset.yaml"));
+    assert_eq!(sts["spec"]["serviceName"], name);
+    assert_eq!(
+        sts["spec"]["selector"]["matchLabels"],
+        headless["spec"]["selector"]
+    );
+    let gw = yaml(&format!("{dir}/gateway-deployment.yaml"));
+    let c = &gw["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["env"][0]["name"], "OTELCOL_AGGREGATORS_HOST");
+    assert_eq!(c["env"][0]["value"], name);
+    assert_eq!(c["args"][1], "/etc/otelcol-multitudes/gateway.yaml");
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY configs/gateway.yaml /etc/otelcol-multitudes/gateway.yaml"));
+    for d in [&sts, &gw] {
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            format!("otelcol-multitudes:{}", version())
+        );
+    }
+    let svc = yaml(&format!("{dir}/gateway-service.yaml"));
+    assert_eq!(
+        svc["spec"]["selector"],
+        gw["spec"]["selector"]["matchLabels"]
+    );
+    let compose = yaml("deploy/docker-compose.two-tier.yml");
+    assert_eq!(
+        compose["services"]["gateway"]["environment"]["OTELCOL_AGGREGATORS_HOST"],
+        "aggregators"
+    );
+    // The aggregators share the `x-aggregator` block (a YAML merge key).
+    assert_eq!(
+        compose["x-aggregator"]["image"],
+        format!("otelcol-multitudes:{}", version())
+    );
+    assert_eq!(
+        compose["x-aggregator"]["networks"]["default"]["aliases"][0],
+        "aggregators"
+    );
+    let gateway = std::fs::read_to_string(root().join("configs/gateway.yaml")).unwrap();
+    let sources = [otelcol_core::config::ConfigSource::Text {
+        name: "gateway".into(),
+        yaml: gateway,
+    }];
+    let loaded = otelcol_core::config::load(&sources, &[], &|_| None).unwrap();
+    otelcol_core::pipeline::validate(&loaded.config, &otelcol_multitudes::factories()).unwrap();
+}
+
 #[test]
 fn compose_and_ecs_parse() {
     let compose = yaml("deploy/docker-compose.yml");

@@ -9,7 +9,9 @@
 //!   `resolver.dns` (a name resolved again every `interval`; a headless
 //!   Service in Kubernetes). A change of the list changes the ring at run
 //!   time: only the keys of the arcs an added or removed backend gains or
-//!   loses move ([`ring`]).
+//!   loses move ([`ring`]). A moved cumulative stream is new to its next
+//!   aggregator, whose first-point rule applies (see the crate README for
+//!   what that costs).
 //! - Each backend is an `otlp` exporter built from `protocol.otlp` with
 //!   its own sending queue and retries: data for a backend that fails
 //!   waits and is retried there, never re-routed (re-routing a cumulative

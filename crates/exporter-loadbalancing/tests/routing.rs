@@ -280,3 +280,35 @@ async fn each_user_reaches_one_backend_and_a_removed_backend_moves_only_its_user
         r.shutdown().await.unwrap();
     }
 }
+
+/// `resolver.dns`: the name is resolved at start (an address literal here,
+/// so the test needs no DNS server) and its port used.
+#[tokio::test]
+async fn the_dns_resolver_puts_the_resolved_addresses_on_the_ring() {
+    let (endpoint, sink, receiver) = backend().await;
+    let port = endpoint.rsplit_once(':').unwrap().1;
+    let yaml = format!(
+        "{CONFIG}resolver:\n  dns: {{hostname: 127.0.0.1, port: '{port}', interval: 50ms}}\n"
+    );
+    let config: LoadBalancingConfig = serde_yaml::from_str(&yaml).unwrap();
+    config.validate().unwrap();
+    let lb = LoadBalancingExporter::<Metrics>::shared(
+        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
+        config,
+    );
+    lb.start(&host()).await.unwrap();
+    assert_eq!(lb.backends(), vec![endpoint.clone()]);
+    lb.consume(Batch {
+        data: fleet(0),
+        context: RequestContext::default(),
+        received: None,
+    })
+    .await
+    .unwrap();
+    // The name is resolved again on its interval; the ring stays.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(lb.backends(), vec![endpoint]);
+    lb.shutdown().await.unwrap();
+    assert_eq!(all_points(&[("b".into(), sink)]), sent(0..1));
+    receiver.shutdown().await.unwrap();
+}

@@ -1,0 +1,211 @@
+//! The two-tier deployment with the real binary on 127.0.0.1: one gateway
+//! (`configs/gateway.yaml`, its DNS resolver swapped for the three
+//! aggregators' addresses) in front of three aggregators (the production
+//! config) and a fake Multitudes endpoint. Fifty users, half delta and
+//! half cumulative, over OTLP/HTTP and OTLP/gRPC: the totals delivered
+//! equal what was sent, exactly. The same load split round-robin over the
+//! aggregators (what a plain Service does) counts cumulative streams more
+//! than once: the test asserts that error exists, so the comparison is real.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::faults::{now_nanos, Endpoint};
+use common::Collector;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use otelcol_core::pdata::Metrics;
+
+const FALLBACK: &str = "fallback-token-2tier-01";
+
+const FAST: [&str; 5] = [
+    "processors.aggregation.aggregation_interval=1s",
+    "processors.aggregation.grace=200ms",
+    "processors.aggregation.emit_interval=200ms",
+    "exporters.multitudes.retry_on_failure.initial_interval=50ms",
+    "exporters.multitudes.retry_on_failure.max_interval=200ms",
+];
+
+fn point_json(user: &str, value: u64, cumulative_start: Option<u64>) -> Vec<u8> {
+    let (temporality, start) = match cumulative_start {
+        Some(s) => (2, s),
+        None => (1, 0),
+    };
+    format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "claude-code"}}}}]}},
+        "scopeMetrics": [{{"metrics": [{{"name": "claude_code.token.usage", "unit": "tokens",
+        "sum": {{"aggregationTemporality": {temporality}, "isMonotonic": true, "dataPoints": [
+        {{"startTimeUnixNano": "{start}", "timeUnixNano": "{}", "asDouble": {value}, "attributes": [
+          {{"key": "user.email", "value": {{"stringValue": "{user}"}}}},
+          {{"key": "type", "value": {{"stringValue": "input"}}}}]}}]}}}}]}}]}}]}}"#,
+        now_nanos()
+    )
+    .into_bytes()
+}
+
+/// Sends one point over OTLP/HTTP (JSON) or OTLP/gRPC, until it is taken.
+async fn send(http: u16, grpc: u16, over_grpc: bool, body: Vec<u8>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = if over_grpc {
+            let m: Metrics = serde_json::from_slice(&body).unwrap();
+            let request = ExportMetricsServiceRequest {
+                resource_metrics: m.resource_metrics,
+            };
+            match MetricsServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await {
+                Ok(mut c) => c.export(request).await.is_ok(),
+                Err(_) => false,
+            }
+        } else {
+            common::http(
+                "POST",
+                &format!("http://127.0.0.1:{http}/v1/metrics"),
+                &[("content-type", "application/json")],
+                body.clone(),
+            )
+            .await
+            .0 == 200
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a point taken within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The gateway: `configs/gateway.yaml` on free loopback ports, routing to
+/// `aggregators` (gRPC ports) by a static list instead of DNS.
+async fn spawn_gateway(aggregators: &[u16]) -> (Collector, u16, u16) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/gateway.yaml");
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (http, grpc, health) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let hostnames: Vec<String> = aggregators
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    config["exporters"]["loadbalancing"]["resolver"] = serde_yaml::from_str(&format!(
+        "static: {{hostnames: [{}]}}",
+        hostnames.join(", ")
+    ))
+    .unwrap();
+    let otlp = &mut config["receivers"]["otlp"]["protocols"];
+    otlp["grpc"]["endpoint"] = format!("127.0.0.1:{grpc}").into();
+    otlp["http"]["endpoint"] = format!("127.0.0.1:{http}").into();
+    let health_ext = &mut config["extensions"]["healthcheckv2"];
+    health_ext["http"]["endpoint"] = format!("127.0.0.1:{health}").into();
+    health_ext["grpc"]["endpoint"] = format!("127.0.0.1:{}", common::free_port()).into();
+    config["service"]["telemetry"] = serde_yaml::from_str(&format!(
+        "metrics: {{address: '127.0.0.1:{}'}}",
+        common::free_port()
+    ))
+    .unwrap();
+    let file = common::scratch_data_dir().join("gateway.yaml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let gateway = Collector::spawn(&["--config".into(), file.display().to_string()], &[]);
+    common::wait_healthy(&format!("http://127.0.0.1:{health}/")).await;
+    (gateway, http, grpc)
+}
+
+/// (user → total) over every delivered body, one per idempotency key.
+fn delivered(endpoint: &Endpoint) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for a in endpoint.delivered_once_per_key("/ai/otel/v1/metrics") {
+        for (user, _, _, v) in common::token_points(&a.body) {
+            *out.entry(user).or_insert(0.0) += v;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_routing_by_user_keeps_every_total_exact_where_round_robin_does_not() {
+    let endpoint = Arc::new(Endpoint::default());
+    endpoint.up.store(true, Ordering::SeqCst);
+    let (url, _server) = endpoint.start().await;
+    let mut aggregators = vec![];
+    for _ in 0..3 {
+        aggregators.push(common::spawn_production(&url, FALLBACK, &FAST, &[]).await);
+    }
+    let grpc_ports: Vec<u16> = aggregators.iter().map(|(_, p)| p.grpc).collect();
+    let (gateway, gw_http, gw_grpc) = spawn_gateway(&grpc_ports).await;
+    let start = now_nanos();
+
+    // Fifty users through the gateway, and fifty others round-robin over
+    // the aggregators; three points each, in order.
+    let mut expected = BTreeMap::new();
+    let mut round_robin_cumulative = BTreeMap::new();
+    let mut post = 0usize;
+    for round in 1..=3u64 {
+        for u in 0..50u64 {
+            let cumulative = u % 2 == 1;
+            let over_grpc = u % 4 >= 2;
+            let value = if cumulative {
+                round * 10 + u
+            } else {
+                round + u
+            };
+            let start = cumulative.then_some(start);
+            let user = format!("user{u}@example.com");
+            send(gw_http, gw_grpc, over_grpc, point_json(&user, value, start)).await;
+            if cumulative {
+                expected.insert(user, value as f64);
+            } else {
+                *expected.entry(user).or_insert(0.0) += value as f64;
+            }
+            let rr = format!("rr{u}@example.com");
+            let (_, ports) = &aggregators[post % 3];
+            post += 1;
+            send(
+                ports.http,
+                ports.grpc,
+                over_grpc,
+                point_json(&rr, value, start),
+            )
+            .await;
+            if cumulative {
+                round_robin_cumulative.insert(rr, value as f64);
+            } else {
+                *expected.entry(rr).or_insert(0.0) += value as f64;
+            }
+        }
+    }
+
+    // The gateway drains its queues, then the aggregators flush their windows.
+    let (ok, lines) = gateway.stop();
+    assert!(ok, "{lines:?}");
+    for (a, _) in aggregators {
+        let (ok, lines) = a.stop();
+        assert!(ok, "{lines:?}");
+    }
+    let got = delivered(&endpoint);
+    for (user, want) in &expected {
+        assert_eq!(got.get(user), Some(want), "{user}");
+    }
+    let mut overcounted = 0;
+    for (user, last) in &round_robin_cumulative {
+        let total = got.get(user).copied().unwrap_or(0.0);
+        assert!(total >= *last, "{user}: {total} < {last}");
+        if total > *last {
+            overcounted += 1;
+        }
+    }
+    assert_eq!(
+        overcounted,
+        round_robin_cumulative.len(),
+        "round-robin counts each cumulative stream's earlier points again on each aggregator: {got:?}"
+    );
+}
