@@ -209,3 +209,113 @@ async fn a_gateway_routing_by_user_keeps_every_total_exact_where_round_robin_doe
         "round-robin counts each cumulative stream's earlier points again on each aggregator: {got:?}"
     );
 }
+
+/// Removing an aggregator from the ring mid-run: the users it had move to
+/// the others. A moved cumulative stream is new there; the gateway sends
+/// the time of its ring change, so the new aggregator counts it from its
+/// next point on and never again from its start: each moved stream loses
+/// at most the one increment across the move, nothing is counted twice,
+/// and the streams that stayed are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_change_loses_at_most_one_increment_per_moved_stream_and_counts_nothing_twice() {
+    use otelcol_core::component::{CreateSettings, Host, Kind, Lifecycle};
+    use otelcol_core::consumer::{Batch, Consumer, RequestContext};
+    use otelcol_exporter_loadbalancing::route::{Item, Router, RoutingKey};
+    use otelcol_exporter_loadbalancing::{ring::Ring, LoadBalancingConfig, LoadBalancingExporter};
+
+    common::init_crypto();
+    let endpoint = Arc::new(Endpoint::default());
+    endpoint.up.store(true, Ordering::SeqCst);
+    let (url, _server) = endpoint.start().await;
+    let mut aggregators = vec![];
+    for _ in 0..3 {
+        aggregators.push(common::spawn_production(&url, FALLBACK, &FAST, &[]).await);
+    }
+    let backends: Vec<String> = aggregators
+        .iter()
+        .map(|(_, p)| format!("127.0.0.1:{}", p.grpc))
+        .collect();
+    let config: LoadBalancingConfig = serde_yaml::from_str(&format!(
+        "routing_key: attributes\nrouting_attributes: [user.email]\nprotocol:\n  otlp:\n    tls: {{insecure: true}}\n    sending_queue: {{enabled: false}}\n    retry_on_failure: {{initial_interval: 20ms, max_interval: 100ms}}\nresolver:\n  static: {{hostnames: [{}]}}\n",
+        backends.join(", ")
+    ))
+    .unwrap();
+    let gateway = LoadBalancingExporter::<Metrics>::shared(
+        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
+        config,
+    );
+    let host = Host::new(Default::default(), Default::default());
+    gateway.start(&host).await.unwrap();
+
+    // Which users the removed aggregator had.
+    let removed = backends[1].clone();
+    let kept: Vec<String> = backends
+        .iter()
+        .filter(|b| **b != removed)
+        .cloned()
+        .collect();
+    let router = Router {
+        key: RoutingKey::Attributes,
+        attributes: vec!["user.email".into()],
+    };
+    let (before, after) = (Ring::new(&backends), Ring::new(&kept));
+    let users: Vec<String> = (0..30).map(|u| format!("mover{u}@example.com")).collect();
+    let moved = |user: &str| {
+        let attrs = [otelcol_core::pdata::string_attribute("user.email", user)];
+        let key = router.key(&Item {
+            resource: &[],
+            scope: "",
+            metric: "",
+            attributes: &attrs,
+            trace_id: &[],
+        });
+        before.pick(&key) != after.pick(&key)
+    };
+    assert!(
+        users.iter().any(|u| moved(u)),
+        "some users were on the removed aggregator"
+    );
+
+    let start = now_nanos();
+    let send = |user: &str, value: u64| {
+        let data: Metrics = serde_json::from_slice(&point_json(user, value, Some(start))).unwrap();
+        let gateway = gateway.clone();
+        async move {
+            gateway
+                .consume(Batch {
+                    data,
+                    context: RequestContext::default(),
+                    received: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for round in 1..=6u64 {
+        if round == 4 {
+            gateway.set_backends(&kept).await.unwrap();
+        }
+        for (u, user) in users.iter().enumerate() {
+            send(user, round * 10 + u as u64).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    gateway.shutdown().await.unwrap();
+    for (a, _) in aggregators {
+        let (ok, lines) = a.stop();
+        assert!(ok, "{lines:?}");
+    }
+    let got = delivered(&endpoint);
+    for (u, user) in users.iter().enumerate() {
+        let last = (60 + u) as f64;
+        let total = got.get(user).copied().unwrap_or(0.0);
+        if moved(user) {
+            assert!(
+                total <= last && total >= last - 10.0,
+                "{user} (moved): {total} not within one increment (10) below {last}"
+            );
+        } else {
+            assert_eq!(total, last, "{user} stayed on its aggregator");
+        }
+    }
+}

@@ -196,6 +196,15 @@ impl RequestContext {
     }
 }
 
+/// Request header a gateway's `loadbalancing` exporter sends with every
+/// request once its ring has changed: the time of that change, in Unix
+/// nanoseconds. A cumulative stream that first reaches an aggregator with
+/// it counts in full only if it started at or after that time (it may have
+/// been counted on its previous aggregator before), so a ring change never
+/// counts a moved stream twice. A sender can only lower its own totals
+/// with it.
+pub const ROUTED_SINCE_HEADER: &str = "otelcol-routed-since";
+
 /// A batch of one signal with its request context.
 #[derive(Clone, Debug)]
 pub struct Batch<T> {

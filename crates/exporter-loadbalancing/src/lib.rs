@@ -9,9 +9,9 @@
 //!   `resolver.dns` (a name resolved again every `interval`; a headless
 //!   Service in Kubernetes). A change of the list changes the ring at run
 //!   time: only the keys of the arcs an added or removed backend gains or
-//!   loses move ([`ring`]). A moved cumulative stream is new to its next
-//!   aggregator, whose first-point rule applies (see the crate README for
-//!   what that costs).
+//!   loses move ([`ring`]). After a change, requests carry its time
+//!   ([`ROUTED_SINCE_HEADER`](otelcol_core::consumer::ROUTED_SINCE_HEADER)),
+//!   so the aggregators never count a moved cumulative stream twice.
 //! - Each backend is an `otlp` exporter built from `protocol.otlp` with
 //!   its own sending queue and retries: data for a backend that fails
 //!   waits and is retried there, never re-routed (re-routing a cumulative
@@ -27,8 +27,9 @@ pub mod ring;
 pub mod route;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use otelcol_core::component::{
@@ -66,6 +67,10 @@ pub struct LoadBalancingExporter<T> {
     /// This exporter, for the DNS loop started at start (held weakly: the
     /// loop ends with the exporter).
     me: OnceLock<std::sync::Weak<Self>>,
+    /// When the ring last changed at run time (Unix nanoseconds; 0: not
+    /// since start), sent to the backends as
+    /// [`ROUTED_SINCE_HEADER`](otelcol_core::consumer::ROUTED_SINCE_HEADER).
+    routed_since: Arc<AtomicU64>,
 }
 
 impl<T: Routable + Wire> LoadBalancingExporter<T> {
@@ -86,6 +91,7 @@ impl<T: Routable + Wire> LoadBalancingExporter<T> {
             host: OnceLock::new(),
             resolver: Mutex::new(None),
             me: OnceLock::new(),
+            routed_since: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -145,6 +151,11 @@ impl<T: Routable + Wire> LoadBalancingExporter<T> {
             removed = ?removed.iter().map(|(e, _)| e).collect::<Vec<_>>(),
             "loadbalancing: the ring changed"
         );
+        if !now.ring.backends().is_empty() {
+            // Moved streams are new to their next aggregator: from now on
+            // it counts a new stream in full only if it began after this.
+            self.routed_since.store(now_nanos(), Ordering::SeqCst);
+        }
         *self
             .backends
             .write()
@@ -177,8 +188,22 @@ impl<T: Routable + Wire> LoadBalancingExporter<T> {
             id,
             ..self.settings.clone()
         };
-        grpc_exporter::<T>(&settings, &otlp)
+        let since = self.routed_since.clone();
+        let header = http::HeaderName::from_static(otelcol_core::consumer::ROUTED_SINCE_HEADER);
+        let extra: otelcol_exporter_otlp::grpc::MetadataSource =
+            Arc::new(move || match since.load(Ordering::SeqCst) {
+                0 => vec![],
+                t => vec![(header.clone(), http::HeaderValue::from(t))],
+            });
+        grpc_exporter::<T>(&settings, &otlp, Some(extra))
     }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Resolves `hostname:port` once, within `timeout`: the sorted addresses.

@@ -3,6 +3,7 @@
 //! and counters are the core exporter helper's.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -67,6 +68,10 @@ impl<U: Message + Default> Decoder for RawDecoder<U> {
     }
 }
 
+/// Metadata made anew for each attempt (the `loadbalancing` exporter's
+/// ring change time).
+pub type MetadataSource = Arc<dyn Fn() -> Vec<(http::HeaderName, http::HeaderValue)> + Send + Sync>;
+
 /// The `otlp` exporter's [`Push`].
 pub struct OtlpGrpcPush {
     id: String,
@@ -75,6 +80,7 @@ pub struct OtlpGrpcPush {
     compression: Compression,
     metadata: MetadataMap,
     auth: AuthSlot,
+    extra: Option<MetadataSource>,
     partial_rejected: Counter,
 }
 
@@ -154,7 +160,15 @@ impl OtlpGrpcPush {
             compression: config.compression,
             metadata,
             auth: AuthSlot::new(config.auth.id().map_err(|e| e.to_string())?),
+            extra: None,
         })
+    }
+
+    /// Adds `extra`'s metadata to every attempt (after `headers` and the
+    /// authenticator's).
+    pub fn with_metadata(mut self, extra: MetadataSource) -> Self {
+        self.extra = Some(extra);
+        self
     }
 }
 
@@ -174,7 +188,13 @@ impl<T: Wire> Push<T> for OtlpGrpcPush {
             .map_err(|e| ConsumerError::retryable(format!("connecting to {}: {e}", self.shown)))?;
         let mut call = tonic::Request::new(Bytes::from(request.data.encode_to_vec()));
         *call.metadata_mut() = self.metadata.clone();
-        for (name, value) in self.auth.headers(request.token.as_ref()) {
+        let extra = self.extra.as_ref().map(|f| f()).unwrap_or_default();
+        for (name, value) in self
+            .auth
+            .headers(request.token.as_ref())
+            .into_iter()
+            .chain(extra)
+        {
             if let (Ok(k), Ok(v)) = (
                 MetadataKey::from_bytes(name.as_str().as_bytes()),
                 MetadataValue::try_from(value.as_bytes()),

@@ -55,18 +55,23 @@ fn failed(id: &impl std::fmt::Display) -> impl Fn(String) -> ComponentError + '_
 /// An `otlp` exporter for one signal.
 pub type OtlpGrpcExporter<T> = QueuedExporter<T, OtlpGrpcPush>;
 
-/// An `otlp` exporter of signal `T` with a validated config (also how the
-/// `loadbalancing` exporter builds one per backend).
+/// An `otlp` exporter of signal `T` with a validated config, sending
+/// `extra` metadata too when given (how the `loadbalancing` exporter builds
+/// one per backend).
 pub fn grpc_exporter<T: Wire>(
     s: &CreateSettings,
     c: &OtlpGrpcConfig,
+    extra: Option<grpc::MetadataSource>,
 ) -> Result<Arc<OtlpGrpcExporter<T>>, ComponentError> {
     let helper = ExporterSettings::new(
         c.sending_queue.clone(),
         c.retry_on_failure.clone(),
         c.timeout,
     );
-    let push = OtlpGrpcPush::new(s.id.to_string(), c, &s.metrics).map_err(failed(&s.id))?;
+    let mut push = OtlpGrpcPush::new(s.id.to_string(), c, &s.metrics).map_err(failed(&s.id))?;
+    if let Some(extra) = extra {
+        push = push.with_metadata(extra);
+    }
     Ok(Arc::new(QueuedExporter::new(s, T::KIND, helper, push)?))
 }
 
@@ -76,7 +81,7 @@ fn build_grpc<T: Wire>(
 ) -> Result<Arc<OtlpGrpcExporter<T>>, ComponentError> {
     let c: OtlpGrpcConfig = decode(raw)?;
     c.validate()?;
-    grpc_exporter(&s, &c)
+    grpc_exporter(&s, &c, None)
 }
 
 fn build_http<T: Wire>(

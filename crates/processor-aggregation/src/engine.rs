@@ -309,6 +309,11 @@ pub(crate) struct State {
     /// The keys of the hashers whose results are kept (stream ids), so a
     /// restored engine computes the same ids.
     pub(crate) seeds: Seeds,
+    /// While [`Engine::add`] runs: the request's
+    /// [`ROUTED_SINCE_HEADER`](otelcol_core::consumer::ROUTED_SINCE_HEADER)
+    /// time (0 without one), a further floor for counting a new cumulative
+    /// stream's first point in full.
+    pub(crate) request_floor: u64,
 }
 
 /// The keys of the hashers whose results outlive the process: stream ids
@@ -474,6 +479,7 @@ impl Engine {
             emitted_through: 0,
             emissions: Emissions::default(),
             seeds,
+            request_floor: 0,
         };
         let rules = Rules {
             keys: config.keys(),
@@ -545,11 +551,16 @@ impl Engine {
         }
         let mut out = AddOutcome::default();
         let (rules, st) = (&self.rules, &mut self.state);
+        st.request_floor = context
+            .header(otelcol_core::consumer::ROUTED_SINCE_HEADER)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         for_each_origin(rules, st, request, context, |rules, st, origin, data| {
             out.dropped.summary += each_point(data, |shape, p| {
                 add_point(rules, st, origin, shape, p, context, now, &mut out)
             });
         });
+        st.request_floor = 0;
         Ok(out)
     }
 
@@ -864,7 +875,8 @@ fn cumulative<T: Cumulative>(
         time: p.time,
         capped: p.time.min(now.saturating_add(r.skew)),
     };
-    let (step, evicted) = st.streams.step(id, stamp, value, now);
+    let floor = st.request_floor;
+    let (step, evicted) = st.streams.step(id, stamp, value, now, floor);
     out.streams_evicted += evicted;
     match step {
         Step::Stale => {

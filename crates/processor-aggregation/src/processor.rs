@@ -222,7 +222,8 @@ struct Shared {
     /// One emission at a time (the ticker, the first one after recovery,
     /// shutdown).
     emitting: tokio::sync::Mutex<()>,
-    /// The headers the engine reads (`lookup: header:<name>`): what of a
+    /// The headers the engine reads (`lookup: header:<name>`, and
+    /// `otelcol-routed-since`): what of a
     /// request's context the log keeps.
     headers: Vec<String>,
     /// With `storage`: the log every change goes through.
@@ -253,6 +254,8 @@ impl AggregationProcessor {
     ) -> Result<Self, ComponentError> {
         let emit_interval = config.emit_interval;
         let key = config.keys()[0].clone();
+        // The ring change time a gateway sends is read by the engine too,
+        // so the durable log keeps it with each request.
         let headers = config
             .lookups()?
             .into_iter()
@@ -260,6 +263,7 @@ impl AggregationProcessor {
                 Lookup::Header(h) => Some(h),
                 _ => None,
             })
+            .chain([otelcol_core::consumer::ROUTED_SINCE_HEADER.to_string()])
             .collect();
         let storage = config.storage.clone();
         let mut engine = Engine::new(config, collector_start)?;

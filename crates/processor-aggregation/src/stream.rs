@@ -66,25 +66,32 @@ impl Streams {
 
     /// Whether the first point of a stream that started at `start` counts
     /// in full: only when the stream began at or after everything the
-    /// engine can vouch for (the collector's start, `now - stream_ttl`, and
-    /// any stream forgotten for room), so a returning stream is never
-    /// counted twice.
-    fn counts_first(&self, start: u64, now: u64) -> bool {
+    /// engine can vouch for (the collector's start, `now - stream_ttl`, any
+    /// stream forgotten for room, and `floor`: the request's ring change
+    /// time, when a gateway routed it), so a returning or moved stream is
+    /// never counted twice.
+    fn counts_first(&self, start: u64, now: u64, floor: u64) -> bool {
         start != 0
-            && start >= self.collector_start.max(now.saturating_sub(self.ttl))
+            && start
+                >= self
+                    .collector_start
+                    .max(now.saturating_sub(self.ttl))
+                    .max(floor)
             && start > self.evicted_floor
     }
 
-    /// The step a point brings to stream `id`. Returns the step and the
-    /// number of streams forgotten to stay within `max_streams`.
+    /// The step a point brings to stream `id`, in a request whose ring
+    /// change time is `floor` (0: none). Returns the step and the number of
+    /// streams forgotten to stay within `max_streams`.
     pub fn step<T: Cumulative>(
         &mut self,
         id: u128,
         stamp: Stamp,
         value: T,
         now: u64,
+        floor: u64,
     ) -> (Step<T>, u64) {
-        let counts_first = self.counts_first(stamp.start, now);
+        let counts_first = self.counts_first(stamp.start, now, floor);
         let mut slot = self.map.remove(&id);
         let step = cumulative_step(&mut slot, stamp, value, counts_first, now);
         if let Some(s) = slot {
@@ -151,13 +158,30 @@ mod tests {
     #[test]
     fn past_the_bound_the_least_recently_seen_go_and_cannot_count_twice() {
         let mut s = Streams::new(2, 1000, 10, Default::default());
-        assert_eq!(s.step(1, stamp(20, 30), 5.0, 30), (Step::Count(5.0), 0));
-        assert_eq!(s.step(2, stamp(21, 31), 5.0, 31), (Step::Count(5.0), 0));
+        assert_eq!(s.step(1, stamp(20, 30), 5.0, 30, 0), (Step::Count(5.0), 0));
+        assert_eq!(s.step(2, stamp(21, 31), 5.0, 31, 0), (Step::Count(5.0), 0));
         // A third stream: stream 1 (seen at 30) is forgotten.
-        assert_eq!(s.step(3, stamp(22, 32), 5.0, 32), (Step::Count(5.0), 1));
+        assert_eq!(s.step(3, stamp(22, 32), 5.0, 32, 0), (Step::Count(5.0), 1));
         assert_eq!(s.len(), 2);
         // Stream 1 returns: it may have been counted, so it sets a baseline.
-        assert_eq!(s.step(1, stamp(20, 40), 7.0, 40).0, Step::Baseline);
-        assert_eq!(s.step(1, stamp(20, 41), 9.0, 41).0, Step::Count(2.0));
+        assert_eq!(s.step(1, stamp(20, 40), 7.0, 40, 0).0, Step::Baseline);
+        assert_eq!(s.step(1, stamp(20, 41), 9.0, 41, 0).0, Step::Count(2.0));
+    }
+
+    /// A gateway's ring change time: a stream new here that began before
+    /// it may have been counted on its previous aggregator, so its first
+    /// point only sets the baseline; one that began at or after it counts
+    /// in full; a stream already known here is not affected.
+    #[test]
+    fn a_stream_that_began_before_the_ring_changed_only_sets_a_baseline() {
+        let mut s = Streams::new(10, 1000, 10, Default::default());
+        assert_eq!(s.step(1, stamp(20, 30), 5.0, 30, 0), (Step::Count(5.0), 0));
+        // Moved here after a ring change at 25: began at 22, before it.
+        assert_eq!(s.step(2, stamp(22, 40), 7.0, 40, 25).0, Step::Baseline);
+        assert_eq!(s.step(2, stamp(22, 41), 9.0, 41, 25).0, Step::Count(2.0));
+        // Began at the change: new since, counted in full.
+        assert_eq!(s.step(3, stamp(25, 42), 4.0, 42, 25).0, Step::Count(4.0));
+        // Known before: the floor changes nothing.
+        assert_eq!(s.step(1, stamp(20, 43), 8.0, 43, 25).0, Step::Count(3.0));
     }
 }
