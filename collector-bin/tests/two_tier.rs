@@ -1,9 +1,9 @@
 //! The two-tier deployment with the real binary on 127.0.0.1: one gateway
 //! (`configs/gateway.yaml`, its DNS resolver swapped for the three
 //! aggregators' addresses) in front of three aggregators (the production
-//! config) and a fake Multitudes endpoint. Fifty users, half delta and
-//! half cumulative, over OTLP/HTTP and OTLP/gRPC: the totals delivered
-//! equal what was sent, exactly. The same load split round-robin over the
+//! config) and a fake Multitudes endpoint. Fifty users of the official
+//! OpenTelemetry SDK, half delta and half cumulative, over OTLP/HTTP and
+//! OTLP/gRPC: the totals delivered equal what was sent, exactly. The same load split round-robin over the
 //! aggregators (what a plain Service does) counts cumulative streams more
 //! than once: the test asserts that error exists, so the comparison is real.
 
@@ -81,6 +81,74 @@ async fn send(http: u16, grpc: u16, over_grpc: bool, body: Vec<u8>) {
     }
 }
 
+/// One user of the official SDK: a meter provider whose resource names the
+/// user (so the gateway finds `user.email` on the resource), exporting a
+/// token counter with `temporality` over gRPC or HTTP/protobuf when flushed.
+struct SdkUser {
+    meters: opentelemetry_sdk::metrics::SdkMeterProvider,
+    tokens: opentelemetry::metrics::Counter<f64>,
+}
+
+impl SdkUser {
+    fn new(user: &str, cumulative: bool, over_grpc: bool, http: u16, grpc: u16) -> Self {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig};
+        use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+        let temporality = if cumulative {
+            Temporality::Cumulative
+        } else {
+            Temporality::Delta
+        };
+        let timeout = Duration::from_secs(10);
+        let exporter = if over_grpc {
+            MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://127.0.0.1:{grpc}"))
+                .with_timeout(timeout)
+                .with_temporality(temporality)
+                .build()
+        } else {
+            MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(format!("http://127.0.0.1:{http}/v1/metrics"))
+                .with_timeout(timeout)
+                .with_temporality(temporality)
+                .build()
+        }
+        .expect("metric exporter");
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes([
+                opentelemetry::KeyValue::new("service.name", "claude-code"),
+                opentelemetry::KeyValue::new("user.email", user.to_string()),
+            ])
+            .build();
+        let meters = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(Duration::from_secs(3600))
+                    .build(),
+            )
+            .build();
+        let tokens = meters
+            .meter("com.anthropic.claude_code")
+            .f64_counter("claude_code.token.usage")
+            .with_unit("tokens")
+            .build();
+        Self { meters, tokens }
+    }
+
+    /// Adds `value` tokens and exports (blocking).
+    fn add_and_flush(&self, value: f64) {
+        self.tokens
+            .add(value, &[opentelemetry::KeyValue::new("type", "input")]);
+        self.meters
+            .force_flush()
+            .expect("the gateway took the export");
+    }
+}
+
 /// The gateway: `configs/gateway.yaml` on free loopback ports, routing to
 /// `aggregators` (gRPC ports) by a static list instead of DNS.
 async fn spawn_gateway(aggregators: &[u16]) -> (Collector, u16, u16) {
@@ -144,13 +212,35 @@ async fn a_gateway_routing_by_user_keeps_every_total_exact_where_round_robin_doe
     let (gateway, gw_http, gw_grpc) = spawn_gateway(&grpc_ports).await;
     let start = now_nanos();
 
-    // Fifty users through the gateway, and fifty others round-robin over
-    // the aggregators; three points each, in order.
+    // Fifty users of the official SDK through the gateway (half delta,
+    // half cumulative; half over gRPC, half over HTTP/protobuf), and fifty
+    // others round-robin over the aggregators; three exports each.
+    let users: Vec<(String, SdkUser)> = (0..50u64)
+        .map(|u| {
+            let user = format!("user{u}@example.com");
+            let sdk = SdkUser::new(&user, u % 2 == 1, u % 4 >= 2, gw_http, gw_grpc);
+            (user, sdk)
+        })
+        .collect();
+    let users = Arc::new(users);
     let mut expected = BTreeMap::new();
     let mut round_robin_cumulative = BTreeMap::new();
     let mut post = 0usize;
     for round in 1..=3u64 {
+        let sdk_users = users.clone();
+        tokio::task::spawn_blocking(move || {
+            for (u, (_, sdk)) in sdk_users.iter().enumerate() {
+                sdk.add_and_flush((round + u as u64) as f64);
+            }
+        })
+        .await
+        .unwrap();
         for u in 0..50u64 {
+            // The SDK's cumulative export is the running sum of its adds,
+            // so both kinds total the sum of what was added.
+            *expected
+                .entry(format!("user{u}@example.com"))
+                .or_insert(0.0) += (round + u) as f64;
             let cumulative = u % 2 == 1;
             let over_grpc = u % 4 >= 2;
             let value = if cumulative {
@@ -158,17 +248,10 @@ async fn a_gateway_routing_by_user_keeps_every_total_exact_where_round_robin_doe
             } else {
                 round + u
             };
-            let start = cumulative.then_some(start);
-            let user = format!("user{u}@example.com");
-            send(gw_http, gw_grpc, over_grpc, point_json(&user, value, start)).await;
-            if cumulative {
-                expected.insert(user, value as f64);
-            } else {
-                *expected.entry(user).or_insert(0.0) += value as f64;
-            }
             let rr = format!("rr{u}@example.com");
             let (_, ports) = &aggregators[post % 3];
             post += 1;
+            let start = cumulative.then_some(start);
             send(
                 ports.http,
                 ports.grpc,
@@ -183,6 +266,14 @@ async fn a_gateway_routing_by_user_keeps_every_total_exact_where_round_robin_doe
             }
         }
     }
+    let sdk_users = users.clone();
+    tokio::task::spawn_blocking(move || {
+        for (_, sdk) in sdk_users.iter() {
+            sdk.meters.shutdown().expect("meter provider shut down");
+        }
+    })
+    .await
+    .unwrap();
 
     // The gateway drains its queues, then the aggregators flush their windows.
     let (ok, lines) = gateway.stop();
