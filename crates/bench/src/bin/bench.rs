@@ -2,6 +2,8 @@
 //! (otlp → aggregation → multitudes → a counting sink), runs the profiles,
 //! samples the collector's CPU and RSS from /proc, checks that the totals
 //! that came out equal what went in, and (full runs) writes BENCHMARKS.md.
+//! `--series-only`, `--durable-only` and `--gateway-only` run one part and
+//! print it.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -40,6 +42,11 @@ struct Args {
     /// shutdown flush), printed, nothing written.
     #[arg(long)]
     series_only: bool,
+    /// Only the gateway (a `loadbalancing` gateway in front of one
+    /// aggregator): points/s routed and the p99 it adds, printed, nothing
+    /// written.
+    #[arg(long)]
+    gateway_only: bool,
 }
 
 fn free_port() -> u16 {
@@ -267,6 +274,10 @@ async fn main() {
         series_memory(&a.collector, &dir).await;
         return;
     }
+    if a.gateway_only {
+        gateway(&a.collector, &dir, secs).await;
+        return;
+    }
     let sink = sink::start("127.0.0.1:0", TOKEN)
         .await
         .unwrap_or_else(|e| fail(&format!("sink: {e}")));
@@ -474,6 +485,114 @@ struct SeriesRun {
 
 /// RSS per open series with 1,000,000 series (100,000 users × 10), then
 /// what the shutdown flush of all of them costs.
+/// A gateway (`configs/gateway.yaml`'s shape: otlp → loadbalancing by
+/// `user.email`, memory queue) started in front of the gRPC port
+/// `aggregator`; returns it and its HTTP port.
+fn start_gateway(bin: &PathBuf, aggregator: u16, dir: &std::path::Path) -> (Child, u16) {
+    let (http, grpc, health) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  loadbalancing:
+    routing_key: attributes
+    routing_attributes: [user.email]
+    protocol: {{otlp: {{tls: {{insecure: true}}}}}}
+    resolver: {{static: {{hostnames: ["127.0.0.1:{aggregator}"]}}}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{level: none}}, logs: {{level: warn}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [loadbalancing]}}
+"#
+    );
+    let path = dir.join(format!("gateway-{health}.yaml"));
+    if let Err(e) = std::fs::write(&path, config) {
+        fail(&format!("cannot write {}: {e}", path.display()));
+    }
+    let child = Command::new(bin)
+        .args(["--config", &path.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("cannot start the gateway: {e}")));
+    let t0 = Instant::now();
+    while !healthy(health) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            fail("the gateway did not become healthy within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, http)
+}
+
+/// The gateway's cost: bulk HTTP/protobuf through it (points/s routed,
+/// its CPU), and the fleet at a fixed rate straight to the aggregator and
+/// then through the gateway (the p99 it adds). Totals in must equal totals
+/// out at the sink.
+async fn gateway(bin: &PathBuf, dir: &std::path::Path, secs: Duration) {
+    let sink = sink::start("127.0.0.1:0", TOKEN)
+        .await
+        .unwrap_or_else(|e| fail(&format!("sink: {e}")));
+    let aggregator = Collector::start(bin, sink.addr.port(), "1m", dir);
+    let (mut gw, gw_http) = start_gateway(bin, aggregator.grpc, dir);
+    let cfg = |port: u16, connections: usize, rate: Option<f64>| LoadConfig {
+        target: format!("127.0.0.1:{port}"),
+        protocol: Protocol::HttpProto,
+        connections,
+        rate,
+        duration: secs,
+        token: None,
+        report: false,
+    };
+    let mut sent = 0.0;
+    let bulk = Arc::new(payload::bulk(1000, 100, now_nanos()));
+    let (r, cpu, rss) = sampled(gw.id(), loadgen::run(cfg(gw_http, 4, None), bulk)).await;
+    sent += r.value_sum;
+    println!(
+        "bench: gateway, bulk HTTP/protobuf: {:.0} points/s routed, p99 {} us, gateway CPU {cpu:.0}%, peak RSS {:.1} MiB, errors {:?}",
+        r.pps(), r.p99_us, mib(rss), r.errors
+    );
+    let rate = 2000.0;
+    let fleet = Arc::new(payload::fleet(200, 1000, now_nanos()));
+    let (direct, _, _) = sampled(
+        aggregator.pid(),
+        loadgen::run(cfg(aggregator.http, 200, Some(rate)), fleet.clone()),
+    )
+    .await;
+    sent += direct.value_sum;
+    let (routed, _, _) = sampled(gw.id(), loadgen::run(cfg(gw_http, 200, Some(rate)), fleet)).await;
+    sent += routed.value_sum;
+    println!(
+        "bench: fleet at {rate:.0} requests/s, 200 clients: direct p50 {} us p99 {} us; through the gateway p50 {} us p99 {} us: added p99 {} us",
+        direct.p50_us,
+        direct.p99_us,
+        routed.p50_us,
+        routed.p99_us,
+        routed.p99_us.saturating_sub(direct.p99_us)
+    );
+    // SAFETY: kill(2) on our own child: SIGTERM, the gateway drains its queue.
+    unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
+    let gateway_exit = gw.wait().map(|s| s.success()).unwrap_or(false);
+    let clean = aggregator.stop(Duration::from_secs(60)) && gateway_exit;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = sink.stats();
+    println!(
+        "bench: gateway totals in {sent} = out {} (clean exits {clean}): {}",
+        got.total(),
+        if clean && (got.total() - sent).abs() < 0.5 {
+            "OK"
+        } else {
+            "MISMATCH"
+        }
+    );
+}
+
 async fn series_memory(bin: &PathBuf, dir: &std::path::Path) -> SeriesRun {
     let sink = sink::start("127.0.0.1:0", TOKEN)
         .await
