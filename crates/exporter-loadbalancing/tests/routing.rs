@@ -77,8 +77,11 @@ fn host() -> Host {
 
 /// A receiving collector: its gRPC endpoint and what it got.
 async fn backend() -> (String, Arc<Sink>, Arc<dyn Lifecycle>) {
-    let p = port();
-    let sink = Arc::new(Sink::default());
+    backend_on(port(), Arc::new(Sink::default())).await
+}
+
+/// A receiving collector on port `p` feeding `sink`.
+async fn backend_on(p: u16, sink: Arc<Sink>) -> (String, Arc<Sink>, Arc<dyn Lifecycle>) {
     let receiver = OtlpReceiverFactory
         .create(
             CreateSettings::standalone(ComponentId::new("otlp"), Kind::Receiver),
@@ -311,4 +314,81 @@ async fn the_dns_resolver_puts_the_resolved_addresses_on_the_ring() {
     lb.shutdown().await.unwrap();
     assert_eq!(all_points(&[("b".into(), sink)]), sent(0..1));
     receiver.shutdown().await.unwrap();
+}
+
+/// A backend that is down keeps its users' data in its own queue, retried
+/// until it is back: nothing of it goes to the other backends meanwhile
+/// (re-routing a cumulative stream is what breaks its totals).
+#[tokio::test]
+async fn a_backend_that_is_down_gets_its_data_when_back_and_nothing_is_re_routed() {
+    let mut sinks = vec![];
+    let mut receivers = vec![];
+    for _ in 0..3 {
+        let (endpoint, sink, receiver) = backend().await;
+        sinks.push((endpoint, sink));
+        receivers.push(receiver);
+    }
+    let hostnames: Vec<String> = sinks.iter().map(|(e, _)| e.clone()).collect();
+    // Which users each backend owns, from a first round with all up.
+    let yaml = format!(
+        "routing_key: attributes\nrouting_attributes: [user.email]\nprotocol:\n  otlp:\n    tls: {{insecure: true}}\n    retry_on_failure: {{initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 0s}}\nresolver:\n  static:\n    hostnames: [{}]\n",
+        hostnames.join(", ")
+    );
+    let config: LoadBalancingConfig = serde_yaml::from_str(&yaml).unwrap();
+    let lb = LoadBalancingExporter::<Metrics>::shared(
+        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
+        config,
+    );
+    lb.start(&host()).await.unwrap();
+    let send = |round| Batch {
+        data: fleet(round),
+        context: RequestContext::default(),
+        received: None,
+    };
+    lb.consume(send(0)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while all_points(&sinks).len() < 50 {
+        assert!(std::time::Instant::now() < deadline, "round 0 delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let owner = owners(&sinks);
+    for (_, s) in &sinks {
+        s.0.lock().unwrap().clear();
+    }
+
+    // The first backend goes down; two rounds are accepted meanwhile.
+    receivers[0].shutdown().await.unwrap();
+    lb.consume(send(1)).await.unwrap();
+    lb.consume(send(2)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let down = &hostnames[0];
+    let others: usize = sinks[1..]
+        .iter()
+        .map(|(_, s)| s.0.lock().unwrap().len())
+        .sum();
+    let expected_others = 2 * owner.values().filter(|o| *o != down).count();
+    assert_eq!(
+        others, expected_others,
+        "the other backends got their own users only"
+    );
+    assert!(sinks[0].1 .0.lock().unwrap().is_empty());
+
+    // Back on the same port: its users' two rounds arrive, from the queue.
+    let port: u16 = down.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (_, _, back) = backend_on(port, sinks[0].1.clone()).await;
+    receivers[0] = back;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while all_points(&sinks).len() < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued rounds arrive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    lb.shutdown().await.unwrap();
+    assert_eq!(all_points(&sinks), sent(1..3), "every point once");
+    assert_eq!(owners(&sinks), owner, "every user at its own backend");
+    for r in receivers {
+        r.shutdown().await.unwrap();
+    }
 }
