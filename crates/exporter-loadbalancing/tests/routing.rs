@@ -155,6 +155,18 @@ fn fleet(round: u32) -> Metrics {
 
 const CONFIG: &str = "routing_key: attributes\nrouting_attributes: [user.email]\nprotocol:\n  otlp:\n    tls: {insecure: true}\n    sending_queue: {enabled: false}\n";
 
+/// A started exporter with `yaml`.
+async fn balancer(yaml: &str) -> Arc<LoadBalancingExporter<Metrics>> {
+    let config: LoadBalancingConfig = serde_yaml::from_str(yaml).unwrap();
+    config.validate().unwrap();
+    let lb = LoadBalancingExporter::<Metrics>::shared(
+        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
+        config,
+    );
+    lb.start(&host()).await.unwrap();
+    lb
+}
+
 /// Which backend each user's points reached; fails if a user reached two.
 fn owners(sinks: &[(String, Arc<Sink>)]) -> BTreeMap<String, String> {
     let mut owner = BTreeMap::new();
@@ -237,12 +249,7 @@ async fn each_user_reaches_one_backend_and_a_removed_backend_moves_only_its_user
     for (_, s) in &sinks {
         s.0.lock().unwrap().clear();
     }
-    let config: LoadBalancingConfig = serde_yaml::from_str(&yaml).unwrap();
-    let lb = LoadBalancingExporter::<Metrics>::shared(
-        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
-        config,
-    );
-    lb.start(&host()).await.unwrap();
+    let lb = balancer(&yaml).await;
     let removed = hostnames[1].clone();
     let kept: Vec<String> = hostnames
         .iter()
@@ -293,13 +300,7 @@ async fn the_dns_resolver_puts_the_resolved_addresses_on_the_ring() {
     let yaml = format!(
         "{CONFIG}resolver:\n  dns: {{hostname: 127.0.0.1, port: '{port}', interval: 50ms}}\n"
     );
-    let config: LoadBalancingConfig = serde_yaml::from_str(&yaml).unwrap();
-    config.validate().unwrap();
-    let lb = LoadBalancingExporter::<Metrics>::shared(
-        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
-        config,
-    );
-    lb.start(&host()).await.unwrap();
+    let lb = balancer(&yaml).await;
     assert_eq!(lb.backends(), vec![endpoint.clone()]);
     lb.consume(Batch {
         data: fleet(0),
@@ -334,12 +335,7 @@ async fn a_backend_that_is_down_gets_its_data_when_back_and_nothing_is_re_routed
         "routing_key: attributes\nrouting_attributes: [user.email]\nprotocol:\n  otlp:\n    tls: {{insecure: true}}\n    retry_on_failure: {{initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 0s}}\nresolver:\n  static:\n    hostnames: [{}]\n",
         hostnames.join(", ")
     );
-    let config: LoadBalancingConfig = serde_yaml::from_str(&yaml).unwrap();
-    let lb = LoadBalancingExporter::<Metrics>::shared(
-        CreateSettings::standalone("loadbalancing".parse().unwrap(), Kind::Exporter),
-        config,
-    );
-    lb.start(&host()).await.unwrap();
+    let lb = balancer(&yaml).await;
     let send = |round| Batch {
         data: fleet(round),
         context: RequestContext::default(),

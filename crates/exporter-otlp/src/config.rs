@@ -364,12 +364,14 @@ impl Default for OtlpHttpConfig {
 }
 
 fn check_common(
+    tls: &ClientTls,
     queue: &QueueConfig,
     retry: &RetryConfig,
     headers: &BTreeMap<String, String>,
     auth: &ClientAuth,
     timeout: Duration,
 ) -> Result<(), ConfigError> {
+    tls.validate()?;
     queue.validate()?;
     retry.validate()?;
     auth.id()?;
@@ -415,8 +417,8 @@ impl OtlpGrpcConfig {
                 format!("`{}` is not a host:port or URL: {e}", self.endpoint),
             )
         })?;
-        self.tls.validate()?;
         check_common(
+            &self.tls,
             &self.sending_queue,
             &self.retry_on_failure,
             &self.headers,
@@ -505,8 +507,8 @@ impl OtlpHttpConfig {
                 ));
             }
         }
-        self.tls.validate()?;
         check_common(
+            &self.tls,
             &self.sending_queue,
             &self.retry_on_failure,
             &self.headers,
