@@ -343,7 +343,8 @@ async fn post_status(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
     (r.status().as_u16(), retry_after)
 }
 
-/// A full disk (here: a file size limit, so writes fail with `EFBIG`):
+/// A full disk (here: a file size limit, so growing the state's log
+/// fails with `EFBIG`):
 /// requests the state cannot take are refused retryably (503 with
 /// `Retry-After`); once the disk has room they are taken again without a
 /// restart, and every request acknowledged, before and after, is
@@ -359,7 +360,7 @@ async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged()
     let envs = [("OTELCOL_STORAGE_DIR", storage.display().to_string())];
     let sets = ["processors.aggregation.aggregation_interval=1h"];
     let (collector, ports) =
-        common::spawn_production_limited(&url, FALLBACK, &sets, &envs, Some(16 << 20)).await;
+        common::spawn_production_limited(&url, FALLBACK, &sets, &envs, Some(4 << 20)).await;
     let (mut acked, mut refused) = (0u64, 0u32);
     for _ in 0..20_000 {
         match post_status(ports.http, points_json(USER, POINTS)).await {
@@ -374,10 +375,10 @@ async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged()
             other => panic!("neither taken nor refused retryably: {other:?}"),
         }
     }
-    assert_eq!(refused, 5, "the state's file reached its limit");
+    assert_eq!(refused, 5, "the state's log reached its limit");
     assert!(acked > 0, "requests were taken before it did");
-    // Room again, without a restart: the storage file is reopened and the
-    // engine rebuilt from it, and requests are taken again.
+    // Room again, without a restart: the engine is rebuilt from storage
+    // and requests are taken again.
     let pid = collector.0.as_ref().map(|c| c.id()).expect("running") as libc::pid_t;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -417,7 +418,9 @@ async fn a_full_disk_refuses_requests_retryably_and_loses_nothing_acknowledged()
     );
     assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
     assert!(
-        lines.iter().any(|l| l.contains("storage file reopened")),
+        lines
+            .iter()
+            .any(|l| l.contains("aggregation state is written again")),
         "{lines:?}"
     );
     // Every acknowledged point is recovered and delivered.

@@ -87,6 +87,163 @@ pub trait StorageClient: Send + Sync {
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.batch(vec![StorageOp::Delete(key.to_string())])
     }
+
+    /// This client's own [`RecordLog`], when the backend has one that is
+    /// cheaper than records as keys (`file_storage`: append-only segment
+    /// files, one write and one `fdatasync` per record). `None` (the
+    /// default): use [`KvRecordLog`] over this client. Ask once per
+    /// client: the log is not shared between callers.
+    fn record_log(&self) -> Result<Option<Arc<dyn RecordLog>>, StorageError> {
+        Ok(None)
+    }
+}
+
+/// A write-ahead log: numbered records appended durably, replayed in
+/// order, forgotten from the front once something else (a snapshot)
+/// covers them. Every method is blocking.
+pub trait RecordLog: Send + Sync {
+    /// Appends `record` as number `seq` (greater than every number before),
+    /// durably when it returns `Ok`. On `Err` nothing of it is kept: a
+    /// later replay never returns it.
+    fn append(&self, seq: u64, record: &[u8]) -> Result<(), StorageError>;
+    /// Calls `f` with every record numbered after `after`, oldest first;
+    /// the records up to `after` count as forgotten. A log that frames its
+    /// records itself cuts off a torn last one (a crash in the middle of an
+    /// append: it does not check) with a warning and refuses one that does
+    /// not check with good ones after it; the caller checks the content
+    /// too ([`KvRecordLog`] stores whole transactions only) and cuts what
+    /// it cannot use with [`RecordLog::cut_from`].
+    fn replay(&self, after: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StorageError>;
+    /// Removes every record numbered `seq` or later (records the caller
+    /// found unusable at the tail).
+    fn cut_from(&self, seq: u64) -> Result<(), StorageError>;
+    /// Records numbered up to `seq` are no longer needed: removed now or
+    /// little by little with later appends (replay skips them anyway).
+    fn forget_through(&self, seq: u64) -> Result<(), StorageError>;
+    /// Removes everything forgotten, now (at shutdown).
+    fn compact(&self) -> Result<(), StorageError>;
+}
+
+/// The key of record `seq` in a [`KvRecordLog`] (fixed-width hex: key
+/// order is log order).
+pub fn record_key(seq: u64) -> String {
+    format!("{RECORD_PREFIX}{seq:016x}")
+}
+
+/// The prefix of every [`KvRecordLog`] key.
+pub const RECORD_PREFIX: &str = "log/";
+
+/// Forgotten records a [`KvRecordLog`] deletes with each append: one
+/// snapshot never stalls the log with thousands of deletions.
+const DELETES_PER_APPEND: usize = 64;
+
+/// A [`RecordLog`] of keys `log/<seq>` in any [`StorageClient`], each
+/// append one transaction. The records' own content is the caller's
+/// checksum: every stored transaction is whole.
+pub struct KvRecordLog {
+    client: Arc<dyn StorageClient>,
+    seqs: Mutex<KvSeqs>,
+}
+
+/// What a [`KvRecordLog`] knows of its keys.
+#[derive(Default)]
+struct KvSeqs {
+    /// Records appended or replayed and not forgotten, oldest first.
+    live: std::collections::VecDeque<u64>,
+    /// Records forgotten and not yet deleted.
+    obsolete: std::collections::VecDeque<u64>,
+}
+
+impl KvRecordLog {
+    /// The log in `client`.
+    pub fn new(client: Arc<dyn StorageClient>) -> Self {
+        Self {
+            client,
+            seqs: Mutex::default(),
+        }
+    }
+
+    fn seqs(&self) -> std::sync::MutexGuard<'_, KvSeqs> {
+        self.seqs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl RecordLog for KvRecordLog {
+    fn append(&self, seq: u64, record: &[u8]) -> Result<(), StorageError> {
+        let mut seqs = self.seqs();
+        let deletes = seqs.obsolete.len().min(DELETES_PER_APPEND);
+        let mut ops = Vec::with_capacity(1 + deletes);
+        ops.push(StorageOp::Set(record_key(seq), record.to_vec()));
+        ops.extend(
+            seqs.obsolete
+                .iter()
+                .take(deletes)
+                .map(|s| StorageOp::Delete(record_key(*s))),
+        );
+        self.client.batch(ops)?;
+        seqs.obsolete.drain(..deletes);
+        seqs.live.push_back(seq);
+        Ok(())
+    }
+
+    fn replay(&self, after: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<(), StorageError> {
+        let mut seqs = KvSeqs::default();
+        self.client.visit(RECORD_PREFIX, &mut |key, value| {
+            let seq = key
+                .strip_prefix(RECORD_PREFIX)
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .unwrap_or(0);
+            if seq <= after {
+                // Covered records whose deletion a crash interrupted.
+                seqs.obsolete.push_back(seq);
+            } else {
+                seqs.live.push_back(seq);
+                f(seq, value);
+            }
+        })?;
+        *self.seqs() = seqs;
+        Ok(())
+    }
+
+    fn cut_from(&self, seq: u64) -> Result<(), StorageError> {
+        let mut seqs = self.seqs();
+        let cut: Vec<u64> = seqs.live.iter().copied().filter(|s| *s >= seq).collect();
+        if cut.is_empty() {
+            return Ok(());
+        }
+        self.client.batch(
+            cut.iter()
+                .map(|s| StorageOp::Delete(record_key(*s)))
+                .collect(),
+        )?;
+        seqs.live.retain(|s| *s < seq);
+        Ok(())
+    }
+
+    fn forget_through(&self, seq: u64) -> Result<(), StorageError> {
+        let mut seqs = self.seqs();
+        while seqs.live.front().is_some_and(|s| *s <= seq) {
+            if let Some(s) = seqs.live.pop_front() {
+                seqs.obsolete.push_back(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&self) -> Result<(), StorageError> {
+        let mut seqs = self.seqs();
+        if seqs.obsolete.is_empty() {
+            return Ok(());
+        }
+        self.client.batch(
+            seqs.obsolete
+                .iter()
+                .map(|s| StorageOp::Delete(record_key(*s)))
+                .collect(),
+        )?;
+        seqs.obsolete.clear();
+        Ok(())
+    }
 }
 
 /// An extension that provides storage (`file_storage`).

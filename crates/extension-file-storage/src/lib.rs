@@ -12,6 +12,7 @@
 //! a queue.
 
 pub mod config;
+mod segments;
 mod store;
 
 use std::collections::BTreeMap;
@@ -168,7 +169,7 @@ impl StorageExtension for FileStorage {
             fail_on_corruption: self.config.fail_on_corruption,
             compact: self.config.compaction.on_start,
         };
-        let client = Arc::new(FileClient::open(path.clone(), &options)?);
+        let client = FileClient::open(path.clone(), &options)?;
         tracing::debug!(extension = %self.id, path = %path.display(), "storage file open");
         open.insert(path, client.clone());
         Ok(client)

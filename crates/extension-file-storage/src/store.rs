@@ -3,10 +3,12 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use otelcol_core::storage::{StorageClient, StorageError, StorageOp};
+use otelcol_core::storage::{RecordLog, StorageClient, StorageError, StorageOp};
+
+use crate::segments::SegmentLog;
 use redb::{Database, DatabaseError, Durability, TableDefinition};
 
 /// The one table of a file: key → value.
@@ -35,6 +37,8 @@ pub(crate) struct OpenOptionsFs {
 /// failed transaction was never acknowledged.
 pub(crate) struct FileClient {
     path: PathBuf,
+    /// This client, for the record log's earlier records.
+    me: Weak<FileClient>,
     db: RwLock<Option<Database>>,
     /// How the file is opened again (no recreate, no compaction).
     reopen: OpenOptionsFs,
@@ -129,10 +133,19 @@ fn open_db(path: &Path, options: &OpenOptionsFs) -> Result<Database, StorageErro
 }
 
 impl FileClient {
+    /// The directory of this file's record log.
+    fn log_dir(path: &Path) -> PathBuf {
+        PathBuf::from(format!("{}.wal", path.display()))
+    }
+
     /// Opens (or creates) `path`.
-    pub fn open(path: PathBuf, options: &OpenOptionsFs) -> Result<Self, StorageError> {
+    pub fn open(path: PathBuf, options: &OpenOptionsFs) -> Result<Arc<Self>, StorageError> {
         if options.recreate && path.exists() {
             std::fs::remove_file(&path).map_err(|e| io(&path, format!("recreate: {e}")))?;
+        }
+        let wal = Self::log_dir(&path);
+        if options.recreate && wal.exists() {
+            std::fs::remove_dir_all(&wal).map_err(|e| io(&wal, format!("recreate: {e}")))?;
         }
         let mut db = open_db(&path, options)?;
         if options.compact {
@@ -147,14 +160,15 @@ impl FileClient {
             fail_on_corruption: true,
             compact: false,
         };
-        let client = Self {
+        let client = Arc::new_cyclic(|me| Self {
             path,
+            me: me.clone(),
             db: RwLock::new(Some(db)),
             reopen,
             failed: AtomicBool::new(false),
             last_reopen: Mutex::new(None),
             closed: AtomicBool::new(false),
-        };
+        });
         // Creates the table, so that reads find it.
         client.batch(vec![])?;
         Ok(client)
@@ -280,6 +294,13 @@ impl StorageClient for FileClient {
             }
             Ok(out)
         })
+    }
+
+    /// Segment files in `<file>.wal/` (see [`SegmentLog`]).
+    fn record_log(&self) -> Result<Option<Arc<dyn RecordLog>>, StorageError> {
+        let me: Arc<dyn StorageClient> = self.me.upgrade().ok_or(StorageError::Closed)?;
+        let log = SegmentLog::open(Self::log_dir(&self.path), me)?;
+        Ok(Some(Arc::new(log)))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), StorageError> {

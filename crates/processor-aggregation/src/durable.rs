@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use otelcol_core::consumer::{AuthData, BearerToken, RequestContext};
 use otelcol_core::pdata::Metrics;
-use otelcol_core::storage::{StorageClient, StorageError, StorageOp};
+use otelcol_core::storage::{
+    record_key, KvRecordLog, RecordLog, StorageClient, StorageError, StorageOp,
+};
 use prost::Message;
 
 use crate::codec::{Corrupt, Reader, Writer};
@@ -50,10 +52,6 @@ const PART: usize = 4 << 20;
 /// The log may grow to this before a snapshot is due (also: twice the last
 /// snapshot).
 const SNAPSHOT_AFTER: u64 = 64 << 20;
-/// Keys a snapshot made obsolete are deleted this many at a time, in the
-/// transactions of later appends: one snapshot never stalls the log with
-/// thousands of deletions (recovery ignores what a snapshot covers).
-const DELETES_PER_APPEND: usize = 64;
 
 /// One change of the engine, as logged and replayed.
 pub(crate) enum Op {
@@ -129,6 +127,15 @@ impl Op {
                 engine.piece_done(*emission, *index, *target);
                 Applied::Done
             }
+        }
+    }
+
+    /// Takes the decoded request out of an `Add` (the log writes the
+    /// request's bytes, never the tree).
+    pub fn take_request(&mut self) -> Option<Metrics> {
+        match self {
+            Op::Add { request, .. } => Some(std::mem::take(request)),
+            _ => None,
         }
     }
 
@@ -256,10 +263,6 @@ pub(crate) fn read_record(bytes: &[u8]) -> Result<Vec<(u64, Op)>, Corrupt> {
         .collect()
 }
 
-fn log_key(seq: u64) -> String {
-    format!("log/{seq:016x}")
-}
-
 fn snap_key(seq: u64, part: u32) -> String {
     format!("snap/{seq:016x}/{part:08x}")
 }
@@ -308,6 +311,8 @@ pub struct Recovery {
 /// The durable side of one processor: where the next record goes.
 pub(crate) struct Durable {
     client: Arc<dyn StorageClient>,
+    /// The log records go to: the client's own, else keys in it.
+    records: Arc<dyn RecordLog>,
     /// Random per state: the first part of every idempotency key.
     pub instance: u64,
     collector_start: u64,
@@ -319,9 +324,6 @@ pub(crate) struct Durable {
     log: VecDeque<(u64, u64)>,
     log_bytes: u64,
     snapshot_bytes: u64,
-    /// Keys of records and snapshot parts that a newer snapshot covers,
-    /// not yet deleted.
-    obsolete: VecDeque<String>,
 }
 
 impl Durable {
@@ -345,11 +347,28 @@ impl Durable {
         config: AggregationConfig,
         now: u64,
     ) -> Result<(Durable, Engine, Recovery), DurableError> {
+        let records = match client.record_log()? {
+            Some(log) => log,
+            None => Arc::new(KvRecordLog::new(client.clone())),
+        };
+        Self::open_with(client, records, config, now)
+    }
+
+    fn open_with(
+        client: Arc<dyn StorageClient>,
+        records: Arc<dyn RecordLog>,
+        config: AggregationConfig,
+        now: u64,
+    ) -> Result<(Durable, Engine, Recovery), DurableError> {
         let mut recovery = Recovery::default();
         let Some(meta) = client.get(META)? else {
+            // Records without state (its file removed by hand) are not
+            // this state's.
+            records.cut_from(0)?;
             let seeds = Seeds::random();
             let d = Durable {
                 client,
+                records,
                 instance: seeds.0[0] ^ now,
                 collector_start: now,
                 seeds,
@@ -359,7 +378,6 @@ impl Durable {
                 log: VecDeque::new(),
                 log_bytes: 0,
                 snapshot_bytes: 0,
-                obsolete: VecDeque::new(),
             };
             d.client.set(META, d.meta())?;
             let engine = Engine::with_seeds(config, now, seeds)
@@ -397,29 +415,26 @@ impl Durable {
             Engine::with_seeds(config, collector_start, Seeds(seeds))
                 .map_err(|e| Corrupt(format!("config: {e}")))?
         };
-        let mut obsolete = VecDeque::new();
         // Parts of older snapshots whose deletion a crash interrupted.
         let current = format!("snap/{snapshot_seq:016x}/");
+        let mut stale = vec![];
         client.visit("snap/", &mut |key, _| {
             if !key.starts_with(&current) {
-                obsolete.push_back(key.to_string());
+                stale.push(StorageOp::Delete(key.to_string()));
             }
         })?;
+        if !stale.is_empty() {
+            if let Err(e) = client.batch(stale) {
+                tracing::warn!(error = %e, "aggregation state: parts of a replaced snapshot not deleted (never read; tried again at the next start)");
+            }
+        }
         let mut next_seq = snapshot_seq + 1;
         let mut log = VecDeque::new();
         let mut log_bytes = 0u64;
-        let mut torn: Vec<(String, String)> = vec![];
+        let mut torn: Vec<(u64, String)> = vec![];
         let mut corrupted = None;
-        client.visit("log/", &mut |key, value| {
+        records.replay(snapshot_seq, &mut |seq, value| {
             if corrupted.is_some() {
-                return;
-            }
-            let seq = key
-                .strip_prefix("log/")
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .unwrap_or(0);
-            if seq <= snapshot_seq {
-                obsolete.push_back(key.to_string());
                 return;
             }
             match read_record(value) {
@@ -433,25 +448,25 @@ impl Durable {
                     next_seq = seq + 1;
                 }
                 Ok(_) => corrupted = Some(torn[0].clone()),
-                Err(e) => torn.push((key.to_string(), e.0)),
+                Err(e) => torn.push((seq, e.0)),
             }
         })?;
-        if let Some((key, why)) = corrupted {
-            return Err(DurableError::Corrupted { key, why });
+        if let Some((seq, why)) = corrupted {
+            return Err(DurableError::Corrupted {
+                key: record_key(seq),
+                why,
+            });
         }
-        for (key, why) in &torn {
-            tracing::warn!(record = %key, why = %why, "aggregation state: dropping the torn last log record (its requests were never acknowledged)");
+        for (seq, why) in &torn {
+            tracing::warn!(record = %record_key(*seq), why = %why, "aggregation state: dropping the torn last log record (its requests were never acknowledged)");
         }
         recovery.torn = torn.len() as u64;
-        if !torn.is_empty() {
-            client.batch(
-                torn.into_iter()
-                    .map(|(k, _)| StorageOp::Delete(k))
-                    .collect(),
-            )?;
+        if let Some((first, _)) = torn.first() {
+            records.cut_from(*first)?;
         }
         let d = Durable {
             client,
+            records,
             instance,
             collector_start,
             seeds: Seeds(seeds),
@@ -461,7 +476,6 @@ impl Durable {
             log,
             log_bytes,
             snapshot_bytes: recovery.snapshot_bytes,
-            obsolete,
         };
         Ok((d, engine, recovery))
     }
@@ -473,45 +487,24 @@ impl Durable {
         config: AggregationConfig,
         now: u64,
     ) -> Result<(Durable, Engine, Recovery), DurableError> {
-        Durable::open(self.client.clone(), config, now)
+        Durable::open_with(self.client.clone(), self.records.clone(), config, now)
     }
 
     /// Writes one record, durably, and returns its sequence number. On
     /// error nothing was written.
     pub fn append(&mut self, record: Vec<u8>) -> Result<u64, StorageError> {
         let (seq, len) = (self.next_seq, record.len() as u64);
-        let deletes = self.obsolete.len().min(DELETES_PER_APPEND);
-        let mut ops = Vec::with_capacity(1 + deletes);
-        ops.push(StorageOp::Set(log_key(seq), record));
-        ops.extend(
-            self.obsolete
-                .iter()
-                .take(deletes)
-                .map(|k| StorageOp::Delete(k.clone())),
-        );
-        self.client.batch(ops)?;
-        self.obsolete.drain(..deletes);
+        self.records.append(seq, &record)?;
         self.next_seq += 1;
         self.log.push_back((seq, len));
         self.log_bytes += len;
         Ok(seq)
     }
 
-    /// Deletes, in one transaction, every key a snapshot made obsolete
-    /// (at shutdown, after the last snapshot).
+    /// Deletes every record a snapshot covers now (at shutdown, after the
+    /// last snapshot).
     pub fn compact(&mut self) -> Result<(), StorageError> {
-        if self.obsolete.is_empty() {
-            return Ok(());
-        }
-        let ops = self
-            .obsolete
-            .iter()
-            .cloned()
-            .map(StorageOp::Delete)
-            .collect();
-        self.client.batch(ops)?;
-        self.obsolete.clear();
-        Ok(())
+        self.records.compact()
     }
 
     /// Whether the log has grown enough for a snapshot.
@@ -554,23 +547,23 @@ impl Durable {
         self.snapshot_seq = seq;
         self.snapshot_parts = parts.len() as u32;
         ops.push(StorageOp::Set(META.into(), self.meta()));
+        // The replaced snapshot's parts (a snapshot at the same record
+        // overwrote them; any beyond its own count are left, never read).
+        if seq != old_seq {
+            ops.extend((0..old_parts).map(|p| StorageOp::Delete(snap_key(old_seq, p))));
+        }
         if let Err(e) = self.client.batch(ops) {
             self.snapshot_seq = old_seq;
             self.snapshot_parts = old_parts;
             return Err(e);
         }
-        // What it covers goes with the next appends (or at `compact`).
-        // (A snapshot at the same record overwrote the old one's parts;
-        // any beyond its own count are left: never read, never rewritten.)
-        if seq != old_seq {
-            self.obsolete
-                .extend((0..old_parts).map(|p| snap_key(old_seq, p)));
-        }
+        // The records it covers go with the next appends (or at
+        // `compact`): recovery skips them meanwhile.
         let covered = self.log.iter().take_while(|(s, _)| *s <= seq).count();
-        for (s, len) in self.log.drain(..covered) {
-            self.obsolete.push_back(log_key(s));
+        for (_, len) in self.log.drain(..covered) {
             self.log_bytes -= len;
         }
+        self.records.forget_through(seq)?;
         self.snapshot_bytes = snapshot.len() as u64;
         Ok(())
     }
@@ -768,7 +761,7 @@ mod tests {
         assert_eq!(rec.records, 0);
         assert_eq!(drain(&mut back).values().sum::<f64>(), 150.0);
         append(&mut d, &mut e, 1.0);
-        assert_eq!(logs(&storage), 150 + 1 - DELETES_PER_APPEND);
+        assert_eq!(logs(&storage), 150 + 1 - 64);
         append(&mut d, &mut e, 1.0);
         append(&mut d, &mut e, 1.0);
         assert_eq!(logs(&storage), 3, "150 deleted in 64s over three appends");
@@ -795,14 +788,14 @@ mod tests {
             op.apply(&mut e, T0);
         }
         // A crash in the middle of the third append: half of it on disk.
-        let third = storage.get(&log_key(3)).unwrap().unwrap();
+        let third = storage.get(&record_key(3)).unwrap().unwrap();
         storage
-            .set(&log_key(3), third[..third.len() / 2].to_vec())
+            .set(&record_key(3), third[..third.len() / 2].to_vec())
             .unwrap();
         let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + NS).unwrap();
         assert_eq!((rec.records, rec.torn), (2, 1));
         assert_eq!(
-            storage.get(&log_key(3)).unwrap(),
+            storage.get(&record_key(3)).unwrap(),
             None,
             "the torn record is gone"
         );
@@ -814,8 +807,10 @@ mod tests {
         );
 
         // A bad record with a good one after it is not a torn tail.
-        storage.set(&log_key(3), third.clone()).unwrap();
-        storage.set(&log_key(2), b"AGL1garbage".to_vec()).unwrap();
+        storage.set(&record_key(3), third.clone()).unwrap();
+        storage
+            .set(&record_key(2), b"AGL1garbage".to_vec())
+            .unwrap();
         let err = Durable::open(storage.clone(), config(), T0 + NS)
             .err()
             .unwrap();

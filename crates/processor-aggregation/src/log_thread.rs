@@ -134,8 +134,12 @@ impl LogWriter {
 
     /// Applies `op` (with `encoded`, its request's bytes, for an `Add`)
     /// and answers what it did once it is durable.
-    pub async fn submit(&self, op: Op, encoded: Bytes) -> Result<Applied, StorageError> {
+    pub async fn submit(&self, mut op: Op, encoded: Bytes) -> Result<Applied, StorageError> {
         let (reply, rx) = oneshot::channel();
+        // The decoded request, freed here once applied (the log keeps its
+        // bytes), after the engine lock is released: not held for the
+        // fsync, not freed on another thread.
+        let decoded;
         let applied = {
             let mut engine = self.shared.engine();
             if self.shared.broken.load(Ordering::Acquire) {
@@ -151,6 +155,7 @@ impl LogWriter {
             };
             let at = (self.shared.now)();
             let applied = op.apply(&mut engine, at);
+            decoded = op.take_request();
             let queued = Queued {
                 at,
                 op,
@@ -165,6 +170,7 @@ impl LogWriter {
             }
             applied
         };
+        drop(decoded);
         match rx.await {
             // The op and its bytes are dropped here, on this thread.
             Ok((Ok(()), _op, _bytes)) => Ok(applied),
