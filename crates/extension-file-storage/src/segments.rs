@@ -40,7 +40,7 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 /// change its size), up to [`SEGMENT_BYTES`].
 const GROW_BYTES: u64 = 1 << 20;
 /// Recycled files kept for later segments; more are deleted.
-const SPARES: usize = 4;
+const SPARES: usize = 8;
 /// Bytes before a frame's payload.
 const HEADER: usize = 16;
 

@@ -34,8 +34,9 @@ struct Args {
     /// Write the report here (full runs default to BENCHMARKS.md).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Only the aggregation state's cost (memory against `file_storage`),
-    /// printed, nothing written: for working on the durable path.
+    /// Only the aggregation state's cost (memory against `file_storage`)
+    /// and the recovery of 1,000,000 series after `kill -9`, printed,
+    /// nothing written: for working on the durable path.
     #[arg(long)]
     durable_only: bool,
     /// Only the 1,000,000-series run (RSS per open series, then the
@@ -268,6 +269,8 @@ async fn main() {
     let _ = std::fs::create_dir_all(&dir);
     if a.durable_only {
         durable_cost(&a.collector, &dir, secs).await;
+        let r = recovery(&a.collector, &dir).await;
+        println!("bench: {}", recovery_line(&r));
         return;
     }
     if a.series_only {
@@ -892,11 +895,16 @@ fn report(
             verdict(added <= 10.0)
         ));
     }
-    s.push_str(&format!(
-        "\nRecovery after `kill -9` with {} open series ({} requests accepted): {} on disk ({} bytes per series); restart to healthy {:.2} s, of which state recovery {}.\n",
-        recovery.series, recovery.accepted, mib_str(recovery.disk), recovery.disk / recovery.series.max(1), recovery.healthy.as_secs_f64(), recovery.recovered.as_deref().unwrap_or("(not logged)")
-    ));
+    s.push_str(&format!("\n{}\n", recovery_line(recovery)));
     s
+}
+
+/// What the recovery run measured, in one sentence.
+fn recovery_line(r: &RecoveryRun) -> String {
+    format!(
+        "Recovery after `kill -9` with {} open series ({} requests accepted): {} on disk ({} bytes per series); restart to healthy {:.2} s, of which state recovery {}.",
+        r.series, r.accepted, mib_str(r.disk), r.disk / r.series.max(1), r.healthy.as_secs_f64(), r.recovered.as_deref().unwrap_or("(not logged)")
+    )
 }
 
 fn mib_str(b: u64) -> String {
