@@ -171,3 +171,104 @@ fn go_keys_are_accepted_and_the_mode_is_checked() {
         .to_string()
         .contains("directory_permissions"));
 }
+
+/// Set in the child process of
+/// [`a_failed_write_is_not_kept_and_the_file_is_reopened_once_there_is_room`].
+const FULL_DISK_CHILD: &str = "FILE_STORAGE_FULL_DISK_CHILD";
+
+/// Sets this process's soft file size limit (a full disk without one:
+/// writes past it fail with `EFBIG`, SIGXFSZ ignored).
+fn limit_file_size(bytes: libc::rlim_t) {
+    // SAFETY: signal(2) and getrlimit/setrlimit(2) on this process with
+    // valid structs.
+    let ok = unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_FSIZE, &mut l) == 0 && {
+            l.rlim_cur = bytes.min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_FSIZE, &l) == 0
+        }
+    };
+    assert!(ok, "{}", std::io::Error::last_os_error());
+}
+
+/// The child's scenario: writes fail once the file reaches the limit; the
+/// failed write is not kept; once the limit is lifted the client reopens
+/// the file and takes writes again, with everything committed before.
+fn full_disk_scenario(d: &Path) {
+    limit_file_size(4 << 20);
+    let client = store::FileClient::open(
+        d.join("full.redb"),
+        &store::OpenOptionsFs {
+            lock_timeout: Duration::from_secs(1),
+            recreate: false,
+            fail_on_corruption: true,
+            compact: false,
+        },
+    )
+    .unwrap();
+    let value = vec![7u8; 64 << 10];
+    let mut written = 0;
+    let failed = loop {
+        let key = format!("k/{written:04}");
+        match client.set(&key, value.clone()) {
+            Ok(()) => written += 1,
+            Err(e) => break (key, e),
+        }
+        assert!(written < 1000, "the limit was never reached");
+    };
+    assert!(written > 0, "writes were taken before the limit");
+    assert!(
+        matches!(&failed.1, StorageError::Io { message, .. } if !message.is_empty()),
+        "{:?}",
+        failed.1
+    );
+    limit_file_size(libc::RLIM_INFINITY);
+    // Reopened at most once a second: taken again within a few tries.
+    let began = std::time::Instant::now();
+    while client.set("after", b"room".to_vec()).is_err() {
+        assert!(began.elapsed() < Duration::from_secs(10), "never reopened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        client.get(&failed.0).unwrap(),
+        None,
+        "the failed write is not kept"
+    );
+    assert_eq!(client.scan("k/").unwrap().len(), written);
+    assert_eq!(client.get("after").unwrap(), Some(b"room".to_vec()));
+    println!("full-disk scenario: {written} writes, then one refused, then taken again");
+}
+
+#[test]
+fn a_failed_write_is_not_kept_and_the_file_is_reopened_once_there_is_room() {
+    if let Some(d) = std::env::var_os(FULL_DISK_CHILD) {
+        return full_disk_scenario(Path::new(&d));
+    }
+    // The limit is per process: the scenario runs in a child, alone.
+    let d = dir("full-disk");
+    std::fs::create_dir_all(&d).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tests::a_failed_write_is_not_kept_and_the_file_is_reopened_once_there_is_room",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_DISK_CHILD, &d)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("then one refused, then taken again"),
+        "{text}"
+    );
+}
