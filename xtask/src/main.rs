@@ -10,6 +10,8 @@
 //!   Debian's `chromium` for the browser CORS test when missing (as root).
 //! - `bench [--quick]`, `loadgen …`, `sink …`: the benchmark instruments in
 //!   `crates/bench` (see BENCHMARKS.md); `ci` runs `bench --quick`.
+//!   `bench --vs-rotel` runs the same profiles against rotel (the pinned
+//!   wheel of `.ci/requirements.txt`) and ours, back to back.
 //! - `check-features`: `cargo check` of the binary with each component alone.
 //! - `dist --manifest FILE [--debug]`: generate and build a distribution
 //!   from a builder manifest (see `dist.rs`).
@@ -292,8 +294,17 @@ fn bench(args: &[String]) -> bool {
     let mut cmd = Command::new(dir.join("bench"));
     cmd.current_dir(root())
         .arg("--collector")
-        .arg(dir.join("otelcol-multitudes"))
-        .args(args);
+        .arg(dir.join("otelcol-multitudes"));
+    for a in args {
+        if a == "--vs-rotel" {
+            let Some(rotel) = rotel_agent() else {
+                return false;
+            };
+            cmd.arg("--rotel").arg(rotel);
+        } else {
+            cmd.arg(a);
+        }
+    }
     match cmd.status() {
         Ok(s) => s.success(),
         Err(e) => {
@@ -301,6 +312,27 @@ fn bench(args: &[String]) -> bool {
             false
         }
     }
+}
+
+/// The `rotel-agent` binary of the pinned rotel wheel in .ci/venv
+/// (installed with the other test tools).
+fn rotel_agent() -> Option<PathBuf> {
+    if !test_tools() {
+        return None;
+    }
+    let lib = root().join(".ci/venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| d.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!(
+            "xtask bench: no rotel/rotel-agent under {} (.ci/requirements.txt pins rotel)",
+            lib.display()
+        );
+    }
+    found
 }
 
 /// `loadgen ARGS` / `sink ARGS`: the release tool with its own arguments.
@@ -402,7 +434,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|test-tools|bench|loadgen|sink|check-features|dist|release-check|docker|fuzz>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  bench [--quick] the end-to-end bench (release; writes BENCHMARKS.md); --quick: debug build, checks totals in = out under load\n  loadgen ARGS    the OTLP load generator (--help for its arguments)\n  sink ARGS       the counting OTLP/HTTP sink\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)\n  fuzz [--target T] [--seconds N] [--seeds]  the cargo-fuzz targets under libFuzzer (stable, --sanitizer none)"
+                "usage: cargo xtask <ci|test|test-tools|bench|loadgen|sink|check-features|dist|release-check|docker|fuzz>\n  ci              release-check, fmt --check, clippy -D warnings, check-features, then all tests\n  test            all tests (unit, integration, doc), after test-tools\n  test-tools      install .ci/requirements.txt into .ci/venv (moto, pyarrow, kubernetes-validate)\n  bench [--quick] the end-to-end bench (release; writes BENCHMARKS.md); --quick: debug build, checks totals in = out under load; --vs-rotel: side by side with rotel's blackhole (its block of BENCHMARKS.md)\n  loadgen ARGS    the OTLP load generator (--help for its arguments)\n  sink ARGS       the counting OTLP/HTTP sink\n  check-features  cargo check of the binary with each component alone\n  dist --manifest FILE [--debug]  build a distribution from a builder manifest\n  release-check   VERSION, crate versions, the builder manifest and CHANGELOG.md agree\n  docker          build the image otelcol-multitudes:<VERSION> (needs a Docker engine)\n  fuzz [--target T] [--seconds N] [--seeds]  the cargo-fuzz targets under libFuzzer (stable, --sanitizer none)"
             );
             return ExitCode::from(2);
         }

@@ -3,7 +3,10 @@
 //! samples the collector's CPU and RSS from /proc, checks that the totals
 //! that came out equal what went in, and (full runs) writes BENCHMARKS.md.
 //! `--series-only`, `--durable-only` and `--gateway-only` run one part and
-//! print it.
+//! print it; `--rotel PATH` runs the side-by-side bench against rotel
+//! instead (see [`rotel`]).
+
+mod rotel;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -48,6 +51,11 @@ struct Args {
     /// written.
     #[arg(long)]
     gateway_only: bool,
+    /// rotel's `rotel-agent` binary: run the side-by-side bench (rotel's
+    /// blackhole against ours aggregating, three rounds) instead, and write
+    /// its block of the report.
+    #[arg(long)]
+    rotel: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -279,6 +287,12 @@ async fn main() {
     }
     if a.gateway_only {
         gateway(&a.collector, &dir, secs).await;
+        return;
+    }
+    if let Some(rotel) = &a.rotel {
+        let out = a.out.unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
+        rotel::vs_rotel(&a.collector, rotel, &dir, secs, &out).await;
+        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let sink = sink::start("127.0.0.1:0", TOKEN)
@@ -1125,13 +1139,22 @@ async fn recovery(bin: &PathBuf, dir: &std::path::Path) -> RecoveryRun {
 /// Puts `measured` between the bench markers of `path`, keeping the
 /// hand-written analysis around them; a new file gets a skeleton.
 fn write_report(path: &std::path::Path, measured: &str) -> std::io::Result<()> {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{measured}{END}");
-    let text = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("# Benchmarks\n\n{block}\n\nReproduce: `cargo xtask bench`.\n"),
+    write_block(path, "bench", measured)
+}
+
+/// Puts `measured` between the `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+/// markers of `path`; without them, the block goes at the end (a new file
+/// gets a title).
+fn write_block(path: &std::path::Path, name: &str, measured: &str) -> std::io::Result<()> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let block = format!("{begin}\n{measured}{end}");
+    let text = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{}\n{block}\n", old.trim_end()),
     };
     std::fs::write(path, text)
 }
