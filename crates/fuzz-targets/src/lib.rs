@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("engine", engine),
     ("ottl", ottl),
     ("config", config),
+    ("json_fast_path", json_fast_path),
 ];
 
 /// The built-in rule sets of the signaltometrics connector, compiled once.
@@ -125,6 +126,23 @@ pub fn http_body(data: &[u8]) {
                 decode_proto(&body).ok()
             };
         }
+    }
+}
+
+/// An OTLP/JSON metrics body: whatever the fast path takes must decode to
+/// exactly what the general path gives.
+pub fn json_fast_path(body: &[u8]) {
+    use otelcol_receiver_otlp::{decode::decode_json_general, depth, json_fast};
+    let Some(fast) = json_fast::metrics(body) else {
+        return;
+    };
+    if depth::check_json(body).is_err() {
+        panic!("the fast path took a body nested past the limit");
+    }
+    match decode_json_general::<Metrics>(body) {
+        Ok(general) if general == fast => {}
+        Ok(general) => panic!("the fast path decoded {fast:?}, the general path {general:?}"),
+        Err(e) => panic!("the fast path took a body the general path refuses: {e}"),
     }
 }
 

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::depth::{self, Rooted};
+use crate::json_fast::FastJson;
 
 /// Why a body could not be decoded. Every variant is the client's fault
 /// (HTTP 400, gRPC InvalidArgument).
@@ -166,9 +167,21 @@ pub fn decode_proto<T: Message + Default + Rooted>(body: &[u8]) -> Result<T, Dec
 /// Decodes an OTLP/JSON body, accepting what the OTLP/JSON and proto3 JSON
 /// rules allow beyond the generated serde code (see [`crate::json`]), after
 /// checking its nesting ([`crate::depth`]: serde_json itself runs without
-/// its 128-level limit).
-pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+/// its 128-level limit). Metrics try the one-pass fast path first
+/// ([`crate::json_fast`]), which gives the same result where it applies.
+pub fn decode_json<T: DeserializeOwned + FastJson>(body: &[u8]) -> Result<T, DecodeError> {
     depth::check_json(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    if let Some(fast) = T::fast_json(body) {
+        return Ok(fast);
+    }
+    decode_json_general(body)
+}
+
+/// The general OTLP/JSON path alone (a `serde_json::Value` tree rewritten by
+/// [`crate::json`], then the generated serde code), without the nesting
+/// check: what [`decode_json`] falls back to, and what the fast path is
+/// compared with.
+pub fn decode_json_general<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     let mut reader = serde_json::Deserializer::from_slice(body);
     reader.disable_recursion_limit();
     let mut value = serde_json::Value::deserialize(&mut reader)

@@ -28,6 +28,7 @@ mod grpc;
 mod grpc_conn;
 mod http;
 pub mod json;
+pub mod json_fast;
 mod signal;
 pub mod status;
 

@@ -18,7 +18,12 @@ use otelcol_core::telemetry::Counter;
 
 /// A signal as the receiver sees it: its wire types and counter names.
 pub(crate) trait OtlpSignal:
-    Payload + prost::Message + Default + serde::de::DeserializeOwned + crate::depth::Rooted
+    Payload
+    + prost::Message
+    + Default
+    + serde::de::DeserializeOwned
+    + crate::depth::Rooted
+    + crate::json_fast::FastJson
 {
     /// The export response message.
     type Response: prost::Message + Default + serde::Serialize + Send + 'static;
