@@ -168,12 +168,14 @@ pub fn decode_proto<T: Message + Default + Rooted>(body: &[u8]) -> Result<T, Dec
 /// rules allow beyond the generated serde code (see [`crate::json`]), after
 /// checking its nesting ([`crate::depth`]: serde_json itself runs without
 /// its 128-level limit). Metrics try the one-pass fast path first
-/// ([`crate::json_fast`]), which gives the same result where it applies.
+/// ([`crate::json_fast`]), which gives the same result where it applies; it
+/// needs no nesting check (its structs nest a fixed dozen levels, and the
+/// parts it skips are parsed under serde_json's own 128-level limit).
 pub fn decode_json<T: DeserializeOwned + FastJson>(body: &[u8]) -> Result<T, DecodeError> {
-    depth::check_json(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     if let Some(fast) = T::fast_json(body) {
         return Ok(fast);
     }
+    depth::check_json(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     decode_json_general(body)
 }
 

@@ -45,8 +45,8 @@ impl FastJson for Logs {}
 impl FastJson for Traces {}
 
 /// Decodes an OTLP/JSON metrics export request on the fast path; `None`
-/// when the request is outside its subset (see the module docs). The
-/// caller has checked the body's nesting.
+/// when the request is outside its subset (see the module docs). Safe on
+/// any input: serde_json keeps its own 128-level recursion limit here.
 pub fn metrics(body: &[u8]) -> Option<Metrics> {
     let request: Request = serde_json::from_slice(body).ok()?;
     let resource_metrics = list(request.resource_metrics, resource_metrics).ok()?;
@@ -236,21 +236,110 @@ struct JScope {
     dropped_attributes_count: Option<U32>,
 }
 
-/// `key` is required, as in the generated code.
+/// An attribute, deserialized straight into the prost type (a list of them
+/// becomes the prost list in place). `key` is required, as in the generated
+/// code; a field twice, an unknown field, or two members of the value's
+/// oneof end the fast path.
+#[repr(transparent)]
+struct JKeyValue(KeyValue);
+
+/// The fields of an attribute.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JKeyValue {
-    key: String,
-    value: Option<JAnyValue>,
+#[serde(field_identifier, rename_all = "camelCase")]
+enum KeyValueField {
+    Key,
+    Value,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JAnyValue {
-    string_value: Option<String>,
-    bool_value: Option<bool>,
-    int_value: Option<I64>,
-    double_value: Option<Double>,
+/// The members of an attribute value's oneof the fast path takes.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(field_identifier)]
+enum AnyValueField {
+    #[serde(rename = "stringValue")]
+    String,
+    #[serde(rename = "boolValue")]
+    Bool,
+    #[serde(rename = "intValue")]
+    Int,
+    #[serde(rename = "doubleValue")]
+    Double,
+}
+
+/// The value of an attribute: `None` for `{}` or only nulls.
+struct JAnyValue(Option<any_value::Value>);
+
+impl<'de> Deserialize<'de> for JKeyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JKeyValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attribute")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<JKeyValue, A::Error> {
+                let (mut key, mut value) = (None, None);
+                while let Some(field) = map.next_key::<KeyValueField>()? {
+                    match field {
+                        KeyValueField::Key if key.is_none() => key = Some(map.next_value()?),
+                        KeyValueField::Value if value.is_none() => {
+                            value = Some(map.next_value::<Option<JAnyValue>>()?)
+                        }
+                        _ => return Err(de::Error::custom("field twice")),
+                    }
+                }
+                Ok(JKeyValue(KeyValue {
+                    key: key.ok_or_else(|| de::Error::missing_field("key"))?,
+                    value: value.flatten().map(|v| AnyValue { value: v.0 }),
+                    key_strindex: 0,
+                }))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for JAnyValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JAnyValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an attribute value")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<JAnyValue, A::Error> {
+                use any_value::Value as Member;
+                let mut seen = [false; 4];
+                let mut out: Option<Member> = None;
+                while let Some(field) = map.next_key::<AnyValueField>()? {
+                    let i = field as usize;
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(de::Error::custom("field twice"));
+                    }
+                    let member = match field {
+                        AnyValueField::String => {
+                            map.next_value::<Option<String>>()?.map(Member::StringValue)
+                        }
+                        AnyValueField::Bool => {
+                            map.next_value::<Option<bool>>()?.map(Member::BoolValue)
+                        }
+                        AnyValueField::Int => map
+                            .next_value::<Option<I64>>()?
+                            .map(|i| Member::IntValue(i.get())),
+                        AnyValueField::Double => map
+                            .next_value::<Option<Double>>()?
+                            .map(|d| Member::DoubleValue(d.0)),
+                    };
+                    if let Some(m) = member {
+                        if out.replace(m).is_some() {
+                            return Err(de::Error::custom("two members of the oneof"));
+                        }
+                    }
+                }
+                Ok(JAnyValue(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -314,45 +403,20 @@ struct JHistogramPoint {
     max: Option<Double>,
 }
 
-/// The value of an attribute; two members set is outside the subset (the
-/// general path keeps one of them by its own rules).
-fn any_value(v: JAnyValue) -> Result<Option<any_value::Value>, Outside> {
-    use any_value::Value as V;
-    let set = [
-        v.string_value.map(V::StringValue),
-        v.bool_value.map(V::BoolValue),
-        v.int_value.map(|i| V::IntValue(i.get())),
-        v.double_value.map(|d| V::DoubleValue(d.0)),
-    ];
-    let mut members = set.into_iter().flatten();
-    let first = members.next();
-    match members.next() {
-        None => Ok(first),
-        Some(_) => Err(Outside),
-    }
-}
-
-fn attributes(items: Option<Vec<JKeyValue>>) -> Result<Vec<KeyValue>, Outside> {
-    list(items, |kv| {
-        let value = match kv.value {
-            Some(v) => Some(AnyValue {
-                value: any_value(v)?,
-            }),
-            None => None,
-        };
-        Ok(KeyValue {
-            key: kv.key,
-            value,
-            key_strindex: 0,
-        })
-    })
+/// The attributes of a list, moved out of their wrappers in place.
+fn attributes(items: Option<Vec<JKeyValue>>) -> Vec<KeyValue> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|kv| kv.0)
+        .collect()
 }
 
 fn resource_metrics(r: JResourceMetrics) -> Result<ResourceMetrics, Outside> {
     let resource = match r.resource {
         Some(res) if !empty(&res.entity_refs) => return Err(Outside),
         Some(res) => Some(Resource {
-            attributes: attributes(res.attributes)?,
+            attributes: attributes(res.attributes),
             dropped_attributes_count: res.dropped_attributes_count.map_or(0, Int::get),
             entity_refs: vec![],
         }),
@@ -370,7 +434,7 @@ fn scope_metrics(s: JScopeMetrics) -> Result<ScopeMetrics, Outside> {
         Some(sc) => Some(InstrumentationScope {
             name: sc.name.unwrap_or_default(),
             version: sc.version.unwrap_or_default(),
-            attributes: attributes(sc.attributes)?,
+            attributes: attributes(sc.attributes),
             dropped_attributes_count: sc.dropped_attributes_count.map_or(0, Int::get),
         }),
         None => None,
@@ -403,7 +467,7 @@ fn metric(m: JMetric) -> Result<Metric, Outside> {
         name: m.name.unwrap_or_default(),
         description: m.description.unwrap_or_default(),
         unit: m.unit.unwrap_or_default(),
-        metadata: attributes(m.metadata)?,
+        metadata: attributes(m.metadata),
         data,
     })
 }
@@ -425,7 +489,7 @@ fn number_point(p: JNumberPoint) -> Result<NumberDataPoint, Outside> {
         (Some(_), Some(_)) => return Err(Outside),
     };
     Ok(NumberDataPoint {
-        attributes: attributes(p.attributes)?,
+        attributes: attributes(p.attributes),
         start_time_unix_nano: p.start_time_unix_nano.map_or(0, |t| t.0),
         time_unix_nano: p.time_unix_nano.map_or(0, |t| t.0),
         exemplars: vec![],
@@ -439,7 +503,7 @@ fn histogram_point(p: JHistogramPoint) -> Result<HistogramDataPoint, Outside> {
         return Err(Outside);
     }
     Ok(HistogramDataPoint {
-        attributes: attributes(p.attributes)?,
+        attributes: attributes(p.attributes),
         start_time_unix_nano: p.start_time_unix_nano.map_or(0, |t| t.0),
         time_unix_nano: p.time_unix_nano.map_or(0, |t| t.0),
         count: p.count.map_or(0, Int::get),

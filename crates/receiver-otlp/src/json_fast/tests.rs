@@ -139,6 +139,12 @@ fn what_the_fast_path_leaves_gets_the_general_answer() {
         r#""attributes":[{"key":"x","value":{"bytesValue":"AAE="}}]"#,
         r#""attributes":[{"key":"x","value":{"stringValue":"a","fooValue":1}}]"#,
         r#""attributes":[{"key":"x","keyStrindex":1}]"#,
+        r#""attributes":[{"key":"x","key":"y","value":{"stringValue":"a"}}]"#,
+        r#""attributes":[{"key":"x","value":{"stringValue":"a"},"value":{"stringValue":"b"}}]"#,
+        r#""attributes":[{"key":"x","value":{"stringValue":"a","stringValue":"b"}}]"#,
+        r#""attributes":[{"key":"x","value":{"stringValue":null,"stringValue":"b"}}]"#,
+        r#""attributes":[{"key":"x","value":"a"}]"#,
+        r#""attributes":{"key":"x"}"#,
         r#""attributes":[null]"#,
         r#""exemplars":[{"asDouble":1,"timeUnixNano":"1","traceId":"00"}],"asDouble":1"#,
     ];
@@ -162,4 +168,15 @@ fn what_the_fast_path_leaves_gets_the_general_answer() {
     ] {
         outside(body);
     }
+}
+
+#[test]
+fn a_body_nested_past_the_limit_is_left_to_the_nesting_check() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = sum_with(&format!(r#""exemplars":[{deep}],"asDouble":1"#));
+    assert!(metrics(body.as_bytes()).is_none());
+    let err = decode_json::<Metrics>(body.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("JSON nests deeper than"), "{err}");
 }
