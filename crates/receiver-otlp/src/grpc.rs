@@ -42,7 +42,7 @@ struct Handler<T> {
 }
 
 impl<T: OtlpSignal> Handler<T> {
-    async fn export(&self, request: Request<T>) -> Result<Response<T::Response>, Status> {
+    async fn export(&self, request: Request<Decoded<T>>) -> Result<Response<T::Response>, Status> {
         if let Some(reached) = request.extensions().get::<Reached>() {
             reached.0.store(true, Ordering::Release);
         }
@@ -62,7 +62,8 @@ impl<T: OtlpSignal> Handler<T> {
                 context.metadata = Arc::new(header_pairs(&headers));
             }
         }
-        match self.sink.deliver(request.into_inner(), context, None).await {
+        let Decoded { data, bytes } = request.into_inner();
+        match self.sink.deliver(data, context, Some(bytes)).await {
             Ok(delivered) => Ok(Response::new(T::response(&delivered))),
             Err(e) => Err(crate::status::to_grpc(&e)),
         }
@@ -146,6 +147,13 @@ impl<T: OtlpSignal> DepthCodec<T> {
     }
 }
 
+/// A decoded export request with the protobuf bytes it was decoded from
+/// (decompressed), which go along with it ([`otelcol_core::consumer::Batch::received`]).
+struct Decoded<T> {
+    data: T,
+    bytes: bytes::Bytes,
+}
+
 /// The decoder of [`DepthCodec`].
 struct DepthDecoder<T> {
     decompressed: Option<CallBudget>,
@@ -153,7 +161,7 @@ struct DepthDecoder<T> {
 }
 
 impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
-    type Item = T;
+    type Item = Decoded<T>;
     type Error = Status;
     fn decode(
         &mut self,
@@ -169,15 +177,17 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
         }
         crate::depth::check_proto(bytes, T::ROOT)
             .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
-        T::decode(buf)
-            .map(Some)
+        // The message as one `Bytes` (a split of tonic's buffer, not a copy).
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        T::decode(&bytes[..])
+            .map(|data| Some(Decoded { data, bytes }))
             .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))
     }
 }
 
 impl<T: OtlpSignal + Send + 'static> tonic::codec::Codec for DepthCodec<T> {
     type Encode = T::Response;
-    type Decode = T;
+    type Decode = Decoded<T>;
     type Encoder = tonic_prost::ProstEncoder<T::Response>;
     type Decoder = DepthDecoder<T>;
     fn encoder(&mut self) -> Self::Encoder {
@@ -236,10 +246,10 @@ impl<T: ServiceName> NamedService for Export<T> {
 /// The handler as tonic's unary service.
 struct Unary<T>(Arc<Handler<T>>);
 
-impl<T: OtlpSignal + Send + Sync + 'static> tonic::server::UnaryService<T> for Unary<T> {
+impl<T: OtlpSignal + Send + Sync + 'static> tonic::server::UnaryService<Decoded<T>> for Unary<T> {
     type Response = T::Response;
     type Future = BoxFuture<Response<T::Response>, Status>;
-    fn call(&mut self, request: Request<T>) -> Self::Future {
+    fn call(&mut self, request: Request<Decoded<T>>) -> Self::Future {
         let handler = self.0.clone();
         Box::pin(async move { handler.export(request).await })
     }

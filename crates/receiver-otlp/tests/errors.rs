@@ -1274,3 +1274,41 @@ async fn keep_alives_can_be_turned_off() {
     assert!(!closed, "kept alive by default");
     on.receiver.shutdown().await.unwrap();
 }
+
+/// The protobuf bytes a request was decoded from go along with it over
+/// both transports (gzip'd gRPC: the decompressed message), so a durable
+/// aggregation logs them instead of encoding the request again; JSON has
+/// none.
+#[tokio::test]
+async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transports() {
+    let r = start("", "").await;
+    let m = one_point("ana@example.com", 2.0);
+    let encoded = m.encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
+    assert_eq!(a.status, 200);
+    let json = serde_json::to_vec(&m).unwrap();
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], json).await;
+    assert_eq!(a.status, 200);
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    client.export(m.clone()).await.unwrap();
+    let mut zipped = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    zipped.export(m.clone()).await.unwrap();
+    let got = r.sink.metrics.lock().unwrap();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|b| b.data == m));
+    let received: Vec<Option<&[u8]>> = got.iter().map(|b| b.received.as_deref()).collect();
+    assert_eq!(
+        received,
+        [
+            Some(&encoded[..]),
+            None,
+            Some(&encoded[..]),
+            Some(&encoded[..])
+        ]
+    );
+}
