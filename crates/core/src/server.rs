@@ -48,14 +48,45 @@ impl Default for ServerOptions {
     }
 }
 
-/// Binds `endpoint` (`host:port`; a host name is resolved).
+/// The listen backlog asked for: the kernel caps it at its own maximum
+/// (`net.core.somaxconn`, 4096 on current Linux), as Go's listeners do.
+/// tokio's default of 1024 overflowed when a thousand clients connected at
+/// once (a fleet reconnecting after a restart): the dropped SYNs are
+/// retried after a second, and those requests wait that long.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `endpoint` (`host:port`; a host name is resolved, and the first
+/// of its addresses that binds is used) with `SO_REUSEADDR` and the
+/// largest listen backlog the kernel allows.
 pub async fn bind(endpoint: &str) -> Result<TcpListener, ComponentError> {
-    TcpListener::bind(endpoint)
-        .await
-        .map_err(|source| ComponentError::Io {
-            context: format!("binding {endpoint}"),
-            source,
-        })
+    let io = |source| ComponentError::Io {
+        context: format!("binding {endpoint}"),
+        source,
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host(endpoint).await.map_err(io)? {
+        match listen(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(io(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    })))
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A running server; [`ServerHandle::shutdown`] stops it.
@@ -191,4 +222,60 @@ pub fn response(
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's cap on listen backlogs, when it says.
+    fn somaxconn() -> Option<usize> {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// 1,500 clients connecting at once to a listener that has not accepted
+    /// yet all complete their handshake (tokio's default backlog of 1024
+    /// drops the SYNs past it, and those clients wait a second or more).
+    #[tokio::test]
+    async fn a_thousand_and_a_half_clients_connecting_at_once_all_get_through() {
+        let clients = 1500;
+        if somaxconn().is_some_and(|m| m < clients) {
+            eprintln!("skipped: net.core.somaxconn is below {clients} here");
+            return;
+        }
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..clients).map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            })
+        });
+        let mut connected = vec![];
+        for c in connects.collect::<Vec<_>>() {
+            if let Ok(Ok(stream)) = c.await.unwrap() {
+                connected.push(stream);
+            }
+        }
+        assert_eq!(connected.len(), clients);
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_host_name_resolves_and_a_taken_port_is_an_error_naming_it() {
+        let listener = bind("localhost:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = format!("127.0.0.1:{port}");
+        if listener.local_addr().unwrap().is_ipv4() {
+            let err = bind(&taken).await.unwrap_err().to_string();
+            assert!(err.contains(&format!("binding {taken}")), "{err}");
+        }
+    }
 }
