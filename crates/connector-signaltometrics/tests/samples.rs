@@ -109,7 +109,9 @@ fn tool_metrics(file: &str) -> Vec<Metrics> {
 /// Decodes an OTLP/JSON body as the receiver does. The samples of the
 /// protobuf runs render trace and span ids in base64 (the protobuf JSON
 /// mapping), not OTLP/JSON's hex; the connector does not read them.
-fn decode<T: serde::de::DeserializeOwned>(body: &Json) -> T {
+fn decode<T: serde::de::DeserializeOwned + otelcol_receiver_otlp::json_fast::FastJson>(
+    body: &Json,
+) -> T {
     let mut body = body.clone();
     strip_ids(&mut body);
     otelcol_receiver_otlp::decode::decode_json(&serde_json::to_vec(&body).unwrap()).unwrap()
