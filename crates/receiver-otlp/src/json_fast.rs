@@ -6,15 +6,15 @@
 //! It takes a strict subset of what [`crate::json`] accepts:
 //! lowerCamelCase names of known fields only, each field once, at most one
 //! member of each oneof, scalar attribute values (string, bool, int,
-//! double), sums, gauges and histograms without exemplars or entity refs (empty
-//! lists of them are taken), and numbers in
-//! the forms and ranges the general path checks. On anything else
-//! (snake_case, unknown fields, duplicate fields, array, kvlist or bytes
-//! values, exemplars, exponential histograms, summaries, any value out of
-//! range, any syntax error) it answers `None` and the request takes the
-//! general path, which decodes it or names what is wrong. What it accepts
-//! decodes to exactly what the general path gives: the differential tests
-//! below and the `json_fast_path` fuzz target check that.
+//! double), sums, gauges and histograms without exemplars or entity refs
+//! (empty lists of them are taken), and numbers in the forms and ranges the
+//! general path checks. On anything else (snake_case, unknown fields,
+//! duplicate fields, array, kvlist or bytes values, exemplars, exponential
+//! histograms, summaries, any value out of range, any syntax error) it
+//! answers `None` and the request takes the general path, which decodes it
+//! or names what is wrong. What it accepts decodes to exactly what the
+//! general path gives: the differential tests in `json_fast/tests.rs` and
+//! the `json_fast_path` fuzz target check that.
 
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
