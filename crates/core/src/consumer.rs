@@ -233,6 +233,27 @@ impl<T> Batch<T> {
     }
 }
 
+impl<T: crate::pdata::Payload> Batch<T> {
+    /// Whether `data` was left empty and the request is only in
+    /// [`Batch::received`]: a receiver does so for a pipeline that
+    /// [`reads_received`](Consumer::reads_received), and never hands over
+    /// a request without items, so empty `data` beside bytes means exactly
+    /// this.
+    pub fn undecoded(&self) -> bool {
+        self.received.as_ref().is_some_and(|b| !b.is_empty()) && self.data.item_count() == 0
+    }
+
+    /// Items in the batch: those of `data`, or of the bytes when it was
+    /// left [undecoded](Batch::undecoded) (counted on the wire, see
+    /// [`Payload::count_encoded`](crate::pdata::Payload::count_encoded)).
+    pub fn items(&self) -> usize {
+        match &self.received {
+            Some(bytes) if self.undecoded() => T::count_encoded(bytes),
+            _ => self.data.item_count(),
+        }
+    }
+}
+
 /// Clears [`Batch::received`] on the way out of a processor that may change
 /// the data (see [`crate::component::ProcessorFactory::keeps_data`]).
 pub struct ForgetReceived<T>(pub Arc<dyn Consumer<T>>);
@@ -319,6 +340,17 @@ pub trait Consumer<T: Send + 'static>: Send + Sync {
     fn branches(&self) -> Option<Vec<Arc<dyn Consumer<T>>>> {
         None
     }
+
+    /// Whether this consumer, and everything it passes batches to, reads
+    /// [`Batch::received`] whenever it is present and never needs `data`
+    /// then. A receiver may then skip decoding: it hands over the bytes
+    /// with `data` left empty (see [`Batch::undecoded`]). Asked once, when
+    /// the receiver is built. `false` unless a consumer says so; a
+    /// processor that passes batches on unchanged answers what its next
+    /// consumer answers.
+    fn reads_received(&self) -> bool {
+        false
+    }
 }
 
 /// Sends each batch to several consumers (a receiver feeding several
@@ -379,6 +411,10 @@ impl<T: Clone + Send + Sync + 'static> Consumer<T> for FanOut<T> {
 
     fn branches(&self) -> Option<Vec<Arc<dyn Consumer<T>>>> {
         Some(self.consumers.clone())
+    }
+
+    fn reads_received(&self) -> bool {
+        self.consumers.iter().all(|c| c.reads_received())
     }
 }
 

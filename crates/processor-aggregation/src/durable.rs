@@ -27,12 +27,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use otelcol_core::consumer::{AuthData, BearerToken, RequestContext};
 use otelcol_core::pdata::Metrics;
 use otelcol_core::storage::{
     record_key, KvRecordLog, RecordLog, StorageClient, StorageError, StorageOp,
 };
-use prost::Message;
 
 use crate::codec::{Corrupt, Reader, Writer};
 use crate::config::AggregationConfig;
@@ -59,7 +59,7 @@ pub(crate) enum Op {
     Add {
         token: Option<String>,
         headers: Vec<(String, String)>,
-        request: Metrics,
+        request: Request,
     },
     /// Windows closed at the record's time, for `targets` branches.
     Close { targets: u32 },
@@ -71,6 +71,15 @@ pub(crate) enum Op {
         index: u32,
         target: u32,
     },
+}
+
+/// A request as an op holds it.
+pub(crate) enum Request {
+    /// Decoded by the receiver (or built by an embedding program).
+    Decoded(Metrics),
+    /// Only its protobuf bytes: the engine reads them in place
+    /// ([`Engine::add_encoded`]).
+    Encoded(Bytes),
 }
 
 /// What applying an op did.
@@ -107,10 +116,17 @@ impl Op {
                 token,
                 headers,
                 request,
-            } => Applied::Added {
-                outcome: engine.add(request, &Self::context(token, headers), now),
-                open_series: engine.open_series(),
-            },
+            } => {
+                let context = Self::context(token, headers);
+                let outcome = match request {
+                    Request::Decoded(m) => engine.add(m, &context, now),
+                    Request::Encoded(b) => engine.add_encoded(b, &context, now),
+                };
+                Applied::Added {
+                    outcome,
+                    open_series: engine.open_series(),
+                }
+            }
             Op::Close { targets } => {
                 engine.close(now, *targets);
                 Applied::Closed
@@ -130,11 +146,13 @@ impl Op {
         }
     }
 
-    /// Takes the decoded request out of an `Add` (the log writes the
-    /// request's bytes, never the tree).
-    pub fn take_request(&mut self) -> Option<Metrics> {
+    /// Takes the request out of an `Add` (the log writes the request's
+    /// bytes, never the tree).
+    pub fn take_request(&mut self) -> Option<Request> {
         match self {
-            Op::Add { request, .. } => Some(std::mem::take(request)),
+            Op::Add { request, .. } => {
+                Some(std::mem::replace(request, Request::Encoded(Bytes::new())))
+            }
             _ => None,
         }
     }
@@ -192,8 +210,9 @@ impl Op {
                 for _ in 0..n {
                     headers.push((r.str()?.to_string(), r.str()?.to_string()));
                 }
-                let request = Metrics::decode(r.bytes()?)
-                    .map_err(|e| Corrupt(format!("a logged request does not decode: {e}")))?;
+                // Read in place when replayed; a request that does not
+                // decode replays as what it was when it was logged: refused.
+                let request = Request::Encoded(Bytes::copy_from_slice(r.bytes()?));
                 Op::Add {
                     token,
                     headers,
@@ -573,6 +592,7 @@ impl Durable {
 mod tests {
     use super::*;
     use otelcol_core::storage::MemoryStorage;
+    use prost::Message;
 
     const NS: u64 = 1_000_000_000;
     const T0: u64 = 1_795_255_200 * NS;
@@ -598,13 +618,20 @@ mod tests {
         Op::Add {
             token: token.map(str::to_string),
             headers: vec![("x-user".into(), user.into())],
-            request: serde_json::from_str(&json).unwrap(),
+            request: Request::Decoded(serde_json::from_str(&json).unwrap()),
         }
     }
 
     fn encoded(op: &Op) -> Vec<u8> {
         match op {
-            Op::Add { request, .. } => request.encode_to_vec(),
+            Op::Add {
+                request: Request::Decoded(m),
+                ..
+            } => m.encode_to_vec(),
+            Op::Add {
+                request: Request::Encoded(b),
+                ..
+            } => b.to_vec(),
             _ => vec![],
         }
     }

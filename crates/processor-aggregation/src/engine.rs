@@ -20,6 +20,7 @@ use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
 use crate::stream::{StreamIdentity, Streams};
 use crate::value::{Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, StreamLast, StreamLasts};
+use crate::view::{DataKind, KvRef, View};
 
 const TEMPORALITY_CUMULATIVE: i32 = 2;
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -95,22 +96,63 @@ pub enum AddError {
         /// The configured bound.
         max: usize,
     },
+    /// The request's bytes are not an `ExportMetricsServiceRequest`.
+    #[error("the request is not valid OTLP protobuf: {0}")]
+    Undecodable(String),
+}
+
+/// An attribute as the engine reads it: a decoded [`KeyValue`] or a
+/// [`KvRef`] borrowed from the request's bytes. Both give the same key,
+/// user value and canonical bytes for the same attribute.
+pub(crate) trait Attribute {
+    /// The attribute's key.
+    fn key(&self) -> &str;
+    /// The user key's value it gives: a non-empty string, or an integer,
+    /// boolean or double in decimal form.
+    fn user_value(&self) -> Option<Cow<'_, str>>;
+    /// Appends its canonical bytes: the prost encoding of the `KeyValue`,
+    /// length-delimited.
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+impl Attribute for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn user_value(&self) -> Option<Cow<'_, str>> {
+        self.value.as_ref().and_then(scalar_str)
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot run out of room.
+        let _ = self.encode_length_delimited(out);
+    }
+}
+
+impl Attribute for KvRef<'_> {
+    fn key(&self) -> &str {
+        self.key
+    }
+    fn user_value(&self) -> Option<Cow<'_, str>> {
+        KvRef::user_value(self)
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        KvRef::encode(self, out)
+    }
 }
 
 /// Encodes `attrs` (those `keep` accepts) sorted by key into `out`.
-fn canonical_into(
+fn canonical_into<A: Attribute>(
     out: &mut Vec<u8>,
     order: &mut Vec<usize>,
-    attrs: &[KeyValue],
-    keep: impl Fn(&KeyValue) -> bool,
+    attrs: &[A],
+    keep: impl Fn(&A) -> bool,
 ) {
     out.clear();
     order.clear();
     order.extend((0..attrs.len()).filter(|&i| keep(&attrs[i])));
-    order.sort_by(|&a, &b| attrs[a].key.cmp(&attrs[b].key));
+    order.sort_by(|&a, &b| attrs[a].key().cmp(attrs[b].key()));
     for &i in order.iter() {
-        // Writing to a Vec cannot run out of room.
-        let _ = attrs[i].encode_length_delimited(out);
+        attrs[i].encode(out);
     }
 }
 
@@ -158,8 +200,8 @@ struct Shape {
 }
 
 /// One data point as the engine reads it; `value` is `None` when invalid.
-struct Point<'a> {
-    attrs: &'a [KeyValue],
+struct Point<'a, A> {
+    attrs: &'a [A],
     start: u64,
     time: u64,
     value: Option<Value>,
@@ -178,21 +220,16 @@ fn number(p: &NumberDataPoint) -> Option<f64> {
 
 /// Calls `f` for every point of a metric; returns the summary points
 /// (which cannot be merged and are only counted).
-fn each_point(data: Option<&metric::Data>, mut f: impl FnMut(Shape, Point<'_>)) -> u64 {
+fn each_point(data: Option<&metric::Data>, mut f: impl FnMut(Shape, Point<'_, KeyValue>)) -> u64 {
     let flagged = |flags: u32| flags & FLAG_NO_RECORDED_VALUE != 0;
     match data {
         Some(metric::Data::Sum(s)) => {
-            let cumulative = s.aggregation_temporality == TEMPORALITY_CUMULATIVE;
-            let kind = match (cumulative, s.is_monotonic) {
-                (_, true) => OutKind::MonotonicSum,
-                (false, false) => OutKind::NonMonotonicSum,
-                (true, false) => OutKind::LastSum,
-            };
+            let shape = sum_shape(s.aggregation_temporality, s.is_monotonic);
             for p in &s.data_points {
                 let value = number(p).map(Value::Number);
                 let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
                 f(
-                    Shape { kind, cumulative },
+                    shape,
                     Point {
                         attrs: &p.attributes,
                         start,
@@ -340,10 +377,10 @@ impl Seeds {
 }
 
 /// The resource, scope and metric a point belongs to.
-struct Origin<'a> {
+struct Origin<'a, A> {
     token: Option<Arc<str>>,
     /// The input resource (where the user key may be).
-    resource: &'a [KeyValue],
+    resource: &'a [A],
     /// The input resource's identity, for stream ids.
     resource_id: u64,
     /// The output resource: allow-listed attributes, canonical, interned.
@@ -364,18 +401,17 @@ pub struct Engine {
 
 impl Rules {
     /// The user key of a point: (key name, value), by the configured lookups.
-    fn find_user<'a>(
+    fn find_user<'a, A: Attribute>(
         &'a self,
-        resource: &'a [KeyValue],
-        attrs: &'a [KeyValue],
+        resource: &'a [A],
+        attrs: &'a [A],
         ctx: &'a RequestContext,
     ) -> Option<(&'a str, Cow<'a, str>)> {
-        let find = |list: &'a [KeyValue]| {
+        let find = |list: &'a [A]| {
             self.keys.iter().find_map(|k| {
                 list.iter()
-                    .find(|kv| &kv.key == k)
-                    .and_then(|kv| kv.value.as_ref())
-                    .and_then(scalar_str)
+                    .find(|kv| kv.key() == k)
+                    .and_then(|kv| kv.user_value())
                     .map(|v| (k.as_str(), v))
             })
         };
@@ -389,16 +425,19 @@ impl Rules {
         })
     }
 
-    fn keeps(&self, kv: &KeyValue, user_key: &str) -> bool {
+    fn keeps(&self, kv: &impl Attribute, user_key: &str) -> bool {
         let c = &self.config;
-        kv.key != user_key
-            && !self.keys.contains(&kv.key)
-            && (c.include_attributes.is_empty() || c.include_attributes.contains(&kv.key))
-            && !c.exclude_attributes.contains(&kv.key)
+        let key = kv.key();
+        let listed = |list: &[String]| list.iter().any(|k| k == key);
+        key != user_key
+            && !listed(&self.keys)
+            && (c.include_attributes.is_empty() || listed(&c.include_attributes))
+            && !listed(&c.exclude_attributes)
     }
 
-    fn keeps_resource(&self, kv: &KeyValue) -> bool {
-        self.keys.contains(&kv.key) || self.config.resource_attributes.keeps(&kv.key)
+    fn keeps_resource(&self, kv: &impl Attribute) -> bool {
+        let key = kv.key();
+        self.keys.iter().any(|k| k == key) || self.config.resource_attributes.keeps(key)
     }
 
     /// The window a point counts in: by its own time, or by `now` when it
@@ -419,10 +458,10 @@ impl Rules {
             <= now
     }
 
-    fn trace(
+    fn trace<A>(
         &self,
         out: &mut AddOutcome,
-        o: &Origin<'_>,
+        o: &Origin<'_, A>,
         user: Option<&str>,
         window: u64,
         value: f64,
@@ -540,10 +579,44 @@ impl Engine {
         context: &RequestContext,
         now: u64,
     ) -> Result<AddOutcome, AddError> {
+        self.add_from(request, context, now)
+    }
+
+    /// [`Engine::add`] for a request still in its protobuf encoding (an
+    /// `ExportMetricsServiceRequest`): the common shape is read in place,
+    /// attribute keys and values borrowed from `bytes` (see
+    /// [`View`](crate::view)); anything else is decoded with prost first.
+    /// The totals are the same either way.
+    ///
+    /// prost runs without a recursion limit in this build: bytes from
+    /// outside must have passed a nesting check first, as the OTLP
+    /// receiver's do.
+    pub fn add_encoded(
+        &mut self,
+        bytes: &[u8],
+        context: &RequestContext,
+        now: u64,
+    ) -> Result<AddOutcome, AddError> {
+        match View::parse(bytes) {
+            Some(view) => self.add_from(&view, context, now),
+            None => {
+                let request =
+                    Metrics::decode(bytes).map_err(|e| AddError::Undecodable(e.to_string()))?;
+                self.add_from(&request, context, now)
+            }
+        }
+    }
+
+    fn add_from<S: Source>(
+        &mut self,
+        request: &S,
+        context: &RequestContext,
+        now: u64,
+    ) -> Result<AddOutcome, AddError> {
         let max = self.rules.config.max_series;
         let used = self.open_series();
         let free = max.saturating_sub(used);
-        if request.item_count() > free {
+        if request.points() > free {
             let needed = self.new_series_needed(request, context, now);
             if needed > free {
                 return Err(AddError::SeriesLimit { needed, free, max });
@@ -555,10 +628,8 @@ impl Engine {
             .header(otelcol_core::consumer::ROUTED_SINCE_HEADER)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        for_each_origin(rules, st, request, context, |rules, st, origin, data| {
-            out.dropped.summary += each_point(data, |shape, p| {
-                add_point(rules, st, origin, shape, p, context, now, &mut out)
-            });
+        out.dropped.summary += request.walk(rules, st, context, |rules, st, origin, shape, p| {
+            add_point(rules, st, origin, shape, p, context, now, &mut out)
         });
         st.request_floor = 0;
         Ok(out)
@@ -566,23 +637,26 @@ impl Engine {
 
     /// How many series not open now `request` would open (an upper bound:
     /// cumulative points that will only set a baseline are counted too).
-    fn new_series_needed(&mut self, request: &Metrics, ctx: &RequestContext, now: u64) -> usize {
+    fn new_series_needed<S: Source>(
+        &mut self,
+        request: &S,
+        ctx: &RequestContext,
+        now: u64,
+    ) -> usize {
         let mut new: HashSet<SeriesKey, ahash::RandomState> = HashSet::default();
         let (rules, st) = (&self.rules, &mut self.state);
-        for_each_origin(rules, st, request, ctx, |rules, st, origin, data| {
-            each_point(data, |shape, p| {
-                if p.value.is_none() {
-                    return;
-                }
-                let Some(user) = resolve_user(rules, st, origin, p.attrs, ctx) else {
-                    return;
-                };
-                let window = rules.window_of(p.time, now);
-                let key = series_key(rules, st, origin, shape.kind, p.attrs, user, window);
-                if !st.series.contains_key(&key) {
-                    new.insert(key);
-                }
-            });
+        request.walk(rules, st, ctx, |rules, st, origin, shape, p| {
+            if p.value.is_none() {
+                return;
+            }
+            let Some(user) = resolve_user(rules, st, origin, p.attrs, ctx) else {
+                return;
+            };
+            let window = rules.window_of(p.time, now);
+            let key = series_key(rules, st, origin, shape.kind, p.attrs, user, window);
+            if !st.series.contains_key(&key) {
+                new.insert(key);
+            }
         });
         new.len()
     }
@@ -727,51 +801,165 @@ impl Engine {
     }
 }
 
-/// Calls `f` for every metric of `request` with its [`Origin`].
-fn for_each_origin(
+/// A request the engine walks: the decoded tree ([`Metrics`]) or a view
+/// borrowed from its protobuf bytes ([`View`]).
+trait Source {
+    type Attr: Attribute;
+    /// Data points in the request.
+    fn points(&self) -> usize;
+    /// Calls `f` for every point with its [`Origin`] and [`Shape`];
+    /// returns the summary points (which cannot be merged and are only
+    /// counted).
+    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, f: F) -> u64
+    where
+        F: FnMut(&Rules, &mut State, &Origin<'_, Self::Attr>, Shape, Point<'_, Self::Attr>);
+}
+
+/// How a sum's points are aggregated.
+fn sum_shape(temporality: i32, monotonic: bool) -> Shape {
+    let cumulative = temporality == TEMPORALITY_CUMULATIVE;
+    let kind = match (cumulative, monotonic) {
+        (_, true) => OutKind::MonotonicSum,
+        (false, false) => OutKind::NonMonotonicSum,
+        (true, false) => OutKind::LastSum,
+    };
+    Shape { kind, cumulative }
+}
+
+/// A resource's identity (for stream ids) and its output attributes
+/// (allow-listed, canonical, interned).
+fn resource_origin<A: Attribute>(
     rules: &Rules,
     st: &mut State,
-    request: &Metrics,
-    context: &RequestContext,
-    mut f: impl FnMut(&Rules, &mut State, &Origin<'_>, Option<&metric::Data>),
-) {
-    let token = context.bearer_token().map(|t| st.strs.get(t.expose()));
-    for rm in &request.resource_metrics {
-        let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
-        canonical_into(&mut st.scratch, &mut st.order, resource, |_| true);
-        let resource_id = st.resource_hasher.hash_one(&st.scratch[..]);
-        canonical_into(&mut st.scratch, &mut st.order, resource, |kv| {
-            rules.keeps_resource(kv)
-        });
-        let out_resource = st.bytes.get(&st.scratch);
-        for sm in &rm.scope_metrics {
-            let scope = sm
-                .scope
-                .as_ref()
-                .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
-            for m in &sm.metrics {
-                let origin = Origin {
-                    token: token.clone(),
-                    resource,
-                    resource_id,
-                    out_resource: out_resource.clone(),
-                    scope,
-                    name: st.strs.get(&m.name),
-                    unit: st.strs.get(&m.unit),
-                    description: st.strs.get(&m.description),
-                };
-                f(rules, st, &origin, m.data.as_ref());
+    resource: &[A],
+) -> (u64, Arc<[u8]>) {
+    canonical_into(&mut st.scratch, &mut st.order, resource, |_| true);
+    let resource_id = st.resource_hasher.hash_one(&st.scratch[..]);
+    canonical_into(&mut st.scratch, &mut st.order, resource, |kv| {
+        rules.keeps_resource(kv)
+    });
+    (resource_id, st.bytes.get(&st.scratch))
+}
+
+impl Source for Metrics {
+    type Attr = KeyValue;
+
+    fn points(&self) -> usize {
+        self.item_count()
+    }
+
+    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, mut f: F) -> u64
+    where
+        F: FnMut(&Rules, &mut State, &Origin<'_, KeyValue>, Shape, Point<'_, KeyValue>),
+    {
+        let token = ctx.bearer_token().map(|t| st.strs.get(t.expose()));
+        let mut summary = 0;
+        for rm in &self.resource_metrics {
+            let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let (resource_id, out_resource) = resource_origin(rules, st, resource);
+            for sm in &rm.scope_metrics {
+                let scope = sm
+                    .scope
+                    .as_ref()
+                    .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
+                for m in &sm.metrics {
+                    let origin = Origin {
+                        token: token.clone(),
+                        resource,
+                        resource_id,
+                        out_resource: out_resource.clone(),
+                        scope,
+                        name: st.strs.get(&m.name),
+                        unit: st.strs.get(&m.unit),
+                        description: st.strs.get(&m.description),
+                    };
+                    summary +=
+                        each_point(m.data.as_ref(), |shape, p| f(rules, st, &origin, shape, p));
+                }
             }
         }
+        summary
+    }
+}
+
+impl<'v> Source for View<'v> {
+    type Attr = KvRef<'v>;
+
+    fn points(&self) -> usize {
+        self.points.len()
+    }
+
+    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, mut f: F) -> u64
+    where
+        F: FnMut(&Rules, &mut State, &Origin<'_, KvRef<'v>>, Shape, Point<'_, KvRef<'v>>),
+    {
+        let token = ctx.bearer_token().map(|t| st.strs.get(t.expose()));
+        for r in &self.resources {
+            let resource = &self.kvs[r.attrs.clone()];
+            let (resource_id, out_resource) = resource_origin(rules, st, resource);
+            for scope in &self.scopes[r.scopes.clone()] {
+                for m in &self.metrics[scope.metrics.clone()] {
+                    let shape = match m.kind {
+                        DataKind::None => continue,
+                        DataKind::Gauge => Shape {
+                            kind: OutKind::Gauge,
+                            cumulative: false,
+                        },
+                        DataKind::Sum {
+                            temporality,
+                            monotonic,
+                        } => sum_shape(temporality, monotonic),
+                        DataKind::Histogram { temporality } => Shape {
+                            kind: OutKind::Histogram,
+                            cumulative: temporality == TEMPORALITY_CUMULATIVE,
+                        },
+                    };
+                    let origin = Origin {
+                        token: token.clone(),
+                        resource,
+                        resource_id,
+                        out_resource: out_resource.clone(),
+                        scope: (scope.name, scope.version),
+                        name: st.strs.get(m.name),
+                        unit: st.strs.get(m.unit),
+                        description: st.strs.get(m.description),
+                    };
+                    for p in &self.points[m.points.clone()] {
+                        let recorded = p.flags & FLAG_NO_RECORDED_VALUE == 0;
+                        let value = match &p.hist {
+                            Some(h) => Hist::from_parts(
+                                h.parts,
+                                &self.buckets[h.buckets.clone()],
+                                &self.bounds[h.bounds.clone()],
+                            )
+                            .filter(|_| recorded)
+                            .map(Value::Hist),
+                            None => p
+                                .value
+                                .filter(|v| recorded && v.is_finite())
+                                .map(Value::Number),
+                        };
+                        let point = Point {
+                            attrs: &self.kvs[p.attrs.clone()],
+                            start: p.start,
+                            time: p.time,
+                            value,
+                        };
+                        f(rules, st, &origin, shape, point);
+                    }
+                }
+            }
+        }
+        0
     }
 }
 
 /// The user key of a point, interned: (key name, value).
-fn resolve_user(
+fn resolve_user<A: Attribute>(
     r: &Rules,
     st: &mut State,
-    o: &Origin<'_>,
-    attrs: &[KeyValue],
+    o: &Origin<'_, A>,
+    attrs: &[A],
     ctx: &RequestContext,
 ) -> Option<(Arc<str>, Arc<str>)> {
     match r.find_user(o.resource, attrs, ctx) {
@@ -785,24 +973,24 @@ fn resolve_user(
 }
 
 /// The key of the output series a point of `kind` with `attrs` goes to.
-fn series_key(
+fn series_key<A: Attribute>(
     r: &Rules,
     st: &mut State,
-    o: &Origin<'_>,
+    o: &Origin<'_, A>,
     kind: OutKind,
-    attrs: &[KeyValue],
+    attrs: &[A],
     (user_key, user): (Arc<str>, Arc<str>),
     window: u64,
 ) -> SeriesKey {
     st.order.clear();
     st.order
         .extend((0..attrs.len()).filter(|&i| r.keeps(&attrs[i], &user_key)));
-    st.order.sort_by(|&a, &b| attrs[a].key.cmp(&attrs[b].key));
+    st.order
+        .sort_by(|&a, &b| attrs[a].key().cmp(attrs[b].key()));
     st.list.clear();
     for &i in st.order.iter() {
         st.scratch.clear();
-        // Writing to a Vec cannot run out of room.
-        let _ = attrs[i].encode_length_delimited(&mut st.scratch);
+        attrs[i].encode(&mut st.scratch);
         st.list.push(st.attrs.get(&st.scratch));
     }
     let attr_list = st.lists.get(&st.list);
@@ -832,11 +1020,11 @@ fn series_key(
 }
 
 /// The id of the cumulative stream a point belongs to (spec rule 3).
-fn stream_id(
+fn stream_id<A: Attribute>(
     st: &mut State,
-    o: &Origin<'_>,
+    o: &Origin<'_, A>,
     kind: OutKind,
-    attrs: &[KeyValue],
+    attrs: &[A],
     user: &(Arc<str>, Arc<str>),
     start: u64,
 ) -> u128 {
@@ -858,12 +1046,12 @@ fn stream_id(
 /// sum, its value tagged with its stream), or `None` when it only set a
 /// baseline or was stale (counted in `out`).
 #[allow(clippy::too_many_arguments)]
-fn cumulative<T: Cumulative>(
+fn cumulative<T: Cumulative, A: Attribute>(
     r: &Rules,
     st: &mut State,
-    o: &Origin<'_>,
+    o: &Origin<'_, A>,
     kind: OutKind,
-    p: &Point<'_>,
+    p: &Point<'_, A>,
     user: &(Arc<str>, Arc<str>),
     value: T,
     now: u64,
@@ -908,12 +1096,12 @@ fn cumulative<T: Cumulative>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn add_point(
+fn add_point<A: Attribute>(
     r: &Rules,
     st: &mut State,
-    o: &Origin<'_>,
+    o: &Origin<'_, A>,
     shape: Shape,
-    p: Point<'_>,
+    p: Point<'_, A>,
     ctx: &RequestContext,
     now: u64,
     out: &mut AddOutcome,

@@ -110,6 +110,7 @@ mod series;
 mod snapshot;
 mod stream;
 pub mod value;
+mod view;
 
 pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey, ResourceAttributes};
 pub use durable::{DurableError, Recovery, FORMAT_VERSION};
@@ -121,6 +122,7 @@ pub use processor::{
 };
 pub use series::Closed;
 pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
+pub use view::reads_in_place;
 
 /// Adds this crate's component types to `factories`: the entry point a
 /// distribution (`cargo xtask dist`) calls for every component crate.

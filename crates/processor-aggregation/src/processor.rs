@@ -12,7 +12,7 @@ use otelcol_core::component::{
     ProcessorFactory,
 };
 use otelcol_core::config::{decode, ConfigError, RawConfig};
-use otelcol_core::consumer::{Batch, Consumer, ConsumerError, FlowPermit};
+use otelcol_core::consumer::{Batch, Consumer, ConsumerError, FlowPermit, PermanentKind};
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AggregationConfig;
 use crate::config::Lookup;
-use crate::durable::{Applied, Durable, Op};
+use crate::durable::{Applied, Durable, Op, Request};
 use crate::emission::Piece;
 use crate::engine::{AddError, AddOutcome, Dropped, Engine};
 use crate::log_thread::LogWriter;
@@ -551,16 +551,39 @@ impl Shared {
 
 #[async_trait]
 impl Consumer<Metrics> for AggregationProcessor {
+    /// The engine reads a request's protobuf bytes in place, so a receiver
+    /// need not decode what it hands over.
+    fn reads_received(&self) -> bool {
+        true
+    }
+
     async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumerError> {
         let s = &self.shared;
-        let items = batch.data.item_count() as u64;
-        let context = batch.context;
+        // Left undecoded by the receiver (this processor `reads_received`):
+        // the engine reads the bytes in place.
+        let undecoded = batch.undecoded();
+        let Batch {
+            data,
+            context,
+            received,
+        } = batch;
+        let (request, received) = match received {
+            Some(bytes) if undecoded => (Request::Encoded(bytes.clone()), Some(bytes)),
+            received => (Request::Decoded(data), received),
+        };
+        let items = || match &request {
+            Request::Decoded(m) => m.item_count() as u64,
+            Request::Encoded(b) => Metrics::count_encoded(b) as u64,
+        };
         let (outcome, open) = if s.log.get().is_some() {
             // The receiver's own bytes when nothing changed the request
             // since; else it is encoded here, off the log's thread.
-            let encoded = batch
-                .received
-                .unwrap_or_else(|| batch.data.encode_to_vec().into());
+            let encoded = match (&request, received) {
+                (_, Some(bytes)) => bytes,
+                (Request::Decoded(m), None) => m.encode_to_vec().into(),
+                (Request::Encoded(b), None) => b.clone(),
+            };
+            let points = items();
             let op = Op::Add {
                 token: context.bearer_token().map(|t| t.expose().to_string()),
                 headers: s
@@ -568,29 +591,41 @@ impl Consumer<Metrics> for AggregationProcessor {
                     .iter()
                     .filter_map(|h| context.header(h).map(|v| (h.clone(), v.to_string())))
                     .collect(),
-                request: batch.data,
+                request,
             };
             match s.apply(op, encoded, None).await? {
                 Applied::Added {
                     outcome,
                     open_series,
-                } => (outcome, open_series),
+                } => (outcome.map_err(|e| (e, points)), open_series),
                 _ => return Ok(()),
             }
         } else {
             let mut e = s.engine();
-            let outcome = e.add(&batch.data, &context, now_nanos());
-            (outcome, e.open_series())
+            let now = now_nanos();
+            let outcome = match &request {
+                Request::Decoded(m) => e.add(m, &context, now),
+                Request::Encoded(b) => e.add_encoded(b, &context, now),
+            };
+            let open = e.open_series();
+            drop(e);
+            (outcome.map_err(|e| (e, items())), open)
         };
         let outcome = match outcome {
             Ok(o) => o,
-            Err(e @ AddError::SeriesLimit { .. }) => {
-                let points = items;
+            Err((e @ AddError::SeriesLimit { .. }, points)) => {
                 s.counters.refused.add(points);
                 tracing::warn!(processor = %s.id, points, "refusing a request: {e}");
                 return Err(ConsumerError::Retryable {
                     message: e.to_string(),
                     retry_after: Some(s.retry_after),
+                });
+            }
+            Err((e @ AddError::Undecodable(_), points)) => {
+                tracing::debug!(processor = %s.id, points, "refusing a request: {e}");
+                return Err(ConsumerError::Permanent {
+                    message: e.to_string(),
+                    kind: PermanentKind::InvalidData,
                 });
             }
         };

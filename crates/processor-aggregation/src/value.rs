@@ -106,6 +106,15 @@ pub(crate) fn opt_max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A histogram point's numbers (its buckets and bounds apart).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HistParts {
+    pub count: u64,
+    pub sum: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
 /// An explicit-bucket histogram, valid by construction ([`Hist::from_point`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hist {
@@ -130,16 +139,30 @@ impl Hist {
     /// bounds, the bounds are not finite and strictly increasing, `count`
     /// is not the sum of the buckets, or a number is not finite.
     pub fn from_point(p: &HistogramDataPoint) -> Option<Self> {
+        Self::from_parts(
+            HistParts {
+                count: p.count,
+                sum: p.sum,
+                min: p.min,
+                max: p.max,
+            },
+            &p.bucket_counts,
+            &p.explicit_bounds,
+        )
+    }
+
+    /// [`Hist::from_point`] from the point's parts.
+    pub(crate) fn from_parts(p: HistParts, buckets: &[u64], bounds: &[f64]) -> Option<Self> {
         let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
         if !finite(p.sum) || !finite(p.min) || !finite(p.max) {
             return None;
         }
-        if !p.bucket_counts.is_empty() {
-            let bounds_ok = p.explicit_bounds.iter().all(|b| b.is_finite())
-                && p.explicit_bounds.windows(2).all(|w| w[0] < w[1]);
-            if p.bucket_counts.len() != p.explicit_bounds.len() + 1
+        if !buckets.is_empty() {
+            let bounds_ok =
+                bounds.iter().all(|b| b.is_finite()) && bounds.windows(2).all(|w| w[0] < w[1]);
+            if buckets.len() != bounds.len() + 1
                 || !bounds_ok
-                || checked_sum(&p.bucket_counts) != Some(p.count)
+                || checked_sum(buckets) != Some(p.count)
             {
                 return None;
             }
@@ -149,12 +172,12 @@ impl Hist {
             sum: p.sum,
             min: p.min,
             max: p.max,
-            bounds: if p.bucket_counts.is_empty() {
+            bounds: if buckets.is_empty() {
                 vec![]
             } else {
-                p.explicit_bounds.clone()
+                bounds.to_vec()
             },
-            buckets: p.bucket_counts.clone(),
+            buckets: buckets.to_vec(),
             mixed_bounds: false,
         })
     }

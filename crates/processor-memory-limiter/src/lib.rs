@@ -234,7 +234,7 @@ pub struct MemoryLimiter<T> {
 impl<T: Payload> Consumer<T> for MemoryLimiter<T> {
     async fn consume(&self, batch: Batch<T>) -> Result<(), ConsumerError> {
         if self.shared.over() {
-            self.shared.refused.add(batch.data.item_count() as u64);
+            self.shared.refused.add(batch.items() as u64);
             return Err(ConsumerError::Retryable {
                 message: "data refused due to high memory usage".into(),
                 retry_after: Some(
@@ -246,6 +246,11 @@ impl<T: Payload> Consumer<T> for MemoryLimiter<T> {
             });
         }
         self.next.consume(batch).await
+    }
+
+    /// Batches go on unchanged: the next consumer decides.
+    fn reads_received(&self) -> bool {
+        self.next.reads_received()
     }
 }
 

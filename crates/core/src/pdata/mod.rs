@@ -19,6 +19,7 @@ pub mod json;
 pub mod plain;
 pub mod rpc;
 pub mod split;
+mod wire;
 
 pub use split::Batchable;
 
@@ -32,10 +33,23 @@ pub trait Payload: Clone + Send + Sync + std::fmt::Debug + 'static {
     const SIGNAL: Signal;
     /// Items in the batch: data points, log records or spans.
     fn item_count(&self) -> usize;
+    /// The field numbers, level by level from the export request, of the
+    /// repeated messages that lead to the items (at each level, any of
+    /// the numbers listed).
+    const ITEM_PATH: &'static [&'static [u32]];
+    /// Items in the protobuf encoding of a request, counted on the wire
+    /// without decoding it. Equal to [`Payload::item_count`] of what prost
+    /// decodes, except for a metric sent with two data fields (prost keeps
+    /// one); a body that is not well-formed protobuf counts what was read
+    /// before the fault.
+    fn count_encoded(bytes: &[u8]) -> usize {
+        wire::count(bytes, Self::ITEM_PATH)
+    }
 }
 
 impl Payload for Metrics {
     const SIGNAL: Signal = Signal::Metrics;
+    const ITEM_PATH: &'static [&'static [u32]] = &[&[1], &[2], &[2], &[5, 7, 9, 10, 11], &[1]];
     fn item_count(&self) -> usize {
         self.resource_metrics
             .iter()
@@ -48,6 +62,7 @@ impl Payload for Metrics {
 
 impl Payload for Logs {
     const SIGNAL: Signal = Signal::Logs;
+    const ITEM_PATH: &'static [&'static [u32]] = &[&[1], &[2], &[2]];
     fn item_count(&self) -> usize {
         self.resource_logs
             .iter()
@@ -59,6 +74,7 @@ impl Payload for Logs {
 
 impl Payload for Traces {
     const SIGNAL: Signal = Signal::Traces;
+    const ITEM_PATH: &'static [&'static [u32]] = &[&[1], &[2], &[2]];
     fn item_count(&self) -> usize {
         self.resource_spans
             .iter()
