@@ -507,3 +507,73 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
         t.await.unwrap();
     }
 }
+
+/// Handed the request's bytes alone (a receiver does so because the
+/// processor `reads_received`), it counts the same; bytes that are not a
+/// request are refused as invalid data, counting nothing.
+#[tokio::test]
+async fn takes_requests_left_undecoded_and_refuses_bytes_that_do_not_decode() {
+    use otelcol_core::consumer::PermanentKind;
+    use prost::Message;
+    let (p, down, settings) = setup();
+    assert!(p.reads_received());
+    let t = now();
+    let r = request(
+        &[("service.name", "claude-code")],
+        vec![sum(
+            "claude_code.cost.usage",
+            1,
+            true,
+            vec![
+                point(0.5, t, 0, &[("user.email", "ana@example.com")]),
+                point(9.0, t, 0, &[("model", "no-user")]),
+            ],
+        )],
+    );
+    let undecoded = |bytes: Vec<u8>| Batch {
+        received: Some(bytes.into()),
+        ..Batch::new(Metrics::default())
+    };
+    p.consume(undecoded(r.encode_to_vec())).await.unwrap();
+    // The same request decoded, with its bytes beside it: read from the tree.
+    p.consume(Batch {
+        received: Some(r.encode_to_vec().into()),
+        ..Batch::new(r.clone())
+    })
+    .await
+    .unwrap();
+    // A string that is not UTF-8 (the metric's name).
+    let mut bad = r.encode_to_vec();
+    let at = bad
+        .windows(b"claude_code".len())
+        .position(|w| w == b"claude_code")
+        .unwrap();
+    bad[at] = 0xff;
+    let e = p.consume(undecoded(bad)).await.unwrap_err();
+    assert_eq!(
+        e,
+        ConsumerError::Permanent {
+            message: "the request is not valid OTLP protobuf: failed to decode Protobuf message: Metric.name: ScopeMetrics.metrics: ResourceMetrics.scope_metrics: ExportMetricsServiceRequest.resource_metrics: invalid string value: data is not UTF-8 encoded".into(),
+            kind: PermanentKind::InvalidData,
+        }
+    );
+    p.shutdown().await.unwrap();
+    let all = totals(&down.got.lock().unwrap());
+    assert_eq!(
+        all.iter().map(|t| t.value).collect::<Vec<_>>(),
+        vec![1.0],
+        "0.5 twice, nothing of the bad bytes"
+    );
+    assert_eq!(
+        metric_line(
+            &settings,
+            "otelcol_processor_aggregation_points_accepted_total"
+        ),
+        "otelcol_processor_aggregation_points_accepted_total{processor=\"aggregation\"} 2"
+    );
+    assert!(metric_line(
+        &settings,
+        "otelcol_processor_aggregation_points_dropped_total"
+    )
+    .contains("reason=\"missing_key\"} 2"));
+}

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use otelcol_core::pdata::Payload;
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -162,6 +163,14 @@ pub fn decompress(
 pub fn decode_proto<T: Message + Default + Rooted>(body: &[u8]) -> Result<T, DecodeError> {
     depth::check_proto(body, T::ROOT).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     T::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
+}
+
+/// Checks a protobuf export request's nesting as [`decode_proto`] does
+/// and counts its items on the wire, without decoding it (for a pipeline
+/// that reads the bytes itself; it answers what does not decode).
+pub fn count_proto<T: Payload + Rooted>(body: &[u8]) -> Result<usize, DecodeError> {
+    depth::check_proto(body, T::ROOT).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    Ok(T::count_encoded(body))
 }
 
 /// Decodes an OTLP/JSON body, accepting what the OTLP/JSON and proto3 JSON

@@ -62,8 +62,8 @@ impl<T: OtlpSignal> Handler<T> {
                 context.metadata = Arc::new(header_pairs(&headers));
             }
         }
-        let Decoded { data, bytes } = request.into_inner();
-        match self.sink.deliver(data, context, Some(bytes)).await {
+        let Decoded { data, items, bytes } = request.into_inner();
+        match self.sink.deliver(data, items, context, Some(bytes)).await {
             Ok(delivered) => Ok(Response::new(T::response(&delivered))),
             Err(e) => Err(crate::status::to_grpc(&e)),
         }
@@ -133,30 +133,37 @@ fn remap_decode_code(headers: &mut http::HeaderMap) {
 /// [`Export`] serves the three export methods itself.
 /// A compressed call's decompressed message is taken from the call's
 /// budget here (`decompressed`), before it is decoded.
+/// With `undecoded`, the message is only checked and its items counted
+/// (the pipeline reads the bytes itself, see [`Sink::takes_undecoded`]).
 struct DepthCodec<T: OtlpSignal> {
     prost: tonic_prost::ProstCodec<T::Response, T>,
     decompressed: Option<CallBudget>,
+    undecoded: bool,
 }
 
 impl<T: OtlpSignal> DepthCodec<T> {
-    fn new(decompressed: Option<CallBudget>) -> Self {
+    fn new(decompressed: Option<CallBudget>, undecoded: bool) -> Self {
         Self {
             prost: tonic_prost::ProstCodec::default(),
             decompressed,
+            undecoded,
         }
     }
 }
 
-/// A decoded export request with the protobuf bytes it was decoded from
-/// (decompressed), which go along with it ([`otelcol_core::consumer::Batch::received`]).
+/// An export request with the protobuf bytes it came in (decompressed),
+/// which go along with it ([`otelcol_core::consumer::Batch::received`]):
+/// decoded, or `data` left empty when the codec was `undecoded`.
 struct Decoded<T> {
     data: T,
+    items: usize,
     bytes: bytes::Bytes,
 }
 
 /// The decoder of [`DepthCodec`].
 struct DepthDecoder<T> {
     decompressed: Option<CallBudget>,
+    undecoded: bool,
     signal: std::marker::PhantomData<T>,
 }
 
@@ -179,8 +186,19 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
             .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
         // The message as one `Bytes` (a split of tonic's buffer, not a copy).
         let bytes = buf.copy_to_bytes(buf.remaining());
+        if self.undecoded {
+            let items = T::count_encoded(&bytes);
+            return Ok(Some(Decoded {
+                data: T::default(),
+                items,
+                bytes,
+            }));
+        }
         T::decode(&bytes[..])
-            .map(|data| Some(Decoded { data, bytes }))
+            .map(|data| {
+                let items = data.item_count();
+                Some(Decoded { data, items, bytes })
+            })
             .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))
     }
 }
@@ -196,6 +214,7 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Codec for DepthCodec<T> {
     fn decoder(&mut self) -> Self::Decoder {
         DepthDecoder {
             decompressed: self.decompressed.clone(),
+            undecoded: self.undecoded,
             signal: std::marker::PhantomData,
         }
     }
@@ -298,7 +317,8 @@ where
             let mut accept = tonic::codec::EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             accept.enable(CompressionEncoding::Zstd);
-            let codec = DepthCodec::<T>::new(compressed.then(|| call.clone()));
+            let undecoded = handler.sink.takes_undecoded();
+            let codec = DepthCodec::<T>::new(compressed.then(|| call.clone()), undecoded);
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_compression_config(accept, Default::default())
                 .apply_max_message_size_config(Some(max), None);

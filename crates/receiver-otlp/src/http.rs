@@ -220,9 +220,20 @@ async fn handle<T: OtlpSignal>(
             return busy(format, &e.to_string());
         }
     }
+    // `None`: left undecoded for a pipeline that reads the bytes, its
+    // items counted on the wire.
     let decoded = match format {
-        Format::Proto => decode::decode_proto::<T>(&raw),
-        Format::Json => decode::decode_json::<T>(&raw),
+        Format::Proto if sink.takes_undecoded() => {
+            decode::count_proto::<T>(&raw).map(|items| (None, items))
+        }
+        Format::Proto => decode::decode_proto::<T>(&raw).map(|d| {
+            let items = d.item_count();
+            (Some(d), items)
+        }),
+        Format::Json => decode::decode_json::<T>(&raw).map(|d| {
+            let items = d.item_count();
+            (Some(d), items)
+        }),
     };
     // The protobuf bytes go along with what was decoded from them (a
     // durable log stores them instead of encoding the request again).
@@ -232,14 +243,17 @@ async fn handle<T: OtlpSignal>(
         (Format::Json, _) => None,
     };
     drop(body);
-    let data = match decoded {
+    let (data, items) = match decoded {
         Ok(d) => d,
         Err(e) => {
             tracing::debug!(error = %e, %peer, "rejected an OTLP/HTTP body");
             return error(format, Code::InvalidArgument, &e.to_string());
         }
     };
-    match sink.deliver(data, context, received).await {
+    match sink
+        .deliver(data.unwrap_or_default(), items, context, received)
+        .await
+    {
         Ok(delivered) => {
             let body = match format {
                 Format::Proto => T::response(&delivered).encode_to_vec(),

@@ -116,6 +116,9 @@ impl Delivered {
 /// Where one signal goes from one transport, with its counters.
 pub(crate) struct Sink<T> {
     route: Route<T>,
+    /// The pipeline [reads the bytes](Consumer::reads_received) it is
+    /// handed: protobuf requests go to it undecoded.
+    undecoded: bool,
     accepted: Counter,
     refused: Counter,
 }
@@ -198,25 +201,36 @@ impl<T: OtlpSignal> Sink<T> {
                 receiver: id.to_string(),
             },
         };
+        let undecoded = matches!(&route, Route::Pipeline(c) if c.reads_received());
         Self {
             route,
+            undecoded,
             accepted,
             refused,
         }
     }
 
-    /// Hands a decoded request (and `received`, the protobuf bytes it was
-    /// decoded from, when there were any) to the pipeline. An empty request
-    /// is answered without entering it. Items the pipeline rejected while taking the
-    /// rest are counted refused and logged, and come back for the answer's
-    /// partial success.
+    /// Whether protobuf requests go to the pipeline undecoded (see
+    /// [`Sink::deliver`]).
+    pub(crate) fn takes_undecoded(&self) -> bool {
+        self.undecoded
+    }
+
+    /// Hands a request to the pipeline: `data` decoded, with `received`,
+    /// the protobuf bytes it was decoded from, when there were any; or,
+    /// when the sink [takes them undecoded](Sink::takes_undecoded), `data`
+    /// left empty beside the bytes. `items` is the request's count either
+    /// way. An empty request is answered without entering the pipeline.
+    /// Items the pipeline rejected while taking the rest are counted
+    /// refused and logged, and come back for the answer's partial success.
     pub(crate) async fn deliver(
         &self,
         data: T,
+        items: usize,
         context: RequestContext,
         received: Option<bytes::Bytes>,
     ) -> Result<Delivered, ConsumerError> {
-        let items = data.item_count() as u64;
+        let items = items as u64;
         if items == 0 {
             return Ok(Delivered::default());
         }

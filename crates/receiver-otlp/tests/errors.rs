@@ -37,6 +37,8 @@ struct Sink {
     metrics: Mutex<Vec<Batch<Metrics>>>,
     answer: Mutex<Option<ConsumerError>>,
     delay: Mutex<Duration>,
+    /// Says it [reads the bytes](Consumer::reads_received) it is handed.
+    reads_received: bool,
 }
 
 #[async_trait]
@@ -49,6 +51,10 @@ impl Consumer<Metrics> for Sink {
         }
         self.metrics.lock().unwrap().push(batch);
         Ok(())
+    }
+
+    fn reads_received(&self) -> bool {
+        self.reads_received
     }
 }
 
@@ -102,12 +108,16 @@ fn port() -> u16 {
 }
 
 async fn start(extra_http: &str, extra_grpc: &str) -> Running {
+    start_with(Sink::default(), extra_http, extra_grpc).await
+}
+
+async fn start_with(sink: Sink, extra_http: &str, extra_grpc: &str) -> Running {
     let (http, grpc) = (port(), port());
     let yaml = format!(
         "protocols:\n  http: {{endpoint: '127.0.0.1:{http}'{extra_http}}}\n  grpc: {{endpoint: '127.0.0.1:{grpc}'{extra_grpc}}}\n"
     );
     let config: otelcol_core::config::RawConfig = serde_yaml::from_str(&yaml).unwrap();
-    let sink = Arc::new(Sink::default());
+    let sink = Arc::new(sink);
     let settings = CreateSettings::standalone(ComponentId::new("otlp"), Kind::Receiver);
     let next = SignalConsumers {
         metrics: Some(sink.clone()),
@@ -1311,4 +1321,82 @@ async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transpo
             Some(&encoded[..])
         ]
     );
+}
+
+/// A pipeline that reads the bytes itself gets protobuf requests
+/// undecoded, over both transports, their items counted on the wire; JSON
+/// is still decoded; and what the pipeline answers for bytes it cannot
+/// decode reaches the sender as that pipeline's error.
+#[tokio::test]
+async fn a_pipeline_that_reads_the_bytes_gets_protobuf_undecoded() {
+    let sink = Sink {
+        reads_received: true,
+        ..Default::default()
+    };
+    let r = start_with(sink, "", "").await;
+    let mut m = one_point("ana@example.com", 2.0);
+    m.resource_metrics.push(m.resource_metrics[0].clone());
+    let encoded = m.encode_to_vec();
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
+    assert_eq!(a.status, 200);
+    let json = serde_json::to_vec(&m).unwrap();
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], json).await;
+    assert_eq!(a.status, 200);
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    client.export(m.clone()).await.unwrap();
+    let mut zipped = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    zipped.export(m.clone()).await.unwrap();
+    {
+        let got = r.sink.metrics.lock().unwrap();
+        let seen: Vec<(bool, usize, Option<&[u8]>)> = got
+            .iter()
+            .map(|b| (b.undecoded(), b.items(), b.received.as_deref()))
+            .collect();
+        let bytes = Some(&encoded[..]);
+        assert_eq!(
+            seen,
+            [
+                (true, 2, bytes),
+                (false, 2, None),
+                (true, 2, bytes),
+                (true, 2, bytes)
+            ]
+        );
+        assert_eq!(got[0].data, Metrics::default());
+        assert_eq!(got[1].data, m);
+    }
+    assert_eq!(
+        counter(&r, "otelcol_receiver_accepted_metric_points_total"),
+        "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"} 4"
+    );
+    assert_eq!(
+        counter_on(&r, "otelcol_receiver_accepted_metric_points_total", "grpc"),
+        "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"grpc\"} 4"
+    );
+    // Too deep for the nesting check: refused before the pipeline, as ever.
+    let a = send(
+        r.http,
+        "POST",
+        "/v1/metrics",
+        &[PROTO],
+        nested_point(101).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(r.sink.metrics.lock().unwrap().len(), 4);
+    // The pipeline's answer for bytes it cannot decode is the sender's.
+    *r.sink.answer.lock().unwrap() = Some(ConsumerError::Permanent {
+        message: "the request is not valid OTLP protobuf: invalid wire type".into(),
+        kind: otelcol_core::consumer::PermanentKind::InvalidData,
+    });
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
+    assert_eq!(a.status, 400);
+    let e = client.export(m.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("not valid OTLP protobuf"), "{e:?}");
 }
