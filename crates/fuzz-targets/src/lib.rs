@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ottl", ottl),
     ("config", config),
     ("json_fast_path", json_fast_path),
+    ("metrics_view", metrics_view),
 ];
 
 /// The built-in rule sets of the signaltometrics connector, compiled once.
@@ -144,6 +145,69 @@ pub fn json_fast_path(body: &[u8]) {
         Ok(general) => panic!("the fast path decoded {fast:?}, the general path {general:?}"),
         Err(e) => panic!("the fast path took a body the general path refuses: {e}"),
     }
+}
+
+/// Protobuf request bytes: whatever the engine reads in place must be
+/// what prost decodes, and give the same outcome and the same totals.
+pub fn metrics_view(bytes: &[u8]) {
+    use prost::Message;
+    if !otelcol_processor_aggregation::reads_in_place(bytes) {
+        return;
+    }
+    let decoded = match Metrics::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => panic!("read in place, but prost refuses the bytes: {e}"),
+    };
+    let ctx = RequestContext::default();
+    let now = 1_800_000_000_000_000_000;
+    let (mut tree, mut in_place) = (fresh_engine(), fresh_engine());
+    let want = tree.add(&decoded, &ctx, now);
+    let got = in_place.add_encoded(bytes, &ctx, now);
+    assert_eq!(got, want, "outcome read in place / decoded");
+    // Every output point with its resource and metric, sorted: the order
+    // of series differs between engines (random hasher keys).
+    let points = |e: &mut Engine| {
+        use otelcol_core::pdata::proto::metrics::v1::metric::Data;
+        let mut out = vec![];
+        for b in e.take_all() {
+            for rm in &b.data.resource_metrics {
+                for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
+                    let head = format!("{:?} {} {} {}", rm.resource, m.name, m.unit, m.description);
+                    let each: Vec<String> = match &m.data {
+                        Some(Data::Sum(d)) => d
+                            .data_points
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "sum {} {} {p:?}",
+                                    d.aggregation_temporality, d.is_monotonic
+                                )
+                            })
+                            .collect(),
+                        Some(Data::Gauge(d)) => d
+                            .data_points
+                            .iter()
+                            .map(|p| format!("gauge {p:?}"))
+                            .collect(),
+                        Some(Data::Histogram(d)) => d
+                            .data_points
+                            .iter()
+                            .map(|p| format!("hist {p:?}"))
+                            .collect(),
+                        other => vec![format!("{other:?}")],
+                    };
+                    out.extend(each.into_iter().map(|p| format!("{head} {p}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    assert_eq!(
+        points(&mut in_place),
+        points(&mut tree),
+        "totals read in place / decoded"
+    );
 }
 
 /// A sequence of requests (any field values, built from the bytes) and

@@ -16,6 +16,7 @@ use otelcol_core::pdata::proto::metrics::v1::{
 use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{string_attribute, Metrics};
 use otelcol_processor_aggregation::{AggregationConfig, Engine};
+use prost::Message;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -137,6 +138,22 @@ fn bench(c: &mut Criterion) {
         let mut e = engine();
         e.add(&delta, &ctx, now).unwrap();
         b.iter(|| black_box(e.add(black_box(&delta), &ctx, now).unwrap()))
+    });
+    // From the request's bytes, as a receiver has it: prost's tree, or
+    // read in place.
+    let bytes = delta.encode_to_vec();
+    g.bench_function("prost decode + add: 1000 delta points from bytes", |b| {
+        let mut e = engine();
+        e.add(&delta, &ctx, now).unwrap();
+        b.iter(|| {
+            let r = Metrics::decode(black_box(&bytes[..])).unwrap();
+            black_box(e.add(&r, &ctx, now).unwrap())
+        })
+    });
+    g.bench_function("add_encoded: 1000 delta points read in place", |b| {
+        let mut e = engine();
+        e.add(&delta, &ctx, now).unwrap();
+        b.iter(|| black_box(e.add_encoded(black_box(&bytes), &ctx, now).unwrap()))
     });
     let cumulative = request(0, 100, 2, 1.5);
     g.bench_function("add: 1000 cumulative points (stream lookup + delta)", |b| {

@@ -74,6 +74,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &format!("{name}.pb"),
                 &[&[0, signal << 1][..], &proto].concat(),
             )?;
+            if !logs {
+                write(&corpus.join("metrics_view"), &format!("{name}.pb"), &proto)?;
+            }
             // grpc_request: [signal, message…]
             write(
                 &corpus.join("grpc_request"),
