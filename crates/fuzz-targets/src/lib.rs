@@ -147,12 +147,19 @@ pub fn json_fast_path(body: &[u8]) {
     }
 }
 
-/// Protobuf request bytes: whatever the engine reads in place must be
-/// what prost decodes, and give the same outcome and the same totals.
+/// Protobuf request bytes: whatever the engine reads in place must pass
+/// the nesting check and be what prost decodes, and give the same outcome
+/// and the same totals.
 pub fn metrics_view(bytes: &[u8]) {
     use prost::Message;
     if !otelcol_processor_aggregation::reads_in_place(bytes) {
         return;
+    }
+    if let Err(e) = otelcol_core::pdata::depth::check_proto(
+        bytes,
+        otelcol_core::pdata::depth::Msg::MetricsRequest,
+    ) {
+        panic!("read in place, but the nesting check refuses the bytes: {e}");
     }
     let decoded = match Metrics::decode(bytes) {
         Ok(m) => m,

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use otelcol_core::consumer::{Batch, RequestContext};
+use otelcol_core::pdata::depth::{check_proto, Msg};
 use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValue};
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{Metrics, Payload};
@@ -586,11 +587,9 @@ impl Engine {
     /// `ExportMetricsServiceRequest`): the common shape is read in place,
     /// attribute keys and values borrowed from `bytes` (see
     /// [`View`](crate::view)); anything else is decoded with prost first.
-    /// The totals are the same either way.
-    ///
-    /// prost runs without a recursion limit in this build: bytes from
-    /// outside must have passed a nesting check first, as the OTLP
-    /// receiver's do.
+    /// The totals are the same either way. Bytes that are not read in place
+    /// have their nesting checked ([`check_proto`]) before prost, which
+    /// runs without a recursion limit in this build, decodes them.
     pub fn add_encoded(
         &mut self,
         bytes: &[u8],
@@ -600,6 +599,8 @@ impl Engine {
         match View::parse(bytes) {
             Some(view) => self.add_from(&view, context, now),
             None => {
+                check_proto(bytes, Msg::MetricsRequest)
+                    .map_err(|e| AddError::Undecodable(e.to_string()))?;
                 let request =
                     Metrics::decode(bytes).map_err(|e| AddError::Undecodable(e.to_string()))?;
                 self.add_from(&request, context, now)

@@ -577,3 +577,70 @@ async fn takes_requests_left_undecoded_and_refuses_bytes_that_do_not_decode() {
     )
     .contains("reason=\"missing_key\"} 2"));
 }
+
+/// Protobuf bytes of a request whose one point carries an attribute
+/// nesting `levels` AnyValues (key-value lists), encoded by hand inside
+/// out (the generated encoder recurses).
+fn nested_request(levels: usize) -> Vec<u8> {
+    fn head(field: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![field << 3 | 2];
+        let mut v = len;
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+        out
+    }
+    let leaf = [&head(1, 4)[..], b"leaf"].concat();
+    let mut len = leaf.len();
+    let mut heads = vec![];
+    for _ in 1..levels {
+        let value = head(2, len);
+        let kv = 3 + value.len() + len;
+        let list = head(1, kv);
+        let any = head(6, list.len() + kv);
+        len = any.len() + list.len() + kv;
+        heads.push([any, list, vec![0x0a, 1, b'k'], value].concat());
+    }
+    heads.reverse();
+    let mut value: Vec<u8> = heads.concat();
+    value.extend_from_slice(&leaf);
+    let attr = [&head(1, 4)[..], b"deep", &head(2, value.len()), &value].concat();
+    let point = [&head(7, attr.len())[..], &attr].concat();
+    let gauge = [&head(1, point.len())[..], &point].concat();
+    let metric = [&head(1, 1)[..], b"m", &head(5, gauge.len()), &gauge].concat();
+    let scope = [&head(2, metric.len())[..], &metric].concat();
+    let rm = [&head(2, scope.len())[..], &scope].concat();
+    [&head(1, rm.len())[..], &rm].concat()
+}
+
+/// Bytes it cannot read in place are nesting-checked before prost reads
+/// them (a receiver hands them over unchecked): 101 levels are refused as
+/// the receiver refuses them, 100,000 do not reach prost's recursion.
+#[tokio::test]
+async fn undecoded_bytes_nested_too_deep_are_refused_before_prost() {
+    use otelcol_core::consumer::PermanentKind;
+    use prost::Message;
+    let (p, _down, _settings) = setup();
+    let undecoded = |bytes: Vec<u8>| Batch {
+        received: Some(bytes.into()),
+        ..Batch::new(Metrics::default())
+    };
+    let ok = nested_request(100);
+    assert_eq!(Metrics::decode(&ok[..]).unwrap().resource_metrics.len(), 1);
+    p.consume(undecoded(ok)).await.unwrap();
+    let refused = ConsumerError::Permanent {
+        message:
+            "the request is not valid OTLP protobuf: attribute values nest deeper than 100 levels"
+                .into(),
+        kind: PermanentKind::InvalidData,
+    };
+    for levels in [101, 100_000] {
+        let e = p
+            .consume(undecoded(nested_request(levels)))
+            .await
+            .unwrap_err();
+        assert_eq!(e, refused, "{levels} levels");
+    }
+}

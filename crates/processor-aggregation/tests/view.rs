@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use otelcol_core::consumer::RequestContext;
+use otelcol_core::pdata::depth::{check_proto, Msg};
 use otelcol_core::pdata::Metrics;
 use otelcol_processor_aggregation::{reads_in_place, AddError, Engine};
 use prost::Message;
@@ -17,13 +18,17 @@ fn fresh() -> Engine {
 
 /// Adds `bytes` to one engine decoded by prost and to another in place,
 /// at `now`, and checks that the outcomes and the totals are the same.
-/// Returns whether prost decoded them.
+/// Returns whether they passed the nesting check and prost decoded them.
 fn same(bytes: &[u8], now: u64) -> bool {
     let ctx = with_token("tok");
     let (mut decoded, mut in_place) = (fresh(), fresh());
-    let want = match Metrics::decode(bytes) {
-        Ok(m) => decoded.add(&m, &ctx, now),
+    // What a receiver did before: the nesting check, then prost.
+    let want = match check_proto(bytes, Msg::MetricsRequest) {
         Err(e) => Err(AddError::Undecodable(e.to_string())),
+        Ok(()) => match Metrics::decode(bytes) {
+            Ok(m) => decoded.add(&m, &ctx, now),
+            Err(e) => Err(AddError::Undecodable(e.to_string())),
+        },
     };
     let got = in_place.add_encoded(bytes, &ctx, now);
     assert_eq!(got, want, "outcome of {bytes:02x?}");
@@ -408,7 +413,8 @@ fn hand_made() -> Vec<(&'static str, Vec<u8>, bool)> {
         &|p| p.point.extend_from_slice(&vf(3, 1)),
         false,
     );
-    // prost skips a well-formed group; the view leaves it to prost.
+    // prost would skip a well-formed group; the nesting check refuses it
+    // first (prost skips groups by recursing).
     case(
         "a group",
         &|p| {
@@ -448,6 +454,7 @@ fn hand_made_edges_are_read_in_place_or_left_to_prost_with_the_same_result() {
             "a histogram, packed buckets not a multiple of 8 bytes",
             "invalid UTF-8 in a key",
             "a time with the wrong wire type",
+            "a group",
             "field number 0",
             "an eleven-byte varint",
         ],
@@ -501,8 +508,8 @@ fn mutated_requests_read_in_place_are_what_prost_decodes() {
         if reads_in_place(&b) {
             in_place += 1;
             assert!(
-                Metrics::decode(&b[..]).is_ok(),
-                "read in place but prost refuses {b:02x?}"
+                check_proto(&b, Msg::MetricsRequest).is_ok() && Metrics::decode(&b[..]).is_ok(),
+                "read in place but the nesting check or prost refuses {b:02x?}"
             );
         }
         same(&b, at(20));

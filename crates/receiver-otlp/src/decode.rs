@@ -165,12 +165,12 @@ pub fn decode_proto<T: Message + Default + Rooted>(body: &[u8]) -> Result<T, Dec
     T::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
-/// Checks a protobuf export request's nesting as [`decode_proto`] does
-/// and counts its items on the wire, without decoding it (for a pipeline
-/// that reads the bytes itself; it answers what does not decode).
-pub fn count_proto<T: Payload + Rooted>(body: &[u8]) -> Result<usize, DecodeError> {
-    depth::check_proto(body, T::ROOT).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    Ok(T::count_encoded(body))
+/// Counts a protobuf export request's items on the wire, without
+/// decoding or checking it: for a pipeline that reads the bytes itself,
+/// which checks their nesting before anything recursive reads them and
+/// answers what does not decode (the aggregation processor).
+pub fn count_proto<T: Payload>(body: &[u8]) -> usize {
+    T::count_encoded(body)
 }
 
 /// Decodes an OTLP/JSON body, accepting what the OTLP/JSON and proto3 JSON

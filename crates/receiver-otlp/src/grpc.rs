@@ -182,18 +182,19 @@ impl<T: OtlpSignal + Send + 'static> tonic::codec::Decoder for DepthDecoder<T> {
         if let Some(call) = &self.decompressed {
             call.take(bytes.len()).map_err(Status::unavailable)?;
         }
-        crate::depth::check_proto(bytes, T::ROOT)
-            .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
-        // The message as one `Bytes` (a split of tonic's buffer, not a copy).
-        let bytes = buf.copy_to_bytes(buf.remaining());
         if self.undecoded {
-            let items = T::count_encoded(&bytes);
+            // The message as one `Bytes` (a split of tonic's buffer, not a
+            // copy); the pipeline checks and reads it.
+            let bytes = buf.copy_to_bytes(buf.remaining());
             return Ok(Some(Decoded {
                 data: T::default(),
-                items,
+                items: T::count_encoded(&bytes),
                 bytes,
             }));
         }
+        crate::depth::check_proto(bytes, T::ROOT)
+            .map_err(|e| Status::invalid_argument(format!("failed to decode the request: {e}")))?;
+        let bytes = buf.copy_to_bytes(buf.remaining());
         T::decode(&bytes[..])
             .map(|data| {
                 let items = data.item_count();

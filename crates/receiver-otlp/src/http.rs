@@ -223,9 +223,7 @@ async fn handle<T: OtlpSignal>(
     // `None`: left undecoded for a pipeline that reads the bytes, its
     // items counted on the wire.
     let decoded = match format {
-        Format::Proto if sink.takes_undecoded() => {
-            decode::count_proto::<T>(&raw).map(|items| (None, items))
-        }
+        Format::Proto if sink.takes_undecoded() => Ok((None, decode::count_proto::<T>(&raw))),
         Format::Proto => decode::decode_proto::<T>(&raw).map(|d| {
             let items = d.item_count();
             (Some(d), items)

@@ -23,7 +23,7 @@ mod budget;
 pub mod config;
 pub mod cors;
 pub mod decode;
-pub mod depth;
+pub use otelcol_core::pdata::depth;
 mod grpc;
 mod grpc_conn;
 mod http;

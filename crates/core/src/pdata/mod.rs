@@ -15,6 +15,7 @@ pub use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest as Traces, ExportTraceServiceResponse,
 };
 
+pub mod depth;
 pub mod json;
 pub mod plain;
 pub mod rpc;

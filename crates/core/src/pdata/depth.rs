@@ -11,6 +11,10 @@
 //! levels of `AnyValue` (the bound proposed for Go's pdata), which keeps
 //! every later recursive walk (decode, the aggregation's canonical form,
 //! encoding, drop) to a few hundred frames.
+//!
+//! The OTLP receiver checks every body before decoding it; the
+//! aggregation engine checks the protobuf bytes it cannot read in place
+//! before it hands them to prost (a receiver passes it bytes undecoded).
 
 use std::fmt;
 
@@ -110,13 +114,13 @@ pub trait Rooted {
     const ROOT: Msg;
 }
 
-impl Rooted for otelcol_core::pdata::Metrics {
+impl Rooted for crate::pdata::Metrics {
     const ROOT: Msg = Msg::MetricsRequest;
 }
-impl Rooted for otelcol_core::pdata::Logs {
+impl Rooted for crate::pdata::Logs {
     const ROOT: Msg = Msg::LogsRequest;
 }
-impl Rooted for otelcol_core::pdata::Traces {
+impl Rooted for crate::pdata::Traces {
     const ROOT: Msg = Msg::TracesRequest;
 }
 
@@ -265,12 +269,12 @@ pub fn check_json(bytes: &[u8]) -> Result<(), DepthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
+    use crate::pdata::proto::common::v1::{any_value, AnyValue, KeyValue, KeyValueList};
     use prost::Message;
 
     /// A log request whose body nests `levels` AnyValues.
     fn nested_log(levels: usize) -> Vec<u8> {
-        use otelcol_core::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use crate::pdata::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
         let mut value = AnyValue {
             value: Some(any_value::Value::StringValue("leaf".into())),
         };
@@ -285,7 +289,7 @@ mod tests {
                 })),
             };
         }
-        otelcol_core::pdata::Logs {
+        crate::pdata::Logs {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
                     log_records: vec![LogRecord {
