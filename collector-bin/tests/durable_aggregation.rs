@@ -3,7 +3,8 @@
 //! and cumulative baselines survive `kill -9` and rolling restarts.
 //!
 //! Senders post delta points (four users under two tokens and the fallback)
-//! and cumulative points (two streams) over OTLP/HTTP while the collector is
+//! and cumulative points (two streams) over OTLP/HTTP, JSON and protobuf
+//! in turn, while the collector is
 //! killed and restarted; an HTTP server on 127.0.0.1 plays the Multitudes
 //! endpoint and drops a repeated `Idempotency-Key`, as the real one does.
 //! At the end, per user:
@@ -19,7 +20,7 @@ mod common;
 use common::faults::{now_nanos, Endpoint};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,16 +51,35 @@ enum Answer {
     Unknown,
 }
 
+/// Protobuf posts acknowledged, across the tests of this file.
+static PROTO_ACKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Posts an OTLP/JSON body: every other one as it is (the receiver
+/// decodes it), the others as protobuf (handed over undecoded and read in
+/// place by the aggregation engine, then logged as received).
 async fn post(port: u16, token: Option<&str>, body: Vec<u8>) -> Answer {
+    static SENT: AtomicUsize = AtomicUsize::new(0);
+    let proto = SENT.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+    let (content_type, body) = if proto {
+        let m: Metrics = serde_json::from_slice(&body).expect("the test's own JSON");
+        ("application/x-protobuf", prost::Message::encode_to_vec(&m))
+    } else {
+        ("application/json", body)
+    };
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let mut req = hyper::Request::post(format!("http://127.0.0.1:{port}/v1/metrics"))
-        .header("content-type", "application/json");
+        .header("content-type", content_type);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let req = req.body(Full::new(bytes::Bytes::from(body))).unwrap();
     match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-        Ok(Ok(r)) if r.status().is_success() => Answer::Acked,
+        Ok(Ok(r)) if r.status().is_success() => {
+            if proto {
+                PROTO_ACKED.fetch_add(1, Ordering::Relaxed);
+            }
+            Answer::Acked
+        }
         Ok(Ok(_)) => Answer::Refused,
         Ok(Err(e)) if e.is_connect() => Answer::Refused,
         _ => Answer::Unknown,
@@ -290,11 +310,13 @@ async fn restarts_lose_and_double_nothing(restarts: usize, kill: bool) {
             "{user}: every increment once"
         );
     }
+    let proto = PROTO_ACKED.load(Ordering::Relaxed);
     eprintln!(
-        "{} posts over {restarts} restarts; lost answers: {:?}",
+        "{} posts over {restarts} restarts ({proto} protobuf acknowledged so far); lost answers: {:?}",
         l.posts,
         l.unknown.values().map(Vec::len).sum::<usize>()
     );
+    assert!(proto > 0, "protobuf posts were acknowledged too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

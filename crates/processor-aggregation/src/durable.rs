@@ -36,7 +36,7 @@ use otelcol_core::storage::{
 
 use crate::codec::{Corrupt, Reader, Writer};
 use crate::config::AggregationConfig;
-use crate::engine::{AddError, AddOutcome, Engine, Seeds};
+use crate::engine::{AddError, AddOutcome, Engine, Prepared, Seeds};
 use crate::snapshot::RestoreError;
 
 const META: &str = "meta";
@@ -111,6 +111,17 @@ impl Op {
 
     /// Applies the op to `engine` at `now` (the time of its record).
     pub fn apply(&self, engine: &mut Engine, now: u64) -> Applied {
+        self.apply_prepared(engine, now, None)
+    }
+
+    /// [`Op::apply`], an `Add` taking its request from `prepared` when
+    /// given (the same request, read before the engine lock was taken).
+    pub fn apply_prepared(
+        &self,
+        engine: &mut Engine,
+        now: u64,
+        prepared: Option<&Prepared<'_>>,
+    ) -> Applied {
         match self {
             Op::Add {
                 token,
@@ -118,9 +129,10 @@ impl Op {
                 request,
             } => {
                 let context = Self::context(token, headers);
-                let outcome = match request {
-                    Request::Decoded(m) => engine.add(m, &context, now),
-                    Request::Encoded(b) => engine.add_encoded(b, &context, now),
+                let outcome = match (prepared, request) {
+                    (Some(p), _) => engine.add_prepared(p, &context, now),
+                    (None, Request::Decoded(m)) => engine.add(m, &context, now),
+                    (None, Request::Encoded(b)) => engine.add_encoded(b, &context, now),
                 };
                 Applied::Added {
                     outcome,

@@ -84,6 +84,22 @@ impl Dropped {
     }
 }
 
+/// A request's bytes made ready for [`Engine::add_prepared`]: read in
+/// place ([`View`](crate::view)) or, outside that shape, decoded by prost.
+pub struct Prepared<'a>(Form<'a>);
+
+enum Form<'a> {
+    View(View<'a>),
+    Tree(Metrics),
+}
+
+impl Prepared<'_> {
+    /// Whether the bytes were read in place (else decoded by prost).
+    pub fn in_place(&self) -> bool {
+        matches!(self.0, Form::View(_))
+    }
+}
+
 /// Why [`Engine::add`] refused a request as a whole (nothing of it was applied).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AddError {
@@ -596,15 +612,36 @@ impl Engine {
         context: &RequestContext,
         now: u64,
     ) -> Result<AddOutcome, AddError> {
-        match View::parse(bytes) {
-            Some(view) => self.add_from(&view, context, now),
-            None => {
-                check_proto(bytes, Msg::MetricsRequest)
-                    .map_err(|e| AddError::Undecodable(e.to_string()))?;
-                let request =
-                    Metrics::decode(bytes).map_err(|e| AddError::Undecodable(e.to_string()))?;
-                self.add_from(&request, context, now)
-            }
+        let prepared = Self::prepare(bytes)?;
+        self.add_prepared(&prepared, context, now)
+    }
+
+    /// The first half of [`Engine::add_encoded`], which needs no engine:
+    /// reads `bytes` in place or decodes them (nesting-checked) with
+    /// prost, so that a caller holding the engine behind a lock does this
+    /// before taking it.
+    pub fn prepare(bytes: &[u8]) -> Result<Prepared<'_>, AddError> {
+        if let Some(view) = View::parse(bytes) {
+            return Ok(Prepared(Form::View(view)));
+        }
+        check_proto(bytes, Msg::MetricsRequest)
+            .map_err(|e| AddError::Undecodable(e.to_string()))?;
+        Metrics::decode(bytes)
+            .map(|m| Prepared(Form::Tree(m)))
+            .map_err(|e| AddError::Undecodable(e.to_string()))
+    }
+
+    /// The second half of [`Engine::add_encoded`]: adds a request
+    /// [prepared](Engine::prepare) from its bytes.
+    pub fn add_prepared(
+        &mut self,
+        request: &Prepared<'_>,
+        context: &RequestContext,
+        now: u64,
+    ) -> Result<AddOutcome, AddError> {
+        match &request.0 {
+            Form::View(view) => self.add_from(view, context, now),
+            Form::Tree(tree) => self.add_from(tree, context, now),
         }
     }
 

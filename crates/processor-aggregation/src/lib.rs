@@ -115,7 +115,7 @@ mod view;
 pub use config::{AggregationConfig, GaugePolicy, Lookup, MissingKey, ResourceAttributes};
 pub use durable::{DurableError, Recovery, FORMAT_VERSION};
 pub use emission::{Piece, PIECE_SERIES};
-pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace};
+pub use engine::{AddError, AddOutcome, Dropped, Engine, PointTrace, Prepared};
 pub use output::{OutKind, SCOPE_NAME};
 pub use processor::{
     redact, AggregationProcessor, AggregationProcessorFactory, FLOW_WINDOW_POINTS,

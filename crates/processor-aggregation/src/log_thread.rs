@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::config::AggregationConfig;
 use crate::durable::{record, Applied, Durable, Op};
-use crate::engine::Engine;
+use crate::engine::{Engine, Prepared};
 
 /// A group holds at most this many bytes of ops (a larger op goes alone).
 const GROUP_BYTES: usize = 8 << 20;
@@ -132,9 +132,15 @@ impl LogWriter {
         })
     }
 
-    /// Applies `op` (with `encoded`, its request's bytes, for an `Add`)
-    /// and answers what it did once it is durable.
-    pub async fn submit(&self, mut op: Op, encoded: Bytes) -> Result<Applied, StorageError> {
+    /// Applies `op` (with `encoded`, its request's bytes, for an `Add`,
+    /// and `prepared`, the request read before the lock, when given) and
+    /// answers what it did once it is durable.
+    pub async fn submit(
+        &self,
+        mut op: Op,
+        encoded: Bytes,
+        prepared: Option<&Prepared<'_>>,
+    ) -> Result<Applied, StorageError> {
         let (reply, rx) = oneshot::channel();
         // The decoded request, freed here once applied (the log keeps its
         // bytes), after the engine lock is released: not held for the
@@ -154,7 +160,7 @@ impl LogWriter {
                 return Err(StorageError::Closed);
             };
             let at = (self.shared.now)();
-            let applied = op.apply(&mut engine, at);
+            let applied = op.apply_prepared(&mut engine, at, prepared);
             decoded = op.take_request();
             let queued = Queued {
                 at,

@@ -26,7 +26,7 @@ use crate::config::AggregationConfig;
 use crate::config::Lookup;
 use crate::durable::{Applied, Durable, Op, Request};
 use crate::emission::Piece;
-use crate::engine::{AddError, AddOutcome, Dropped, Engine};
+use crate::engine::{AddError, AddOutcome, Dropped, Engine, Prepared};
 use crate::log_thread::LogWriter;
 
 /// How often the missing-key warning may repeat for one metric.
@@ -388,16 +388,21 @@ impl Shared {
         op: Op,
         encoded: Bytes,
         now: Option<u64>,
+        prepared: Option<&Prepared<'_>>,
     ) -> Result<Applied, ConsumerError> {
         match self.log.get() {
-            Some(log) => log
-                .submit(op, encoded)
-                .await
-                .map_err(|e| ConsumerError::Retryable {
-                    message: format!("aggregation {}: state cannot be written: {e}", self.id),
-                    retry_after: Some(STORAGE_RETRY),
-                }),
-            None => Ok(op.apply(&mut self.engine(), now.unwrap_or_else(now_nanos))),
+            Some(log) => {
+                log.submit(op, encoded, prepared)
+                    .await
+                    .map_err(|e| ConsumerError::Retryable {
+                        message: format!("aggregation {}: state cannot be written: {e}", self.id),
+                        retry_after: Some(STORAGE_RETRY),
+                    })
+            }
+            None => {
+                let now = now.unwrap_or_else(now_nanos);
+                Ok(op.apply_prepared(&mut self.engine(), now, prepared))
+            }
         }
     }
 
@@ -420,7 +425,7 @@ impl Shared {
     /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
     async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
-        if let Err(e) = self.apply(op, Bytes::new(), now).await {
+        if let Err(e) = self.apply(op, Bytes::new(), now, None).await {
             tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
         }
         let durable = self.log.get().is_some();
@@ -495,7 +500,7 @@ impl Shared {
                         index: p.index,
                         target: t as u32,
                     };
-                    if let Err(e) = self.apply(op, Bytes::new(), None).await {
+                    if let Err(e) = self.apply(op, Bytes::new(), None, None).await {
                         tracing::warn!(processor = %self.id, error = %e, "cannot record a delivered piece; it is offered again (same idempotency key)");
                     }
                 }
@@ -575,6 +580,23 @@ impl Consumer<Metrics> for AggregationProcessor {
             Request::Decoded(m) => m.item_count() as u64,
             Request::Encoded(b) => Metrics::count_encoded(b) as u64,
         };
+        // Bytes are read (or decoded) here, before the engine lock; what
+        // does not decode is refused without touching the state.
+        let bytes = match &request {
+            Request::Encoded(b) => Some(b.clone()),
+            Request::Decoded(_) => None,
+        };
+        let prepared = match bytes.as_deref().map(Engine::prepare) {
+            Some(Err(e)) => {
+                tracing::debug!(processor = %s.id, points = items(), "refusing a request: {e}");
+                return Err(ConsumerError::Permanent {
+                    message: e.to_string(),
+                    kind: PermanentKind::InvalidData,
+                });
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
         let (outcome, open) = if s.log.get().is_some() {
             // The receiver's own bytes when nothing changed the request
             // since; else it is encoded here, off the log's thread.
@@ -593,7 +615,7 @@ impl Consumer<Metrics> for AggregationProcessor {
                     .collect(),
                 request,
             };
-            match s.apply(op, encoded, None).await? {
+            match s.apply(op, encoded, None, prepared.as_ref()).await? {
                 Applied::Added {
                     outcome,
                     open_series,
@@ -601,11 +623,12 @@ impl Consumer<Metrics> for AggregationProcessor {
                 _ => return Ok(()),
             }
         } else {
-            let mut e = s.engine();
             let now = now_nanos();
-            let outcome = match &request {
-                Request::Decoded(m) => e.add(m, &context, now),
-                Request::Encoded(b) => e.add_encoded(b, &context, now),
+            let mut e = s.engine();
+            let outcome = match (&prepared, &request) {
+                (Some(p), _) => e.add_prepared(p, &context, now),
+                (None, Request::Decoded(m)) => e.add(m, &context, now),
+                (None, Request::Encoded(b)) => e.add_encoded(b, &context, now),
             };
             let open = e.open_series();
             drop(e);
