@@ -368,6 +368,10 @@ pub(crate) struct State {
     /// time (0 without one), a further floor for counting a new cumulative
     /// stream's first point in full.
     pub(crate) request_floor: u64,
+    /// While [`Engine::add`] runs: the user key last resolved, interned (a
+    /// request's points mostly share one user: two interner lookups saved
+    /// per point).
+    pub(crate) last_user: Option<(Arc<str>, Arc<str>)>,
 }
 
 /// The keys of the hashers whose results outlive the process: stream ids
@@ -536,6 +540,7 @@ impl Engine {
             emissions: Emissions::default(),
             seeds,
             request_floor: 0,
+            last_user: None,
         };
         let rules = Rules {
             keys: config.keys(),
@@ -656,6 +661,7 @@ impl Engine {
         let free = max.saturating_sub(used);
         if request.points() > free {
             let needed = self.new_series_needed(request, context, now);
+            self.state.last_user = None;
             if needed > free {
                 return Err(AddError::SeriesLimit { needed, free, max });
             }
@@ -670,6 +676,7 @@ impl Engine {
             add_point(rules, st, origin, shape, p, context, now, &mut out)
         });
         st.request_floor = 0;
+        st.last_user = None;
         Ok(out)
     }
 
@@ -1000,14 +1007,22 @@ fn resolve_user<A: Attribute>(
     attrs: &[A],
     ctx: &RequestContext,
 ) -> Option<(Arc<str>, Arc<str>)> {
-    match r.find_user(o.resource, attrs, ctx) {
-        Some((k, v)) => Some((st.strs.get(k), st.strs.get(&v))),
-        None if r.config.missing_key == MissingKey::Keep => Some((
-            st.strs.get(&r.keys[0]),
-            st.strs.get(&r.config.missing_key_value),
-        )),
-        None => None,
+    let (k, v) = match r.find_user(o.resource, attrs, ctx) {
+        Some(found) => found,
+        None if r.config.missing_key == MissingKey::Keep => (
+            r.keys[0].as_str(),
+            Cow::Borrowed(r.config.missing_key_value.as_str()),
+        ),
+        None => return None,
+    };
+    if let Some((key, user)) = &st.last_user {
+        if **key == *k && **user == *v {
+            return Some((key.clone(), user.clone()));
+        }
     }
+    let found = (st.strs.get(k), st.strs.get(&v));
+    st.last_user = Some(found.clone());
+    Some(found)
 }
 
 /// The key of the output series a point of `kind` with `attrs` goes to.
