@@ -508,6 +508,15 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// A batch as a receiver hands it to a pipeline that reads the bytes:
+/// `data` left empty.
+fn undecoded(bytes: Vec<u8>) -> Batch<Metrics> {
+    Batch {
+        received: Some(bytes.into()),
+        ..Batch::new(Metrics::default())
+    }
+}
+
 /// Handed the request's bytes alone (a receiver does so because the
 /// processor `reads_received`), it counts the same; bytes that are not a
 /// request are refused as invalid data, counting nothing.
@@ -530,10 +539,6 @@ async fn takes_requests_left_undecoded_and_refuses_bytes_that_do_not_decode() {
             ],
         )],
     );
-    let undecoded = |bytes: Vec<u8>| Batch {
-        received: Some(bytes.into()),
-        ..Batch::new(Metrics::default())
-    };
     p.consume(undecoded(r.encode_to_vec())).await.unwrap();
     // The same request decoded, with its bytes beside it: read from the tree.
     p.consume(Batch {
@@ -623,10 +628,6 @@ async fn undecoded_bytes_nested_too_deep_are_refused_before_prost() {
     use otelcol_core::consumer::PermanentKind;
     use prost::Message;
     let (p, _down, _settings) = setup();
-    let undecoded = |bytes: Vec<u8>| Batch {
-        received: Some(bytes.into()),
-        ..Batch::new(Metrics::default())
-    };
     let ok = nested_request(100);
     assert_eq!(Metrics::decode(&ok[..]).unwrap().resource_metrics.len(), 1);
     p.consume(undecoded(ok)).await.unwrap();

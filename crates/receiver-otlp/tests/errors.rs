@@ -1289,14 +1289,12 @@ async fn keep_alives_can_be_turned_off() {
 /// both transports (gzip'd gRPC: the decompressed message), so a durable
 /// aggregation logs them instead of encoding the request again; JSON has
 /// none.
-#[tokio::test]
-async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transports() {
-    let r = start("", "").await;
-    let m = one_point("ana@example.com", 2.0);
-    let encoded = m.encode_to_vec();
-    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
+/// Sends `m` over HTTP as protobuf and as JSON, then over gRPC plain and
+/// gzip'd; each must be answered OK.
+async fn send_four_ways(r: &Running, m: &Metrics) {
+    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], m.encode_to_vec()).await;
     assert_eq!(a.status, 200);
-    let json = serde_json::to_vec(&m).unwrap();
+    let json = serde_json::to_vec(m).unwrap();
     let a = send(r.http, "POST", "/v1/metrics", &[JSON], json).await;
     assert_eq!(a.status, 200);
     let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
@@ -1308,6 +1306,14 @@ async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transpo
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     zipped.export(m.clone()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transports() {
+    let r = start("", "").await;
+    let m = one_point("ana@example.com", 2.0);
+    let encoded = m.encode_to_vec();
+    send_four_ways(&r, &m).await;
     let got = r.sink.metrics.lock().unwrap();
     assert_eq!(got.len(), 4);
     assert!(got.iter().all(|b| b.data == m));
@@ -1337,20 +1343,7 @@ async fn a_pipeline_that_reads_the_bytes_gets_protobuf_undecoded() {
     let mut m = one_point("ana@example.com", 2.0);
     m.resource_metrics.push(m.resource_metrics[0].clone());
     let encoded = m.encode_to_vec();
-    let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
-    assert_eq!(a.status, 200);
-    let json = serde_json::to_vec(&m).unwrap();
-    let a = send(r.http, "POST", "/v1/metrics", &[JSON], json).await;
-    assert_eq!(a.status, 200);
-    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
-        .await
-        .unwrap();
-    client.export(m.clone()).await.unwrap();
-    let mut zipped = MetricsServiceClient::connect(format!("http://{}", r.grpc))
-        .await
-        .unwrap()
-        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    zipped.export(m.clone()).await.unwrap();
+    send_four_ways(&r, &m).await;
     {
         let got = r.sink.metrics.lock().unwrap();
         let seen: Vec<(bool, usize, Option<&[u8]>)> = got
@@ -1395,6 +1388,9 @@ async fn a_pipeline_that_reads_the_bytes_gets_protobuf_undecoded() {
     });
     let a = send(r.http, "POST", "/v1/metrics", &[PROTO], encoded.clone()).await;
     assert_eq!(a.status, 400);
+    let mut client = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
     let e = client.export(m.clone()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("not valid OTLP protobuf"), "{e:?}");
