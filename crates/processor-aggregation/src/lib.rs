@@ -94,6 +94,14 @@
 //! let Some(otelcol_core::pdata::proto::metrics::v1::metric::Data::Sum(sum)) = &metric.data else { panic!() };
 //! assert_eq!(sum.data_points[0].value, Some(
 //!     otelcol_core::pdata::proto::metrics::v1::number_data_point::Value::AsDouble(0.75)));
+//!
+//! // The same request as protobuf bytes, as a receiver has it: read in
+//! // place (no prost tree), with the same outcome.
+//! use prost::Message;
+//! let bytes = request.encode_to_vec();
+//! assert!(otelcol_processor_aggregation::reads_in_place(&bytes));
+//! let mut other = Engine::new(engine.config().clone(), 0).unwrap();
+//! assert_eq!(other.add_encoded(&bytes, &RequestContext::default(), now).unwrap(), outcome);
 //! ```
 
 mod codec;
