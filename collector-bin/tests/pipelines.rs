@@ -338,6 +338,88 @@ service:
     service.shutdown().await;
 }
 
+/// The receiver asks its pipelines, once, whether they read the bytes
+/// themselves (`reads_received`), through the pipeline builder: through
+/// `memory_limiter` the answer is the exporter's (protobuf arrives
+/// undecoded, its points counted); a processor that may change the data
+/// (`attributes`) answers no; a receiver feeding two pipelines hands bytes
+/// over undecoded only if both read them. JSON is always decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_goes_undecoded_only_to_pipelines_that_read_the_bytes() {
+    use otelcol_core::pdata::Metrics;
+    use prost::Message;
+    let json = common::claude_metrics_json(3);
+    let request: Metrics = serde_json::from_slice(&json).unwrap();
+    let proto = request.encode_to_vec();
+    let points = otelcol_core::pdata::Payload::item_count(&request);
+    // (processors and exporter of pipeline 1, of pipeline 2 if any) ->
+    // whether the protobuf request arrived undecoded.
+    let cases: [(&str, &str, Option<&str>, bool); 4] = [
+        ("memory_limiter", "capture/reads", None, true),
+        ("memory_limiter, attributes", "capture/reads", None, false),
+        ("memory_limiter", "capture", None, false),
+        ("memory_limiter", "capture/reads", Some("capture"), false),
+    ];
+    for (processors, exporter, second, undecoded) in cases {
+        let port = common::free_port();
+        let second_pipeline = second
+            .map(|e| format!("    metrics/2: {{receivers: [otlp], exporters: [{e}]}}\n"))
+            .unwrap_or_default();
+        // Only what the pipelines use (an unused component is an error).
+        let attributes = match processors.contains("attributes") {
+            true => "  attributes: {actions: [{key: team, value: core, action: upsert}]}\n",
+            false => "",
+        };
+        let exporters: String = [Some(exporter), second]
+            .into_iter()
+            .flatten()
+            .map(|e| format!("  {e}:\n"))
+            .collect();
+        let yaml = format!(
+            r#"
+receivers:
+  otlp:
+    protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}
+processors:
+  memory_limiter: {{check_interval: 1s, limit_mib: 4000}}
+{attributes}exporters:
+{exporters}service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [{processors}], exporters: [{exporter}]}}
+{second_pipeline}"#
+        );
+        let captured = Arc::new(common::Captured::default());
+        let mut service = otelcol_core::pipeline::Service::start(
+            &common::load_yaml(&yaml),
+            &common::factories_with_capture(captured.clone()),
+            "test",
+        )
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{port}/v1/metrics");
+        let proto_type = [("content-type", "application/x-protobuf")];
+        let sent = common::http("POST", &url, &proto_type, proto.clone()).await;
+        assert_eq!(sent.0, 200, "{}", sent.1);
+        let json_type = [("content-type", "application/json")];
+        let sent = common::http("POST", &url, &json_type, json.clone()).await;
+        assert_eq!(sent.0, 200, "{}", sent.1);
+        service.shutdown().await;
+        let got = captured.metrics.lock().unwrap();
+        let what = format!("{processors} -> {exporter}, second pipeline {second:?}");
+        let first = &got[0];
+        assert_eq!(first.undecoded(), undecoded, "{what}");
+        assert_eq!(first.items(), points, "{what}");
+        if undecoded {
+            assert_eq!(first.received.as_deref(), Some(&proto[..]), "{what}");
+            assert_eq!(first.data, Metrics::default(), "{what}");
+        }
+        let last = got.last().unwrap();
+        assert!(!last.undecoded() && last.received.is_none(), "JSON: {what}");
+        assert_eq!(last.items(), points, "JSON: {what}");
+    }
+}
+
 /// A connector joins a logs pipeline to a metrics pipeline: events in,
 /// points out with the caller's token, the connector on the status board
 /// with both pipelines, and the events' points still delivered when the

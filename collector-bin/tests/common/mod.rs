@@ -56,7 +56,16 @@ impl Slot for Traces {
     }
 }
 
-struct CaptureExporter<T>(Arc<Captured>, PhantomData<fn(T)>);
+/// The second field: whether it says it `reads_received` (instances
+/// named `capture/reads`), so a receiver hands it protobuf undecoded.
+struct CaptureExporter<T>(Arc<Captured>, bool, PhantomData<fn(T)>);
+
+impl<T> CaptureExporter<T> {
+    fn new(captured: &Arc<Captured>, settings: &CreateSettings) -> Self {
+        let reads = settings.id.name() == Some("reads");
+        Self(captured.clone(), reads, PhantomData)
+    }
+}
 
 impl<T> Lifecycle for CaptureExporter<T> {}
 
@@ -73,9 +82,14 @@ impl<T: Slot> Consumer<T> for CaptureExporter<T> {
         T::slot(&self.0).lock().unwrap().push(batch);
         Ok(())
     }
+
+    fn reads_received(&self) -> bool {
+        self.1
+    }
 }
 
-/// Exporter type `capture`: keeps every batch in a shared [`Captured`].
+/// Exporter type `capture`: keeps every batch in a shared [`Captured`];
+/// `capture/reads` also says it reads the bytes a batch carries.
 pub struct CaptureFactory(pub Arc<Captured>);
 
 impl Factory for CaptureFactory {
@@ -96,24 +110,24 @@ impl Factory for CaptureFactory {
 impl ExporterFactory for CaptureFactory {
     fn create_metrics(
         &self,
-        _: CreateSettings,
+        settings: CreateSettings,
         _: &RawConfig,
     ) -> Result<Arc<dyn Exporter<Metrics>>, ComponentError> {
-        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+        Ok(Arc::new(CaptureExporter::new(&self.0, &settings)))
     }
     fn create_logs(
         &self,
-        _: CreateSettings,
+        settings: CreateSettings,
         _: &RawConfig,
     ) -> Result<Arc<dyn Exporter<Logs>>, ComponentError> {
-        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+        Ok(Arc::new(CaptureExporter::new(&self.0, &settings)))
     }
     fn create_traces(
         &self,
-        _: CreateSettings,
+        settings: CreateSettings,
         _: &RawConfig,
     ) -> Result<Arc<dyn Exporter<Traces>>, ComponentError> {
-        Ok(Arc::new(CaptureExporter(self.0.clone(), PhantomData)))
+        Ok(Arc::new(CaptureExporter::new(&self.0, &settings)))
     }
 }
 
