@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::metrics::MeterProvider as _;
@@ -164,14 +163,7 @@ service:
     metrics: {{receivers: [otlp], processors: [aggregation], exporters: [capture]}}
 "#
     );
-    let captured = Arc::new(common::Captured::default());
-    let mut service = otelcol_core::pipeline::Service::start(
-        &common::load_yaml(&yaml),
-        &common::factories_with_capture(captured.clone()),
-        "test",
-    )
-    .await
-    .unwrap();
+    let (mut service, captured) = common::start_with_capture(&yaml).await;
     let expected = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::task::spawn_blocking(move || run_sender(port)),

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_in_fan_out_and_a_shared_receiver() {
     let (a, b) = (common::free_port(), common::free_port());
@@ -29,14 +27,7 @@ service:
       exporters: [capture]
 "#
     );
-    let captured = Arc::new(common::Captured::default());
-    let mut service = otelcol_core::pipeline::Service::start(
-        &common::load_yaml(&yaml),
-        &common::factories_with_capture(captured.clone()),
-        "test",
-    )
-    .await
-    .unwrap();
+    let (mut service, captured) = common::start_with_capture(&yaml).await;
     let post = |port: u16, points: usize| async move {
         common::http(
             "POST",
@@ -98,14 +89,7 @@ service:
     metrics: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [capture]}}
 "#
     );
-    let captured = Arc::new(common::Captured::default());
-    let mut service = otelcol_core::pipeline::Service::start(
-        &common::load_yaml(&yaml),
-        &common::factories_with_capture(captured.clone()),
-        "test",
-    )
-    .await
-    .unwrap();
+    let (mut service, captured) = common::start_with_capture(&yaml).await;
     let (status, body) = common::http(
         "POST",
         &format!("http://127.0.0.1:{port}/v1/metrics"),
@@ -182,14 +166,7 @@ service:
         };
         let body = body.clone();
         async move {
-            let captured = Arc::new(common::Captured::default());
-            let mut service = otelcol_core::pipeline::Service::start(
-                &common::load_yaml(&yaml),
-                &common::factories_with_capture(captured.clone()),
-                "test",
-            )
-            .await
-            .unwrap();
+            let (mut service, captured) = common::start_with_capture(&yaml).await;
             let (status, _) = common::http(
                 "POST",
                 &format!("http://127.0.0.1:{port}/v1/metrics"),
@@ -290,14 +267,7 @@ service:
       exporters: [capture/edited]
 "#
     );
-    let captured = Arc::new(common::Captured::default());
-    let mut service = otelcol_core::pipeline::Service::start(
-        &common::load_yaml(&yaml),
-        &common::factories_with_capture(captured.clone()),
-        "test",
-    )
-    .await
-    .unwrap();
+    let (mut service, captured) = common::start_with_capture(&yaml).await;
     let json = common::claude_metrics_json(3);
     let request: Metrics = serde_json::from_slice(&json).unwrap();
     let proto = request.encode_to_vec();
@@ -389,14 +359,7 @@ processors:
     metrics: {{receivers: [otlp], processors: [{processors}], exporters: [{exporter}]}}
 {second_pipeline}"#
         );
-        let captured = Arc::new(common::Captured::default());
-        let mut service = otelcol_core::pipeline::Service::start(
-            &common::load_yaml(&yaml),
-            &common::factories_with_capture(captured.clone()),
-            "test",
-        )
-        .await
-        .unwrap();
+        let (mut service, captured) = common::start_with_capture(&yaml).await;
         let url = format!("http://127.0.0.1:{port}/v1/metrics");
         let proto_type = [("content-type", "application/x-protobuf")];
         let sent = common::http("POST", &url, &proto_type, proto.clone()).await;
@@ -455,14 +418,7 @@ service:
       exporters: [capture]
 "#
     );
-    let captured = Arc::new(common::Captured::default());
-    let mut service = otelcol_core::pipeline::Service::start(
-        &common::load_yaml(&yaml),
-        &common::factories_with_capture(captured.clone()),
-        "test",
-    )
-    .await
-    .unwrap();
+    let (mut service, captured) = common::start_with_capture(&yaml).await;
     let event = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"user.email","value":{"stringValue":"ana@example.com"}}]},
         "scopeLogs":[{"logRecords":[{"timeUnixNano":"1796174325142000000","body":{"stringValue":"claude_code.api_request"},
         "attributes":[{"key":"event.name","value":{"stringValue":"api_request"}},{"key":"session.id","value":{"stringValue":"s-1"}},

@@ -154,6 +154,20 @@ pub struct Ports {
     pub health: u16,
 }
 
+/// Starts the collector described by `yaml` with this build's factories
+/// plus `capture`, and what its `capture` exporters receive.
+pub async fn start_with_capture(yaml: &str) -> (Service, Arc<Captured>) {
+    let captured = Arc::new(Captured::default());
+    let service = Service::start(
+        &load_yaml(yaml),
+        &factories_with_capture(captured.clone()),
+        "test",
+    )
+    .await
+    .unwrap();
+    (service, captured)
+}
+
 /// A collector with OTLP in, `capture` out for all signals, health v1 on.
 pub async fn start_capture_service(extra_receiver_yaml: &str) -> (Service, Arc<Captured>, Ports) {
     let ports = Ports {
