@@ -410,6 +410,10 @@ struct Origin<'a, A> {
     name: Arc<str>,
     unit: Arc<str>,
     description: Arc<str>,
+    /// The interned [`Group`] of the metric's last point: the next point's
+    /// too when its kind and user key name are the same (as they are for
+    /// nearly every point), saving a group lookup per point.
+    group: std::cell::RefCell<Option<Arc<Group>>>,
 }
 
 /// Per-user totals per window. See the crate docs for the rules.
@@ -917,6 +921,7 @@ impl Source for Metrics {
                         name: st.strs.get(&m.name),
                         unit: st.strs.get(&m.unit),
                         description: st.strs.get(&m.description),
+                        group: Default::default(),
                     };
                     summary +=
                         each_point(m.data.as_ref(), |shape, p| f(rules, st, &origin, shape, p));
@@ -968,6 +973,7 @@ impl<'v> Source for View<'v> {
                         name: st.strs.get(m.name),
                         unit: st.strs.get(m.unit),
                         description: st.strs.get(m.description),
+                        group: Default::default(),
                     };
                     for p in &self.points[m.points.clone()] {
                         let recorded = p.flags & FLAG_NO_RECORDED_VALUE == 0;
@@ -1047,21 +1053,29 @@ fn series_key<A: Attribute>(
         st.list.push(st.attrs.get(&st.scratch));
     }
     let attr_list = st.lists.get(&st.list);
-    let group = Group {
-        token: o.token.clone(),
-        resource: o.out_resource.clone(),
-        name: o.name.clone(),
-        kind,
-        unit: o.unit.clone(),
-        user_key,
-        description: o.description.clone(),
-    };
-    let group = match st.groups.get(&group) {
-        Some(g) => g.clone(),
-        None => {
-            let g = Arc::new(group);
-            st.groups.insert(g.clone());
-            g
+    let mut cached = o.group.borrow_mut();
+    let group = match cached.as_ref() {
+        Some(g) if g.kind == kind && Arc::ptr_eq(&g.user_key, &user_key) => g.clone(),
+        _ => {
+            let group = Group {
+                token: o.token.clone(),
+                resource: o.out_resource.clone(),
+                name: o.name.clone(),
+                kind,
+                unit: o.unit.clone(),
+                user_key,
+                description: o.description.clone(),
+            };
+            let group = match st.groups.get(&group) {
+                Some(g) => g.clone(),
+                None => {
+                    let g = Arc::new(group);
+                    st.groups.insert(g.clone());
+                    g
+                }
+            };
+            *cached = Some(group.clone());
+            group
         }
     };
     SeriesKey {

@@ -605,7 +605,12 @@ impl Consumer<Metrics> for AggregationProcessor {
                 (Request::Decoded(m), None) => m.encode_to_vec().into(),
                 (Request::Encoded(b), None) => b.clone(),
             };
-            let points = items();
+            // Counted only if refused (a wire count is a walk of the bytes).
+            let points = match &request {
+                Request::Decoded(m) => Some(m.item_count() as u64),
+                Request::Encoded(_) => None,
+            };
+            let counted = encoded.clone();
             let op = Op::Add {
                 token: context.bearer_token().map(|t| t.expose().to_string()),
                 headers: s
@@ -619,7 +624,13 @@ impl Consumer<Metrics> for AggregationProcessor {
                 Applied::Added {
                     outcome,
                     open_series,
-                } => (outcome.map_err(|e| (e, points)), open_series),
+                } => (
+                    outcome.map_err(|e| {
+                        let n = points.unwrap_or_else(|| Metrics::count_encoded(&counted) as u64);
+                        (e, n)
+                    }),
+                    open_series,
+                ),
                 _ => return Ok(()),
             }
         } else {

@@ -414,6 +414,13 @@ struct Wire<'a>(&'a [u8]);
 impl<'a> Wire<'a> {
     /// A varint of at most ten bytes whose tenth byte is 0 or 1.
     fn raw_varint(&mut self) -> Option<u64> {
+        // One byte: every field key and most lengths here.
+        if let Some((&b, rest)) = self.0.split_first() {
+            if b < 0x80 {
+                self.0 = rest;
+                return Some(u64::from(b));
+            }
+        }
         let mut value = 0u64;
         for (i, &b) in self.0.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);

@@ -645,3 +645,60 @@ async fn undecoded_bytes_nested_too_deep_are_refused_before_prost() {
         assert_eq!(e, refused, "{levels} levels");
     }
 }
+
+/// With `storage`, a request over `max_series` is refused retryably and
+/// its points are counted as refused, exactly, whether it came decoded or
+/// as bytes (counted on the wire only then).
+#[tokio::test]
+async fn with_storage_a_request_over_max_series_counts_its_points_as_refused() {
+    use prost::Message;
+    let ext: Arc<dyn otelcol_core::component::Extension> =
+        Arc::new(FlakyExtension(Arc::new(FlakyStorage::default())));
+    let host = Host::new(
+        [(ComponentId::new("file_storage"), ext)]
+            .into_iter()
+            .collect(),
+        Default::default(),
+    );
+    let down = Arc::new(Downstream::default());
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let config = AggregationConfig {
+        aggregation_interval: Duration::from_secs(300),
+        storage: Some("file_storage".into()),
+        max_series: 2,
+        ..Default::default()
+    };
+    let p = AggregationProcessor::new(settings.clone(), config, down.clone(), 0, false).unwrap();
+    p.start(&host).await.unwrap();
+    let t = now();
+    let three = request(
+        &[],
+        vec![sum(
+            "m",
+            1,
+            true,
+            ["a", "b", "c"]
+                .iter()
+                .map(|u| point(1.0, t, 0, &[("user.email", u)]))
+                .collect(),
+        )],
+    );
+    let e = p
+        .consume(undecoded(three.encode_to_vec()))
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    let line = "otelcol_processor_aggregation_points_refused_total";
+    assert_eq!(
+        metric_line(&settings, line),
+        format!("{line}{{processor=\"aggregation\"}} 3")
+    );
+    let e = p.consume(Batch::new(three)).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(
+        metric_line(&settings, line),
+        format!("{line}{{processor=\"aggregation\"}} 6")
+    );
+    p.shutdown().await.unwrap();
+    assert!(totals(&down.got.lock().unwrap()).is_empty());
+}
