@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::emission::{Emissions, Piece, PIECE_SERIES};
-use crate::intern::{Attr, AttrInterner, Interner};
+use crate::intern::{Attr, AttrInterner, Interner, ListsByBytes};
 use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
 use crate::stream::{StreamIdentity, Streams};
@@ -352,6 +352,10 @@ pub(crate) struct State {
     pub(crate) bytes: Interner<[u8]>,
     pub(crate) attrs: AttrInterner,
     pub(crate) lists: Interner<[Attr]>,
+    /// The same lists, found by their canonical bytes.
+    pub(crate) lists_by_bytes: ListsByBytes,
+    /// Where each attribute ends in `scratch` (for `lists_by_bytes`).
+    pub(crate) ends: Vec<usize>,
     pub(crate) list: Vec<Attr>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) order: Vec<usize>,
@@ -537,6 +541,8 @@ impl Engine {
             bytes: Interner::default(),
             attrs: AttrInterner::default(),
             lists: Interner::default(),
+            lists_by_bytes: ListsByBytes::default(),
+            ends: vec![],
             list: vec![],
             scratch: vec![],
             order: vec![],
@@ -845,6 +851,7 @@ impl Engine {
         st.groups.retain(|g| Arc::strong_count(g) > 1);
         st.strs.collect();
         st.bytes.collect();
+        st.lists_by_bytes.collect();
         st.lists.collect();
         st.attrs.collect();
     }
@@ -1046,13 +1053,19 @@ fn series_key<A: Attribute>(
         .extend((0..attrs.len()).filter(|&i| r.keeps(&attrs[i], &user_key)));
     st.order
         .sort_by(|&a, &b| attrs[a].key().cmp(attrs[b].key()));
-    st.list.clear();
+    st.scratch.clear();
+    st.ends.clear();
     for &i in st.order.iter() {
-        st.scratch.clear();
         attrs[i].encode(&mut st.scratch);
-        st.list.push(st.attrs.get(&st.scratch));
+        st.ends.push(st.scratch.len());
     }
-    let attr_list = st.lists.get(&st.list);
+    let attr_list = st.lists_by_bytes.get(
+        &st.scratch,
+        &st.ends,
+        &mut st.attrs,
+        &mut st.lists,
+        &mut st.list,
+    );
     let mut cached = o.group.borrow_mut();
     let group = match cached.as_ref() {
         Some(g) if g.kind == kind && Arc::ptr_eq(&g.user_key, &user_key) => g.clone(),

@@ -1,7 +1,7 @@
 //! Shared copies of repeated values (metric names, users, attribute sets,
 //! resources), so that many series hold one allocation each.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -120,6 +120,66 @@ impl AttrInterner {
     }
 }
 
+/// Shared attribute lists looked up by their canonical bytes (each
+/// attribute's encoding, one after the other): one lookup per point where
+/// interning each attribute, then the list, took one per attribute and
+/// one more. It keeps no bytes of its own: an entry is keyed by a hash of
+/// the bytes and checked against its list's attributes; the list itself
+/// comes from the list [`Interner`], so equal lists stay one allocation.
+#[derive(Default)]
+pub(crate) struct ListsByBytes {
+    hasher: ahash::RandomState,
+    map: HashMap<u64, Arc<[Attr]>, ahash::RandomState>,
+}
+
+impl ListsByBytes {
+    /// The shared list of the attributes encoded in `bytes`, each ending
+    /// at an offset of `ends`; on a miss its attributes are interned in
+    /// `attrs` and the list in `lists` (`list` is scratch space).
+    pub fn get(
+        &mut self,
+        bytes: &[u8],
+        ends: &[usize],
+        attrs: &mut AttrInterner,
+        lists: &mut Interner<[Attr]>,
+        list: &mut Vec<Attr>,
+    ) -> Arc<[Attr]> {
+        let hash = self.hasher.hash_one(bytes);
+        if let Some(found) = self.map.get(&hash) {
+            if encodes(found, bytes) {
+                return found.clone();
+            }
+        }
+        list.clear();
+        let mut from = 0;
+        for &end in ends {
+            list.push(attrs.get(&bytes[from..end]));
+            from = end;
+        }
+        let shared = lists.get(list);
+        // A colliding entry is replaced; its list stays in `lists`.
+        self.map.insert(hash, shared.clone());
+        shared
+    }
+
+    /// Forgets lists held by nothing but this map and the list interner
+    /// (call before [`Interner::collect`] on that interner).
+    pub fn collect(&mut self) {
+        self.map.retain(|_, l| Arc::strong_count(l) > 2);
+    }
+}
+
+/// Whether `list`'s attributes, encoded one after the other, are `bytes`.
+fn encodes(list: &[Attr], mut bytes: &[u8]) -> bool {
+    for a in list {
+        match bytes.strip_prefix(&a.0 .0[..]) {
+            Some(rest) => bytes = rest,
+            None => return false,
+        }
+    }
+    bytes.is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +194,42 @@ mod tests {
         i.get("bo@example.com");
         i.collect();
         assert!(i.set.is_empty());
+    }
+
+    #[test]
+    fn lists_are_found_by_their_bytes_shared_and_collected() {
+        let (mut by_bytes, mut attrs, mut lists) = (
+            ListsByBytes::default(),
+            AttrInterner::default(),
+            Interner::<[Attr]>::default(),
+        );
+        let mut scratch = vec![];
+        let mut get = |bytes: &[u8], ends: &[usize]| {
+            by_bytes.get(bytes, ends, &mut attrs, &mut lists, &mut scratch)
+        };
+        let a = get(b"\x02m1\x02t1", &[3, 6]);
+        assert_eq!(a.len(), 2);
+        assert_eq!(&a[0].0 .0[..], b"\x02m1");
+        // Found again by bytes: the same allocation.
+        let b = get(b"\x02m1\x02t1", &[3, 6]);
+        assert!(Arc::ptr_eq(&a, &b));
+        // Same bytes cut elsewhere is another list (never the case for
+        // length-delimited attributes, but the check is on the pieces).
+        let c = get(b"\x02m1\x02t2", &[3, 6]);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(Arc::ptr_eq(&a[0].0, &c[0].0), "attributes shared");
+        let empty = get(b"", &[]);
+        assert!(empty.is_empty());
+        assert!(encodes(&a, b"\x02m1\x02t1"));
+        assert!(!encodes(&a, b"\x02m1\x02t1\x00"));
+        assert!(!encodes(&a, b"\x02m1"));
+        drop((a, b, c, empty));
+        by_bytes.collect();
+        lists.collect();
+        attrs.collect();
+        assert!(by_bytes.map.is_empty());
+        assert!(lists.set.is_empty());
+        assert!(attrs.set.is_empty());
     }
 
     #[test]
