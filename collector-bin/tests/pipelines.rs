@@ -313,7 +313,8 @@ service:
 /// `memory_limiter` the answer is the exporter's (protobuf arrives
 /// undecoded, its points counted); a processor that may change the data
 /// (`attributes`) answers no; a receiver feeding two pipelines hands bytes
-/// over undecoded only if both read them. JSON is always decoded.
+/// over undecoded only if both read them. JSON the receiver's fast path
+/// takes goes the same way, written as protobuf (the same request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_goes_undecoded_only_to_pipelines_that_read_the_bytes() {
     use otelcol_core::pdata::Metrics;
@@ -378,8 +379,18 @@ processors:
             assert_eq!(first.data, Metrics::default(), "{what}");
         }
         let last = got.last().unwrap();
-        assert!(!last.undecoded() && last.received.is_none(), "JSON: {what}");
+        assert_eq!(last.undecoded(), undecoded, "JSON: {what}");
         assert_eq!(last.items(), points, "JSON: {what}");
+        match &last.received {
+            Some(bytes) if undecoded => {
+                assert_eq!(
+                    Metrics::decode(&bytes[..]).unwrap(),
+                    request,
+                    "JSON: {what}"
+                )
+            }
+            received => assert!(received.is_none(), "JSON: {what}"),
+        }
     }
 }
 

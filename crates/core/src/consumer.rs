@@ -212,8 +212,10 @@ pub struct Batch<T> {
     pub data: T,
     /// Where the payload came from.
     pub context: RequestContext,
-    /// The protobuf bytes `data` was decoded from, exactly as received,
-    /// while nothing has changed `data` since; `None` otherwise. A
+    /// The protobuf bytes `data` was decoded from, exactly as received
+    /// (or, for OTLP/JSON a receiver hands over undecoded, the same
+    /// request written as protobuf), while nothing has changed `data`
+    /// since; `None` otherwise. A
     /// component that must store the request as protobuf (the aggregation
     /// processor's durable log) uses them instead of encoding `data` again.
     /// Whoever changes `data` must set this to `None`: the pipeline does so

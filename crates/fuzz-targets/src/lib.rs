@@ -130,12 +130,17 @@ pub fn http_body(data: &[u8]) {
     }
 }
 
-/// An OTLP/JSON metrics body: whatever the fast path takes must decode to
-/// exactly what the general path gives.
+/// An OTLP/JSON metrics body: whatever the fast path takes it writes as
+/// protobuf that prost decodes, to exactly what the general path gives.
 pub fn json_fast_path(body: &[u8]) {
     use otelcol_receiver_otlp::{decode::decode_json_general, depth, json_fast};
-    let Some(fast) = json_fast::metrics(body) else {
+    use prost::Message;
+    let Some(bytes) = json_fast::metrics_proto(body) else {
         return;
+    };
+    let fast = match Metrics::decode(&bytes[..]) {
+        Ok(m) => m,
+        Err(e) => panic!("the fast path wrote protobuf prost refuses: {e}"),
     };
     if depth::check_json(body).is_err() {
         panic!("the fast path took a body nested past the limit");

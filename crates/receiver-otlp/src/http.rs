@@ -220,15 +220,24 @@ async fn handle<T: OtlpSignal>(
             return busy(format, &e.to_string());
         }
     }
+    // OTLP/JSON on the fast path, written as protobuf, for a pipeline
+    // that reads the bytes: then handed over as protobuf would be.
+    let transcoded = match format {
+        Format::Json if sink.takes_undecoded() => T::fast_json_proto(&raw),
+        _ => None,
+    };
     // `None`: left undecoded for a pipeline that reads the bytes, its
     // items counted on the wire.
-    let decoded = match format {
-        Format::Proto if sink.takes_undecoded() => Ok((None, decode::count_proto::<T>(&raw))),
-        Format::Proto => decode::decode_proto::<T>(&raw).map(|d| {
+    let decoded = match (format, &transcoded) {
+        (_, Some(bytes)) => Ok((None, decode::count_proto::<T>(bytes))),
+        (Format::Proto, None) if sink.takes_undecoded() => {
+            Ok((None, decode::count_proto::<T>(&raw)))
+        }
+        (Format::Proto, None) => decode::decode_proto::<T>(&raw).map(|d| {
             let items = d.item_count();
             (Some(d), items)
         }),
-        Format::Json => decode::decode_json::<T>(&raw).map(|d| {
+        (Format::Json, None) => decode::decode_json::<T>(&raw).map(|d| {
             let items = d.item_count();
             (Some(d), items)
         }),
@@ -238,7 +247,7 @@ async fn handle<T: OtlpSignal>(
     let received = match (format, raw) {
         (Format::Proto, std::borrow::Cow::Owned(raw)) => Some(Bytes::from(raw)),
         (Format::Proto, std::borrow::Cow::Borrowed(_)) => Some(body.clone()),
-        (Format::Json, _) => None,
+        (Format::Json, _) => transcoded.map(Bytes::from),
     };
     drop(body);
     let (data, items) = match decoded {

@@ -1,7 +1,12 @@
-//! The fast path for OTLP/JSON metrics: the body deserialized in one pass
-//! straight into typed structs, with no `serde_json::Value` tree, no
-//! rewriting pass and no path strings, for the shape the OpenTelemetry SDKs
-//! write (Claude Code's and Gemini CLI's `http/json`).
+//! The fast path for OTLP/JSON metrics: the body read in one pass into
+//! typed structs that borrow its strings (no `serde_json::Value` tree, no
+//! rewriting pass, no path strings, no allocation per string), then written
+//! as the protobuf `ExportMetricsServiceRequest` it stands for
+//! ([`metrics_proto`]). A pipeline that reads protobuf bytes in place (the
+//! aggregation processor) is handed those bytes, as if the request had come
+//! as protobuf; where the request is needed decoded, [`metrics`] decodes
+//! them with prost. It covers the shape the OpenTelemetry SDKs write
+//! (Claude Code's and Gemini CLI's `http/json`).
 //!
 //! It takes a strict subset of what [`crate::json`] accepts:
 //! lowerCamelCase names of known fields only, each field once, at most one
@@ -16,16 +21,16 @@
 //! general path gives: the differential tests in `json_fast/tests.rs` and
 //! the `json_fast_path` fuzz target check that.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use prost::Message;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 
-use otelcol_core::pdata::proto::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use otelcol_core::pdata::proto::metrics::v1::{
-    metric, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
-};
-use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{Logs, Metrics, Traces};
+
+mod encode;
 
 /// The export requests, with their fast OTLP/JSON path where they have one
 /// (metrics); [`crate::decode::decode_json`] tries it first.
@@ -34,11 +39,20 @@ pub trait FastJson: Sized {
     fn fast_json(_body: &[u8]) -> Option<Self> {
         None
     }
+
+    /// The request written as protobuf on the fast path (see
+    /// [`metrics_proto`]), or `None` for the general one.
+    fn fast_json_proto(_body: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl FastJson for Metrics {
     fn fast_json(body: &[u8]) -> Option<Self> {
         metrics(body)
+    }
+    fn fast_json_proto(body: &[u8]) -> Option<Vec<u8>> {
+        metrics_proto(body)
     }
 }
 impl FastJson for Logs {}
@@ -48,23 +62,45 @@ impl FastJson for Traces {}
 /// when the request is outside its subset (see the module docs). Safe on
 /// any input: serde_json keeps its own 128-level recursion limit here.
 pub fn metrics(body: &[u8]) -> Option<Metrics> {
-    let request: Request = serde_json::from_slice(body).ok()?;
-    let resource_metrics = list(request.resource_metrics, resource_metrics).ok()?;
-    Some(Metrics { resource_metrics })
+    Metrics::decode(&metrics_proto(body)?[..]).ok()
 }
 
-/// What the conversion found outside the fast path's subset.
-struct Outside;
+/// An OTLP/JSON metrics export request written as the protobuf encoding of
+/// the same request, on the fast path; `None` when the request is outside
+/// its subset (see the module docs).
+pub fn metrics_proto(body: &[u8]) -> Option<Vec<u8>> {
+    let request: Request<'_> = serde_json::from_slice(body).ok()?;
+    request.within().then(|| request.encode())
+}
 
-fn list<A, B>(
-    items: Option<Vec<A>>,
-    f: impl FnMut(A) -> Result<B, Outside>,
-) -> Result<Vec<B>, Outside> {
-    items.unwrap_or_default().into_iter().map(f).collect()
+/// A string of the body: borrowed, unless it had escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
 }
 
 /// A timestamp: a whole non-negative number, or a string of digits, that
 /// fits 64 bits (as [`crate::json`] checks it).
+#[derive(Clone, Copy)]
 struct Time(u64);
 
 impl<'de> Deserialize<'de> for Time {
@@ -91,6 +127,7 @@ impl<'de> Deserialize<'de> for Time {
 
 /// A whole number in `MIN..=MAX`, as a number or a string with optional
 /// surrounding whitespace and sign (as [`crate::json`] checks integers).
+#[derive(Clone, Copy)]
 struct Int<const MIN: i128, const MAX: i128>(i128);
 
 impl<'de, const MIN: i128, const MAX: i128> Deserialize<'de> for Int<MIN, MAX> {
@@ -130,13 +167,14 @@ type U32 = Int<0, { u32::MAX as i128 }>;
 
 impl<const MIN: i128, const MAX: i128> Int<MIN, MAX> {
     /// The value; in range by construction.
-    fn get<T: TryFrom<i128> + Default>(self) -> T {
+    fn get<T: TryFrom<i128> + Default>(&self) -> T {
         T::try_from(self.0).unwrap_or_default()
     }
 }
 
 /// A finite double, as a number or a string (as [`crate::json`] reads
 /// doubles given as strings).
+#[derive(Clone, Copy)]
 struct Double(f64);
 
 impl<'de> Deserialize<'de> for Double {
@@ -168,6 +206,7 @@ impl<'de> Deserialize<'de> for Double {
 }
 
 /// `aggregationTemporality`: a number, or the enum value's name.
+#[derive(Clone, Copy)]
 struct Temporality(i32);
 
 impl<'de> Deserialize<'de> for Temporality {
@@ -199,49 +238,62 @@ impl<'de> Deserialize<'de> for Temporality {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Request {
-    resource_metrics: Option<Vec<JResourceMetrics>>,
+struct Request<'a> {
+    #[serde(borrow)]
+    resource_metrics: Option<Vec<JResourceMetrics<'a>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JResourceMetrics {
-    resource: Option<JResource>,
-    scope_metrics: Option<Vec<JScopeMetrics>>,
-    schema_url: Option<String>,
+struct JResourceMetrics<'a> {
+    #[serde(borrow)]
+    resource: Option<JResource<'a>>,
+    #[serde(borrow)]
+    scope_metrics: Option<Vec<JScopeMetrics<'a>>>,
+    #[serde(borrow)]
+    schema_url: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JResource {
-    attributes: Option<Vec<JKeyValue>>,
+struct JResource<'a> {
+    #[serde(borrow)]
+    attributes: Option<Vec<JKeyValue<'a>>>,
     dropped_attributes_count: Option<U32>,
     entity_refs: Option<Vec<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JScopeMetrics {
-    scope: Option<JScope>,
-    metrics: Option<Vec<JMetric>>,
-    schema_url: Option<String>,
+struct JScopeMetrics<'a> {
+    #[serde(borrow)]
+    scope: Option<JScope<'a>>,
+    #[serde(borrow)]
+    metrics: Option<Vec<JMetric<'a>>>,
+    #[serde(borrow)]
+    schema_url: Option<Str<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JScope {
-    name: Option<String>,
-    version: Option<String>,
-    attributes: Option<Vec<JKeyValue>>,
+struct JScope<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    version: Option<Str<'a>>,
+    #[serde(borrow)]
+    attributes: Option<Vec<JKeyValue<'a>>>,
     dropped_attributes_count: Option<U32>,
 }
 
-/// An attribute, deserialized straight into the prost type (a list of them
-/// becomes the prost list in place). `key` is required, as in the generated
-/// code; a field twice, an unknown field, or two members of the value's
-/// oneof end the fast path.
-#[repr(transparent)]
-struct JKeyValue(KeyValue);
+/// An attribute. `key` is required, as in the generated code; a field
+/// twice, an unknown field, or two members of the value's oneof end the
+/// fast path.
+struct JKeyValue<'a> {
+    key: Str<'a>,
+    /// `None`: no value field (or null); `Some(None)`: `{}` or only nulls.
+    value: Option<Option<Member<'a>>>,
+}
 
 /// The fields of an attribute.
 #[derive(Deserialize)]
@@ -265,51 +317,57 @@ enum AnyValueField {
     Double,
 }
 
-/// The value of an attribute: `None` for `{}` or only nulls.
-struct JAnyValue(Option<any_value::Value>);
+/// An attribute value's member.
+enum Member<'a> {
+    Str(Str<'a>),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
 
-impl<'de> Deserialize<'de> for JKeyValue {
+/// The value of an attribute: `None` for `{}` or only nulls.
+struct JAnyValue<'a>(Option<Member<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JKeyValue<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JKeyValue;
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = JKeyValue<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an attribute")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<JKeyValue, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let (mut key, mut value) = (None, None);
                 while let Some(field) = map.next_key::<KeyValueField>()? {
                     match field {
                         KeyValueField::Key if key.is_none() => key = Some(map.next_value()?),
                         KeyValueField::Value if value.is_none() => {
-                            value = Some(map.next_value::<Option<JAnyValue>>()?)
+                            value = Some(map.next_value::<Option<JAnyValue<'a>>>()?)
                         }
                         _ => return Err(de::Error::custom("field twice")),
                     }
                 }
-                Ok(JKeyValue(KeyValue {
+                Ok(JKeyValue {
                     key: key.ok_or_else(|| de::Error::missing_field("key"))?,
-                    value: value.flatten().map(|v| AnyValue { value: v.0 }),
-                    key_strindex: 0,
-                }))
+                    value: value.flatten().map(|v| v.0),
+                })
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(PhantomData))
     }
 }
 
-impl<'de> Deserialize<'de> for JAnyValue {
+impl<'de: 'a, 'a> Deserialize<'de> for JAnyValue<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JAnyValue;
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = JAnyValue<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an attribute value")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<JAnyValue, A::Error> {
-                use any_value::Value as Member;
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut seen = [false; 4];
-                let mut out: Option<Member> = None;
+                let mut out: Option<Member<'a>> = None;
                 while let Some(field) = map.next_key::<AnyValueField>()? {
                     let i = field as usize;
                     if std::mem::replace(&mut seen[i], true) {
@@ -317,17 +375,15 @@ impl<'de> Deserialize<'de> for JAnyValue {
                     }
                     let member = match field {
                         AnyValueField::String => {
-                            map.next_value::<Option<String>>()?.map(Member::StringValue)
+                            map.next_value::<Option<Str<'a>>>()?.map(Member::Str)
                         }
-                        AnyValueField::Bool => {
-                            map.next_value::<Option<bool>>()?.map(Member::BoolValue)
-                        }
+                        AnyValueField::Bool => map.next_value::<Option<bool>>()?.map(Member::Bool),
                         AnyValueField::Int => map
                             .next_value::<Option<I64>>()?
-                            .map(|i| Member::IntValue(i.get())),
+                            .map(|i| Member::Int(i.get())),
                         AnyValueField::Double => map
                             .next_value::<Option<Double>>()?
-                            .map(|d| Member::DoubleValue(d.0)),
+                            .map(|d| Member::Double(d.0)),
                     };
                     if let Some(m) = member {
                         if out.replace(m).is_some() {
@@ -338,47 +394,58 @@ impl<'de> Deserialize<'de> for JAnyValue {
                 Ok(JAnyValue(out))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(PhantomData))
     }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JMetric {
-    name: Option<String>,
-    description: Option<String>,
-    unit: Option<String>,
-    metadata: Option<Vec<JKeyValue>>,
-    sum: Option<JSum>,
-    gauge: Option<JGauge>,
-    histogram: Option<JHistogram>,
+struct JMetric<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    description: Option<Str<'a>>,
+    #[serde(borrow)]
+    unit: Option<Str<'a>>,
+    #[serde(borrow)]
+    metadata: Option<Vec<JKeyValue<'a>>>,
+    #[serde(borrow)]
+    sum: Option<JSum<'a>>,
+    #[serde(borrow)]
+    gauge: Option<JGauge<'a>>,
+    #[serde(borrow)]
+    histogram: Option<JHistogram<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JSum {
-    data_points: Option<Vec<JNumberPoint>>,
+struct JSum<'a> {
+    #[serde(borrow)]
+    data_points: Option<Vec<JNumberPoint<'a>>>,
     aggregation_temporality: Option<Temporality>,
     is_monotonic: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JGauge {
-    data_points: Option<Vec<JNumberPoint>>,
+struct JGauge<'a> {
+    #[serde(borrow)]
+    data_points: Option<Vec<JNumberPoint<'a>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JHistogram {
-    data_points: Option<Vec<JHistogramPoint>>,
+struct JHistogram<'a> {
+    #[serde(borrow)]
+    data_points: Option<Vec<JHistogramPoint<'a>>>,
     aggregation_temporality: Option<Temporality>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JNumberPoint {
-    attributes: Option<Vec<JKeyValue>>,
+struct JNumberPoint<'a> {
+    #[serde(borrow)]
+    attributes: Option<Vec<JKeyValue<'a>>>,
     start_time_unix_nano: Option<Time>,
     time_unix_nano: Option<Time>,
     exemplars: Option<Vec<IgnoredAny>>,
@@ -389,8 +456,9 @@ struct JNumberPoint {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JHistogramPoint {
-    attributes: Option<Vec<JKeyValue>>,
+struct JHistogramPoint<'a> {
+    #[serde(borrow)]
+    attributes: Option<Vec<JKeyValue<'a>>>,
     start_time_unix_nano: Option<Time>,
     time_unix_nano: Option<Time>,
     count: Option<U64>,
@@ -403,128 +471,44 @@ struct JHistogramPoint {
     max: Option<Double>,
 }
 
-/// The attributes of a list, moved out of their wrappers in place.
-fn attributes(items: Option<Vec<JKeyValue>>) -> Vec<KeyValue> {
-    items
-        .unwrap_or_default()
-        .into_iter()
-        .map(|kv| kv.0)
-        .collect()
-}
-
-fn resource_metrics(r: JResourceMetrics) -> Result<ResourceMetrics, Outside> {
-    let resource = match r.resource {
-        Some(res) if !empty(&res.entity_refs) => return Err(Outside),
-        Some(res) => Some(Resource {
-            attributes: attributes(res.attributes),
-            dropped_attributes_count: res.dropped_attributes_count.map_or(0, Int::get),
-            entity_refs: vec![],
-        }),
-        None => None,
-    };
-    Ok(ResourceMetrics {
-        resource,
-        scope_metrics: list(r.scope_metrics, scope_metrics)?,
-        schema_url: r.schema_url.unwrap_or_default(),
-    })
-}
-
-fn scope_metrics(s: JScopeMetrics) -> Result<ScopeMetrics, Outside> {
-    let scope = match s.scope {
-        Some(sc) => Some(InstrumentationScope {
-            name: sc.name.unwrap_or_default(),
-            version: sc.version.unwrap_or_default(),
-            attributes: attributes(sc.attributes),
-            dropped_attributes_count: sc.dropped_attributes_count.map_or(0, Int::get),
-        }),
-        None => None,
-    };
-    Ok(ScopeMetrics {
-        scope,
-        metrics: list(s.metrics, metric)?,
-        schema_url: s.schema_url.unwrap_or_default(),
-    })
-}
-
-fn metric(m: JMetric) -> Result<Metric, Outside> {
-    let data = match (m.sum, m.gauge, m.histogram) {
-        (None, None, None) => None,
-        (Some(s), None, None) => Some(metric::Data::Sum(Sum {
-            data_points: list(s.data_points, number_point)?,
-            aggregation_temporality: s.aggregation_temporality.map_or(0, |t| t.0),
-            is_monotonic: s.is_monotonic.unwrap_or_default(),
-        })),
-        (None, Some(g), None) => Some(metric::Data::Gauge(Gauge {
-            data_points: list(g.data_points, number_point)?,
-        })),
-        (None, None, Some(h)) => Some(metric::Data::Histogram(Histogram {
-            data_points: list(h.data_points, histogram_point)?,
-            aggregation_temporality: h.aggregation_temporality.map_or(0, |t| t.0),
-        })),
-        _ => return Err(Outside),
-    };
-    Ok(Metric {
-        name: m.name.unwrap_or_default(),
-        description: m.description.unwrap_or_default(),
-        unit: m.unit.unwrap_or_default(),
-        metadata: attributes(m.metadata),
-        data,
-    })
-}
-
 /// Whether a list outside the subset (exemplars, whose ids are hex strings;
 /// entity refs) is absent or empty, as the tools send them.
 fn empty(list: &Option<Vec<IgnoredAny>>) -> bool {
     list.as_ref().is_none_or(Vec::is_empty)
 }
 
-fn number_point(p: JNumberPoint) -> Result<NumberDataPoint, Outside> {
-    if !empty(&p.exemplars) {
-        return Err(Outside);
+impl Request<'_> {
+    /// Whether what was read is within the subset beyond what serde
+    /// checked: no entity refs or exemplars, one kind of data per metric,
+    /// at most one of a number point's values.
+    fn within(&self) -> bool {
+        self.resource_metrics.iter().flatten().all(|rm| {
+            rm.resource.as_ref().is_none_or(|r| empty(&r.entity_refs))
+                && rm
+                    .scope_metrics
+                    .iter()
+                    .flatten()
+                    .all(|sm| sm.metrics.iter().flatten().all(JMetric::within))
+        })
     }
-    let value = match (p.as_double, p.as_int) {
-        (None, None) => None,
-        (Some(d), None) => Some(number_data_point::Value::AsDouble(d.0)),
-        (None, Some(i)) => Some(number_data_point::Value::AsInt(i.get())),
-        (Some(_), Some(_)) => return Err(Outside),
-    };
-    Ok(NumberDataPoint {
-        attributes: attributes(p.attributes),
-        start_time_unix_nano: p.start_time_unix_nano.map_or(0, |t| t.0),
-        time_unix_nano: p.time_unix_nano.map_or(0, |t| t.0),
-        exemplars: vec![],
-        flags: p.flags.map_or(0, Int::get),
-        value,
-    })
 }
 
-fn histogram_point(p: JHistogramPoint) -> Result<HistogramDataPoint, Outside> {
-    if !empty(&p.exemplars) {
-        return Err(Outside);
+impl JMetric<'_> {
+    fn within(&self) -> bool {
+        let numbers = |points: &Option<Vec<JNumberPoint<'_>>>| {
+            points
+                .iter()
+                .flatten()
+                .all(|p| empty(&p.exemplars) && !(p.as_double.is_some() && p.as_int.is_some()))
+        };
+        match (&self.sum, &self.gauge, &self.histogram) {
+            (None, None, None) => true,
+            (Some(s), None, None) => numbers(&s.data_points),
+            (None, Some(g), None) => numbers(&g.data_points),
+            (None, None, Some(h)) => h.data_points.iter().flatten().all(|p| empty(&p.exemplars)),
+            _ => false,
+        }
     }
-    Ok(HistogramDataPoint {
-        attributes: attributes(p.attributes),
-        start_time_unix_nano: p.start_time_unix_nano.map_or(0, |t| t.0),
-        time_unix_nano: p.time_unix_nano.map_or(0, |t| t.0),
-        count: p.count.map_or(0, Int::get),
-        sum: p.sum.map(|d| d.0),
-        bucket_counts: p
-            .bucket_counts
-            .unwrap_or_default()
-            .into_iter()
-            .map(Int::get)
-            .collect(),
-        explicit_bounds: p
-            .explicit_bounds
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| d.0)
-            .collect(),
-        exemplars: vec![],
-        flags: p.flags.map_or(0, Int::get),
-        min: p.min.map(|d| d.0),
-        max: p.max.map(|d| d.0),
-    })
 }
 
 #[cfg(test)]

@@ -1331,7 +1331,8 @@ async fn the_received_protobuf_bytes_go_along_with_the_request_over_both_transpo
 
 /// A pipeline that reads the bytes itself gets protobuf requests
 /// undecoded, over both transports, their items counted on the wire; JSON
-/// is still decoded; and what the pipeline answers for bytes it cannot
+/// on the fast path comes written as protobuf (the same request), JSON
+/// outside it decoded; and what the pipeline answers for bytes it cannot
 /// decode reaches the sender as that pipeline's error.
 #[tokio::test]
 async fn a_pipeline_that_reads_the_bytes_gets_protobuf_undecoded() {
@@ -1351,21 +1352,35 @@ async fn a_pipeline_that_reads_the_bytes_gets_protobuf_undecoded() {
             .map(|b| (b.undecoded(), b.items(), b.received.as_deref()))
             .collect();
         let bytes = Some(&encoded[..]);
+        let transcoded = got[1].received.as_deref();
         assert_eq!(
             seen,
             [
                 (true, 2, bytes),
-                (false, 2, None),
+                (true, 2, transcoded),
                 (true, 2, bytes),
                 (true, 2, bytes)
             ]
         );
         assert_eq!(got[0].data, Metrics::default());
-        assert_eq!(got[1].data, m);
+        assert_eq!(got[1].data, Metrics::default());
+        assert_eq!(Metrics::decode(transcoded.unwrap()).unwrap(), m);
+    }
+    // JSON outside the fast path (a snake_case name) is decoded.
+    let snake = serde_json::to_string(&m)
+        .unwrap()
+        .replace("timeUnixNano", "time_unix_nano");
+    let a = send(r.http, "POST", "/v1/metrics", &[JSON], snake.into_bytes()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    {
+        let mut got = r.sink.metrics.lock().unwrap();
+        let b = got.pop().unwrap();
+        assert_eq!((b.undecoded(), b.items(), b.received), (false, 2, None));
+        assert_eq!(b.data, m);
     }
     assert_eq!(
         counter(&r, "otelcol_receiver_accepted_metric_points_total"),
-        "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"} 4"
+        "otelcol_receiver_accepted_metric_points_total{receiver=\"otlp\",transport=\"http\"} 6"
     );
     assert_eq!(
         counter_on(&r, "otelcol_receiver_accepted_metric_points_total", "grpc"),

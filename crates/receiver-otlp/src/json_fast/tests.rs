@@ -12,8 +12,10 @@ fn head(body: &str) -> &str {
 
 /// `body` is on the fast path and decodes exactly as on the general one.
 fn same(body: &str) -> Metrics {
-    let fast =
-        metrics(body.as_bytes()).unwrap_or_else(|| panic!("not on the fast path: {}", head(body)));
+    let bytes = metrics_proto(body.as_bytes())
+        .unwrap_or_else(|| panic!("not on the fast path: {}", head(body)));
+    let fast = Metrics::decode(&bytes[..])
+        .unwrap_or_else(|e| panic!("prost refuses what was written ({e}): {}", head(body)));
     let general: Metrics = decode_json_general(body.as_bytes())
         .unwrap_or_else(|e| panic!("the general path refuses {}: {e}", head(body)));
     assert!(fast == general, "different: {}", head(body));
@@ -22,7 +24,7 @@ fn same(body: &str) -> Metrics {
 
 /// `body` is left to the general path, and `decode_json` answers as it does.
 fn outside(body: &str) {
-    assert!(metrics(body.as_bytes()).is_none(), "taken: {body}");
+    assert!(metrics_proto(body.as_bytes()).is_none(), "taken: {body}");
     let general: Result<Metrics, _> = decode_json_general(body.as_bytes());
     let answer: Result<Metrics, _> = decode_json(body.as_bytes());
     assert_eq!(
@@ -110,6 +112,43 @@ fn every_form_of_number_the_general_path_takes_decodes_the_same() {
     );
     same(r#"{"resourceMetrics":[]}"#);
     same("{}");
+}
+
+/// Values at their defaults, where presence still counts (oneof members,
+/// optional fields, empty messages), escaped strings, and lengths that
+/// take two and three bytes: written so that prost decodes the general
+/// path's request.
+#[test]
+fn defaults_presence_escapes_and_long_lengths_are_written_as_protobuf() {
+    for f in [
+        r#""asDouble":0"#,
+        r#""asInt":0"#,
+        r#""asInt":-1"#,
+        r#""asDouble":-0.0"#,
+        r#""startTimeUnixNano":0,"timeUnixNano":0,"flags":0"#,
+        r#""attributes":[{"key":"","value":{"stringValue":""}},{"key":"z","value":{"intValue":0}},{"key":"f","value":{"doubleValue":0}},{"key":"b","value":{"boolValue":true}}],"asInt":1"#,
+        r#""attributes":[{"key":"a\"b\\c\u0000","value":{"stringValue":"\ud83d\ude00 \t"}}],"asInt":1"#,
+    ] {
+        same(&sum_with(f));
+    }
+    let long = "x".repeat(200);
+    same(&sum_with(&format!(
+        r#""attributes":[{{"key":"{long}","value":{{"stringValue":"{long}"}}}}],"asDouble":2"#
+    )));
+    let many = vec![r#"{"asDouble":1.5,"attributes":[{"key":"model","value":{"stringValue":"claude-sonnet-4"}}]}"#; 2_000].join(",");
+    let m = same(&format!(
+        r#"{{"resourceMetrics":[{{"resource":{{}},"scopeMetrics":[{{"scope":{{}},"metrics":[{{"name":"m","sum":{{"dataPoints":[{many}]}}}}]}}]}}]}}"#
+    ));
+    assert_eq!(m.resource_metrics[0].scope_metrics[0].metrics.len(), 1);
+    for body in [
+        r#"{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"scope":{},"metrics":[{"name":"","sum":{}}]}]}]}"#,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{}},{"name":"h","histogram":{}}]}]}]}"#,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"t","sum":{"aggregationTemporality":-1,"isMonotonic":false}}]}]}]}"#,
+        r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"h","histogram":{"dataPoints":[{"count":0,"sum":0,"min":0,"max":-0.0,"bucketCounts":[],"explicitBounds":[]},{}]}}]}]}]}"#,
+        r#"{"resourceMetrics":[{},{"scopeMetrics":[{}]}]}"#,
+    ] {
+        same(body);
+    }
     same(r#"{"resourceMetrics":null}"#);
 }
 
