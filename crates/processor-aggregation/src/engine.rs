@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::emission::{Emissions, Piece, PIECE_SERIES};
-use crate::intern::{Attr, AttrInterner, Interner, ListsByBytes};
+use crate::intern::{Attr, AttrInterner, Encoded, Interner, ListInterner};
 use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
 use crate::stream::{StreamIdentity, Streams};
@@ -351,10 +351,8 @@ pub(crate) struct State {
     pub(crate) strs: Interner<str>,
     pub(crate) bytes: Interner<[u8]>,
     pub(crate) attrs: AttrInterner,
-    pub(crate) lists: Interner<[Attr]>,
-    /// The same lists, found by their canonical bytes.
-    pub(crate) lists_by_bytes: ListsByBytes,
-    /// Where each attribute ends in `scratch` (for `lists_by_bytes`).
+    pub(crate) lists: ListInterner,
+    /// Where each attribute ends in `scratch` (a point's list, encoded).
     pub(crate) ends: Vec<usize>,
     pub(crate) list: Vec<Attr>,
     pub(crate) scratch: Vec<u8>,
@@ -540,8 +538,7 @@ impl Engine {
             strs: Interner::default(),
             bytes: Interner::default(),
             attrs: AttrInterner::default(),
-            lists: Interner::default(),
-            lists_by_bytes: ListsByBytes::default(),
+            lists: ListInterner::default(),
             ends: vec![],
             list: vec![],
             scratch: vec![],
@@ -851,7 +848,6 @@ impl Engine {
         st.groups.retain(|g| Arc::strong_count(g) > 1);
         st.strs.collect();
         st.bytes.collect();
-        st.lists_by_bytes.collect();
         st.lists.collect();
         st.attrs.collect();
     }
@@ -1059,13 +1055,11 @@ fn series_key<A: Attribute>(
         attrs[i].encode(&mut st.scratch);
         st.ends.push(st.scratch.len());
     }
-    let attr_list = st.lists_by_bytes.get(
-        &st.scratch,
-        &st.ends,
-        &mut st.attrs,
-        &mut st.lists,
-        &mut st.list,
-    );
+    let list = Encoded {
+        bytes: &st.scratch,
+        ends: &st.ends,
+    };
+    let attr_list = st.lists.get_encoded(list, &mut st.attrs, &mut st.list);
     let mut cached = o.group.borrow_mut();
     let group = match cached.as_ref() {
         Some(g) if g.kind == kind && Arc::ptr_eq(&g.user_key, &user_key) => g.clone(),

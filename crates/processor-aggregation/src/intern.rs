@@ -1,7 +1,7 @@
 //! Shared copies of repeated values (metric names, users, attribute sets,
 //! resources), so that many series hold one allocation each.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -120,64 +120,137 @@ impl AttrInterner {
     }
 }
 
-/// Shared attribute lists looked up by their canonical bytes (each
-/// attribute's encoding, one after the other): one lookup per point where
-/// interning each attribute, then the list, took one per attribute and
-/// one more. It keeps no bytes of its own: an entry is keyed by a hash of
-/// the bytes and checked against its list's attributes; the list itself
-/// comes from the list [`Interner`], so equal lists stay one allocation.
-#[derive(Default)]
-pub(crate) struct ListsByBytes {
-    hasher: ahash::RandomState,
-    map: HashMap<u64, Arc<[Attr]>, ahash::RandomState>,
+/// An attribute list as its attributes' canonical encodings, in order:
+/// how lists are hashed and compared, whether stored or being looked up.
+pub(crate) trait Pieces {
+    /// Attributes in the list.
+    fn count(&self) -> usize;
+    /// The canonical bytes of attribute `i`.
+    fn piece(&self, i: usize) -> &[u8];
 }
 
-impl ListsByBytes {
-    /// The shared list of the attributes encoded in `bytes`, each ending
-    /// at an offset of `ends`; on a miss its attributes are interned in
-    /// `attrs` and the list in `lists` (`list` is scratch space).
-    pub fn get(
+/// A list of interned attributes, as [`Pieces`].
+struct Listed<'a>(&'a [Attr]);
+
+impl Pieces for Listed<'_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn piece(&self, i: usize) -> &[u8] {
+        &self.0[i].0 .0
+    }
+}
+
+/// A list still in a scratch buffer: its attributes encoded one after the
+/// other in `bytes`, each ending at an offset of `ends`.
+pub(crate) struct Encoded<'a> {
+    pub bytes: &'a [u8],
+    pub ends: &'a [usize],
+}
+
+impl Pieces for Encoded<'_> {
+    fn count(&self) -> usize {
+        self.ends.len()
+    }
+    fn piece(&self, i: usize) -> &[u8] {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[from..self.ends[i]]
+    }
+}
+
+impl Hash for dyn Pieces + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(self.count());
+        for i in 0..self.count() {
+            self.piece(i).hash(h);
+        }
+    }
+}
+
+impl PartialEq for dyn Pieces + '_ {
+    fn eq(&self, o: &Self) -> bool {
+        self.count() == o.count() && (0..self.count()).all(|i| self.piece(i) == o.piece(i))
+    }
+}
+
+impl Eq for dyn Pieces + '_ {}
+
+/// A stored list, hashed and compared by content (as [`Pieces`]).
+struct ListKey(Arc<[Attr]>);
+
+impl Pieces for ListKey {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn piece(&self, i: usize) -> &[u8] {
+        &self.0[i].0 .0
+    }
+}
+
+impl Hash for ListKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self as &dyn Pieces).hash(h);
+    }
+}
+
+impl PartialEq for ListKey {
+    fn eq(&self, o: &Self) -> bool {
+        (self as &dyn Pieces) == (o as &dyn Pieces)
+    }
+}
+
+impl Eq for ListKey {}
+
+impl<'a> std::borrow::Borrow<dyn Pieces + 'a> for ListKey {
+    fn borrow(&self) -> &(dyn Pieces + 'a) {
+        self
+    }
+}
+
+/// Shared attribute lists, one allocation per distinct list, found by
+/// their content: a point's list is looked up once, from its canonical
+/// bytes ([`ListInterner::get_encoded`]), where interning each attribute
+/// and then the list of them took a lookup per attribute and one more.
+#[derive(Default)]
+pub(crate) struct ListInterner {
+    set: HashSet<ListKey, ahash::RandomState>,
+}
+
+impl ListInterner {
+    /// The shared list encoded in `list`; on a miss its attributes are
+    /// interned in `attrs` (`scratch` is working space).
+    pub fn get_encoded(
         &mut self,
-        bytes: &[u8],
-        ends: &[usize],
+        list: Encoded<'_>,
         attrs: &mut AttrInterner,
-        lists: &mut Interner<[Attr]>,
-        list: &mut Vec<Attr>,
+        scratch: &mut Vec<Attr>,
     ) -> Arc<[Attr]> {
-        let hash = self.hasher.hash_one(bytes);
-        if let Some(found) = self.map.get(&hash) {
-            if encodes(found, bytes) {
-                return found.clone();
-            }
+        if let Some(k) = self.set.get(&list as &dyn Pieces) {
+            return k.0.clone();
         }
-        list.clear();
-        let mut from = 0;
-        for &end in ends {
-            list.push(attrs.get(&bytes[from..end]));
-            from = end;
+        scratch.clear();
+        scratch.extend((0..list.count()).map(|i| attrs.get(list.piece(i))));
+        self.insert(scratch)
+    }
+
+    /// The shared list equal to `list`.
+    pub fn get(&mut self, list: &[Attr]) -> Arc<[Attr]> {
+        if let Some(k) = self.set.get(&Listed(list) as &dyn Pieces) {
+            return k.0.clone();
         }
-        let shared = lists.get(list);
-        // A colliding entry is replaced; its list stays in `lists`.
-        self.map.insert(hash, shared.clone());
+        self.insert(list)
+    }
+
+    fn insert(&mut self, list: &[Attr]) -> Arc<[Attr]> {
+        let shared: Arc<[Attr]> = Arc::from(list);
+        self.set.insert(ListKey(shared.clone()));
         shared
     }
 
-    /// Forgets lists held by nothing but this map and the list interner
-    /// (call before [`Interner::collect`] on that interner).
+    /// Forgets lists held by nothing but this set.
     pub fn collect(&mut self) {
-        self.map.retain(|_, l| Arc::strong_count(l) > 2);
+        self.set.retain(|k| Arc::strong_count(&k.0) > 1);
     }
-}
-
-/// Whether `list`'s attributes, encoded one after the other, are `bytes`.
-fn encodes(list: &[Attr], mut bytes: &[u8]) -> bool {
-    for a in list {
-        match bytes.strip_prefix(&a.0 .0[..]) {
-            Some(rest) => bytes = rest,
-            None => return false,
-        }
-    }
-    bytes.is_empty()
 }
 
 #[cfg(test)]
@@ -197,37 +270,32 @@ mod tests {
     }
 
     #[test]
-    fn lists_are_found_by_their_bytes_shared_and_collected() {
-        let (mut by_bytes, mut attrs, mut lists) = (
-            ListsByBytes::default(),
-            AttrInterner::default(),
-            Interner::<[Attr]>::default(),
-        );
+    fn lists_are_found_by_their_content_shared_and_collected() {
+        let (mut lists, mut attrs) = (ListInterner::default(), AttrInterner::default());
         let mut scratch = vec![];
         let mut get = |bytes: &[u8], ends: &[usize]| {
-            by_bytes.get(bytes, ends, &mut attrs, &mut lists, &mut scratch)
+            lists.get_encoded(Encoded { bytes, ends }, &mut attrs, &mut scratch)
         };
         let a = get(b"\x02m1\x02t1", &[3, 6]);
         assert_eq!(a.len(), 2);
         assert_eq!(&a[0].0 .0[..], b"\x02m1");
-        // Found again by bytes: the same allocation.
+        // Found again by its bytes: the same allocation.
         let b = get(b"\x02m1\x02t1", &[3, 6]);
         assert!(Arc::ptr_eq(&a, &b));
-        // Same bytes cut elsewhere is another list (never the case for
-        // length-delimited attributes, but the check is on the pieces).
+        // The same bytes cut elsewhere are another list.
+        let cut = get(b"\x02m1\x02t1", &[6]);
+        assert!(!Arc::ptr_eq(&a, &cut));
         let c = get(b"\x02m1\x02t2", &[3, 6]);
         assert!(!Arc::ptr_eq(&a, &c));
         assert!(Arc::ptr_eq(&a[0].0, &c[0].0), "attributes shared");
         let empty = get(b"", &[]);
         assert!(empty.is_empty());
-        assert!(encodes(&a, b"\x02m1\x02t1"));
-        assert!(!encodes(&a, b"\x02m1\x02t1\x00"));
-        assert!(!encodes(&a, b"\x02m1"));
-        drop((a, b, c, empty));
-        by_bytes.collect();
+        // Found by an equal list of attributes too (a snapshot's restore).
+        let again = lists.get(&a.to_vec());
+        assert!(Arc::ptr_eq(&a, &again));
+        drop((a, b, c, cut, empty, again));
         lists.collect();
         attrs.collect();
-        assert!(by_bytes.map.is_empty());
         assert!(lists.set.is_empty());
         assert!(attrs.set.is_empty());
     }
