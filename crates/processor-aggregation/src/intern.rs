@@ -291,9 +291,10 @@ mod tests {
         let empty = get(b"", &[]);
         assert!(empty.is_empty());
         // Found by an equal list of attributes too (a snapshot's restore).
-        let again = lists.get(&a.to_vec());
+        let copy: Vec<Attr> = a.iter().cloned().collect();
+        let again = lists.get(&copy);
         assert!(Arc::ptr_eq(&a, &again));
-        drop((a, b, c, cut, empty, again));
+        drop((a, b, c, cut, empty, again, copy));
         lists.collect();
         attrs.collect();
         assert!(lists.set.is_empty());
