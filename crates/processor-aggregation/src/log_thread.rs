@@ -29,7 +29,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use otelcol_core::storage::StorageError;
@@ -43,6 +43,11 @@ use crate::engine::{Engine, Prepared};
 const GROUP_BYTES: usize = 8 << 20;
 /// And at most this many ops.
 const GROUP_OPS: usize = 4096;
+/// Groups start at most this often: under load an op waits up to this
+/// long for others to share its write and `fsync` (fewer, larger commits:
+/// less CPU per request and fewer wake-ups), while an op arriving after a
+/// quiet spell is written at once.
+const COMMIT_EVERY: Duration = Duration::from_micros(1000);
 /// While the state cannot be read back, a rebuild is tried this often.
 const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
@@ -233,6 +238,8 @@ impl Log {
         // A message taken while a group was being gathered that must start
         // the next one (a snapshot waits for the ops before it).
         let mut pending: Option<Msg> = None;
+        // When the last group started being written.
+        let mut last_commit: Option<Instant> = None;
         loop {
             let first = match pending.take() {
                 Some(m) => m,
@@ -253,6 +260,12 @@ impl Log {
                     Err(_) => break,
                 },
             };
+            if let (Msg::Op(_), Some(last)) = (&first, last_commit) {
+                let wait = COMMIT_EVERY.saturating_sub(last.elapsed());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
             let mut group: Vec<Queued> = vec![];
             let mut bytes = 0usize;
             let mut next = Some(first);
@@ -278,6 +291,7 @@ impl Log {
                 }
             }
             if !group.is_empty() {
+                last_commit = Some(Instant::now());
                 if let Some(done) = self.commit(group, &rx) {
                     return self.stop(done);
                 }
