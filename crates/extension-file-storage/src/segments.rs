@@ -318,20 +318,23 @@ impl RecordLog for SegmentLog {
                 *size = grown;
             }
         }
-        let mut frame = Vec::with_capacity(HEADER + record.len());
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&seq.to_le_bytes());
         hasher.update(record);
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&hasher.finalize().to_le_bytes());
-        frame.extend_from_slice(&seq.to_le_bytes());
-        frame.extend_from_slice(record);
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+        header[8..].copy_from_slice(&seq.to_le_bytes());
         let (Some((file, _)), Some(seg)) = (&st.active, st.segments.back()) else {
             return Err(StorageError::Closed);
         };
         let path = seg.path.clone();
+        // Two writes, not one of a copied frame: a record is up to
+        // megabytes. Either may be torn by a crash; the checksum covers
+        // both, so a torn frame reads as the log's end.
         if let Err(e) = file
-            .write_all_at(&frame, end)
+            .write_all_at(&header, end)
+            .and_then(|()| file.write_all_at(record, end + HEADER as u64))
             .and_then(|()| file.sync_data())
         {
             st.dirty = true;
