@@ -51,7 +51,7 @@ pub const FORMAT_VERSION: u32 = 1;
 const PART: usize = 4 << 20;
 /// The log may grow to this before a snapshot is due (also: twice the last
 /// snapshot).
-const SNAPSHOT_AFTER: u64 = 64 << 20;
+pub(crate) const SNAPSHOT_AFTER: u64 = 64 << 20;
 
 /// One change of the engine, as logged and replayed.
 pub(crate) enum Op {
@@ -355,18 +355,23 @@ pub(crate) struct Durable {
     log: VecDeque<(u64, u64)>,
     log_bytes: u64,
     snapshot_bytes: u64,
+    /// A snapshot is due once the log since the last one holds this many
+    /// bytes (or twice the last snapshot's, if more).
+    pub snapshot_after: u64,
 }
 
 impl Durable {
-    fn meta(&self) -> Vec<u8> {
+    /// The metadata record, naming the snapshot at `snapshot_seq` in
+    /// `snapshot_parts` parts.
+    fn meta(&self, snapshot_seq: u64, snapshot_parts: u32) -> Vec<u8> {
         let mut w = Writer::default();
         w.buf.extend_from_slice(META_MAGIC);
         w.u32(FORMAT_VERSION);
         w.u64(self.instance);
         w.u64(self.collector_start);
         self.seeds.0.iter().for_each(|k| w.u64(*k));
-        w.u64(self.snapshot_seq);
-        w.u32(self.snapshot_parts);
+        w.u64(snapshot_seq);
+        w.u32(snapshot_parts);
         w.buf
     }
 
@@ -409,8 +414,9 @@ impl Durable {
                 log: VecDeque::new(),
                 log_bytes: 0,
                 snapshot_bytes: 0,
+                snapshot_after: SNAPSHOT_AFTER,
             };
-            d.client.set(META, d.meta())?;
+            d.client.set(META, d.meta(0, 0))?;
             let engine = Engine::with_seeds(config, now, seeds)
                 .map_err(|e| Corrupt(format!("config: {e}")))?;
             return Ok((d, engine, recovery));
@@ -507,6 +513,7 @@ impl Durable {
             log,
             log_bytes,
             snapshot_bytes: recovery.snapshot_bytes,
+            snapshot_after: SNAPSHOT_AFTER,
         };
         Ok((d, engine, recovery))
     }
@@ -518,7 +525,10 @@ impl Durable {
         config: AggregationConfig,
         now: u64,
     ) -> Result<(Durable, Engine, Recovery), DurableError> {
-        Durable::open_with(self.client.clone(), self.records.clone(), config, now)
+        let (mut d, engine, recovery) =
+            Durable::open_with(self.client.clone(), self.records.clone(), config, now)?;
+        d.snapshot_after = self.snapshot_after;
+        Ok((d, engine, recovery))
     }
 
     /// Writes one record, durably, and returns its sequence number. On
@@ -540,7 +550,7 @@ impl Durable {
 
     /// Whether the log has grown enough for a snapshot.
     pub fn snapshot_due(&self) -> bool {
-        self.log_bytes >= SNAPSHOT_AFTER.max(2 * self.snapshot_bytes)
+        self.log_bytes >= self.snapshot_after.max(2 * self.snapshot_bytes)
     }
 
     /// Whether records were written since the last snapshot.
@@ -558,6 +568,21 @@ impl Durable {
     /// in one transaction. Records after `seq` stay: recovery replays them
     /// on top of it.
     pub fn snapshot(&mut self, seq: u64, snapshot: Vec<u8>) -> Result<(), StorageError> {
+        let write = self.prepare_snapshot(seq, snapshot)?;
+        let done = write.run();
+        self.snapshot_finished(done)
+    }
+
+    /// The writes of [`Durable::snapshot`], to run on any thread (the
+    /// storage is shared) while records are appended; hand what
+    /// [`SnapshotWrite::run`] returns to [`Durable::snapshot_finished`].
+    /// One at a time: a snapshot prepared before the last one finished
+    /// would write stale metadata.
+    pub fn prepare_snapshot(
+        &self,
+        seq: u64,
+        snapshot: Vec<u8>,
+    ) -> Result<SnapshotWrite, StorageError> {
         if seq < self.snapshot_seq || seq > self.last_seq() {
             return Err(StorageError::BadValue {
                 key: snap_key(seq, 0),
@@ -568,35 +593,90 @@ impl Durable {
                 ),
             });
         }
-        let parts: Vec<&[u8]> = snapshot.chunks(PART).collect();
-        let mut ops: Vec<StorageOp> = parts
-            .iter()
+        let parts = snapshot.chunks(PART).count() as u32;
+        let mut ops: Vec<StorageOp> = snapshot
+            .chunks(PART)
             .enumerate()
             .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
             .collect();
         let (old_seq, old_parts) = (self.snapshot_seq, self.snapshot_parts);
-        self.snapshot_seq = seq;
-        self.snapshot_parts = parts.len() as u32;
-        ops.push(StorageOp::Set(META.into(), self.meta()));
+        ops.push(StorageOp::Set(META.into(), self.meta(seq, parts)));
         // The replaced snapshot's parts (a snapshot at the same record
         // overwrote them; any beyond its own count are left, never read).
         if seq != old_seq {
             ops.extend((0..old_parts).map(|p| StorageOp::Delete(snap_key(old_seq, p))));
         }
-        if let Err(e) = self.client.batch(ops) {
-            self.snapshot_seq = old_seq;
-            self.snapshot_parts = old_parts;
-            return Err(e);
-        }
-        // The records it covers go with the next appends (or at
-        // `compact`): recovery skips them meanwhile.
-        let covered = self.log.iter().take_while(|(s, _)| *s <= seq).count();
+        Ok(SnapshotWrite {
+            client: self.client.clone(),
+            records: self.records.clone(),
+            ops,
+            done: SnapshotDone {
+                seq,
+                parts,
+                bytes: snapshot.len() as u64,
+                result: Ok(()),
+                took: std::time::Duration::ZERO,
+            },
+        })
+    }
+
+    /// Takes note of a snapshot written (or not) by [`SnapshotWrite::run`]:
+    /// the records it covers no longer count towards the next one.
+    pub fn snapshot_finished(&mut self, done: SnapshotDone) -> Result<(), StorageError> {
+        done.result.clone()?;
+        self.snapshot_seq = done.seq;
+        self.snapshot_parts = done.parts;
+        let covered = self.log.iter().take_while(|(s, _)| *s <= done.seq).count();
         for (_, len) in self.log.drain(..covered) {
             self.log_bytes -= len;
         }
-        self.records.forget_through(seq)?;
-        self.snapshot_bytes = snapshot.len() as u64;
+        self.snapshot_bytes = done.bytes;
         Ok(())
+    }
+}
+
+/// The storage writes of one snapshot ([`Durable::prepare_snapshot`]).
+pub(crate) struct SnapshotWrite {
+    client: Arc<dyn StorageClient>,
+    records: Arc<dyn RecordLog>,
+    ops: Vec<StorageOp>,
+    done: SnapshotDone,
+}
+
+/// What a [`SnapshotWrite`] did.
+pub(crate) struct SnapshotDone {
+    seq: u64,
+    parts: u32,
+    /// Bytes of the snapshot.
+    pub bytes: u64,
+    /// Whether it is on storage.
+    pub result: Result<(), StorageError>,
+    /// How long the writes took.
+    pub took: std::time::Duration,
+}
+
+impl SnapshotDone {
+    /// The last record the snapshot covers.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl SnapshotWrite {
+    /// Writes the snapshot and its metadata in one transaction, then lets
+    /// the record log reuse what it covers (recovery skips those records
+    /// meanwhile).
+    pub fn run(self) -> SnapshotDone {
+        let started = std::time::Instant::now();
+        let mut done = self.done;
+        done.result = self.client.batch(self.ops);
+        done.took = started.elapsed();
+        if done.result.is_ok() {
+            if let Err(e) = self.records.forget_through(done.seq) {
+                tracing::warn!(error = %e, "aggregation state: log records a snapshot covers not released (recovery skips them)");
+            }
+        }
+        done
     }
 }
 
@@ -743,7 +823,7 @@ mod tests {
             // The same seeds as the plain engine, so ids compare.
             let mut e = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
             d.seeds = Seeds([seed; 12]);
-            d.client.set(META, d.meta()).unwrap();
+            d.client.set(META, d.meta(0, 0)).unwrap();
             let mut crashes = 0;
             // A snapshot taken a few records ago and written only now, as
             // the log thread writes the applier's snapshots while later
@@ -907,7 +987,7 @@ mod tests {
     fn state_of_another_format_is_refused_with_a_message() {
         let storage = Arc::new(MemoryStorage::default());
         let (d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
-        let mut meta = d.meta();
+        let mut meta = d.meta(0, 0);
         meta[4..8].copy_from_slice(&7u32.to_le_bytes());
         storage.set(META, meta).unwrap();
         let err = Durable::open(storage, config(), T0).err().unwrap();

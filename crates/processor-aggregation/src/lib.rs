@@ -129,7 +129,7 @@ pub use processor::{
     redact, AggregationProcessor, AggregationProcessorFactory, FLOW_WINDOW_POINTS,
 };
 pub use series::Closed;
-pub use snapshot::{RestoreError, SNAPSHOT_VERSION};
+pub use snapshot::{RestoreError, TakenSnapshot, SNAPSHOT_VERSION};
 pub use view::reads_in_place;
 
 /// Adds this crate's component types to `factories`: the entry point a

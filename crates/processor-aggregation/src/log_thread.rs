@@ -23,8 +23,11 @@
 //! nothing acknowledged is lost, it is all on storage.
 //!
 //! Snapshots are taken by the log thread under the engine lock and queued
-//! behind the ops they reflect, so each is written right after the record
-//! holding the last of them.
+//! behind the ops they reflect, so each names the record holding the last
+//! of them. A snapshot is written on a thread of its own while the log
+//! thread goes on committing groups (a 1 MB snapshot takes milliseconds to
+//! write, which every request waiting for a commit would otherwise wait
+//! too); one at a time, and waited for before a rebuild or the last one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -36,7 +39,7 @@ use otelcol_core::storage::StorageError;
 use tokio::sync::oneshot;
 
 use crate::config::AggregationConfig;
-use crate::durable::{record, Applied, Durable, Op};
+use crate::durable::{record, Applied, Durable, Op, SnapshotDone, SnapshotWrite};
 use crate::engine::{Engine, Prepared};
 
 /// A group holds at most this many bytes of ops (a larger op goes alone).
@@ -68,8 +71,9 @@ struct Queued {
 
 enum Msg {
     Op(Queued),
-    /// The engine after every op queued before this message.
-    Snapshot(Vec<u8>),
+    /// The engine after every op queued before this message, and how long
+    /// it held the engine lock.
+    Snapshot(Vec<u8>, Duration),
     Stop(oneshot::Sender<()>),
 }
 
@@ -127,6 +131,7 @@ impl LogWriter {
             id,
             failing: false,
             snapshot_asked: false,
+            writing: None,
         };
         let thread = std::thread::Builder::new()
             .name("aggregation-log".into())
@@ -231,6 +236,8 @@ struct Log {
     failing: bool,
     /// A snapshot was queued and not yet written.
     snapshot_asked: bool,
+    /// The snapshot being written, and how long it held the engine lock.
+    writing: Option<(std::thread::JoinHandle<Option<SnapshotDone>>, Duration)>,
 }
 
 impl Log {
@@ -280,8 +287,8 @@ impl Log {
                         pending = Some(other);
                         break;
                     }
-                    Msg::Snapshot(snap) => {
-                        self.write_snapshot(snap);
+                    Msg::Snapshot(snap, taken) => {
+                        self.write_snapshot(snap, taken);
                         break;
                     }
                     Msg::Stop(done) => return self.stop(done),
@@ -335,6 +342,7 @@ impl Log {
                 for q in group {
                     let _ = q.reply.send((Ok(()), q.op, q.encoded));
                 }
+                self.settle_snapshot(false);
                 if self.d.snapshot_due() && !self.snapshot_asked {
                     self.queue_snapshot();
                 }
@@ -354,11 +362,13 @@ impl Log {
         error: StorageError,
     ) -> Option<oneshot::Sender<()>> {
         let mut stop = None;
+        // Its storage writes must not race reading the state back.
+        self.settle_snapshot(true);
         let mut engine = self.shared.engine();
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Op(q) => refused.push(q),
-                Msg::Snapshot(_) => self.snapshot_asked = false,
+                Msg::Snapshot(..) => self.snapshot_asked = false,
                 Msg::Stop(done) => stop = Some(done),
             }
         }
@@ -391,35 +401,84 @@ impl Log {
     }
 
     /// Takes a snapshot under the engine lock and queues it behind every
-    /// op it reflects.
+    /// op it reflects. Only reading the state holds the lock; laying it
+    /// out as bytes does not.
     fn queue_snapshot(&mut self) {
-        let engine = self.shared.engine();
-        let snap = engine.snapshot();
-        if self.self_tx.send(Msg::Snapshot(snap)).is_ok() {
+        let started = Instant::now();
+        let taken = self.shared.engine().take_snapshot();
+        let locked = started.elapsed();
+        let snap = taken.into_bytes();
+        if self.self_tx.send(Msg::Snapshot(snap, locked)).is_ok() {
             self.snapshot_asked = true;
         }
-        drop(engine);
     }
 
-    /// Writes `snap`, the engine after every record written so far.
-    fn write_snapshot(&mut self, snap: Vec<u8>) {
-        self.snapshot_asked = false;
-        let (started, bytes, seq) = (std::time::Instant::now(), snap.len(), self.d.last_seq());
+    /// Starts writing `snap`, the engine after every record written so
+    /// far (it held the engine lock for `taken`), on a thread of its own.
+    fn write_snapshot(&mut self, snap: Vec<u8>, taken: Duration) {
+        self.settle_snapshot(true);
+        let seq = self.d.last_seq();
         if seq == 0 {
+            self.snapshot_asked = false;
             return;
         }
-        match self.d.snapshot(seq, snap) {
-            Ok(()) => {
-                tracing::debug!(processor = %self.id, record = seq, bytes, ms = started.elapsed().as_millis() as u64, "aggregation state: snapshot written");
+        let write = match self.d.prepare_snapshot(seq, snap) {
+            Ok(w) => w,
+            Err(err) => return self.snapshot_failed(&err),
+        };
+        // Handed over once the thread exists (kept if it cannot start).
+        let (tx, rx) = mpsc::sync_channel::<SnapshotWrite>(1);
+        let spawned = std::thread::Builder::new()
+            .name("aggregation-snap".into())
+            .spawn(move || rx.recv().ok().map(SnapshotWrite::run));
+        match spawned {
+            Ok(handle) => {
+                let _ = tx.send(write);
+                self.writing = Some((handle, taken));
             }
-            Err(err) => {
-                tracing::warn!(processor = %self.id, error = %err, "aggregation state: snapshot failed; the log keeps growing until one succeeds");
+            // No thread to spare: written here.
+            Err(_) => {
+                let done = write.run();
+                self.snapshot_done(done, taken);
             }
         }
+    }
+
+    /// Takes note of the snapshot being written once it is (`wait`: waits
+    /// for it).
+    fn settle_snapshot(&mut self, wait: bool) {
+        match &self.writing {
+            Some((h, _)) if wait || h.is_finished() => {}
+            _ => return,
+        }
+        let Some((handle, taken)) = self.writing.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Some(done)) => self.snapshot_done(done, taken),
+            _ => self.snapshot_failed(&StorageError::Closed),
+        }
+    }
+
+    fn snapshot_done(&mut self, done: SnapshotDone, taken: Duration) {
+        let (seq, bytes, ms) = (done.seq(), done.bytes, done.took.as_millis() as u64);
+        match self.d.snapshot_finished(done) {
+            Ok(()) => {
+                self.snapshot_asked = false;
+                tracing::debug!(processor = %self.id, record = seq, bytes, locked_us = taken.as_micros() as u64, ms, "aggregation state: snapshot written");
+            }
+            Err(err) => self.snapshot_failed(&err),
+        }
+    }
+
+    fn snapshot_failed(&mut self, err: &StorageError) {
+        self.snapshot_asked = false;
+        tracing::warn!(processor = %self.id, error = %err, "aggregation state: snapshot failed; the log keeps growing until one succeeds");
     }
 
     /// Writes a last snapshot of the whole log and deletes what it covers.
     fn finish(&mut self) {
+        self.settle_snapshot(true);
         if self.shared.broken.load(Ordering::Acquire) {
             return;
         }

@@ -239,6 +239,8 @@ pub struct AggregationProcessor {
     emit_interval: Duration,
     /// `storage`: the extension holding the durable state.
     storage: Option<String>,
+    /// With `storage`: log bytes between snapshots (at least).
+    snapshot_after: u64,
     ticker: Periodic,
 }
 
@@ -293,8 +295,17 @@ impl AggregationProcessor {
             }),
             emit_interval,
             storage,
+            snapshot_after: crate::durable::SNAPSHOT_AFTER,
             ticker: Periodic::default(),
         })
+    }
+
+    /// With `storage`: takes a snapshot once the log since the last one
+    /// holds `bytes` (64 MiB by default; more means fewer snapshots and a
+    /// longer replay at start). For tests that want many snapshots.
+    #[doc(hidden)]
+    pub fn set_snapshot_after(&mut self, bytes: u64) {
+        self.snapshot_after = bytes;
     }
 
     /// Emits the windows closed at `now` (Unix nanoseconds), and offers
@@ -731,12 +742,13 @@ impl AggregationProcessor {
             .map_err(|e| fail(e.to_string()))?;
         let config = s.engine().config().clone();
         let began = Instant::now();
-        let (durable, mut engine, rec) =
+        let (mut durable, mut engine, rec) =
             tokio::task::spawn_blocking(move || Durable::open(client, config, now_nanos()))
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(e.to_string()))?;
         engine.set_tracing(s.debug);
+        durable.snapshot_after = self.snapshot_after;
         let series = engine.open_series();
         let streams = engine.open_streams();
         *s.instance.lock().unwrap_or_else(PoisonError::into_inner) = durable.instance;

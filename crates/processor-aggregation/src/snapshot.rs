@@ -33,22 +33,28 @@ fn kind_code(k: OutKind) -> u8 {
     KINDS.iter().position(|x| *x == k).unwrap_or(0) as u8
 }
 
+/// Index of a shared value by its address (a cheap hasher: the keys are
+/// pointers of this process, not input).
+type PtrIndex = HashMap<usize, u32, ahash::RandomState>;
+
 /// Index tables built while writing: one entry per shared value.
 #[derive(Default)]
 struct Tables {
     strs: Vec<Arc<str>>,
-    str_ix: HashMap<usize, u32>,
+    str_ix: PtrIndex,
     blobs: Vec<Arc<[u8]>>,
-    blob_ix: HashMap<usize, u32>,
+    blob_ix: PtrIndex,
     attrs: Vec<Attr>,
-    attr_ix: HashMap<usize, u32>,
-    lists: Vec<Vec<u32>>,
-    list_ix: HashMap<usize, u32>,
+    attr_ix: PtrIndex,
+    /// The lists as written (length, then attribute indexes), in order.
+    lists: Writer,
+    list_count: u32,
+    list_ix: PtrIndex,
     groups: Vec<Arc<Group>>,
-    group_ix: HashMap<usize, u32>,
+    group_ix: PtrIndex,
 }
 
-fn index<T: Clone>(v: &mut Vec<T>, ix: &mut HashMap<usize, u32>, ptr: usize, item: &T) -> u32 {
+fn index<T: Clone>(v: &mut Vec<T>, ix: &mut PtrIndex, ptr: usize, item: &T) -> u32 {
     *ix.entry(ptr).or_insert_with(|| {
         v.push(item.clone());
         (v.len() - 1) as u32
@@ -89,15 +95,14 @@ impl Tables {
         if let Some(i) = self.list_ix.get(&ptr) {
             return *i;
         }
-        let items: Vec<u32> = l
-            .iter()
-            .map(|a| {
-                let p = Arc::as_ptr(&a.0) as usize;
-                index(&mut self.attrs, &mut self.attr_ix, p, a)
-            })
-            .collect();
-        self.lists.push(items);
-        let i = (self.lists.len() - 1) as u32;
+        self.lists.len(l.len());
+        for a in l.iter() {
+            let p = Arc::as_ptr(&a.0) as usize;
+            let ix = index(&mut self.attrs, &mut self.attr_ix, p, a);
+            self.lists.u32(ix);
+        }
+        let i = self.list_count;
+        self.list_count += 1;
         self.list_ix.insert(ptr, i);
         i
     }
@@ -248,13 +253,60 @@ fn read_acc(r: &mut Reader<'_>) -> Result<Acc, Corrupt> {
     })
 }
 
+/// A snapshot read from the engine ([`Engine::take_snapshot`]), holding
+/// the shared values it refers to, not yet laid out as bytes.
+pub struct TakenSnapshot {
+    header: Writer,
+    tables: Tables,
+    body: Writer,
+}
+
+impl TakenSnapshot {
+    /// The snapshot's bytes ([`Engine::restore`] reads them back): header,
+    /// tables, body. Needs no access to the engine.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let (mut w, t) = (self.header, self.tables);
+        w.len(t.strs.len());
+        t.strs.iter().for_each(|s| w.bytes(s.as_bytes()));
+        w.len(t.blobs.len());
+        t.blobs.iter().for_each(|b| w.bytes(b));
+        w.len(t.attrs.len());
+        t.attrs.iter().for_each(|a| w.bytes(&a.0 .0));
+        w.len(t.list_count as usize);
+        w.buf.extend_from_slice(&t.lists.buf);
+        w.len(t.groups.len());
+        for g in &t.groups {
+            let ix = |s: &Arc<str>| t.str_ix[&(Arc::as_ptr(s).cast::<u8>() as usize)];
+            w.u32(g.token.as_ref().map_or(0, |tk| ix(tk) + 1));
+            w.u32(t.blob_ix[&(Arc::as_ptr(&g.resource).cast::<u8>() as usize)]);
+            w.u32(ix(&g.name));
+            w.u8(kind_code(g.kind));
+            w.u32(ix(&g.unit));
+            w.u32(ix(&g.user_key));
+            w.u32(ix(&g.description));
+        }
+        w.buf.extend_from_slice(&self.body.buf);
+        w.buf
+    }
+}
+
 impl Engine {
     /// The whole state as bytes ([`Engine::restore`] reads them back).
     pub fn snapshot(&self) -> Vec<u8> {
+        self.take_snapshot().into_bytes()
+    }
+
+    /// The whole state, read: the part of [`Engine::snapshot`] that needs
+    /// the engine (a durable processor does it under the engine lock, and
+    /// lays out the bytes after releasing it).
+    pub fn take_snapshot(&self) -> TakenSnapshot {
         let st = &self.state;
         let mut t = Tables::default();
+        // Room for the usual case (a list per series) without regrowing.
+        t.list_ix.reserve(st.series.len().min(1 << 16));
         // The body first (it fills the tables), then header + tables + body.
         let mut body = Writer::default();
+        body.buf.reserve(st.series.len() * 32);
         body.len(st.series.len());
         for (k, s) in &st.series {
             t.key(&mut body, k);
@@ -316,30 +368,11 @@ impl Engine {
         w.u64(st.emitted_through);
         w.u64(e.next);
         st.seeds.0.iter().for_each(|k| w.u64(*k));
-        w.len(t.strs.len());
-        t.strs.iter().for_each(|s| w.bytes(s.as_bytes()));
-        w.len(t.blobs.len());
-        t.blobs.iter().for_each(|b| w.bytes(b));
-        w.len(t.attrs.len());
-        t.attrs.iter().for_each(|a| w.bytes(&a.0 .0));
-        w.len(t.lists.len());
-        for l in &t.lists {
-            w.len(l.len());
-            l.iter().for_each(|i| w.u32(*i));
+        TakenSnapshot {
+            header: w,
+            tables: t,
+            body,
         }
-        w.len(t.groups.len());
-        for g in &t.groups {
-            let ix = |s: &Arc<str>| t.str_ix[&(Arc::as_ptr(s).cast::<u8>() as usize)];
-            w.u32(g.token.as_ref().map_or(0, |tk| ix(tk) + 1));
-            w.u32(t.blob_ix[&(Arc::as_ptr(&g.resource).cast::<u8>() as usize)]);
-            w.u32(ix(&g.name));
-            w.u8(kind_code(g.kind));
-            w.u32(ix(&g.unit));
-            w.u32(ix(&g.user_key));
-            w.u32(ix(&g.description));
-        }
-        w.buf.extend_from_slice(&body.buf);
-        w.buf
     }
 
     /// An engine for `config` holding the state of a [`Engine::snapshot`].

@@ -12,6 +12,7 @@ use common::*;
 use otelcol_core::component::{CreateSettings, Factory, Host, Kind, Lifecycle, ProcessorFactory};
 use otelcol_core::consumer::{Batch, Consumer, ConsumerError};
 use otelcol_core::pdata::Metrics;
+use otelcol_core::storage::StorageClient;
 use otelcol_core::ComponentId;
 use otelcol_processor_aggregation::{
     AggregationConfig, AggregationProcessor, AggregationProcessorFactory,
@@ -701,4 +702,99 @@ async fn with_storage_a_request_over_max_series_counts_its_points_as_refused() {
     );
     p.shutdown().await.unwrap();
     assert!(totals(&down.got.lock().unwrap()).is_empty());
+}
+
+/// Snapshots are written on a thread of their own while groups go on
+/// being committed. A crash image of the storage (every key as it is
+/// between two rounds of concurrent requests, a snapshot write possibly
+/// still running) recovers exactly the values acknowledged so far: the
+/// snapshot and the records after it never miss or repeat one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_written_beside_the_log_recover_exactly_what_was_acknowledged() {
+    let host_on = |storage: Arc<FlakyStorage>| {
+        let ext: Arc<dyn otelcol_core::component::Extension> = Arc::new(FlakyExtension(storage));
+        Host::new(
+            [(ComponentId::new("file_storage"), ext)]
+                .into_iter()
+                .collect(),
+            Default::default(),
+        )
+    };
+    let start = |down: Arc<Downstream>| {
+        let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+        let config = AggregationConfig {
+            aggregation_interval: Duration::from_secs(300),
+            storage: Some("file_storage".into()),
+            ..Default::default()
+        };
+        let mut p = AggregationProcessor::new(settings, config, down, 0, false).unwrap();
+        // A snapshot after nearly every group.
+        p.set_snapshot_after(2048);
+        Arc::new(p)
+    };
+    let storage = Arc::new(FlakyStorage::default());
+    let host = host_on(storage.clone());
+    let p = start(Arc::new(Downstream::default()));
+    p.start(&host).await.unwrap();
+    let t = now();
+    let mut acked = 0.0f64;
+    let mut images = vec![];
+    for round in 0..24u32 {
+        let tasks: Vec<_> = (0..40u32)
+            .map(|i| {
+                let p = p.clone();
+                let value = (round * 1000 + i + 1) as f64;
+                let user = format!("u{}@example.com", i % 5);
+                let model = format!("model-{}", (round + i) % 7);
+                tokio::spawn(async move {
+                    let req = request(
+                        &[],
+                        vec![sum(
+                            "m",
+                            1,
+                            true,
+                            vec![point(
+                                value,
+                                t,
+                                0,
+                                &[("user.email", &user), ("model", &model)],
+                            )],
+                        )],
+                    );
+                    p.consume(Batch::new(req)).await.unwrap();
+                })
+            })
+            .collect();
+        join_all(tasks).await;
+        acked += (0..40u32)
+            .map(|i| (round * 1000 + i + 1) as f64)
+            .sum::<f64>();
+        if round % 6 == 5 {
+            images.push((acked, StorageClient::scan(&storage.data, "").unwrap()));
+        }
+    }
+    for (n, (acked, image)) in images.into_iter().enumerate() {
+        let snapshots = image.iter().filter(|(k, _)| k.starts_with("snap/")).count();
+        let records = image.iter().filter(|(k, _)| k.starts_with("log/")).count();
+        assert!(snapshots > 0, "image {n}: a snapshot was written");
+        let copy = Arc::new(FlakyStorage::default());
+        let keys = image
+            .into_iter()
+            .map(|(k, v)| otelcol_core::storage::StorageOp::Set(k, v))
+            .collect();
+        StorageClient::batch(&copy.data, keys).unwrap();
+        let down = Arc::new(Downstream::default());
+        let p2 = start(down.clone());
+        p2.start(&host_on(copy)).await.unwrap();
+        p2.shutdown().await.unwrap();
+        let got: f64 = totals(&down.got.lock().unwrap())
+            .iter()
+            .map(|t| t.value)
+            .sum();
+        assert_eq!(
+            got, acked,
+            "image {n} ({snapshots} snapshot parts, {records} records after it)"
+        );
+    }
+    p.shutdown().await.unwrap();
 }
