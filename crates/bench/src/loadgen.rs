@@ -3,6 +3,10 @@
 //! either as fast as answers come (closed loop) or at a fixed total rate.
 //! At a fixed rate, latency is measured from when a request was due, not
 //! when it left, so a stalled server is not hidden (no coordinated omission).
+//! Every client opens its connection before the clock starts (as a fleet's
+//! exporters keep theirs open): the figures are those of requests, not of
+//! a thousand connections opened in the same instant. A connection lost
+//! during the run is opened again inside it, and that counts.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +89,8 @@ struct Shared {
     errors: Mutex<BTreeMap<String, u64>>,
     value_sum: Mutex<f64>,
     latencies: Mutex<Vec<u32>>,
+    /// Clients that have tried to open their connection.
+    ready: AtomicU64,
 }
 
 enum Conn {
@@ -169,12 +175,15 @@ async fn client(
     cfg: Arc<LoadConfig>,
     requests: Arc<Vec<Encoded>>,
     shared: Arc<Shared>,
-    start: Instant,
-    end: Instant,
+    mut clock: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
 ) {
     let mut lat = Vec::new();
     let mut sum = 0f64;
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Conn> = connect(&cfg).await.ok();
+    shared.ready.fetch_add(1, Ordering::Relaxed);
+    let Ok(Some((start, end))) = clock.wait_for(Option::is_some).await.map(|c| *c) else {
+        return;
+    };
     let interval = cfg
         .rate
         .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r));
@@ -250,10 +259,10 @@ pub async fn run(cfg: LoadConfig, requests: Arc<Vec<Encoded>>) -> LoadResult {
         errors: Mutex::new(BTreeMap::new()),
         value_sum: Mutex::new(0.0),
         latencies: Mutex::new(Vec::new()),
+        ready: AtomicU64::new(0),
     });
     let cfg = Arc::new(cfg);
-    let start = Instant::now();
-    let end = start + cfg.duration;
+    let (clock, clock_rx) = tokio::sync::watch::channel(None);
     let tasks: Vec<_> = (0..cfg.connections)
         .map(|n| {
             tokio::spawn(client(
@@ -261,11 +270,19 @@ pub async fn run(cfg: LoadConfig, requests: Arc<Vec<Encoded>>) -> LoadResult {
                 cfg.clone(),
                 requests.clone(),
                 shared.clone(),
-                start,
-                end,
+                clock_rx.clone(),
             ))
         })
         .collect();
+    // Every connection opened (or failed) first, for at most 30 s.
+    let opening = Instant::now() + Duration::from_secs(30);
+    while shared.ready.load(Ordering::Relaxed) < cfg.connections as u64 && Instant::now() < opening
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    let end = start + cfg.duration;
+    let _ = clock.send(Some((start, end)));
     let mut per_second = vec![];
     let (mut last_ok, mut last_points) = (0, 0);
     let mut tick = tokio::time::interval_at(
