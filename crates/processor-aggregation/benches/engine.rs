@@ -119,6 +119,24 @@ fn request(first_user: usize, users: usize, temporality: i32, value: f64) -> Met
     }
 }
 
+/// `request` with an attribute of each user's own on every point (Claude
+/// Code's `user.account_uuid`), so that every series has its own
+/// attribute list.
+fn with_account(mut r: Metrics) -> Metrics {
+    for rm in &mut r.resource_metrics {
+        for m in &mut rm.scope_metrics[0].metrics {
+            if let Some(metric::Data::Sum(s)) = &mut m.data {
+                for p in &mut s.data_points {
+                    let user = p.attributes[p.attributes.len() - 4].clone();
+                    let id = format!("{:?}", user.value);
+                    p.attributes.push(string_attribute("user.account_uuid", id));
+                }
+            }
+        }
+    }
+    r
+}
+
 fn engine() -> Engine {
     let config = AggregationConfig {
         aggregation_interval: Duration::from_secs(300),
@@ -192,27 +210,15 @@ fn bench(c: &mut Criterion) {
         )
     });
     // What a durable processor does under the engine lock every time its
-    // log has grown enough: the whole state as bytes. Each user's points
-    // carry an attribute of that user's own (Claude Code's
-    // `user.account_uuid`), so every series has its own attribute list.
+    // log has grown enough: the whole state as bytes.
     let mut e = engine();
-    for i in 0..20 {
-        let mut r = request(i * 100, 100, 1, 1.0);
-        for rm in &mut r.resource_metrics {
-            for m in &mut rm.scope_metrics[0].metrics {
-                if let Some(metric::Data::Sum(s)) = &mut m.data {
-                    for p in &mut s.data_points {
-                        let user = p.attributes[p.attributes.len() - 4].clone();
-                        p.attributes.push(string_attribute(
-                            "user.account_uuid",
-                            format!("{:?}", user.value),
-                        ));
-                    }
-                }
-            }
+    let add_users = |e: &mut Engine, hundreds: std::ops::Range<usize>| {
+        for i in hundreds {
+            e.add(&with_account(request(i * 100, 100, 1, 1.0)), &ctx, now)
+                .unwrap();
         }
-        e.add(&r, &ctx, now).unwrap();
-    }
+    };
+    add_users(&mut e, 0..20);
     g.throughput(Throughput::Elements(e.open_series() as u64));
     g.bench_function("snapshot: 20,000 open series", |b| {
         b.iter(|| black_box(e.snapshot()))
@@ -221,6 +227,12 @@ fn bench(c: &mut Criterion) {
         "take_snapshot (the part under the lock): 20,000 open series",
         |b| b.iter(|| black_box(e.take_snapshot())),
     );
+    // Ten times as many: the state no longer fits in the caches.
+    add_users(&mut e, 20..200);
+    g.throughput(Throughput::Elements(e.open_series() as u64));
+    g.bench_function("take_snapshot: 200,000 open series", |b| {
+        b.iter(|| black_box(e.take_snapshot()))
+    });
     g.finish();
 }
 
