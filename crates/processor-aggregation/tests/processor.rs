@@ -376,6 +376,28 @@ impl otelcol_core::storage::StorageClient for FlakyStorage {
     }
 }
 
+/// A host whose `file_storage` extension hands out `storage`.
+fn host_on(storage: Arc<FlakyStorage>) -> Host {
+    let ext: Arc<dyn otelcol_core::component::Extension> = Arc::new(FlakyExtension(storage));
+    Host::new(
+        [(ComponentId::new("file_storage"), ext)]
+            .into_iter()
+            .collect(),
+        Default::default(),
+    )
+}
+
+/// A processor with 5-minute windows keeping its state in `file_storage`.
+fn durable(down: Arc<Downstream>) -> AggregationProcessor {
+    let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
+    let config = AggregationConfig {
+        aggregation_interval: Duration::from_secs(300),
+        storage: Some("file_storage".into()),
+        ..Default::default()
+    };
+    AggregationProcessor::new(settings, config, down, 0, false).unwrap()
+}
+
 /// The extension handing out the one flaky client.
 struct FlakyExtension(Arc<FlakyStorage>);
 
@@ -407,23 +429,8 @@ impl otelcol_core::component::Extension for FlakyExtension {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_writes_refuse_their_requests_and_leave_no_trace_in_the_totals() {
     let storage = Arc::new(FlakyStorage::default());
-    let ext: Arc<dyn otelcol_core::component::Extension> =
-        Arc::new(FlakyExtension(storage.clone()));
-    let host = Host::new(
-        [(ComponentId::new("file_storage"), ext)]
-            .into_iter()
-            .collect(),
-        Default::default(),
-    );
-    let start = |down: Arc<Downstream>| {
-        let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
-        let config = AggregationConfig {
-            aggregation_interval: Duration::from_secs(300),
-            storage: Some("file_storage".into()),
-            ..Default::default()
-        };
-        Arc::new(AggregationProcessor::new(settings, config, down, 0, false).unwrap())
-    };
+    let host = host_on(storage.clone());
+    let start = |down: Arc<Downstream>| Arc::new(durable(down));
     let (down, p) = {
         let down = Arc::new(Downstream::default());
         (down.clone(), start(down))
@@ -711,23 +718,8 @@ async fn with_storage_a_request_over_max_series_counts_its_points_as_refused() {
 /// snapshot and the records after it never miss or repeat one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshots_written_beside_the_log_recover_exactly_what_was_acknowledged() {
-    let host_on = |storage: Arc<FlakyStorage>| {
-        let ext: Arc<dyn otelcol_core::component::Extension> = Arc::new(FlakyExtension(storage));
-        Host::new(
-            [(ComponentId::new("file_storage"), ext)]
-                .into_iter()
-                .collect(),
-            Default::default(),
-        )
-    };
     let start = |down: Arc<Downstream>| {
-        let settings = CreateSettings::standalone(ComponentId::new("aggregation"), Kind::Processor);
-        let config = AggregationConfig {
-            aggregation_interval: Duration::from_secs(300),
-            storage: Some("file_storage".into()),
-            ..Default::default()
-        };
-        let mut p = AggregationProcessor::new(settings, config, down, 0, false).unwrap();
+        let mut p = durable(down);
         // A snapshot after nearly every group.
         p.set_snapshot_after(2048);
         Arc::new(p)
