@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 use crate::config::AggregationConfig;
 use crate::durable::{record, Applied, Durable, Op, SnapshotDone, SnapshotWrite};
 use crate::engine::{Engine, Prepared};
+use crate::snapshot::TakenSnapshot;
 
 /// A group holds at most this many bytes of ops (a larger op goes alone).
 const GROUP_BYTES: usize = 8 << 20;
@@ -73,7 +74,7 @@ enum Msg {
     Op(Queued),
     /// The engine after every op queued before this message, and how long
     /// it held the engine lock.
-    Snapshot(Vec<u8>, Duration),
+    Snapshot(Box<TakenSnapshot>, Duration),
     Stop(oneshot::Sender<()>),
 }
 
@@ -405,18 +406,27 @@ impl Log {
     /// out as bytes does not.
     fn queue_snapshot(&mut self) {
         let started = Instant::now();
-        let taken = self.shared.engine().take_snapshot();
+        let engine = self.shared.engine();
+        let taken = engine.take_snapshot();
         let locked = started.elapsed();
-        let snap = taken.into_bytes();
-        if self.self_tx.send(Msg::Snapshot(snap, locked)).is_ok() {
+        // Queued before the lock is released: an op applied after the
+        // read must be queued after it, or the snapshot would claim a
+        // record holding an op it does not reflect.
+        if self
+            .self_tx
+            .send(Msg::Snapshot(Box::new(taken), locked))
+            .is_ok()
+        {
             self.snapshot_asked = true;
         }
+        drop(engine);
     }
 
     /// Starts writing `snap`, the engine after every record written so
     /// far (it held the engine lock for `taken`), on a thread of its own.
-    fn write_snapshot(&mut self, snap: Vec<u8>, taken: Duration) {
+    fn write_snapshot(&mut self, snap: Box<TakenSnapshot>, taken: Duration) {
         self.settle_snapshot(true);
+        let snap = snap.into_bytes();
         let seq = self.d.last_seq();
         if seq == 0 {
             self.snapshot_asked = false;
