@@ -402,8 +402,8 @@ impl Log {
     }
 
     /// Takes a snapshot under the engine lock and queues it behind every
-    /// op it reflects. Only reading the state holds the lock; laying it
-    /// out as bytes does not.
+    /// op it reflects. Only reading the state (and queueing it) holds the
+    /// lock; laying it out as bytes, on the log thread, does not.
     fn queue_snapshot(&mut self) {
         let started = Instant::now();
         let engine = self.shared.engine();
