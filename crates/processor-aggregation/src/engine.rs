@@ -17,11 +17,12 @@ use prost::Message;
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::emission::{Emissions, Piece, PIECE_SERIES};
 use crate::intern::{Attr, AttrInterner, Encoded, Interner, ListInterner};
+use crate::layout::Layout;
 use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
 use crate::stream::{StreamIdentity, Streams};
 use crate::value::{Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, StreamLast, StreamLasts};
-use crate::view::{DataKind, KvRef, View};
+use crate::view::{DataKind, KvRef, ValueRef, View};
 
 const TEMPORALITY_CUMULATIVE: i32 = 2;
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
@@ -140,9 +141,39 @@ impl Attribute for KeyValue {
         self.value.as_ref().and_then(scalar_str)
     }
     fn encode(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot run out of room.
-        let _ = self.encode_length_delimited(out);
+        // Scalars (nearly every attribute) as the view writes them, which
+        // is prost's encoding without its size pass; arrays, maps and
+        // bytes by prost. Writing to a Vec cannot run out of room.
+        match scalar_ref(self) {
+            Some(kv) => kv.encode(out),
+            None => {
+                let _ = self.encode_length_delimited(out);
+            }
+        }
     }
+}
+
+/// A decoded attribute whose value is absent, empty or a scalar, as the
+/// view reads it from bytes.
+fn scalar_ref(kv: &KeyValue) -> Option<KvRef<'_>> {
+    if kv.key_strindex != 0 {
+        return None;
+    }
+    let value = match &kv.value {
+        None => ValueRef::Absent,
+        Some(AnyValue { value: None }) => ValueRef::Empty,
+        Some(AnyValue { value: Some(v) }) => match v {
+            any_value::Value::StringValue(s) => ValueRef::Str(s),
+            any_value::Value::BoolValue(b) => ValueRef::Bool(*b),
+            any_value::Value::IntValue(i) => ValueRef::Int(*i),
+            any_value::Value::DoubleValue(d) => ValueRef::Double(*d),
+            _ => return None,
+        },
+    };
+    Some(KvRef {
+        key: &kv.key,
+        value,
+    })
 }
 
 impl Attribute for KvRef<'_> {
@@ -357,6 +388,8 @@ pub(crate) struct State {
     pub(crate) list: Vec<Attr>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) order: Vec<usize>,
+    /// The key layout of the point being added.
+    pub(crate) layout: Layout,
     /// The `now` of the latest emission: windows closed by then were emitted.
     pub(crate) emitted_through: u64,
     /// Closed totals not yet taken by every downstream branch (they count
@@ -428,23 +461,32 @@ pub struct Engine {
 
 impl Rules {
     /// The user key of a point: (key name, value), by the configured lookups.
+    /// `layout` is that of `attrs`.
     fn find_user<'a, A: Attribute>(
         &'a self,
         resource: &'a [A],
         attrs: &'a [A],
+        layout: &Layout,
         ctx: &'a RequestContext,
     ) -> Option<(&'a str, Cow<'a, str>)> {
-        let find = |list: &'a [A]| {
+        let in_point = || {
+            self.keys.iter().zip(&layout.user_at).find_map(|(k, at)| {
+                at.and_then(|i| attrs[i].user_value())
+                    .map(|v| (k.as_str(), v))
+            })
+        };
+        let in_resource = || {
             self.keys.iter().find_map(|k| {
-                list.iter()
+                resource
+                    .iter()
                     .find(|kv| kv.key() == k)
                     .and_then(|kv| kv.user_value())
                     .map(|v| (k.as_str(), v))
             })
         };
         self.lookups.iter().find_map(|l| match l {
-            Lookup::DataPoint => find(attrs),
-            Lookup::Resource => find(resource),
+            Lookup::DataPoint => in_point(),
+            Lookup::Resource => in_resource(),
             Lookup::Header(h) => ctx
                 .header(h)
                 .filter(|v| !v.is_empty())
@@ -452,12 +494,12 @@ impl Rules {
         })
     }
 
-    fn keeps(&self, kv: &impl Attribute, user_key: &str) -> bool {
+    /// Whether a series keeps a point's attribute `key` (never a user key:
+    /// the user is a dimension of its own).
+    fn keeps(&self, key: &str) -> bool {
         let c = &self.config;
-        let key = kv.key();
         let listed = |list: &[String]| list.iter().any(|k| k == key);
-        key != user_key
-            && !listed(&self.keys)
+        !listed(&self.keys)
             && (c.include_attributes.is_empty() || listed(&c.include_attributes))
             && !listed(&c.exclude_attributes)
     }
@@ -465,6 +507,11 @@ impl Rules {
     fn keeps_resource(&self, kv: &impl Attribute) -> bool {
         let key = kv.key();
         self.keys.iter().any(|k| k == key) || self.config.resource_attributes.keeps(key)
+    }
+
+    /// Makes `layout` that of a point's `attrs`.
+    fn layout<A: Attribute>(&self, layout: &mut Layout, attrs: &[A]) {
+        layout.update(attrs, &self.keys, |k| self.keeps(k));
     }
 
     /// The window a point counts in: by its own time, or by `now` when it
@@ -543,6 +590,7 @@ impl Engine {
             list: vec![],
             scratch: vec![],
             order: vec![],
+            layout: Layout::default(),
             emitted_through: 0,
             emissions: Emissions::default(),
             seeds,
@@ -705,7 +753,7 @@ impl Engine {
                 return;
             };
             let window = rules.window_of(p.time, now);
-            let key = series_key(rules, st, origin, shape.kind, p.attrs, user, window);
+            let key = series_key(st, origin, shape.kind, p.attrs, user, window);
             if !st.series.contains_key(&key) {
                 new.insert(key);
             }
@@ -926,8 +974,10 @@ impl Source for Metrics {
                         description: st.strs.get(&m.description),
                         group: Default::default(),
                     };
-                    summary +=
-                        each_point(m.data.as_ref(), |shape, p| f(rules, st, &origin, shape, p));
+                    summary += each_point(m.data.as_ref(), |shape, p| {
+                        rules.layout(&mut st.layout, p.attrs);
+                        f(rules, st, &origin, shape, p)
+                    });
                 }
             }
         }
@@ -999,6 +1049,7 @@ impl<'v> Source for View<'v> {
                             time: p.time,
                             value,
                         };
+                        rules.layout(&mut st.layout, point.attrs);
                         f(rules, st, &origin, shape, point);
                     }
                 }
@@ -1016,7 +1067,7 @@ fn resolve_user<A: Attribute>(
     attrs: &[A],
     ctx: &RequestContext,
 ) -> Option<(Arc<str>, Arc<str>)> {
-    let (k, v) = match r.find_user(o.resource, attrs, ctx) {
+    let (k, v) = match r.find_user(o.resource, attrs, &st.layout, ctx) {
         Some(found) => found,
         None if r.config.missing_key == MissingKey::Keep => (
             r.keys[0].as_str(),
@@ -1036,7 +1087,6 @@ fn resolve_user<A: Attribute>(
 
 /// The key of the output series a point of `kind` with `attrs` goes to.
 fn series_key<A: Attribute>(
-    r: &Rules,
     st: &mut State,
     o: &Origin<'_, A>,
     kind: OutKind,
@@ -1044,14 +1094,9 @@ fn series_key<A: Attribute>(
     (user_key, user): (Arc<str>, Arc<str>),
     window: u64,
 ) -> SeriesKey {
-    st.order.clear();
-    st.order
-        .extend((0..attrs.len()).filter(|&i| r.keeps(&attrs[i], &user_key)));
-    st.order
-        .sort_by(|&a, &b| attrs[a].key().cmp(attrs[b].key()));
     st.scratch.clear();
     st.ends.clear();
-    for &i in st.order.iter() {
+    for &i in st.layout.kept.iter() {
         attrs[i].encode(&mut st.scratch);
         st.ends.push(st.scratch.len());
     }
@@ -1102,7 +1147,10 @@ fn stream_id<A: Attribute>(
     user: &(Arc<str>, Arc<str>),
     start: u64,
 ) -> u128 {
-    canonical_into(&mut st.scratch, &mut st.order, attrs, |_| true);
+    st.scratch.clear();
+    for &i in st.layout.all.iter() {
+        attrs[i].encode(&mut st.scratch);
+    }
     st.streams.id(&StreamIdentity {
         token: o.token.as_deref(),
         user_key: &user.0,
@@ -1234,7 +1282,7 @@ fn add_point<A: Attribute>(
     let window = r.window_of(p.time, now);
     let late = r.closed_by(window, st.emitted_through);
     let traced = r.tracing.then(|| (user.1.to_string(), acc.traced_value()));
-    let key = series_key(r, st, o, kind, p.attrs, user, window);
+    let key = series_key(st, o, kind, p.attrs, user, window);
     let merged = match st.series.get_mut(&key) {
         Some(series) => series.acc.merge(&acc),
         None => {
@@ -1285,6 +1333,48 @@ fn add_point<A: Attribute>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decoded attribute's canonical bytes are prost's encoding of it,
+    /// whether written as a scalar or by prost.
+    #[test]
+    fn a_decoded_attribute_encodes_as_prost_does() {
+        use any_value::Value as V;
+        let kv = |key: &str, value: Option<Option<V>>| KeyValue {
+            key: key.into(),
+            value: value.map(|value| AnyValue { value }),
+            ..Default::default()
+        };
+        let long = "x".repeat(200);
+        let array = V::ArrayValue(otelcol_core::pdata::proto::common::v1::ArrayValue {
+            values: vec![AnyValue {
+                value: Some(V::IntValue(7)),
+            }],
+        });
+        let mut cases = vec![
+            kv("", None),
+            kv("k", None),
+            kv("k", Some(None)),
+            kv(&long, Some(Some(V::StringValue(long.clone())))),
+            kv("k", Some(Some(V::StringValue(String::new())))),
+            kv("k", Some(Some(V::StringValue("é✓".into())))),
+            kv("k", Some(Some(V::BoolValue(false)))),
+            kv("k", Some(Some(V::DoubleValue(-0.0)))),
+            kv("k", Some(Some(V::BytesValue(vec![0, 1])))),
+            kv("k", Some(Some(array))),
+        ];
+        for i in [0, -1, 127, 128, i64::MAX, i64::MIN] {
+            cases.push(kv("n", Some(Some(V::IntValue(i)))));
+        }
+        cases.push(KeyValue {
+            key_strindex: 3,
+            ..kv("k", Some(Some(V::BoolValue(true))))
+        });
+        for case in cases {
+            let mut ours = vec![];
+            Attribute::encode(&case, &mut ours);
+            assert_eq!(ours, case.encode_length_delimited_to_vec(), "{case:?}");
+        }
+    }
 
     /// A million open series must stay small: the table slot is key + value.
     #[test]

@@ -111,6 +111,7 @@ mod emission;
 mod engine;
 mod exp;
 mod intern;
+mod layout;
 mod log_thread;
 mod output;
 mod processor;
