@@ -17,7 +17,7 @@ use prost::Message;
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::emission::{Emissions, Piece, PIECE_SERIES};
 use crate::intern::{Attr, AttrInterner, Encoded, Interner, ListInterner};
-use crate::layout::Layout;
+use crate::layout::{Layout, Layouts};
 use crate::output::OutKind;
 use crate::series::{Acc, Closed, Group, Series, SeriesKey};
 use crate::stream::{StreamIdentity, Streams};
@@ -388,8 +388,8 @@ pub(crate) struct State {
     pub(crate) list: Vec<Attr>,
     pub(crate) scratch: Vec<u8>,
     pub(crate) order: Vec<usize>,
-    /// The key layout of the point being added.
-    pub(crate) layout: Layout,
+    /// The key layouts of the last points added, the current point's first.
+    pub(crate) layout: Layouts,
     /// The `now` of the latest emission: windows closed by then were emitted.
     pub(crate) emitted_through: u64,
     /// Closed totals not yet taken by every downstream branch (they count
@@ -509,9 +509,9 @@ impl Rules {
         self.keys.iter().any(|k| k == key) || self.config.resource_attributes.keeps(key)
     }
 
-    /// Makes `layout` that of a point's `attrs`.
-    fn layout<A: Attribute>(&self, layout: &mut Layout, attrs: &[A]) {
-        layout.update(attrs, &self.keys, |k| self.keeps(k));
+    /// Makes the current layout of `layouts` that of a point's `attrs`.
+    fn layout<A: Attribute>(&self, layouts: &mut Layouts, attrs: &[A]) {
+        layouts.of(attrs, &self.keys, |k| self.keeps(k));
     }
 
     /// The window a point counts in: by its own time, or by `now` when it
@@ -590,7 +590,7 @@ impl Engine {
             list: vec![],
             scratch: vec![],
             order: vec![],
-            layout: Layout::default(),
+            layout: Layouts::default(),
             emitted_through: 0,
             emissions: Emissions::default(),
             seeds,
@@ -1067,7 +1067,7 @@ fn resolve_user<A: Attribute>(
     attrs: &[A],
     ctx: &RequestContext,
 ) -> Option<(Arc<str>, Arc<str>)> {
-    let (k, v) = match r.find_user(o.resource, attrs, &st.layout, ctx) {
+    let (k, v) = match r.find_user(o.resource, attrs, st.layout.current(), ctx) {
         Some(found) => found,
         None if r.config.missing_key == MissingKey::Keep => (
             r.keys[0].as_str(),
@@ -1096,7 +1096,7 @@ fn series_key<A: Attribute>(
 ) -> SeriesKey {
     st.scratch.clear();
     st.ends.clear();
-    for &i in st.layout.kept.iter() {
+    for &i in st.layout.current().kept.iter() {
         attrs[i].encode(&mut st.scratch);
         st.ends.push(st.scratch.len());
     }
@@ -1148,7 +1148,7 @@ fn stream_id<A: Attribute>(
     start: u64,
 ) -> u128 {
     st.scratch.clear();
-    for &i in st.layout.all.iter() {
+    for &i in st.layout.current().all.iter() {
         attrs[i].encode(&mut st.scratch);
     }
     st.streams.id(&StreamIdentity {

@@ -122,22 +122,29 @@ impl AttrInterner {
 
 /// An attribute list as its attributes' canonical encodings, in order:
 /// how lists are hashed and compared, whether stored or being looked up.
+/// Its hash is that of its attributes' bytes one after the other, taken
+/// once (see [`ListInterner::hash`]).
 pub(crate) trait Pieces {
+    /// The hash of the list's bytes.
+    fn hash_value(&self) -> u64;
     /// Attributes in the list.
     fn count(&self) -> usize;
     /// The canonical bytes of attribute `i`.
     fn piece(&self, i: usize) -> &[u8];
 }
 
-/// A list of interned attributes, as [`Pieces`].
-struct Listed<'a>(&'a [Attr]);
+/// A list of interned attributes with its hash, as [`Pieces`].
+struct Listed<'a>(u64, &'a [Attr]);
 
 impl Pieces for Listed<'_> {
+    fn hash_value(&self) -> u64 {
+        self.0
+    }
     fn count(&self) -> usize {
-        self.0.len()
+        self.1.len()
     }
     fn piece(&self, i: usize) -> &[u8] {
-        &self.0[i].0 .0
+        &self.1[i].0 .0
     }
 }
 
@@ -148,42 +155,51 @@ pub(crate) struct Encoded<'a> {
     pub ends: &'a [usize],
 }
 
-impl Pieces for Encoded<'_> {
+/// An [`Encoded`] list with its hash, as [`Pieces`].
+struct Hashed<'a>(u64, Encoded<'a>);
+
+impl Pieces for Hashed<'_> {
+    fn hash_value(&self) -> u64 {
+        self.0
+    }
     fn count(&self) -> usize {
-        self.ends.len()
+        self.1.ends.len()
     }
     fn piece(&self, i: usize) -> &[u8] {
-        let from = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[from..self.ends[i]]
+        let ends = self.1.ends;
+        let from = if i == 0 { 0 } else { ends[i - 1] };
+        &self.1.bytes[from..ends[i]]
     }
 }
 
 impl Hash for dyn Pieces + '_ {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_usize(self.count());
-        for i in 0..self.count() {
-            self.piece(i).hash(h);
-        }
+        h.write_u64(self.hash_value());
     }
 }
 
 impl PartialEq for dyn Pieces + '_ {
     fn eq(&self, o: &Self) -> bool {
-        self.count() == o.count() && (0..self.count()).all(|i| self.piece(i) == o.piece(i))
+        self.hash_value() == o.hash_value()
+            && self.count() == o.count()
+            && (0..self.count()).all(|i| self.piece(i) == o.piece(i))
     }
 }
 
 impl Eq for dyn Pieces + '_ {}
 
-/// A stored list, hashed and compared by content (as [`Pieces`]).
-struct ListKey(Arc<[Attr]>);
+/// A stored list and its hash, hashed and compared as [`Pieces`].
+struct ListKey(u64, Arc<[Attr]>);
 
 impl Pieces for ListKey {
+    fn hash_value(&self) -> u64 {
+        self.0
+    }
     fn count(&self) -> usize {
-        self.0.len()
+        self.1.len()
     }
     fn piece(&self, i: usize) -> &[u8] {
-        &self.0[i].0 .0
+        &self.1[i].0 .0
     }
 }
 
@@ -211,9 +227,12 @@ impl<'a> std::borrow::Borrow<dyn Pieces + 'a> for ListKey {
 /// their content: a point's list is looked up once, from its canonical
 /// bytes ([`ListInterner::get_encoded`]), where interning each attribute
 /// and then the list of them took a lookup per attribute and one more.
+/// The bytes are hashed in one piece, and the hash is kept with the list.
 #[derive(Default)]
 pub(crate) struct ListInterner {
     set: HashSet<ListKey, ahash::RandomState>,
+    /// Hashes the lists' bytes (the set then only mixes that hash).
+    hasher: ahash::RandomState,
 }
 
 impl ListInterner {
@@ -225,31 +244,40 @@ impl ListInterner {
         attrs: &mut AttrInterner,
         scratch: &mut Vec<Attr>,
     ) -> Arc<[Attr]> {
+        let list = Hashed(self.hash(list.bytes), list);
         if let Some(k) = self.set.get(&list as &dyn Pieces) {
-            return k.0.clone();
+            return k.1.clone();
         }
         scratch.clear();
         scratch.extend((0..list.count()).map(|i| attrs.get(list.piece(i))));
-        self.insert(scratch)
+        self.insert(list.0, scratch)
     }
 
     /// The shared list equal to `list`.
     pub fn get(&mut self, list: &[Attr]) -> Arc<[Attr]> {
-        if let Some(k) = self.set.get(&Listed(list) as &dyn Pieces) {
-            return k.0.clone();
+        let bytes: Vec<u8> = list.iter().flat_map(|a| a.0 .0.iter().copied()).collect();
+        let hash = self.hash(&bytes);
+        if let Some(k) = self.set.get(&Listed(hash, list) as &dyn Pieces) {
+            return k.1.clone();
         }
-        self.insert(list)
+        self.insert(hash, list)
     }
 
-    fn insert(&mut self, list: &[Attr]) -> Arc<[Attr]> {
+    /// The hash of a list whose attributes' bytes, one after the other,
+    /// are `bytes`.
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
+    }
+
+    fn insert(&mut self, hash: u64, list: &[Attr]) -> Arc<[Attr]> {
         let shared: Arc<[Attr]> = Arc::from(list);
-        self.set.insert(ListKey(shared.clone()));
+        self.set.insert(ListKey(hash, shared.clone()));
         shared
     }
 
     /// Forgets lists held by nothing but this set.
     pub fn collect(&mut self) {
-        self.set.retain(|k| Arc::strong_count(&k.0) > 1);
+        self.set.retain(|k| Arc::strong_count(&k.1) > 1);
     }
 }
 
