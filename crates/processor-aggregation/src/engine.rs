@@ -16,6 +16,7 @@ use prost::Message;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
 use crate::emission::{Emissions, Piece, PIECE_SERIES};
+use crate::heads::Heads;
 use crate::intern::{Attr, AttrInterner, Encoded, Interner, ListInterner};
 use crate::layout::{Layout, Layouts};
 use crate::output::OutKind;
@@ -390,6 +391,8 @@ pub(crate) struct State {
     pub(crate) order: Vec<usize>,
     /// The key layouts of the last points added, the current point's first.
     pub(crate) layout: Layouts,
+    /// The metrics of the last points added, the current point's first.
+    pub(crate) heads: Heads,
     /// The `now` of the latest emission: windows closed by then were emitted.
     pub(crate) emitted_through: u64,
     /// Closed totals not yet taken by every downstream branch (they count
@@ -445,10 +448,46 @@ struct Origin<'a, A> {
     name: Arc<str>,
     unit: Arc<str>,
     description: Arc<str>,
-    /// The interned [`Group`] of the metric's last point: the next point's
-    /// too when its kind and user key name are the same (as they are for
-    /// nearly every point), saving a group lookup per point.
+    /// The interned [`Group`] of the metric's last point (in this request
+    /// or an earlier one): the next point's too when its token, resource,
+    /// kind and user key name are the same (as they are for nearly every
+    /// point), saving a group lookup per point.
     group: std::cell::RefCell<Option<Arc<Group>>>,
+}
+
+impl<'a, A> Origin<'a, A> {
+    /// The origin of a metric's points; `head` is the metric's name, unit
+    /// and description.
+    fn new(
+        st: &mut State,
+        token: &Option<Arc<str>>,
+        resource: &'a [A],
+        resource_id: u64,
+        out_resource: &Arc<[u8]>,
+        scope: (&'a str, &'a str),
+        (name, unit, description): (&str, &str, &str),
+    ) -> Self {
+        let head = st.heads.get(&mut st.strs, name, unit, description);
+        Origin {
+            token: token.clone(),
+            resource,
+            resource_id,
+            out_resource: out_resource.clone(),
+            scope,
+            name: head.name.clone(),
+            unit: head.unit.clone(),
+            description: head.description.clone(),
+            group: std::cell::RefCell::new(head.group.clone()),
+        }
+    }
+
+    /// After the metric's last point: its group is remembered for the
+    /// metric's next appearance.
+    fn done(self, st: &mut State) {
+        if let Some(head) = st.heads.current() {
+            head.group = self.group.into_inner();
+        }
+    }
 }
 
 /// Per-user totals per window. See the crate docs for the rules.
@@ -591,6 +630,7 @@ impl Engine {
             scratch: vec![],
             order: vec![],
             layout: Layouts::default(),
+            heads: Heads::default(),
             emitted_through: 0,
             emissions: Emissions::default(),
             seeds,
@@ -963,21 +1003,21 @@ impl Source for Metrics {
                     .as_ref()
                     .map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
                 for m in &sm.metrics {
-                    let origin = Origin {
-                        token: token.clone(),
+                    let head = (m.name.as_str(), m.unit.as_str(), m.description.as_str());
+                    let origin = Origin::new(
+                        st,
+                        &token,
                         resource,
                         resource_id,
-                        out_resource: out_resource.clone(),
+                        &out_resource,
                         scope,
-                        name: st.strs.get(&m.name),
-                        unit: st.strs.get(&m.unit),
-                        description: st.strs.get(&m.description),
-                        group: Default::default(),
-                    };
+                        head,
+                    );
                     summary += each_point(m.data.as_ref(), |shape, p| {
                         rules.layout(&mut st.layout, p.attrs);
                         f(rules, st, &origin, shape, p)
                     });
+                    origin.done(st);
                 }
             }
         }
@@ -1017,17 +1057,17 @@ impl<'v> Source for View<'v> {
                             cumulative: temporality == TEMPORALITY_CUMULATIVE,
                         },
                     };
-                    let origin = Origin {
-                        token: token.clone(),
+                    let scope = (scope.name, scope.version);
+                    let head = (m.name, m.unit, m.description);
+                    let origin = Origin::new(
+                        st,
+                        &token,
                         resource,
                         resource_id,
-                        out_resource: out_resource.clone(),
-                        scope: (scope.name, scope.version),
-                        name: st.strs.get(m.name),
-                        unit: st.strs.get(m.unit),
-                        description: st.strs.get(m.description),
-                        group: Default::default(),
-                    };
+                        &out_resource,
+                        scope,
+                        head,
+                    );
                     for p in &self.points[m.points.clone()] {
                         let recorded = p.flags & FLAG_NO_RECORDED_VALUE == 0;
                         let value = match &p.hist {
@@ -1052,6 +1092,7 @@ impl<'v> Source for View<'v> {
                         rules.layout(&mut st.layout, point.attrs);
                         f(rules, st, &origin, shape, point);
                     }
+                    origin.done(st);
                 }
             }
         }
@@ -1107,7 +1148,18 @@ fn series_key<A: Attribute>(
     let attr_list = st.lists.get_encoded(list, &mut st.attrs, &mut st.list);
     let mut cached = o.group.borrow_mut();
     let group = match cached.as_ref() {
-        Some(g) if g.kind == kind && Arc::ptr_eq(&g.user_key, &user_key) => g.clone(),
+        Some(g)
+            if g.kind == kind
+                && Arc::ptr_eq(&g.user_key, &user_key)
+                && Arc::ptr_eq(&g.resource, &o.out_resource)
+                && match (&g.token, &o.token) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                } =>
+        {
+            g.clone()
+        }
         _ => {
             let group = Group {
                 token: o.token.clone(),

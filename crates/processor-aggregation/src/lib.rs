@@ -110,6 +110,7 @@ mod durable;
 mod emission;
 mod engine;
 mod exp;
+mod heads;
 mod intern;
 mod layout;
 mod log_thread;

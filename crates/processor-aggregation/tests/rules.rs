@@ -599,9 +599,12 @@ fn grouping_never_mixes_resources_or_tokens_and_keeps_attributes_as_configured()
             vec![p(4.0, "s3")],
         )],
     );
+    // The same metric from one token and two resources back to back,
+    // then from another token: the engine remembers a metric's group
+    // from one request to the next and must not reuse it for either.
     e.add(&cc, &with_token("tok-a"), at(20)).unwrap();
-    e.add(&cc, &with_token("tok-b"), at(20)).unwrap();
     e.add(&codex, &with_token("tok-a"), at(20)).unwrap();
+    e.add(&cc, &with_token("tok-b"), at(20)).unwrap();
     let batches = e.take_all();
     assert_eq!(batches.len(), 2, "one batch per client token");
     let mut t: Vec<(Option<String>, String, f64)> = totals(&batches)
