@@ -20,7 +20,7 @@ use crate::heads::Heads;
 use crate::intern::{Attr, AttrInterner, Encoded, Interner, ListInterner};
 use crate::layout::{Layout, Layouts};
 use crate::output::OutKind;
-use crate::series::{Acc, Closed, Group, Series, SeriesKey};
+use crate::series::{Acc, Closed, Group, Series, SeriesKey, SeriesRef};
 use crate::stream::{StreamIdentity, Streams};
 use crate::value::{Cumulative, ExpHist, GaugeAcc, Hist, Stamp, Step, StreamLast, StreamLasts};
 use crate::view::{DataKind, KvRef, ValueRef, View};
@@ -793,10 +793,20 @@ impl Engine {
                 return;
             };
             let window = rules.window_of(p.time, now);
-            let key = series_key(st, origin, shape.kind, p.attrs, user, window);
-            if !st.series.contains_key(&key) {
-                new.insert(key);
-            }
+            with_series(
+                st,
+                origin,
+                shape.kind,
+                p.attrs,
+                &user,
+                window,
+                |series, _, id| {
+                    if !series.contains_key(id.id()) {
+                        new.insert(id.to_key());
+                    }
+                },
+            );
+            st.last_user = Some(user);
         });
         new.len()
     }
@@ -1100,7 +1110,9 @@ impl<'v> Source for View<'v> {
     }
 }
 
-/// The user key of a point, interned: (key name, value).
+/// The user key of a point, interned: (key name, value). When it is the
+/// request's last user it is moved out of `st.last_user`, and the caller
+/// puts it back there when done with the point.
 fn resolve_user<A: Attribute>(
     r: &Rules,
     st: &mut State,
@@ -1116,25 +1128,30 @@ fn resolve_user<A: Attribute>(
         ),
         None => return None,
     };
-    if let Some((key, user)) = &st.last_user {
-        if **key == *k && **user == *v {
-            return Some((key.clone(), user.clone()));
+    if let Some((key, user)) = st.last_user.take() {
+        if *key == *k && *user == *v {
+            return Some((key, user));
         }
     }
-    let found = (st.strs.get(k), st.strs.get(&v));
-    st.last_user = Some(found.clone());
-    Some(found)
+    Some((st.strs.get(k), st.strs.get(&v)))
 }
 
-/// The key of the output series a point of `kind` with `attrs` goes to.
-fn series_key<A: Attribute>(
+/// The series maps, as [`with_series`] hands them over.
+type SeriesMap = HashMap<SeriesKey, Series, ahash::RandomState>;
+/// Emitted gauges kept for late points, as [`with_series`] hands them over.
+type KeptMap = HashMap<SeriesKey, Acc, ahash::RandomState>;
+
+/// Calls `f` with the open series, the kept gauges and the key (borrowed)
+/// of the output series a point of `kind` with `attrs` goes to.
+fn with_series<A: Attribute, R>(
     st: &mut State,
     o: &Origin<'_, A>,
     kind: OutKind,
     attrs: &[A],
-    (user_key, user): (Arc<str>, Arc<str>),
+    (user_key, user): &(Arc<str>, Arc<str>),
     window: u64,
-) -> SeriesKey {
+    f: impl FnOnce(&mut SeriesMap, &KeptMap, SeriesRef<'_>) -> R,
+) -> R {
     st.scratch.clear();
     st.ends.clear();
     for &i in st.layout.current().kept.iter() {
@@ -1147,47 +1164,57 @@ fn series_key<A: Attribute>(
     };
     let attr_list = st.lists.get_encoded(list, &mut st.attrs, &mut st.list);
     let mut cached = o.group.borrow_mut();
-    let group = match cached.as_ref() {
-        Some(g)
-            if g.kind == kind
-                && Arc::ptr_eq(&g.user_key, &user_key)
-                && Arc::ptr_eq(&g.resource, &o.out_resource)
-                && match (&g.token, &o.token) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    (None, None) => true,
-                    _ => false,
-                } =>
-        {
-            g.clone()
-        }
-        _ => {
-            let group = Group {
-                token: o.token.clone(),
-                resource: o.out_resource.clone(),
-                name: o.name.clone(),
-                kind,
-                unit: o.unit.clone(),
-                user_key,
-                description: o.description.clone(),
-            };
-            let group = match st.groups.get(&group) {
-                Some(g) => g.clone(),
-                None => {
-                    let g = Arc::new(group);
-                    st.groups.insert(g.clone());
-                    g
-                }
-            };
-            *cached = Some(group.clone());
-            group
-        }
-    };
-    SeriesKey {
+    let group = group_of(&mut st.groups, &mut cached, o, kind, user_key);
+    let id = SeriesRef {
         group,
         window,
         user,
         attrs: attr_list,
+    };
+    f(&mut st.series, &st.kept, id)
+}
+
+/// The interned group of a point of `kind` under `user_key`: the metric's
+/// `cached` one when it fits, else looked up (and cached).
+fn group_of<'c, A>(
+    groups: &mut HashSet<Arc<Group>, ahash::RandomState>,
+    cached: &'c mut Option<Arc<Group>>,
+    o: &Origin<'_, A>,
+    kind: OutKind,
+    user_key: &Arc<str>,
+) -> &'c Arc<Group> {
+    let fits = |g: &Group| {
+        g.kind == kind
+            && Arc::ptr_eq(&g.user_key, user_key)
+            && Arc::ptr_eq(&g.resource, &o.out_resource)
+            && match (&g.token, &o.token) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    };
+    if !cached.as_deref().is_some_and(fits) {
+        *cached = None;
     }
+    cached.get_or_insert_with(|| {
+        let group = Group {
+            token: o.token.clone(),
+            resource: o.out_resource.clone(),
+            name: o.name.clone(),
+            kind,
+            unit: o.unit.clone(),
+            user_key: user_key.clone(),
+            description: o.description.clone(),
+        };
+        match groups.get(&group) {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(group);
+                groups.insert(g.clone());
+                g
+            }
+        }
+    })
 }
 
 /// The id of the cumulative stream a point belongs to (spec rule 3).
@@ -1298,6 +1325,23 @@ fn add_point<A: Attribute>(
         }
         return;
     };
+    add_user_point(r, st, o, shape, &p, value, &user, now, out);
+    st.last_user = Some(user);
+}
+
+/// [`add_point`] for a point with a valid `value` and a `user`.
+#[allow(clippy::too_many_arguments)]
+fn add_user_point<A: Attribute>(
+    r: &Rules,
+    st: &mut State,
+    o: &Origin<'_, A>,
+    shape: Shape,
+    p: &Point<'_, A>,
+    value: &Value,
+    user: &(Arc<str>, Arc<str>),
+    now: u64,
+    out: &mut AddOutcome,
+) {
     let kind = shape.kind;
     let time = if p.time == 0 { now } else { p.time };
     let acc = match (value, shape.cumulative) {
@@ -1305,7 +1349,7 @@ fn add_point<A: Attribute>(
             Acc::Gauge(Box::new(GaugeAcc::new(*v, time)))
         }
         (Value::Number(v), false) => Acc::Sum(*v),
-        (Value::Number(v), true) => match cumulative(r, st, o, kind, &p, &user, *v, now, out) {
+        (Value::Number(v), true) => match cumulative(r, st, o, kind, p, user, *v, now, out) {
             None => return,
             Some((id, _)) if kind == OutKind::LastSum => {
                 let time = p.time.min(now.saturating_add(r.skew));
@@ -1319,14 +1363,12 @@ fn add_point<A: Attribute>(
             Some(_) => return,
         },
         (Value::Hist(h), false) => Acc::Hist(Box::new(h.clone())),
-        (Value::Hist(h), true) => {
-            match cumulative(r, st, o, kind, &p, &user, h.clone(), now, out) {
-                Some((_, Step::Count(d))) => Acc::Hist(Box::new(d)),
-                _ => return,
-            }
-        }
+        (Value::Hist(h), true) => match cumulative(r, st, o, kind, p, user, h.clone(), now, out) {
+            Some((_, Step::Count(d))) => Acc::Hist(Box::new(d)),
+            _ => return,
+        },
         (Value::Exp(h), false) => Acc::Exp(Box::new(h.clone())),
-        (Value::Exp(h), true) => match cumulative(r, st, o, kind, &p, &user, h.clone(), now, out) {
+        (Value::Exp(h), true) => match cumulative(r, st, o, kind, p, user, h.clone(), now, out) {
             Some((_, Step::Count(d))) => Acc::Exp(Box::new(d)),
             _ => return,
         },
@@ -1334,28 +1376,29 @@ fn add_point<A: Attribute>(
     let window = r.window_of(p.time, now);
     let late = r.closed_by(window, st.emitted_through);
     let traced = r.tracing.then(|| (user.1.to_string(), acc.traced_value()));
-    let key = series_key(st, o, kind, p.attrs, user, window);
-    let merged = match st.series.get_mut(&key) {
-        Some(series) => series.acc.merge(&acc),
-        None => {
-            let acc = match st.kept.get(&key) {
-                // A late point of an emitted gauge: the re-emission carries
-                // the whole window, so it replaces the earlier one.
-                Some(kept) => {
-                    let mut whole = kept.clone();
-                    whole.merge(&acc).then_some(whole)
+    let merged = with_series(st, o, kind, p.attrs, user, window, |series, kept, id| {
+        match series.get_mut(id.id()) {
+            Some(series) => series.acc.merge(&acc),
+            None => {
+                let acc = match kept.get(id.id()) {
+                    // A late point of an emitted gauge: the re-emission
+                    // carries the whole window, so it replaces the earlier one.
+                    Some(kept) => {
+                        let mut whole = kept.clone();
+                        whole.merge(&acc).then_some(whole)
+                    }
+                    None => Some(acc),
+                };
+                match acc {
+                    Some(acc) => {
+                        series.insert(id.to_key(), Series { acc });
+                        true
+                    }
+                    None => false,
                 }
-                None => Some(acc),
-            };
-            match acc {
-                Some(acc) => {
-                    st.series.insert(key, Series { acc });
-                    true
-                }
-                None => false,
             }
         }
-    };
+    });
     let user = traced.as_ref().map(|t| t.0.as_str());
     let value = traced.as_ref().map_or(0.0, |t| t.1);
     if !merged {

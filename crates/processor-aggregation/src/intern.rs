@@ -120,34 +120,6 @@ impl AttrInterner {
     }
 }
 
-/// An attribute list as its attributes' canonical encodings, in order:
-/// how lists are hashed and compared, whether stored or being looked up.
-/// Its hash is that of its attributes' bytes one after the other, taken
-/// once (see [`ListInterner::hash`]).
-pub(crate) trait Pieces {
-    /// The hash of the list's bytes.
-    fn hash_value(&self) -> u64;
-    /// Attributes in the list.
-    fn count(&self) -> usize;
-    /// The canonical bytes of attribute `i`.
-    fn piece(&self, i: usize) -> &[u8];
-}
-
-/// A list of interned attributes with its hash, as [`Pieces`].
-struct Listed<'a>(u64, &'a [Attr]);
-
-impl Pieces for Listed<'_> {
-    fn hash_value(&self) -> u64 {
-        self.0
-    }
-    fn count(&self) -> usize {
-        self.1.len()
-    }
-    fn piece(&self, i: usize) -> &[u8] {
-        &self.1[i].0 .0
-    }
-}
-
 /// A list still in a scratch buffer: its attributes encoded one after the
 /// other in `bytes`, each ending at an offset of `ends`.
 pub(crate) struct Encoded<'a> {
@@ -155,73 +127,28 @@ pub(crate) struct Encoded<'a> {
     pub ends: &'a [usize],
 }
 
-/// An [`Encoded`] list with its hash, as [`Pieces`].
-struct Hashed<'a>(u64, Encoded<'a>);
-
-impl Pieces for Hashed<'_> {
-    fn hash_value(&self) -> u64 {
-        self.0
-    }
+impl Encoded<'_> {
     fn count(&self) -> usize {
-        self.1.ends.len()
+        self.ends.len()
     }
+
     fn piece(&self, i: usize) -> &[u8] {
-        let ends = self.1.ends;
-        let from = if i == 0 { 0 } else { ends[i - 1] };
-        &self.1.bytes[from..ends[i]]
+        let from = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[from..self.ends[i]]
+    }
+
+    /// Whether `list` holds these attributes.
+    fn is(&self, list: &[Attr]) -> bool {
+        list.len() == self.count()
+            && list
+                .iter()
+                .enumerate()
+                .all(|(i, a)| *a.0 .0 == *self.piece(i))
     }
 }
 
-impl Hash for dyn Pieces + '_ {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64(self.hash_value());
-    }
-}
-
-impl PartialEq for dyn Pieces + '_ {
-    fn eq(&self, o: &Self) -> bool {
-        self.hash_value() == o.hash_value()
-            && self.count() == o.count()
-            && (0..self.count()).all(|i| self.piece(i) == o.piece(i))
-    }
-}
-
-impl Eq for dyn Pieces + '_ {}
-
-/// A stored list and its hash, hashed and compared as [`Pieces`].
+/// A stored list and the hash of its bytes.
 struct ListKey(u64, Arc<[Attr]>);
-
-impl Pieces for ListKey {
-    fn hash_value(&self) -> u64 {
-        self.0
-    }
-    fn count(&self) -> usize {
-        self.1.len()
-    }
-    fn piece(&self, i: usize) -> &[u8] {
-        &self.1[i].0 .0
-    }
-}
-
-impl Hash for ListKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self as &dyn Pieces).hash(h);
-    }
-}
-
-impl PartialEq for ListKey {
-    fn eq(&self, o: &Self) -> bool {
-        (self as &dyn Pieces) == (o as &dyn Pieces)
-    }
-}
-
-impl Eq for ListKey {}
-
-impl<'a> std::borrow::Borrow<dyn Pieces + 'a> for ListKey {
-    fn borrow(&self) -> &(dyn Pieces + 'a) {
-        self
-    }
-}
 
 /// Shared attribute lists, one allocation per distinct list, found by
 /// their content: a point's list is looked up once, from its canonical
@@ -230,54 +157,58 @@ impl<'a> std::borrow::Borrow<dyn Pieces + 'a> for ListKey {
 /// The bytes are hashed in one piece, and the hash is kept with the list.
 #[derive(Default)]
 pub(crate) struct ListInterner {
-    set: HashSet<ListKey, ahash::RandomState>,
-    /// Hashes the lists' bytes (the set then only mixes that hash).
+    table: hashbrown::HashTable<ListKey>,
+    /// Hashes the lists' bytes, one after the other.
     hasher: ahash::RandomState,
 }
 
 impl ListInterner {
-    /// The shared list encoded in `list`; on a miss its attributes are
-    /// interned in `attrs` (`scratch` is working space).
+    /// The shared list encoded in `list`, borrowed from the interner; on
+    /// a miss its attributes are interned in `attrs` (`scratch` is working
+    /// space).
     pub fn get_encoded(
         &mut self,
         list: Encoded<'_>,
         attrs: &mut AttrInterner,
         scratch: &mut Vec<Attr>,
-    ) -> Arc<[Attr]> {
-        let list = Hashed(self.hash(list.bytes), list);
-        if let Some(k) = self.set.get(&list as &dyn Pieces) {
-            return k.1.clone();
-        }
-        scratch.clear();
-        scratch.extend((0..list.count()).map(|i| attrs.get(list.piece(i))));
-        self.insert(list.0, scratch)
+    ) -> &Arc<[Attr]> {
+        let hash = self.hasher.hash_one(list.bytes);
+        let entry = self
+            .table
+            .entry(hash, |k| k.0 == hash && list.is(&k.1), |k| k.0);
+        let key = match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                scratch.clear();
+                scratch.extend((0..list.count()).map(|i| attrs.get(list.piece(i))));
+                v.insert(ListKey(hash, Arc::from(&scratch[..]))).into_mut()
+            }
+        };
+        &key.1
     }
 
-    /// The shared list equal to `list`.
+    /// The shared list equal to `list` (a snapshot's restore).
     pub fn get(&mut self, list: &[Attr]) -> Arc<[Attr]> {
         let bytes: Vec<u8> = list.iter().flat_map(|a| a.0 .0.iter().copied()).collect();
-        let hash = self.hash(&bytes);
-        if let Some(k) = self.set.get(&Listed(hash, list) as &dyn Pieces) {
-            return k.1.clone();
+        let hash = self.hasher.hash_one(&bytes[..]);
+        let same = |k: &ListKey| {
+            k.0 == hash
+                && k.1.len() == list.len()
+                && k.1.iter().zip(list).all(|(a, b)| a.0 .0 == b.0 .0)
+        };
+        match self.table.entry(hash, same, |k| k.0) {
+            hashbrown::hash_table::Entry::Occupied(o) => o.get().1.clone(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let shared: Arc<[Attr]> = Arc::from(list);
+                v.insert(ListKey(hash, shared.clone()));
+                shared
+            }
         }
-        self.insert(hash, list)
-    }
-
-    /// The hash of a list whose attributes' bytes, one after the other,
-    /// are `bytes`.
-    fn hash(&self, bytes: &[u8]) -> u64 {
-        self.hasher.hash_one(bytes)
-    }
-
-    fn insert(&mut self, hash: u64, list: &[Attr]) -> Arc<[Attr]> {
-        let shared: Arc<[Attr]> = Arc::from(list);
-        self.set.insert(ListKey(hash, shared.clone()));
-        shared
     }
 
     /// Forgets lists held by nothing but this set.
     pub fn collect(&mut self) {
-        self.set.retain(|k| Arc::strong_count(&k.1) > 1);
+        self.table.retain(|k| Arc::strong_count(&k.1) > 1);
     }
 }
 
@@ -302,7 +233,9 @@ mod tests {
         let (mut lists, mut attrs) = (ListInterner::default(), AttrInterner::default());
         let mut scratch = vec![];
         let mut get = |bytes: &[u8], ends: &[usize]| {
-            lists.get_encoded(Encoded { bytes, ends }, &mut attrs, &mut scratch)
+            lists
+                .get_encoded(Encoded { bytes, ends }, &mut attrs, &mut scratch)
+                .clone()
         };
         let a = get(b"\x02m1\x02t1", &[3, 6]);
         assert_eq!(a.len(), 2);
@@ -325,7 +258,7 @@ mod tests {
         drop((a, b, c, cut, empty, again, copy));
         lists.collect();
         attrs.collect();
-        assert!(lists.set.is_empty());
+        assert!(lists.table.is_empty());
         assert!(attrs.set.is_empty());
     }
 

@@ -153,12 +153,52 @@ pub(crate) struct SeriesKey {
     pub attrs: Arc<[Attr]>,
 }
 
+/// A series' identity as the addresses of its interned parts: what a
+/// [`SeriesKey`] is hashed and compared by, and what a [`SeriesRef`] looks
+/// one up by without taking a reference count of each part.
+pub(crate) trait SeriesIdentity {
+    /// (group, window, user, attribute list), the interned parts by address.
+    fn identity(&self) -> (*const Group, u64, *const u8, *const u8);
+}
+
+impl Hash for dyn SeriesIdentity + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let (group, window, user, attrs) = self.identity();
+        window.hash(h);
+        user.hash(h);
+        attrs.hash(h);
+        group.hash(h);
+    }
+}
+
+impl PartialEq for dyn SeriesIdentity + '_ {
+    fn eq(&self, o: &Self) -> bool {
+        self.identity() == o.identity()
+    }
+}
+
+impl Eq for dyn SeriesIdentity + '_ {}
+
+impl SeriesIdentity for SeriesKey {
+    fn identity(&self) -> (*const Group, u64, *const u8, *const u8) {
+        (
+            Arc::as_ptr(&self.group),
+            self.window,
+            Arc::as_ptr(&self.user).cast(),
+            Arc::as_ptr(&self.attrs).cast(),
+        )
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn SeriesIdentity + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn SeriesIdentity + 'a) {
+        self
+    }
+}
+
 impl PartialEq for SeriesKey {
     fn eq(&self, o: &Self) -> bool {
-        self.window == o.window
-            && same(&self.user, &o.user)
-            && same(&self.attrs, &o.attrs)
-            && same(&self.group, &o.group)
+        self.identity() == o.identity()
     }
 }
 
@@ -166,10 +206,44 @@ impl Eq for SeriesKey {}
 
 impl Hash for SeriesKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.window.hash(h);
-        Arc::as_ptr(&self.user).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.attrs).cast::<u8>().hash(h);
-        Arc::as_ptr(&self.group).hash(h);
+        (self as &dyn SeriesIdentity).hash(h)
+    }
+}
+
+/// A [`SeriesKey`] borrowed from where its parts are held while a point
+/// is added: looking a series up by it takes no reference counts.
+pub(crate) struct SeriesRef<'a> {
+    pub group: &'a Arc<Group>,
+    pub window: u64,
+    pub user: &'a Arc<str>,
+    pub attrs: &'a Arc<[Attr]>,
+}
+
+impl SeriesRef<'_> {
+    /// The key to store a new series under.
+    pub fn to_key(&self) -> SeriesKey {
+        SeriesKey {
+            group: self.group.clone(),
+            window: self.window,
+            user: self.user.clone(),
+            attrs: self.attrs.clone(),
+        }
+    }
+
+    /// As the borrowed form of a [`SeriesKey`], for map lookups.
+    pub fn id(&self) -> &(dyn SeriesIdentity + '_) {
+        self
+    }
+}
+
+impl SeriesIdentity for SeriesRef<'_> {
+    fn identity(&self) -> (*const Group, u64, *const u8, *const u8) {
+        (
+            Arc::as_ptr(self.group),
+            self.window,
+            Arc::as_ptr(self.user).cast(),
+            Arc::as_ptr(self.attrs).cast(),
+        )
     }
 }
 
