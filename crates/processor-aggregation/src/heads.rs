@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::intern::Interner;
+use crate::intern::{same_bytes, Interner};
 use crate::series::Group;
 
 /// Metrics remembered; the least recently seen is forgotten.
@@ -42,10 +42,11 @@ impl Heads {
         unit: &str,
         description: &str,
     ) -> &mut Head {
-        let found = self
-            .recent
-            .iter()
-            .position(|h| *h.name == *name && *h.unit == *unit && *h.description == *description);
+        let found = self.recent.iter().position(|h| {
+            same_bytes(h.name.as_bytes(), name.as_bytes())
+                && same_bytes(h.unit.as_bytes(), unit.as_bytes())
+                && same_bytes(h.description.as_bytes(), description.as_bytes())
+        });
         match found {
             Some(i) => self.recent[..=i].rotate_right(1),
             None => {

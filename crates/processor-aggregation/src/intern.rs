@@ -5,6 +5,14 @@ use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
+/// Whether `a` and `b` hold the same bytes. For the short strings the
+/// engine compares per point and per metric (keys, names, units), a loop
+/// the compiler vectorises in place, where `==` on slices calls `memcmp`.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// A set of shared values; [`Interner::collect`] drops those no series holds.
 pub(crate) struct Interner<T: ?Sized> {
     set: HashSet<Arc<T>, ahash::RandomState>,
@@ -215,6 +223,21 @@ impl ListInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let cases: [&[u8]; 6] = [b"", b"a", b"b", b"ab", b"user.email", b"user.emaik"];
+        for a in cases {
+            for b in cases {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+        let long: Vec<u8> = (0..=255).collect();
+        let mut other = long.clone();
+        assert!(same_bytes(&long, &other));
+        other[200] ^= 0x80;
+        assert!(!same_bytes(&long, &other));
+    }
 
     #[test]
     fn shares_and_collects() {

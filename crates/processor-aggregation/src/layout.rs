@@ -10,6 +10,7 @@
 const REMEMBERED: usize = 8;
 
 use crate::engine::Attribute;
+use crate::intern::same_bytes;
 
 /// The key layouts of the last points seen, the current point's first.
 #[derive(Default)]
@@ -106,7 +107,7 @@ impl Layout {
         attrs.len() == self.ends.len()
             && attrs.iter().enumerate().all(|(i, a)| {
                 let from = if i == 0 { 0 } else { self.ends[i - 1] };
-                a.key().as_bytes() == &self.keys[from..self.ends[i]]
+                same_bytes(a.key().as_bytes(), &self.keys[from..self.ends[i]])
             })
     }
 }
