@@ -533,6 +533,19 @@ impl KvRef<'_> {
     /// Appends the attribute as prost encodes the `KeyValue` it decodes
     /// to, length-delimited: the canonical bytes series are keyed by.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        // The common case, a string under a key, every length one byte:
+        // total = (2 + key) + 2 + (2 + string).
+        if let ValueRef::Str(s) = self.value {
+            let (k, v) = (self.key.len(), s.len());
+            if k > 0 && k + v + 6 < 0x80 {
+                out.reserve(k + v + 7);
+                out.extend_from_slice(&[(k + v + 6) as u8, 0x0a, k as u8]);
+                out.extend_from_slice(self.key.as_bytes());
+                out.extend_from_slice(&[0x12, (v + 2) as u8, 0x0a, v as u8]);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
+        }
         let value_len = match self.value {
             ValueRef::Absent | ValueRef::Empty => 0,
             ValueRef::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
@@ -607,6 +620,12 @@ mod tests {
             kv(&long, Some(Some(Value::StringValue(long.clone())))),
             kv("k", Some(Some(Value::StringValue(String::new())))),
             kv("k", Some(Some(Value::StringValue("é✓".into())))),
+            kv("", Some(Some(Value::StringValue("v".into())))),
+            // Whole encodings of 127 and 128 bytes: the last with
+            // one-byte lengths, the first without.
+            kv("k", Some(Some(Value::StringValue("x".repeat(120))))),
+            kv("k", Some(Some(Value::StringValue("x".repeat(121))))),
+            kv("k", Some(Some(Value::StringValue("x".repeat(126))))),
             kv("k", Some(Some(Value::BoolValue(true)))),
             kv("k", Some(Some(Value::BoolValue(false)))),
             kv("k", Some(Some(Value::DoubleValue(f64::NAN)))),
