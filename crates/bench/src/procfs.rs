@@ -5,12 +5,6 @@ pub fn rss(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:").map(|k| k * 1024)
 }
 
-/// Anonymous resident memory in bytes (`RssAnon`: heap and stacks; the
-/// rest of `VmRSS` is mapped files, the binary's code first).
-pub fn rss_anon(pid: u32) -> Option<u64> {
-    status_kib(pid, "RssAnon:").map(|k| k * 1024)
-}
-
 /// Peak resident set size in bytes (`VmHWM`).
 pub fn peak_rss(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM:").map(|k| k * 1024)
@@ -44,8 +38,6 @@ mod tests {
         let rss = super::rss(me).unwrap();
         assert!(rss > 1 << 20);
         assert!(super::peak_rss(me).unwrap() >= rss);
-        let anon = super::rss_anon(me).unwrap();
-        assert!(anon > 0 && anon <= super::rss(me).unwrap());
         assert!(super::cpu_seconds(me).unwrap() >= 0.0);
     }
 }

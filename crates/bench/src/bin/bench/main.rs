@@ -305,15 +305,8 @@ async fn main() {
         collector.started_to_healthy
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = (
-        procfs::rss(pid).unwrap_or(0),
-        procfs::rss_anon(pid).unwrap_or(0),
-    );
-    println!(
-        "bench: idle RSS {:.1} MiB, of which anonymous {:.1} MiB",
-        mib(idle_rss.0),
-        mib(idle_rss.1)
-    );
+    let idle_rss = procfs::rss(pid).unwrap_or(0);
+    println!("bench: idle RSS {:.1} MiB", mib(idle_rss));
 
     let fleet_clients = if a.quick { 100 } else { 1000 };
     let mut rows: Vec<Row> = vec![];
@@ -723,8 +716,7 @@ fn verdict(ok: bool) -> &'static str {
 /// The measured part of BENCHMARKS.md (between the bench markers).
 fn report(
     rows: &[Row],
-    // VmRSS and its anonymous part.
-    (idle, idle_anon): (u64, u64),
+    idle: u64,
     started: Duration,
     series: SeriesRun,
     totals: (f64, f64, bool),
@@ -827,11 +819,7 @@ fn report(
     );
     t(
         "idle RSS ≤ 15 MiB",
-        format!(
-            "{:.1} MiB ({:.1} MiB anonymous; the rest is mapped code, whole page-cache folios)",
-            mib(idle),
-            mib(idle_anon)
-        ),
+        format!("{:.1} MiB", mib(idle)),
         idle <= 15 << 20,
     );
     t(
