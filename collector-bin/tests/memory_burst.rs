@@ -6,6 +6,13 @@
 //! near where it was. Before the limiter read the live heap, the resident
 //! set stayed above the soft limit after such a burst and every later
 //! request was refused.
+//!
+//! The resident set must also stay near the limit during the burst and come
+//! back within 32 MiB of where it was. With glibc's dynamic mmap threshold
+//! (before `memory::keep_large_blocks_apart`) the large bodies came from
+//! the per-thread arenas, whose free tails `malloc_trim` cannot give back:
+//! over nine runs the peak was 315-404 MiB and the resident set stayed
+//! 19-90 MiB above its start.
 
 mod common;
 
@@ -176,8 +183,15 @@ async fn after_a_burst_of_large_requests_small_ones_are_accepted_again_and_memor
     }
     let recovered_after = burst_end.elapsed();
 
-    // And the resident set follows the heap back down.
-    let limit = before + 96 * MIB;
+    // The resident set stayed near the limit (the heap is held under 256
+    // MiB; request bodies read before the limiter's check add to it).
+    assert!(
+        peak <= (256 + 48) * MIB,
+        "RSS peaked at {} MiB during the burst (limit_mib 256)",
+        peak / MIB
+    );
+    // And it follows the heap back down.
+    let limit = before + 32 * MIB;
     while rss_bytes(pid) > limit {
         assert!(
             burst_end.elapsed() < Duration::from_secs(15),
