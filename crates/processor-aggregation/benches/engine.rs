@@ -218,6 +218,26 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
         }
     };
+    // What the processor does under the engine lock at every window's
+    // end: every open series of the window leaves the open set.
+    let after = now + 600_000_000_000;
+    for hundreds in [20, 200] {
+        g.throughput(Throughput::Elements(hundreds as u64 * 1000));
+        g.bench_function(format!("close: {},000 open series", hundreds), |b| {
+            b.iter_batched(
+                || {
+                    let mut e = engine();
+                    add_users(&mut e, 0..hundreds);
+                    e
+                },
+                |mut e| {
+                    black_box(e.close(after, 1));
+                    e
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
     add_users(&mut e, 0..20);
     g.throughput(Throughput::Elements(e.open_series() as u64));
     g.bench_function("snapshot: 20,000 open series", |b| {

@@ -373,7 +373,7 @@ struct Rules {
 /// several times faster than SipHash on these short keys, and still keyed,
 /// so senders cannot choose attribute values that collide.
 pub(crate) struct State {
-    pub(crate) series: HashMap<SeriesKey, Series, ahash::RandomState>,
+    pub(crate) series: hashbrown::HashMap<SeriesKey, Series, ahash::RandomState>,
     /// Emitted totals of non-additive kinds (gauges), kept one more window
     /// so that a late point's re-emission replaces the window's value.
     pub(crate) kept: HashMap<SeriesKey, Acc, ahash::RandomState>,
@@ -611,7 +611,7 @@ impl Engine {
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let ttl = nanos(config.stream_ttl).max(1);
         let state = State {
-            series: HashMap::default(),
+            series: hashbrown::HashMap::default(),
             kept: HashMap::default(),
             groups: HashSet::default(),
             streams: Streams::new(
@@ -856,14 +856,8 @@ impl Engine {
             .filter(|k| rules.closed_by(k.window, now))
             .count();
         let mut taken: Vec<(SeriesKey, Series)> = Vec::with_capacity(closing);
-        st.series.retain(|k, s| {
-            let closed = rules.closed_by(k.window, now);
-            if closed {
-                let acc = std::mem::replace(&mut s.acc, Acc::Sum(0.0));
-                taken.push((k.clone(), Series { acc }));
-            }
-            !closed
-        });
+        // Moved, not cloned: no reference count touched.
+        taken.extend(st.series.extract_if(|k, _| rules.closed_by(k.window, now)));
         if st.series.capacity() > 4 * st.series.len().max(crate::emission::PIECE_SERIES) {
             st.series.shrink_to_fit();
         }
@@ -1137,7 +1131,7 @@ fn resolve_user<A: Attribute>(
 }
 
 /// The series maps, as [`with_series`] hands them over.
-type SeriesMap = HashMap<SeriesKey, Series, ahash::RandomState>;
+type SeriesMap = hashbrown::HashMap<SeriesKey, Series, ahash::RandomState>;
 /// Emitted gauges kept for late points, as [`with_series`] hands them over.
 type KeptMap = HashMap<SeriesKey, Acc, ahash::RandomState>;
 

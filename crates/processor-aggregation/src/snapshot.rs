@@ -11,7 +11,7 @@ use crate::config::AggregationConfig;
 use crate::emission::Part;
 use crate::engine::{Engine, Seeds, State};
 use crate::exp::{ExpBuckets, ExpHist};
-use crate::intern::Attr;
+use crate::intern::{prefetch, Attr};
 use crate::output::OutKind;
 use crate::series::{Acc, Group, Series, SeriesKey};
 use crate::value::{GaugeAcc, Hist, Last, Stream, StreamLast, StreamLasts};
@@ -35,18 +35,6 @@ fn kind_code(k: OutKind) -> u8 {
 
 /// How many series ahead [`Engine::take_snapshot`] prefetches.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Asks the CPU to bring the cache line at `p` in (a hint: nothing is read).
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Index of a shared value by its address (a cheap hasher: the keys are
 /// pointers of this process, not input).
