@@ -127,7 +127,16 @@ impl<'a> View<'a> {
     /// Reads `bytes`, or `None` when they are outside the shape this reader
     /// takes (see the module docs).
     pub fn parse(bytes: &'a [u8]) -> Option<Self> {
-        let mut v = View::default();
+        // Sized for the usual shape up front: growing by doubling copied
+        // the lists (~1.6% of a bulk request's CPU). A Claude Code-shaped
+        // point is ~290 wire bytes with seven attributes of ~40; capped, so
+        // that an odd shape (few attributes, large values) does not hold
+        // memory it never uses.
+        let mut v = View {
+            points: Vec::with_capacity((bytes.len() / 256).min(1 << 14)),
+            kvs: Vec::with_capacity((bytes.len() / 40).min(1 << 16)),
+            ..View::default()
+        };
         let mut w = Wire(bytes);
         while let Some((field, wt)) = w.key()? {
             match field {
