@@ -5,8 +5,10 @@
 //! what the general path decodes.
 //!
 //! Each message knows its body's length ([`Msg::len`]) and writes it
-//! ([`Msg::put`]); a parent asks its children's lengths before writing
-//! them, as prost does.
+//! ([`Msg::put`]). Lengths are computed once, in one pass before writing,
+//! into [`Lens`] in the order the messages are written: a parent's length
+//! is its children's, and asking for it again at each level of nesting (as
+//! prost does) made the sizing ~15% of a bulk JSON request's CPU.
 
 use super::*;
 
@@ -31,12 +33,32 @@ fn put_key(out: &mut Vec<u8>, field: u64, wire_type: u64) {
     out.push((field << 3 | wire_type) as u8);
 }
 
+/// The body lengths of a request's messages, in the order [`Msg::put`]
+/// writes them (each message before its children).
+#[derive(Default)]
+struct Lens {
+    lens: Vec<usize>,
+    /// The next one to write.
+    next: usize,
+}
+
+impl Lens {
+    /// Takes the next message's length (written by [`msg_len`] in this
+    /// order, so always there; 0 rather than a panic if not).
+    fn take(&mut self) -> usize {
+        let n = self.lens.get(self.next).copied().unwrap_or_default();
+        self.next += 1;
+        n
+    }
+}
+
 /// A message the request is made of.
 trait Msg {
-    /// Bytes of its body.
-    fn len(&self) -> usize;
-    /// Writes its body.
-    fn put(&self, out: &mut Vec<u8>);
+    /// Bytes of its body, noting every nested message's in `lens` (through
+    /// [`msg_len`], in the order [`Msg::put`] writes them).
+    fn len(&self, lens: &mut Lens) -> usize;
+    /// Writes its body, with the lengths [`Msg::len`] noted.
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens);
 }
 
 /// Bytes of a length-delimited field of `len` bytes.
@@ -44,23 +66,38 @@ fn field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-fn msg_len(m: &impl Msg) -> usize {
-    field_len(m.len())
+/// Bytes of `m` as a field, its body's length noted in `lens`.
+fn msg_len(m: &impl Msg, lens: &mut Lens) -> usize {
+    let at = lens.lens.len();
+    lens.lens.push(0);
+    let n = m.len(lens);
+    lens.lens[at] = n;
+    field_len(n)
 }
 
-fn msgs_len<M: Msg>(list: &Option<Vec<M>>) -> usize {
-    list.iter().flatten().map(msg_len).sum()
+fn msgs_len<M: Msg>(list: &Option<Vec<M>>, lens: &mut Lens) -> usize {
+    list.iter().flatten().map(|m| msg_len(m, lens)).sum()
 }
 
-fn put_msg(out: &mut Vec<u8>, field: u64, m: &impl Msg) {
+fn opt_len(m: &Option<impl Msg>, lens: &mut Lens) -> usize {
+    m.as_ref().map_or(0, |m| msg_len(m, lens))
+}
+
+fn put_msg(out: &mut Vec<u8>, field: u64, m: &impl Msg, lens: &mut Lens) {
     put_key(out, field, LEN);
-    put_varint(out, m.len() as u64);
-    m.put(out);
+    put_varint(out, lens.take() as u64);
+    m.put(out, lens);
 }
 
-fn put_msgs<M: Msg>(out: &mut Vec<u8>, field: u64, list: &Option<Vec<M>>) {
+fn put_msgs<M: Msg>(out: &mut Vec<u8>, field: u64, list: &Option<Vec<M>>, lens: &mut Lens) {
     for m in list.iter().flatten() {
-        put_msg(out, field, m);
+        put_msg(out, field, m, lens);
+    }
+}
+
+fn put_opt(out: &mut Vec<u8>, field: u64, m: &Option<impl Msg>, lens: &mut Lens) {
+    if let Some(m) = m {
+        put_msg(out, field, m, lens);
     }
 }
 
@@ -143,74 +180,73 @@ fn int32(v: i32) -> u64 {
 impl Request<'_> {
     /// The protobuf `ExportMetricsServiceRequest`.
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(msgs_len(&self.resource_metrics));
-        put_msgs(&mut out, 1, &self.resource_metrics);
+        let mut lens = Lens::default();
+        let mut out = Vec::with_capacity(msgs_len(&self.resource_metrics, &mut lens));
+        put_msgs(&mut out, 1, &self.resource_metrics, &mut lens);
+        debug_assert_eq!(lens.next, lens.lens.len(), "every length noted was written");
         out
     }
 }
 
 impl Msg for JResourceMetrics<'_> {
-    fn len(&self) -> usize {
-        self.resource.as_ref().map_or(0, msg_len)
-            + msgs_len(&self.scope_metrics)
+    fn len(&self, lens: &mut Lens) -> usize {
+        opt_len(&self.resource, lens)
+            + msgs_len(&self.scope_metrics, lens)
             + str_len(&self.schema_url)
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        if let Some(r) = &self.resource {
-            put_msg(out, 1, r);
-        }
-        put_msgs(out, 2, &self.scope_metrics);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_opt(out, 1, &self.resource, lens);
+        put_msgs(out, 2, &self.scope_metrics, lens);
         put_str(out, 3, &self.schema_url);
     }
 }
 
 impl Msg for JResource<'_> {
-    fn len(&self) -> usize {
-        msgs_len(&self.attributes) + uint_len(self.dropped_attributes_count.map_or(0, |c| c.get()))
+    fn len(&self, lens: &mut Lens) -> usize {
+        msgs_len(&self.attributes, lens)
+            + uint_len(self.dropped_attributes_count.map_or(0, |c| c.get()))
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        put_msgs(out, 1, &self.attributes);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_msgs(out, 1, &self.attributes, lens);
         put_uint(out, 2, self.dropped_attributes_count.map_or(0, |c| c.get()));
     }
 }
 
 impl Msg for JScopeMetrics<'_> {
-    fn len(&self) -> usize {
-        self.scope.as_ref().map_or(0, msg_len) + msgs_len(&self.metrics) + str_len(&self.schema_url)
+    fn len(&self, lens: &mut Lens) -> usize {
+        opt_len(&self.scope, lens) + msgs_len(&self.metrics, lens) + str_len(&self.schema_url)
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        if let Some(s) = &self.scope {
-            put_msg(out, 1, s);
-        }
-        put_msgs(out, 2, &self.metrics);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_opt(out, 1, &self.scope, lens);
+        put_msgs(out, 2, &self.metrics, lens);
         put_str(out, 3, &self.schema_url);
     }
 }
 
 impl Msg for JScope<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, lens: &mut Lens) -> usize {
         str_len(&self.name)
             + str_len(&self.version)
-            + msgs_len(&self.attributes)
+            + msgs_len(&self.attributes, lens)
             + uint_len(self.dropped_attributes_count.map_or(0, |c| c.get()))
     }
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
         put_str(out, 1, &self.name);
         put_str(out, 2, &self.version);
-        put_msgs(out, 3, &self.attributes);
+        put_msgs(out, 3, &self.attributes, lens);
         put_uint(out, 4, self.dropped_attributes_count.map_or(0, |c| c.get()));
     }
 }
 
 impl Msg for JKeyValue<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, _lens: &mut Lens) -> usize {
         let key = match self.key.0.len() {
             0 => 0,
             n => field_len(n),
         };
         key + self.value.as_ref().map_or(0, |v| field_len(member_len(v)))
     }
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>, _lens: &mut Lens) {
         if !self.key.0.is_empty() {
             put_bytes(out, 1, self.key.0.as_bytes());
         }
@@ -250,29 +286,23 @@ fn put_member(out: &mut Vec<u8>, v: &Option<Member<'_>>) {
 }
 
 impl Msg for JMetric<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, lens: &mut Lens) -> usize {
         str_len(&self.name)
             + str_len(&self.description)
             + str_len(&self.unit)
-            + self.gauge.as_ref().map_or(0, msg_len)
-            + self.sum.as_ref().map_or(0, msg_len)
-            + self.histogram.as_ref().map_or(0, msg_len)
-            + msgs_len(&self.metadata)
+            + opt_len(&self.gauge, lens)
+            + opt_len(&self.sum, lens)
+            + opt_len(&self.histogram, lens)
+            + msgs_len(&self.metadata, lens)
     }
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
         put_str(out, 1, &self.name);
         put_str(out, 2, &self.description);
         put_str(out, 3, &self.unit);
-        if let Some(g) = &self.gauge {
-            put_msg(out, 5, g);
-        }
-        if let Some(s) = &self.sum {
-            put_msg(out, 7, s);
-        }
-        if let Some(h) = &self.histogram {
-            put_msg(out, 9, h);
-        }
-        put_msgs(out, 12, &self.metadata);
+        put_opt(out, 5, &self.gauge, lens);
+        put_opt(out, 7, &self.sum, lens);
+        put_opt(out, 9, &self.histogram, lens);
+        put_msgs(out, 12, &self.metadata, lens);
     }
 }
 
@@ -281,33 +311,33 @@ fn temporality(t: &Option<Temporality>) -> u64 {
 }
 
 impl Msg for JSum<'_> {
-    fn len(&self) -> usize {
-        msgs_len(&self.data_points)
+    fn len(&self, lens: &mut Lens) -> usize {
+        msgs_len(&self.data_points, lens)
             + uint_len(temporality(&self.aggregation_temporality))
             + uint_len(u64::from(self.is_monotonic.unwrap_or_default()))
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        put_msgs(out, 1, &self.data_points);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_msgs(out, 1, &self.data_points, lens);
         put_uint(out, 2, temporality(&self.aggregation_temporality));
         put_uint(out, 3, u64::from(self.is_monotonic.unwrap_or_default()));
     }
 }
 
 impl Msg for JGauge<'_> {
-    fn len(&self) -> usize {
-        msgs_len(&self.data_points)
+    fn len(&self, lens: &mut Lens) -> usize {
+        msgs_len(&self.data_points, lens)
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        put_msgs(out, 1, &self.data_points);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_msgs(out, 1, &self.data_points, lens);
     }
 }
 
 impl Msg for JHistogram<'_> {
-    fn len(&self) -> usize {
-        msgs_len(&self.data_points) + uint_len(temporality(&self.aggregation_temporality))
+    fn len(&self, lens: &mut Lens) -> usize {
+        msgs_len(&self.data_points, lens) + uint_len(temporality(&self.aggregation_temporality))
     }
-    fn put(&self, out: &mut Vec<u8>) {
-        put_msgs(out, 1, &self.data_points);
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
+        put_msgs(out, 1, &self.data_points, lens);
         put_uint(out, 2, temporality(&self.aggregation_temporality));
     }
 }
@@ -321,7 +351,7 @@ fn flags(f: &Option<U32>) -> u64 {
 }
 
 impl Msg for JNumberPoint<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, lens: &mut Lens) -> usize {
         let value = if self.as_double.is_some() || self.as_int.is_some() {
             9
         } else {
@@ -330,10 +360,10 @@ impl Msg for JNumberPoint<'_> {
         fixed_len(time(&self.start_time_unix_nano), false)
             + fixed_len(time(&self.time_unix_nano), false)
             + value
-            + msgs_len(&self.attributes)
+            + msgs_len(&self.attributes, lens)
             + uint_len(flags(&self.flags))
     }
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
         put_fixed(out, 2, time(&self.start_time_unix_nano), false);
         put_fixed(out, 3, time(&self.time_unix_nano), false);
         if let Some(d) = self.as_double {
@@ -342,7 +372,7 @@ impl Msg for JNumberPoint<'_> {
         if let Some(i) = self.as_int {
             put_fixed(out, 6, i.get::<i64>() as u64, true);
         }
-        put_msgs(out, 7, &self.attributes);
+        put_msgs(out, 7, &self.attributes, lens);
         put_uint(out, 8, flags(&self.flags));
     }
 }
@@ -352,19 +382,19 @@ fn optional_double(d: &Option<Double>) -> usize {
 }
 
 impl Msg for JHistogramPoint<'_> {
-    fn len(&self) -> usize {
+    fn len(&self, lens: &mut Lens) -> usize {
         fixed_len(time(&self.start_time_unix_nano), false)
             + fixed_len(time(&self.time_unix_nano), false)
             + fixed_len(self.count.map_or(0, |c| c.get()), false)
             + optional_double(&self.sum)
             + packed_len(self.bucket_counts.as_ref().map_or(0, Vec::len))
             + packed_len(self.explicit_bounds.as_ref().map_or(0, Vec::len))
-            + msgs_len(&self.attributes)
+            + msgs_len(&self.attributes, lens)
             + uint_len(flags(&self.flags))
             + optional_double(&self.min)
             + optional_double(&self.max)
     }
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>, lens: &mut Lens) {
         put_fixed(out, 2, time(&self.start_time_unix_nano), false);
         put_fixed(out, 3, time(&self.time_unix_nano), false);
         put_fixed(out, 4, self.count.map_or(0, |c| c.get()), false);
@@ -375,7 +405,7 @@ impl Msg for JHistogramPoint<'_> {
         put_packed(out, 6, counts.iter().map(|c| c.get::<u64>()));
         let bounds = self.explicit_bounds.as_deref().unwrap_or_default();
         put_packed(out, 7, bounds.iter().map(|d| d.0.to_bits()));
-        put_msgs(out, 9, &self.attributes);
+        put_msgs(out, 9, &self.attributes, lens);
         put_uint(out, 10, flags(&self.flags));
         if let Some(d) = self.min {
             put_fixed(out, 11, d.0.to_bits(), true);

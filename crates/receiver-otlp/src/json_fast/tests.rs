@@ -19,6 +19,11 @@ fn same(body: &str) -> Metrics {
     let general: Metrics = decode_json_general(body.as_bytes())
         .unwrap_or_else(|e| panic!("the general path refuses {}: {e}", head(body)));
     assert!(fast == general, "different: {}", head(body));
+    assert!(
+        bytes == general.encode_to_vec(),
+        "not prost's bytes: {}",
+        head(body)
+    );
     fast
 }
 
