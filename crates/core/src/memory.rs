@@ -168,8 +168,8 @@ pub const ARENA_KEEP_BYTES: usize = 4 << 20;
 /// Measured with `collector-bin/tests/memory_burst.rs` (8 connections of
 /// 18 MB bodies, the limiter at 256 MiB, a CPU hog on both cores): with
 /// glibc's defaults the resident set after the burst was 58-129 MiB against
-/// a 39 MiB start and peaked at 315-407 MiB; with these settings 49-50 MiB,
-/// peak 197-211 MiB.
+/// a 38-39 MiB start and peaked at 315-407 MiB; with these settings 48-53
+/// MiB against 39-40, peak 206-218 MiB.
 ///
 /// An operator's own setting wins: nothing is changed when
 /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set or
