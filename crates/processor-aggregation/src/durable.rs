@@ -12,13 +12,16 @@
 //!   from the last snapshot gives back the very state, emissions in flight
 //!   included. A write that fails refuses its group and everything queued
 //!   after it, and the engine is rebuilt from storage (see `log_thread`).
+//! - A request is logged packed ([`Packed`], LZ4): a tenth or less of its
+//!   bytes for OTLP, which repeats every attribute on every point.
 //! - Each log record carries a CRC-32 of its content; a record that does
 //!   not check is the torn tail of a crash (never applied, never
 //!   acknowledged) and is dropped on recovery. A bad record followed by
 //!   good ones is corruption, and recovery refuses to go on.
 //! - A snapshot (the whole engine, [`Engine::snapshot`]) is written when
-//!   the log since the last one outgrows both 64 MiB and twice the last
-//!   snapshot, and at shutdown; the records it covers are deleted in the
+//!   the log since the last one outgrows both 64 MiB (its requests
+//!   counted unpacked: what a replay reads) and twice the last snapshot,
+//!   and at shutdown; the records it covers are deleted in the
 //!   same transaction.
 //!
 //! Keys: `meta`, `log/<seq>`, `snap/<seq>/<part>` (sequence numbers in
@@ -37,6 +40,7 @@ use otelcol_core::storage::{
 use crate::codec::{Corrupt, Reader, Writer};
 use crate::config::AggregationConfig;
 use crate::engine::{AddError, AddOutcome, Engine, Prepared, Seeds};
+use crate::packed::Packed;
 use crate::snapshot::RestoreError;
 
 const META: &str = "meta";
@@ -45,8 +49,13 @@ const META_MAGIC: &[u8; 4] = b"AGGM";
 const LOG_MAGIC: &[u8; 4] = b"AGL2";
 /// Log records of the first layout (one time per record), still read.
 const LOG_MAGIC_V1: &[u8; 4] = b"AGL1";
-/// The storage layout this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The storage layout this build writes: 2, requests packed in the log
+/// ([`Packed`]). It reads 1 too (requests as they came), and marks such a
+/// state 2 at its first start, before it writes a packed request, so an
+/// older build refuses the state rather than misread its log.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest storage layout this build reads.
+const OLDEST_FORMAT: u32 = 1;
 /// Bytes of one stored snapshot part.
 const PART: usize = 4 << 20;
 /// The log may grow to this before a snapshot is due (also: twice the last
@@ -169,12 +178,13 @@ impl Op {
         }
     }
 
-    /// Appends the op to a record. `encoded` is the request's protobuf
-    /// encoding for an `Add` (made by the caller, off the log's thread).
-    pub fn write(&self, w: &mut Writer, encoded: &[u8]) {
+    /// Appends the op to a record. `packed` is the request's protobuf
+    /// encoding, packed, for an `Add` (made by the caller, off the log's
+    /// thread).
+    pub fn write(&self, w: &mut Writer, packed: &Packed) {
         match self {
             Op::Add { token, headers, .. } => {
-                w.u8(0);
+                w.u8(4);
                 match token {
                     Some(t) => {
                         w.u8(1);
@@ -187,7 +197,7 @@ impl Op {
                     w.bytes(k.as_bytes());
                     w.bytes(v.as_bytes());
                 }
-                w.bytes(encoded);
+                w.bytes(packed.as_bytes());
             }
             Op::Close { targets } => {
                 w.u8(1);
@@ -210,9 +220,11 @@ impl Op {
         }
     }
 
+    /// Reads an op; an `Add` as written by format 2 (tag 4: its request
+    /// packed) or format 1 (tag 0: its request as it came).
     fn read(r: &mut Reader<'_>) -> Result<Op, Corrupt> {
         Ok(match r.u8()? {
-            0 => {
+            tag @ (0 | 4) => {
                 let token = match r.u8()? {
                     0 => None,
                     _ => Some(r.str()?.to_string()),
@@ -224,7 +236,12 @@ impl Op {
                 }
                 // Read in place when replayed; a request that does not
                 // decode replays as what it was when it was logged: refused.
-                let request = Request::Encoded(Bytes::copy_from_slice(r.bytes()?));
+                let bytes = r.bytes()?;
+                let bytes = match tag {
+                    4 => Packed::unpack(bytes)?,
+                    _ => Bytes::copy_from_slice(bytes),
+                };
+                let request = Request::Encoded(bytes);
                 Op::Add {
                     token,
                     headers,
@@ -244,11 +261,11 @@ impl Op {
 }
 
 /// A log record: magic, CRC-32 and length of the payload, payload (the
-/// number of ops, then each op with the time it was applied at). Built in
-/// one buffer: the payload is written once, then its checksum and length
-/// are filled in.
-pub(crate) fn record(ops: &[(u64, &Op, &[u8])]) -> Vec<u8> {
-    let bytes: usize = ops.iter().map(|(_, _, e)| e.len() + 64).sum();
+/// number of ops, then each op with the time it was applied at and, for an
+/// `Add`, its request packed). Built in one buffer: the payload is written
+/// once, then its checksum and length are filled in.
+pub(crate) fn record(ops: &[(u64, &Op, &Packed)]) -> Record {
+    let bytes: usize = ops.iter().map(|(_, _, p)| p.as_bytes().len() + 64).sum();
     let mut w = Writer {
         buf: Vec::with_capacity(16 + bytes),
     };
@@ -264,7 +281,40 @@ pub(crate) fn record(ops: &[(u64, &Op, &[u8])]) -> Vec<u8> {
     let len = u32::try_from(w.buf.len() - 12).unwrap_or(u32::MAX);
     w.buf[4..8].copy_from_slice(&crc.to_le_bytes());
     w.buf[8..12].copy_from_slice(&len.to_le_bytes());
-    w.buf
+    let unpacked: usize = ops
+        .iter()
+        .map(|(_, _, p)| Packed::unpacked_len(p.as_bytes()))
+        .sum();
+    Record {
+        replay_bytes: (w.buf.len() + unpacked) as u64,
+        bytes: w.buf,
+    }
+}
+
+/// A log record as [`record`] built it.
+pub(crate) struct Record {
+    /// What is written.
+    pub bytes: Vec<u8>,
+    /// What replaying it reads: its length plus its requests unpacked
+    /// (what decides when a snapshot is due, so that the replay at a start
+    /// stays bounded however well the requests pack).
+    pub replay_bytes: u64,
+}
+
+/// [`Record::replay_bytes`] of a record read back: `len` bytes holding
+/// `ops`.
+fn replay_bytes(len: usize, ops: &[(u64, Op)]) -> u64 {
+    let requests: usize = ops
+        .iter()
+        .map(|(_, op)| match op {
+            Op::Add {
+                request: Request::Encoded(b),
+                ..
+            } => b.len(),
+            _ => 0,
+        })
+        .sum();
+    (len + requests) as u64
 }
 
 /// Reads a record: each op with the time it applies at; `Err` when it
@@ -305,7 +355,7 @@ pub enum DurableError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Written by another version of the collector.
-    #[error("aggregation state was written by an incompatible version (storage format {found}, this build reads format {FORMAT_VERSION}); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it")]
+    #[error("aggregation state was written by an incompatible version (storage format {found}, this build reads formats {OLDEST_FORMAT} to {FORMAT_VERSION}); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it")]
     Version {
         /// The format found.
         found: u32,
@@ -351,8 +401,10 @@ pub(crate) struct Durable {
     next_seq: u64,
     snapshot_seq: u64,
     snapshot_parts: u32,
-    /// `(seq, bytes)` of every record after the snapshot, oldest first.
+    /// `(seq, replay bytes)` of every record after the snapshot, oldest
+    /// first ([`Record::replay_bytes`]).
     log: VecDeque<(u64, u64)>,
+    /// Their sum.
     log_bytes: u64,
     snapshot_bytes: u64,
     /// A snapshot is due once the log since the last one holds this many
@@ -427,7 +479,7 @@ impl Durable {
             return Err(Corrupt("not aggregation state".into()).into());
         }
         let found = r.u32()?;
-        if found != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&found) {
             return Err(DurableError::Version { found });
         }
         let instance = r.u64()?;
@@ -480,8 +532,9 @@ impl Durable {
                         op.apply(&mut engine, *at);
                     }
                     recovery.records += 1;
-                    log_bytes += value.len() as u64;
-                    log.push_back((seq, value.len() as u64));
+                    let weight = replay_bytes(value.len(), &ops);
+                    log_bytes += weight;
+                    log.push_back((seq, weight));
                     next_seq = seq + 1;
                 }
                 Ok(_) => corrupted = Some(torn[0].clone()),
@@ -515,6 +568,15 @@ impl Durable {
             snapshot_bytes: recovery.snapshot_bytes,
             snapshot_after: SNAPSHOT_AFTER,
         };
+        if found < FORMAT_VERSION {
+            // Before the first record of this format is written.
+            d.client.set(META, d.meta(snapshot_seq, snapshot_parts))?;
+            tracing::info!(
+                from = found,
+                to = FORMAT_VERSION,
+                "aggregation state: storage format upgraded (older builds refuse it from now on)"
+            );
+        }
         Ok((d, engine, recovery))
     }
 
@@ -533,9 +595,9 @@ impl Durable {
 
     /// Writes one record, durably, and returns its sequence number. On
     /// error nothing was written.
-    pub fn append(&mut self, record: Vec<u8>) -> Result<u64, StorageError> {
-        let (seq, len) = (self.next_seq, record.len() as u64);
-        self.records.append(seq, &record)?;
+    pub fn append(&mut self, record: Record) -> Result<u64, StorageError> {
+        let (seq, len) = (self.next_seq, record.replay_bytes);
+        self.records.append(seq, &record.bytes)?;
         self.next_seq += 1;
         self.log.push_back((seq, len));
         self.log_bytes += len;
@@ -714,7 +776,7 @@ mod tests {
         }
     }
 
-    fn encoded(op: &Op) -> Vec<u8> {
+    fn raw(op: &Op) -> Vec<u8> {
         match op {
             Op::Add {
                 request: Request::Decoded(m),
@@ -726,6 +788,10 @@ mod tests {
             } => b.to_vec(),
             _ => vec![],
         }
+    }
+
+    fn encoded(op: &Op) -> Packed {
+        Packed::pack(&raw(op))
     }
 
     /// Every total the engine emits from here on, by (token, user, window).
@@ -940,20 +1006,44 @@ mod tests {
         );
     }
 
+    /// An `Add` as format 1 wrote it (tag 0, its request as it came).
+    fn write_v1(w: &mut Writer, op: &Op) {
+        let Op::Add { token, headers, .. } = op else {
+            return op.write(w, &Packed::default());
+        };
+        w.u8(0);
+        match token {
+            Some(t) => {
+                w.u8(1);
+                w.bytes(t.as_bytes());
+            }
+            None => w.u8(0),
+        }
+        w.len(headers.len());
+        for (k, v) in headers {
+            w.bytes(k.as_bytes());
+            w.bytes(v.as_bytes());
+        }
+        w.bytes(&raw(op));
+    }
+
     /// A record in the first layout (`AGL1`: one time for every op), as
     /// the release before per-op times wrote it.
-    fn record_v1(now: u64, ops: &[&Op]) -> Vec<u8> {
+    fn record_v1(now: u64, ops: &[&Op]) -> Record {
         let mut p = Writer::default();
         p.u64(now);
         p.len(ops.len());
         for op in ops {
-            op.write(&mut p, &encoded(op));
+            write_v1(&mut p, op);
         }
         let mut w = Writer::default();
         w.buf.extend_from_slice(LOG_MAGIC_V1);
         w.u32(crc32fast::hash(&p.buf));
         w.bytes(&p.buf);
-        w.buf
+        Record {
+            replay_bytes: w.buf.len() as u64,
+            bytes: w.buf,
+        }
     }
 
     #[test]
@@ -984,6 +1074,108 @@ mod tests {
     }
 
     #[test]
+    fn a_state_of_format_1_is_read_then_marked_2_before_a_packed_record_is_written() {
+        let storage = Arc::new(MemoryStorage::default());
+        let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        // As format 1 left it: its version in the metadata, its requests
+        // unpacked (tag 0) in records of per-op times.
+        let mut meta = d.meta(0, 0);
+        meta[4..8].copy_from_slice(&1u32.to_le_bytes());
+        storage.set(META, meta).unwrap();
+        let (a, b) = (
+            add("ana", 2.0, T0, None, None),
+            add("bo", 3.0, T0 + NS, None, Some("t1")),
+        );
+        let mut p = Writer::default();
+        p.len(2);
+        for (at, op) in [(T0, &a), (T0 + NS, &b)] {
+            p.u64(at);
+            write_v1(&mut p, op);
+        }
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(LOG_MAGIC);
+        w.u32(crc32fast::hash(&p.buf));
+        w.bytes(&p.buf);
+        d.append(Record {
+            replay_bytes: 0,
+            bytes: w.buf,
+        })
+        .unwrap();
+
+        let (mut d, _, rec) = Durable::open(storage.clone(), config(), T0 + 2 * NS).unwrap();
+        assert_eq!(rec.records, 1);
+        let version = |s: &MemoryStorage| {
+            let m = s.get(META).unwrap().unwrap();
+            u32::from_le_bytes(m[4..8].try_into().unwrap())
+        };
+        assert_eq!(version(&storage), 2, "marked before anything is written");
+        let c = add("ana", 5.0, T0 + 2 * NS, None, None);
+        d.append(record(&[(T0 + 2 * NS, &c, &encoded(&c))]))
+            .unwrap();
+        let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + 3 * NS).unwrap();
+        assert_eq!(rec.records, 2);
+        let window = T0 - T0 % (60 * NS);
+        assert_eq!(
+            drain(&mut back),
+            [
+                ((None, "ana".to_string(), window), 7.0),
+                ((Some("t1".to_string()), "bo".to_string(), window), 3.0)
+            ]
+            .into_iter()
+            .collect()
+        );
+    }
+
+    /// A request of `points` points of `users` users, one series each.
+    fn wide_add(points: usize) -> Op {
+        let dps: Vec<String> = (0..points)
+            .map(|i| {
+                format!(
+                    r#"{{"attributes":[{{"key":"user.email","value":{{"stringValue":"user{:04}@example.com"}}}}],"timeUnixNano":"{T0}","asDouble":1}}"#,
+                    i % 500
+                )
+            })
+            .collect();
+        let json = format!(
+            r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","sum":{{
+            "aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{}]}}}}]}}]}}]}}"#,
+            dps.join(",")
+        );
+        Op::Add {
+            token: None,
+            headers: vec![],
+            request: Request::Decoded(serde_json::from_str(&json).unwrap()),
+        }
+    }
+
+    #[test]
+    fn requests_are_packed_and_a_snapshot_is_due_by_their_unpacked_bytes() {
+        let storage = Arc::new(MemoryStorage::default());
+        let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        let op = wide_add(2000);
+        let raw_len = raw(&op).len() as u64;
+        let rec = record(&[(T0, &op, &encoded(&op))]);
+        let written = rec.bytes.len() as u64;
+        assert!(written * 4 < raw_len, "{written} bytes for {raw_len}");
+        assert_eq!(rec.replay_bytes, written + raw_len);
+        d.snapshot_after = raw_len;
+        assert!(!d.snapshot_due());
+        d.append(rec).unwrap();
+        assert_eq!(
+            storage.get(&record_key(1)).unwrap().unwrap().len() as u64,
+            written
+        );
+        assert!(
+            d.snapshot_due(),
+            "due by what a replay reads, not by what is on disk"
+        );
+        // Read back, the record weighs the same.
+        let (back_d, mut back, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        assert_eq!(back_d.log_bytes, written + raw_len);
+        assert_eq!(drain(&mut back).values().sum::<f64>(), 2000.0);
+    }
+
+    #[test]
     fn state_of_another_format_is_refused_with_a_message() {
         let storage = Arc::new(MemoryStorage::default());
         let (d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
@@ -993,7 +1185,7 @@ mod tests {
         let err = Durable::open(storage, config(), T0).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "aggregation state was written by an incompatible version (storage format 7, this build reads format 1); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
+            "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 2); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
         );
     }
 }

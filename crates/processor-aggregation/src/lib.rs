@@ -115,6 +115,7 @@ mod intern;
 mod layout;
 mod log_thread;
 mod output;
+mod packed;
 mod processor;
 mod series;
 mod snapshot;

@@ -34,13 +34,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use otelcol_core::storage::StorageError;
 use tokio::sync::oneshot;
 
 use crate::config::AggregationConfig;
 use crate::durable::{record, Applied, Durable, Op, SnapshotDone, SnapshotWrite};
 use crate::engine::{Engine, Prepared};
+use crate::packed::Packed;
 use crate::snapshot::TakenSnapshot;
 
 /// A group holds at most this many bytes of ops (a larger op goes alone).
@@ -57,7 +57,7 @@ const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
 /// The answer to one op (whether its group is durable), with what it held,
 /// to be freed by the caller on its own thread.
-type Answer = (Result<(), StorageError>, Op, Bytes);
+type Answer = (Result<(), StorageError>, Op, Packed);
 type Reply = oneshot::Sender<Answer>;
 
 /// An op applied to the engine, on its way to the log.
@@ -65,8 +65,8 @@ struct Queued {
     /// The time it was applied at (replay applies it at the same).
     at: u64,
     op: Op,
-    /// Its request's protobuf bytes (an `Add`), else empty.
-    encoded: Bytes,
+    /// Its request's protobuf bytes, packed (an `Add`), else empty.
+    packed: Packed,
     reply: Reply,
 }
 
@@ -143,13 +143,13 @@ impl LogWriter {
         })
     }
 
-    /// Applies `op` (with `encoded`, its request's bytes, for an `Add`,
-    /// and `prepared`, the request read before the lock, when given) and
-    /// answers what it did once it is durable.
+    /// Applies `op` (with `packed`, its request's bytes packed, for an
+    /// `Add`, and `prepared`, the request read before the lock, when given)
+    /// and answers what it did once it is durable.
     pub async fn submit(
         &self,
         mut op: Op,
-        encoded: Bytes,
+        packed: Packed,
         prepared: Option<&Prepared<'_>>,
     ) -> Result<Applied, StorageError> {
         let (reply, rx) = oneshot::channel();
@@ -176,7 +176,7 @@ impl LogWriter {
             let queued = Queued {
                 at,
                 op,
-                encoded,
+                packed,
                 reply,
             };
             if tx.send(Msg::Op(queued)).is_err() {
@@ -280,7 +280,7 @@ impl Log {
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Op(q) => {
-                        bytes += q.encoded.len();
+                        bytes += q.packed.as_bytes().len();
                         group.push(q);
                     }
                     // After the ops before it are written.
@@ -321,10 +321,8 @@ impl Log {
         group: Vec<Queued>,
         rx: &mpsc::Receiver<Msg>,
     ) -> Option<oneshot::Sender<()>> {
-        let ops: Vec<(u64, &Op, &[u8])> = group
-            .iter()
-            .map(|q| (q.at, &q.op, &q.encoded[..]))
-            .collect();
+        let ops: Vec<(u64, &Op, &Packed)> =
+            group.iter().map(|q| (q.at, &q.op, &q.packed)).collect();
         let rec = record(&ops);
         drop(ops);
         match self.d.append(rec) {
@@ -341,7 +339,7 @@ impl Log {
                     self.failing = false;
                 }
                 for q in group {
-                    let _ = q.reply.send((Ok(()), q.op, q.encoded));
+                    let _ = q.reply.send((Ok(()), q.op, q.packed));
                 }
                 self.settle_snapshot(false);
                 if self.d.snapshot_due() && !self.snapshot_asked {
@@ -396,7 +394,7 @@ impl Log {
         }
         drop(engine);
         for q in refused {
-            let _ = q.reply.send((Err(error.clone()), q.op, q.encoded));
+            let _ = q.reply.send((Err(error.clone()), q.op, q.packed));
         }
         stop
     }

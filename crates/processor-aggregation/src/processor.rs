@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use otelcol_core::component::{
     ComponentError, ComponentId, CreateSettings, Factory, Host, Kind, Lifecycle, Processor,
     ProcessorFactory,
@@ -28,6 +27,7 @@ use crate::durable::{Applied, Durable, Op, Request};
 use crate::emission::Piece;
 use crate::engine::{AddError, AddOutcome, Dropped, Engine, Prepared};
 use crate::log_thread::LogWriter;
+use crate::packed::Packed;
 
 /// How often the missing-key warning may repeat for one metric.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -301,7 +301,7 @@ impl AggregationProcessor {
     }
 
     /// With `storage`: takes a snapshot once the log since the last one
-    /// holds `bytes` (64 MiB by default; more means fewer snapshots and a
+    /// holds `bytes`, its requests counted unpacked (64 MiB by default; more means fewer snapshots and a
     /// longer replay at start). For tests that want many snapshots.
     #[doc(hidden)]
     pub fn set_snapshot_after(&mut self, bytes: u64) {
@@ -397,13 +397,13 @@ impl Shared {
     async fn apply(
         &self,
         op: Op,
-        encoded: Bytes,
+        packed: Packed,
         now: Option<u64>,
         prepared: Option<&Prepared<'_>>,
     ) -> Result<Applied, ConsumerError> {
         match self.log.get() {
             Some(log) => {
-                log.submit(op, encoded, prepared)
+                log.submit(op, packed, prepared)
                     .await
                     .map_err(|e| ConsumerError::Retryable {
                         message: format!("aggregation {}: state cannot be written: {e}", self.id),
@@ -436,7 +436,7 @@ impl Shared {
     /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
     async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
-        if let Err(e) = self.apply(op, Bytes::new(), now, None).await {
+        if let Err(e) = self.apply(op, Packed::default(), now, None).await {
             tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
         }
         let durable = self.log.get().is_some();
@@ -511,7 +511,7 @@ impl Shared {
                         index: p.index,
                         target: t as u32,
                     };
-                    if let Err(e) = self.apply(op, Bytes::new(), None, None).await {
+                    if let Err(e) = self.apply(op, Packed::default(), None, None).await {
                         tracing::warn!(processor = %self.id, error = %e, "cannot record a delivered piece; it is offered again (same idempotency key)");
                     }
                 }
@@ -610,7 +610,8 @@ impl Consumer<Metrics> for AggregationProcessor {
         };
         let (outcome, open) = if s.log.get().is_some() {
             // The receiver's own bytes when nothing changed the request
-            // since; else it is encoded here, off the log's thread.
+            // since; else it is encoded here. Packed here too: off the
+            // log's thread, outside the engine lock.
             let encoded = match (&request, received) {
                 (_, Some(bytes)) => bytes,
                 (Request::Decoded(m), None) => m.encode_to_vec().into(),
@@ -621,7 +622,7 @@ impl Consumer<Metrics> for AggregationProcessor {
                 Request::Decoded(m) => Some(m.item_count() as u64),
                 Request::Encoded(_) => None,
             };
-            let counted = encoded.clone();
+            let packed = Packed::pack(&encoded);
             let op = Op::Add {
                 token: context.bearer_token().map(|t| t.expose().to_string()),
                 headers: s
@@ -631,13 +632,13 @@ impl Consumer<Metrics> for AggregationProcessor {
                     .collect(),
                 request,
             };
-            match s.apply(op, encoded, None, prepared.as_ref()).await? {
+            match s.apply(op, packed, None, prepared.as_ref()).await? {
                 Applied::Added {
                     outcome,
                     open_series,
                 } => (
                     outcome.map_err(|e| {
-                        let n = points.unwrap_or_else(|| Metrics::count_encoded(&counted) as u64);
+                        let n = points.unwrap_or_else(|| Metrics::count_encoded(&encoded) as u64);
                         (e, n)
                     }),
                     open_series,

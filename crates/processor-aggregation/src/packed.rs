@@ -1,0 +1,116 @@
+//! A request's protobuf bytes as the durable log keeps them: LZ4 (block
+//! format), with the unpacked length in front.
+//!
+//! OTLP repeats itself (every point carries its own attribute keys and
+//! values), so a 1,000-point request of the bench's Claude Code shape,
+//! 286 KB, packs to 11 KB in ~47 µs; that is what the log copies, checks,
+//! writes and syncs, instead of the whole request. Packing happens on the
+//! thread that received the request, outside the engine lock.
+
+use bytes::Bytes;
+
+use crate::codec::Corrupt;
+
+/// The largest ratio of unpacked to packed bytes LZ4 can produce (a run of
+/// one byte: 255 bytes per byte of match length, plus the header): a
+/// length beyond it is not what was written.
+const MAX_RATIO: usize = 256;
+
+/// A request's bytes, packed for the log (empty for ops without one).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Packed(Bytes);
+
+impl Packed {
+    /// Packs `raw`.
+    pub fn pack(raw: &[u8]) -> Self {
+        Self(lz4_flex::block::compress_prepend_size(raw).into())
+    }
+
+    /// The packed bytes, as the log writes them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// How many bytes `packed` unpacks to, as its header says.
+    pub fn unpacked_len(packed: &[u8]) -> usize {
+        packed
+            .get(..4)
+            .and_then(|h| h.try_into().ok())
+            .map_or(0, |h| u32::from_le_bytes(h) as usize)
+    }
+
+    /// Unpacks what [`Packed::pack`] wrote; refuses a header claiming more
+    /// than the block can hold and a block that does not unpack to exactly
+    /// its header's length.
+    pub fn unpack(packed: &[u8]) -> Result<Bytes, Corrupt> {
+        let Some(block) = packed.get(4..) else {
+            return Err(Corrupt("a packed request has no length".into()));
+        };
+        let len = Self::unpacked_len(packed);
+        if len > block.len().saturating_mul(MAX_RATIO) {
+            return Err(Corrupt(format!(
+                "a packed request of {} bytes claims {len} unpacked",
+                block.len()
+            )));
+        }
+        let mut out = vec![0u8; len];
+        match lz4_flex::block::decompress_into(block, &mut out) {
+            Ok(n) if n == len => Ok(out.into()),
+            Ok(n) => Err(Corrupt(format!(
+                "a packed request unpacked to {n} bytes, not the {len} its header says"
+            ))),
+            Err(e) => Err(Corrupt(format!("a packed request does not unpack: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_shrinks_repetitive_requests() {
+        let raw: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("user.email=user{:03}@example.com;", i % 50).into_bytes())
+            .collect();
+        let p = Packed::pack(&raw);
+        assert!(
+            p.as_bytes().len() * 10 < raw.len(),
+            "{}",
+            p.as_bytes().len()
+        );
+        assert_eq!(Packed::unpacked_len(p.as_bytes()), raw.len());
+        assert_eq!(&Packed::unpack(p.as_bytes()).unwrap()[..], &raw[..]);
+        let empty = Packed::pack(&[]);
+        assert_eq!(Packed::unpack(empty.as_bytes()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn refuses_what_it_did_not_write() {
+        let raw = vec![7u8; 100_000];
+        let p = Packed::pack(&raw);
+        let b = p.as_bytes();
+        // A header claiming more than any block of this size unpacks to.
+        let mut lying = b.to_vec();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            Packed::unpack(&lying).unwrap_err().0,
+            format!(
+                "a packed request of {} bytes claims 4294967295 unpacked",
+                b.len() - 4
+            )
+        );
+        // A header claiming less than the block holds.
+        let mut short = b.to_vec();
+        short[..4].copy_from_slice(&10u32.to_le_bytes());
+        assert!(Packed::unpack(&short).is_err());
+        // A block cut short.
+        assert!(Packed::unpack(&b[..b.len() - 3]).is_err());
+        assert!(Packed::unpack(&b[..2]).is_err());
+        // Garbage never panics.
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ n).collect();
+            let _ = Packed::unpack(&junk);
+        }
+    }
+}
