@@ -20,10 +20,39 @@ const MAX_RATIO: usize = 256;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Packed(Bytes);
 
+/// Requests up to this size are packed into a buffer kept per thread (then
+/// copied out at their packed size); larger ones into one of their own.
+const SCRATCH_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Packed {
-    /// Packs `raw`.
+    /// Packs `raw`. The result holds only its packed size: LZ4 needs room
+    /// for the worst case (a little more than `raw`), which a buffer kept
+    /// per thread provides, so a 286 KB request does not allocate (and
+    /// fault in) 287 KB to keep 11.
     pub fn pack(raw: &[u8]) -> Self {
-        Self(lz4_flex::block::compress_prepend_size(raw).into())
+        let max = lz4_flex::block::get_maximum_output_size(raw.len());
+        if max > SCRATCH_BYTES {
+            return Self(lz4_flex::block::compress_prepend_size(raw).into());
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < max {
+                scratch.resize(max, 0);
+            }
+            match lz4_flex::block::compress_into(raw, scratch) {
+                Ok(n) => {
+                    let mut out = Vec::with_capacity(4 + n);
+                    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&scratch[..n]);
+                    Self(out.into())
+                }
+                // Not with room for the worst case; packed on its own then.
+                Err(_) => Self(lz4_flex::block::compress_prepend_size(raw).into()),
+            }
+        })
     }
 
     /// The packed bytes, as the log writes them.
@@ -81,6 +110,18 @@ mod tests {
         );
         assert_eq!(Packed::unpacked_len(p.as_bytes()), raw.len());
         assert_eq!(&Packed::unpack(p.as_bytes()).unwrap()[..], &raw[..]);
+        // Beyond the per-thread buffer: packed on its own, read the same.
+        let big: Vec<u8> = raw
+            .iter()
+            .copied()
+            .cycle()
+            .take(3 * SCRATCH_BYTES)
+            .collect();
+        let p = Packed::pack(&big);
+        assert_eq!(&Packed::unpack(p.as_bytes()).unwrap()[..], &big[..]);
+        // The buffer is reused: a smaller request after a larger one.
+        let p = Packed::pack(&raw[..100]);
+        assert_eq!(&Packed::unpack(p.as_bytes()).unwrap()[..], &raw[..100]);
         let empty = Packed::pack(&[]);
         assert_eq!(Packed::unpack(empty.as_bytes()).unwrap().len(), 0);
     }
