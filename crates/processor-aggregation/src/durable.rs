@@ -1175,6 +1175,34 @@ mod tests {
         assert_eq!(drain(&mut back).values().sum::<f64>(), 2000.0);
     }
 
+    proptest::proptest! {
+        /// A record whose checksum holds but whose content is anything (a
+        /// packed request included) is read or refused, never a panic.
+        #[test]
+        fn any_checked_record_reads_without_panic(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            tag in 0u8..6,
+            packed_len in 0u32..200_000,
+        ) {
+            // One op: a time, a tag, no token, no headers, then bytes.
+            let mut p = Writer::default();
+            p.len(1);
+            p.u64(T0);
+            p.u8(tag);
+            p.u8(0);
+            p.len(0);
+            let mut body = packed_len.to_le_bytes().to_vec();
+            body.extend_from_slice(&tail);
+            p.bytes(&body);
+            p.buf.extend_from_slice(&tail);
+            let mut w = Writer::default();
+            w.buf.extend_from_slice(LOG_MAGIC);
+            w.u32(crc32fast::hash(&p.buf));
+            w.bytes(&p.buf);
+            let _ = read_record(&w.buf);
+        }
+    }
+
     #[test]
     fn state_of_another_format_is_refused_with_a_message() {
         let storage = Arc::new(MemoryStorage::default());

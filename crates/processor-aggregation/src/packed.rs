@@ -96,6 +96,25 @@ impl Packed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_round_trip(raw in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let p = Packed::pack(&raw);
+            prop_assert_eq!(&Packed::unpack(p.as_bytes()).unwrap()[..], &raw[..]);
+        }
+
+        /// What was not packed here is refused or read, never a panic, and
+        /// never more than its header allows.
+        #[test]
+        fn any_bytes_unpack_without_panic(junk in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(out) = Packed::unpack(&junk) {
+                prop_assert_eq!(out.len(), Packed::unpacked_len(&junk));
+                prop_assert!(out.len() <= junk.len().saturating_sub(4) * MAX_RATIO);
+            }
+        }
+    }
 
     #[test]
     fn round_trips_and_shrinks_repetitive_requests() {
