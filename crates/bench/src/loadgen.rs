@@ -70,6 +70,9 @@ pub struct LoadResult {
     pub max_us: u64,
     /// Requests answered 200 per second, each second.
     pub per_second: Vec<u64>,
+    /// The slowest answer (microseconds) among the requests due in each
+    /// second: when in the run a stall came.
+    pub per_second_max_us: Vec<u64>,
 }
 
 impl LoadResult {
@@ -89,6 +92,8 @@ struct Shared {
     errors: Mutex<BTreeMap<String, u64>>,
     value_sum: Mutex<f64>,
     latencies: Mutex<Vec<u32>>,
+    /// The slowest answer by the second its request was due.
+    worst: Mutex<Vec<u64>>,
     /// Clients that have tried to open their connection.
     ready: AtomicU64,
 }
@@ -178,6 +183,7 @@ async fn client(
     mut clock: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
 ) {
     let mut lat = Vec::new();
+    let mut worst: Vec<u64> = Vec::new();
     let mut sum = 0f64;
     let mut conn: Option<Conn> = connect(&cfg).await.ok();
     shared.ready.fetch_add(1, Ordering::Relaxed);
@@ -222,7 +228,13 @@ async fn client(
         i += cfg.connections;
         match send(c, &cfg, req).await {
             Ok(()) => {
-                lat.push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                let us = due.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                lat.push(us);
+                let second = due.saturating_duration_since(start).as_secs() as usize;
+                if worst.len() <= second {
+                    worst.resize(second + 1, 0);
+                }
+                worst[second] = worst[second].max(u64::from(us));
                 shared.ok.fetch_add(1, Ordering::Relaxed);
                 shared.points.fetch_add(req.points, Ordering::Relaxed);
                 sum += req.value_sum;
@@ -249,6 +261,13 @@ async fn client(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .extend(lat);
+    let mut all = shared.worst.lock().unwrap_or_else(|e| e.into_inner());
+    if all.len() < worst.len() {
+        all.resize(worst.len(), 0);
+    }
+    for (a, w) in all.iter_mut().zip(worst) {
+        *a = (*a).max(w);
+    }
 }
 
 /// Runs the load; `requests` are used round-robin, client `n` starting at `n`.
@@ -259,6 +278,7 @@ pub async fn run(cfg: LoadConfig, requests: Arc<Vec<Encoded>>) -> LoadResult {
         errors: Mutex::new(BTreeMap::new()),
         value_sum: Mutex::new(0.0),
         latencies: Mutex::new(Vec::new()),
+        worst: Mutex::new(Vec::new()),
         ready: AtomicU64::new(0),
     });
     let cfg = Arc::new(cfg);
@@ -324,6 +344,8 @@ pub async fn run(cfg: LoadConfig, requests: Arc<Vec<Encoded>>) -> LoadResult {
             .unwrap_or(0) as u64
     };
     let value_sum = *shared.value_sum.lock().unwrap_or_else(|e| e.into_inner());
+    let per_second_max_us =
+        std::mem::take(&mut *shared.worst.lock().unwrap_or_else(|e| e.into_inner()));
     let errors = shared
         .errors
         .lock()
@@ -339,6 +361,7 @@ pub async fn run(cfg: LoadConfig, requests: Arc<Vec<Encoded>>) -> LoadResult {
         p99_us: pct(0.99),
         max_us: lat.last().copied().unwrap_or(0) as u64,
         per_second,
+        per_second_max_us,
     }
 }
 

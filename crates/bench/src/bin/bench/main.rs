@@ -272,9 +272,18 @@ fn mib(b: u64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    let secs = Duration::from_secs(a.seconds.unwrap_or(if a.quick { 2 } else { 10 }));
     let dir = std::env::temp_dir().join(format!("otelcol-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
+    run(a, &dir).await;
+    // Kept when a run fails (its collectors' logs are there); a finished
+    // run's states take 300-450 MiB.
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The part of the bench `a` asks for, in `dir`.
+async fn run(a: Args, dir: &std::path::Path) {
+    let secs = Duration::from_secs(a.seconds.unwrap_or(if a.quick { 2 } else { 10 }));
+    let dir = dir.to_path_buf();
     if a.durable_only {
         durable_cost(&a.collector, &dir, secs).await;
         let r = recovery(&a.collector, &dir).await;
@@ -292,7 +301,6 @@ async fn main() {
     if let Some(rotel) = &a.rotel {
         let out = a.out.unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
         rotel::vs_rotel(&a.collector, rotel, &dir, secs, &out).await;
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let sink = sink::start("127.0.0.1:0", TOKEN)
@@ -994,12 +1002,13 @@ async fn durable_cost(bin: &PathBuf, dir: &std::path::Path, secs: Duration) -> V
             );
             let (r, cpu, _) = sampled(c.pid(), loadgen::run(cfg, Arc::new(requests))).await;
             println!(
-                "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%, errors {:?}",
+                "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%, errors {:?}; slowest by second (ms) {:?}",
                 r.rps(),
                 r.pps(),
                 r.p50_us,
                 r.p99_us,
-                r.errors
+                r.errors,
+                r.per_second_max_us.iter().map(|us| us / 1000).collect::<Vec<_>>()
             );
             if fleet && !half && *state == "memory" {
                 fleet_rate = r.rps();
