@@ -185,18 +185,7 @@ impl Op {
         match self {
             Op::Add { token, headers, .. } => {
                 w.u8(4);
-                match token {
-                    Some(t) => {
-                        w.u8(1);
-                        w.bytes(t.as_bytes());
-                    }
-                    None => w.u8(0),
-                }
-                w.len(headers.len());
-                for (k, v) in headers {
-                    w.bytes(k.as_bytes());
-                    w.bytes(v.as_bytes());
-                }
+                write_context(w, token, headers);
                 w.bytes(packed.as_bytes());
             }
             Op::Close { targets } => {
@@ -257,6 +246,23 @@ impl Op {
             },
             t => return Err(Corrupt(format!("unknown op {t}"))),
         })
+    }
+}
+
+/// An `Add`'s context as both formats write it: the token (flag, then
+/// bytes), then the headers (count, then each name and value).
+fn write_context(w: &mut Writer, token: &Option<String>, headers: &[(String, String)]) {
+    match token {
+        Some(t) => {
+            w.u8(1);
+            w.bytes(t.as_bytes());
+        }
+        None => w.u8(0),
+    }
+    w.len(headers.len());
+    for (k, v) in headers {
+        w.bytes(k.as_bytes());
+        w.bytes(v.as_bytes());
     }
 }
 
@@ -1012,18 +1018,7 @@ mod tests {
             return op.write(w, &Packed::default());
         };
         w.u8(0);
-        match token {
-            Some(t) => {
-                w.u8(1);
-                w.bytes(t.as_bytes());
-            }
-            None => w.u8(0),
-        }
-        w.len(headers.len());
-        for (k, v) in headers {
-            w.bytes(k.as_bytes());
-            w.bytes(v.as_bytes());
-        }
+        write_context(w, token, headers);
         w.bytes(&raw(op));
     }
 
