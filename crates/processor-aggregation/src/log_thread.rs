@@ -148,14 +148,31 @@ impl LogWriter {
     /// and answers what it did once it is durable.
     pub async fn submit(
         &self,
-        mut op: Op,
+        op: Op,
         packed: Packed,
         prepared: Option<&Prepared<'_>>,
     ) -> Result<Applied, StorageError> {
+        let (applied, commit) = self.begin(op, packed, prepared)?;
+        commit.durable().await?;
+        Ok(applied)
+    }
+
+    /// The first half of [`LogWriter::submit`]: applies `op` and queues it
+    /// for the log, and returns what it did with the [`Commit`] to wait
+    /// for before anyone is told. The caller frees what it read the request
+    /// from before it waits: a request's buffers freed at once are reused
+    /// by the next one on that thread, while buffers held through a commit
+    /// (a group of them, on every worker) make the allocator find fresh
+    /// memory for each request.
+    pub fn begin(
+        &self,
+        mut op: Op,
+        packed: Packed,
+        prepared: Option<&Prepared<'_>>,
+    ) -> Result<(Applied, Commit), StorageError> {
         let (reply, rx) = oneshot::channel();
         // The decoded request, freed here once applied (the log keeps its
-        // bytes), after the engine lock is released: not held for the
-        // fsync, not freed on another thread.
+        // bytes), after the engine lock is released.
         let decoded;
         let applied = {
             let mut engine = self.shared.engine();
@@ -188,12 +205,7 @@ impl LogWriter {
             applied
         };
         drop(decoded);
-        match rx.await {
-            // The op and its bytes are dropped here, on this thread.
-            Ok((Ok(()), _op, _bytes)) => Ok(applied),
-            Ok((Err(e), _op, _bytes)) => Err(e),
-            Err(_) => Err(StorageError::Closed),
-        }
+        Ok((applied, Commit(rx)))
     }
 
     /// Writes what was queued, then a last snapshot (a fast next start),
@@ -220,6 +232,23 @@ impl LogWriter {
             .take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// An op applied and queued for the log ([`LogWriter::begin`]): what is
+/// left is waiting until its group is on disk.
+#[must_use = "an op is acknowledged only once its commit is durable"]
+pub(crate) struct Commit(oneshot::Receiver<Answer>);
+
+impl Commit {
+    /// Waits until the op's group is on disk; an error means it never will
+    /// be (the op was refused and is in no total).
+    pub async fn durable(self) -> Result<(), StorageError> {
+        match self.0.await {
+            // The op and its bytes are dropped here, on this thread.
+            Ok((result, _op, _bytes)) => result,
+            Err(_) => Err(StorageError::Closed),
         }
     }
 }

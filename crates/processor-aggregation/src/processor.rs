@@ -15,6 +15,7 @@ use otelcol_core::consumer::{Batch, Consumer, ConsumerError, FlowPermit, Permane
 use otelcol_core::pdata::proto::common::v1::KeyValue;
 use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use otelcol_core::pdata::{as_str, find_attribute, Metrics, Payload};
+use otelcol_core::storage::StorageError;
 use otelcol_core::task::Periodic;
 use otelcol_core::telemetry::{Counter, Gauge, MetricsRegistry};
 use otelcol_core::{Signal, Stability};
@@ -402,18 +403,22 @@ impl Shared {
         prepared: Option<&Prepared<'_>>,
     ) -> Result<Applied, ConsumerError> {
         match self.log.get() {
-            Some(log) => {
-                log.submit(op, packed, prepared)
-                    .await
-                    .map_err(|e| ConsumerError::Retryable {
-                        message: format!("aggregation {}: state cannot be written: {e}", self.id),
-                        retry_after: Some(STORAGE_RETRY),
-                    })
-            }
+            Some(log) => log
+                .submit(op, packed, prepared)
+                .await
+                .map_err(|e| self.unwritten(e)),
             None => {
                 let now = now.unwrap_or_else(now_nanos);
                 Ok(op.apply_prepared(&mut self.engine(), now, prepared))
             }
+        }
+    }
+
+    /// The refusal of a request whose effect cannot be made durable.
+    fn unwritten(&self, e: StorageError) -> ConsumerError {
+        ConsumerError::Retryable {
+            message: format!("aggregation {}: state cannot be written: {e}", self.id),
+            retry_after: Some(STORAGE_RETRY),
         }
     }
 
@@ -608,7 +613,7 @@ impl Consumer<Metrics> for AggregationProcessor {
             Some(Ok(p)) => Some(p),
             None => None,
         };
-        let (outcome, open) = if s.log.get().is_some() {
+        let (outcome, open) = if let Some(log) = s.log.get() {
             // The receiver's own bytes when nothing changed the request
             // since; else it is encoded here. Packed here too: off the
             // log's thread, outside the engine lock.
@@ -632,18 +637,31 @@ impl Consumer<Metrics> for AggregationProcessor {
                     .collect(),
                 request,
             };
-            match s.apply(op, packed, None, prepared.as_ref()).await? {
+            let (applied, commit) = log
+                .begin(op, packed, prepared.as_ref())
+                .map_err(|e| s.unwritten(e))?;
+            let added = match applied {
                 Applied::Added {
                     outcome,
                     open_series,
-                } => (
+                } => Some((
                     outcome.map_err(|e| {
                         let n = points.unwrap_or_else(|| Metrics::count_encoded(&encoded) as u64);
                         (e, n)
                     }),
                     open_series,
-                ),
-                _ => return Ok(()),
+                )),
+                _ => None,
+            };
+            // Nothing of the request is read after this: its buffers are
+            // freed before the wait (see `LogWriter::begin`).
+            drop(prepared);
+            drop(bytes);
+            drop(encoded);
+            commit.durable().await.map_err(|e| s.unwritten(e))?;
+            match added {
+                Some(added) => added,
+                None => return Ok(()),
             }
         } else {
             let now = now_nanos();
