@@ -1,0 +1,464 @@
+//! The durable state's own tests: formats, faults, snapshots and the
+//! log's cycle, on memory storage.
+
+use super::*;
+use otelcol_core::storage::MemoryStorage;
+use prost::Message;
+
+const NS: u64 = 1_000_000_000;
+const T0: u64 = 1_795_255_200 * NS;
+
+fn config() -> AggregationConfig {
+    AggregationConfig {
+        aggregation_interval: std::time::Duration::from_secs(60),
+        grace: std::time::Duration::from_secs(5),
+        lookup: vec!["datapoint".into(), "header:x-user".into()],
+        ..Default::default()
+    }
+}
+
+/// A request of one point: delta or cumulative (start `start`).
+fn add(user: &str, value: f64, time: u64, start: Option<u64>, token: Option<&str>) -> Op {
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","sum":{{
+        "aggregationTemporality":{},"isMonotonic":true,"dataPoints":[{{
+        "startTimeUnixNano":"{}","timeUnixNano":"{time}","asDouble":{value}}}]}}}}]}}]}}]}}"#,
+        if start.is_some() { 2 } else { 1 },
+        start.unwrap_or(0),
+    );
+    Op::Add {
+        token: token.map(str::to_string),
+        headers: vec![("x-user".into(), user.into())],
+        request: Request::Decoded(serde_json::from_str(&json).unwrap()),
+    }
+}
+
+fn raw(op: &Op) -> Vec<u8> {
+    match op {
+        Op::Add {
+            request: Request::Decoded(m),
+            ..
+        } => m.encode_to_vec(),
+        Op::Add {
+            request: Request::Encoded(b),
+            ..
+        } => b.to_vec(),
+        _ => vec![],
+    }
+}
+
+fn encoded(op: &Op) -> Packed {
+    Packed::pack(&raw(op))
+}
+
+/// Every total the engine emits from here on, by (token, user, window).
+fn drain(e: &mut Engine) -> std::collections::BTreeMap<(Option<String>, String, u64), f64> {
+    use otelcol_core::pdata::proto::metrics::v1::{metric, number_data_point};
+    let mut out = std::collections::BTreeMap::new();
+    e.close_all(1);
+    for p in e.pieces() {
+        for b in e.piece(p.emission, p.index).build() {
+            let token = b.context.bearer_token().map(|t| t.expose().to_string());
+            for m in b
+                .data
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+            {
+                let Some(metric::Data::Sum(s)) = &m.data else {
+                    panic!()
+                };
+                for dp in &s.data_points {
+                    let user = dp.attributes[0]
+                        .value
+                        .as_ref()
+                        .and_then(otelcol_core::pdata::as_str)
+                        .unwrap()
+                        .to_string();
+                    let Some(number_data_point::Value::AsDouble(v)) = dp.value else {
+                        panic!()
+                    };
+                    *out.entry((token.clone(), user, dp.start_time_unix_nano))
+                        .or_insert(0.0) += v;
+                }
+            }
+        }
+        e.piece_done(p.emission, p.index, 0);
+    }
+    out
+}
+
+/// Ops of a random run: delta and cumulative points of three users
+/// under two tokens, closings, and pieces taken (some never).
+fn script(seed: u64) -> Vec<(u64, Op)> {
+    let mut x = seed | 1;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut ops = vec![];
+    let mut now = T0;
+    let mut cumulative = [0f64; 3];
+    for _ in 0..300 {
+        now += next(20) * NS;
+        let user = next(3) as usize;
+        let name = ["ana", "bo", "cy"][user];
+        let token = [None, Some("t1")][next(2) as usize];
+        match next(10) {
+            0 => ops.push((now, Op::Close { targets: 1 })),
+            1 => {
+                // Take some piece, as a branch would.
+                ops.push((
+                    now,
+                    Op::Done {
+                        emission: 1 + next(4),
+                        index: 0,
+                        target: 0,
+                    },
+                ));
+            }
+            2..=5 => {
+                cumulative[user] += next(7) as f64;
+                ops.push((now, add(name, cumulative[user], now, Some(T0 + NS), None)));
+            }
+            _ => ops.push((
+                now,
+                add(name, next(9) as f64, now - next(90) * NS, None, token),
+            )),
+        }
+    }
+    ops
+}
+
+#[test]
+fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
+    for seed in 1..=40u64 {
+        let ops = script(seed);
+        let mut plain = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
+        for (now, op) in &ops {
+            op.apply(&mut plain, *now);
+        }
+        let storage = Arc::new(MemoryStorage::default());
+        let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        // The same seeds as the plain engine, so ids compare.
+        let mut e = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
+        d.seeds = Seeds([seed; 12]);
+        d.client.set(META, d.meta(0, 0)).unwrap();
+        let mut crashes = 0;
+        // A snapshot taken a few records ago and written only now, as
+        // the log thread writes the applier's snapshots while later
+        // records are already on disk.
+        let mut lagging: Option<(u64, Vec<u8>)> = None;
+        for (i, (now, op)) in ops.iter().enumerate() {
+            let seq = d.append(record(&[(*now, op, &encoded(op))])).unwrap();
+            op.apply(&mut e, *now);
+            if (i as u64 * 7 + seed) % 23 == 0 {
+                d.snapshot(seq, e.snapshot()).unwrap();
+            }
+            if (i as u64 * 5 + seed) % 17 == 0 {
+                if let Some((at, snap)) = lagging.take() {
+                    // One already covered by a newer snapshot is refused.
+                    let allowed = at >= d.snapshot_seq;
+                    assert_eq!(d.snapshot(at, snap).is_ok(), allowed, "seed {seed}");
+                }
+                lagging = Some((seq, e.snapshot()));
+            }
+            if (i as u64 * 13 + seed) % 37 == 0 {
+                // kill -9: everything in memory is gone.
+                let (d2, e2, rec) = Durable::open(storage.clone(), config(), now + NS).unwrap();
+                assert!(rec.found);
+                (d, e) = (d2, e2);
+                lagging = None;
+                crashes += 1;
+            }
+        }
+        assert!(crashes > 3, "seed {seed}: {crashes} crashes");
+        assert_eq!(e.open_streams(), plain.open_streams(), "seed {seed}");
+        assert_eq!(drain(&mut e), drain(&mut plain), "seed {seed}");
+    }
+}
+
+#[test]
+fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let append = |d: &mut Durable, e: &mut Engine, v: f64| {
+        let op = add("ana", v, T0, None, None);
+        let seq = d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
+        op.apply(e, T0);
+        seq
+    };
+    let mut last = 0;
+    for _ in 0..150 {
+        last = append(&mut d, &mut e, 1.0);
+    }
+    let logs = |s: &MemoryStorage| s.scan("log/").unwrap().len();
+    d.snapshot(last, e.snapshot()).unwrap();
+    assert_eq!(logs(&storage), 150, "the snapshot itself deletes nothing");
+    // A crash now: the covered records are ignored, not replayed.
+    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+    assert_eq!(rec.records, 0);
+    assert_eq!(drain(&mut back).values().sum::<f64>(), 150.0);
+    append(&mut d, &mut e, 1.0);
+    assert_eq!(logs(&storage), 150 + 1 - 64);
+    append(&mut d, &mut e, 1.0);
+    append(&mut d, &mut e, 1.0);
+    assert_eq!(logs(&storage), 3, "150 deleted in 64s over three appends");
+    d.snapshot(last + 3, e.snapshot()).unwrap();
+    d.compact().unwrap();
+    assert_eq!(logs(&storage), 0);
+    assert_eq!(
+        storage.scan("snap/").unwrap().len(),
+        1,
+        "one snapshot part left"
+    );
+    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+    assert_eq!(rec.records, 0);
+    assert_eq!(drain(&mut back).values().sum::<f64>(), 153.0);
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_and_a_torn_middle_one_refuses_to_start() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    for (i, v) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+        let op = add("ana", v, T0 + i as u64 * NS, None, None);
+        d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
+        op.apply(&mut e, T0);
+    }
+    // A crash in the middle of the third append: half of it on disk.
+    let third = storage.get(&record_key(3)).unwrap().unwrap();
+    storage
+        .set(&record_key(3), third[..third.len() / 2].to_vec())
+        .unwrap();
+    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + NS).unwrap();
+    assert_eq!((rec.records, rec.torn), (2, 1));
+    assert_eq!(
+        storage.get(&record_key(3)).unwrap(),
+        None,
+        "the torn record is gone"
+    );
+    let totals = drain(&mut back);
+    assert_eq!(
+        totals.values().copied().collect::<Vec<_>>(),
+        vec![3.0],
+        "only what was acknowledged"
+    );
+
+    // A bad record with a good one after it is not a torn tail.
+    storage.set(&record_key(3), third.clone()).unwrap();
+    storage
+        .set(&record_key(2), b"AGL1garbage".to_vec())
+        .unwrap();
+    let err = Durable::open(storage.clone(), config(), T0 + NS)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("log/0000000000000002 is corrupted"),
+        "{err}"
+    );
+}
+
+/// An `Add` as format 1 wrote it (tag 0, its request as it came).
+fn write_v1(w: &mut Writer, op: &Op) {
+    let Op::Add { token, headers, .. } = op else {
+        return op.write(w, &Packed::default());
+    };
+    w.u8(0);
+    write_context(w, token, headers);
+    w.bytes(&raw(op));
+}
+
+/// A record in the first layout (`AGL1`: one time for every op), as
+/// the release before per-op times wrote it.
+fn record_v1(now: u64, ops: &[&Op]) -> Record {
+    let mut p = Writer::default();
+    p.u64(now);
+    p.len(ops.len());
+    for op in ops {
+        write_v1(&mut p, op);
+    }
+    let mut w = Writer::default();
+    w.buf.extend_from_slice(LOG_MAGIC_V1);
+    w.u32(crc32fast::hash(&p.buf));
+    w.bytes(&p.buf);
+    Record {
+        replay_bytes: w.buf.len() as u64,
+        bytes: w.buf,
+    }
+}
+
+#[test]
+fn records_of_the_first_layout_are_replayed_at_their_record_time() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (a, b) = (
+        add("ana", 2.0, T0, None, None),
+        add("bo", 3.0, T0 + NS, None, Some("t1")),
+    );
+    d.append(record_v1(T0 + 2 * NS, &[&a, &b])).unwrap();
+    let c = add("ana", 5.0, T0 + 3 * NS, None, None);
+    d.append(record(&[(T0 + 3 * NS, &c, &encoded(&c))]))
+        .unwrap();
+    let (_, mut back, rec) = Durable::open(storage, config(), T0 + 4 * NS).unwrap();
+    assert_eq!(rec.records, 2);
+    let totals = drain(&mut back);
+    let window = T0 - T0 % (60 * NS);
+    assert_eq!(
+        totals,
+        [
+            ((None, "ana".to_string(), window), 7.0),
+            ((Some("t1".to_string()), "bo".to_string(), window), 3.0)
+        ]
+        .into_iter()
+        .collect()
+    );
+}
+
+#[test]
+fn a_state_of_format_1_is_read_then_marked_2_before_a_packed_record_is_written() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    // As format 1 left it: its version in the metadata, its requests
+    // unpacked (tag 0) in records of per-op times.
+    let mut meta = d.meta(0, 0);
+    meta[4..8].copy_from_slice(&1u32.to_le_bytes());
+    storage.set(META, meta).unwrap();
+    let (a, b) = (
+        add("ana", 2.0, T0, None, None),
+        add("bo", 3.0, T0 + NS, None, Some("t1")),
+    );
+    let mut p = Writer::default();
+    p.len(2);
+    for (at, op) in [(T0, &a), (T0 + NS, &b)] {
+        p.u64(at);
+        write_v1(&mut p, op);
+    }
+    let mut w = Writer::default();
+    w.buf.extend_from_slice(LOG_MAGIC);
+    w.u32(crc32fast::hash(&p.buf));
+    w.bytes(&p.buf);
+    d.append(Record {
+        replay_bytes: 0,
+        bytes: w.buf,
+    })
+    .unwrap();
+
+    let (mut d, _, rec) = Durable::open(storage.clone(), config(), T0 + 2 * NS).unwrap();
+    assert_eq!(rec.records, 1);
+    let version = |s: &MemoryStorage| {
+        let m = s.get(META).unwrap().unwrap();
+        u32::from_le_bytes(m[4..8].try_into().unwrap())
+    };
+    assert_eq!(version(&storage), 2, "marked before anything is written");
+    let c = add("ana", 5.0, T0 + 2 * NS, None, None);
+    d.append(record(&[(T0 + 2 * NS, &c, &encoded(&c))]))
+        .unwrap();
+    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + 3 * NS).unwrap();
+    assert_eq!(rec.records, 2);
+    let window = T0 - T0 % (60 * NS);
+    assert_eq!(
+        drain(&mut back),
+        [
+            ((None, "ana".to_string(), window), 7.0),
+            ((Some("t1".to_string()), "bo".to_string(), window), 3.0)
+        ]
+        .into_iter()
+        .collect()
+    );
+}
+
+/// A request of `points` points of `users` users, one series each.
+fn wide_add(points: usize) -> Op {
+    let dps: Vec<String> = (0..points)
+        .map(|i| {
+            format!(
+                r#"{{"attributes":[{{"key":"user.email","value":{{"stringValue":"user{:04}@example.com"}}}}],"timeUnixNano":"{T0}","asDouble":1}}"#,
+                i % 500
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","sum":{{
+        "aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{}]}}}}]}}]}}]}}"#,
+        dps.join(",")
+    );
+    Op::Add {
+        token: None,
+        headers: vec![],
+        request: Request::Decoded(serde_json::from_str(&json).unwrap()),
+    }
+}
+
+#[test]
+fn requests_are_packed_and_a_snapshot_is_due_by_their_unpacked_bytes() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let op = wide_add(2000);
+    let raw_len = raw(&op).len() as u64;
+    let rec = record(&[(T0, &op, &encoded(&op))]);
+    let written = rec.bytes.len() as u64;
+    assert!(written * 4 < raw_len, "{written} bytes for {raw_len}");
+    assert_eq!(rec.replay_bytes, written + raw_len);
+    d.snapshot_after = raw_len;
+    assert!(!d.snapshot_due());
+    d.append(rec).unwrap();
+    assert_eq!(
+        storage.get(&record_key(1)).unwrap().unwrap().len() as u64,
+        written
+    );
+    assert!(
+        d.snapshot_due(),
+        "due by what a replay reads, not by what is on disk"
+    );
+    // Read back, the record weighs the same.
+    let (back_d, mut back, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    assert_eq!(back_d.log_bytes, written + raw_len);
+    assert_eq!(drain(&mut back).values().sum::<f64>(), 2000.0);
+}
+
+proptest::proptest! {
+    /// A record whose checksum holds but whose content is anything (a
+    /// packed request included) is read or refused, never a panic.
+    #[test]
+    fn any_checked_record_reads_without_panic(
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        tag in 0u8..6,
+        packed_len in 0u32..200_000,
+    ) {
+        // One op: a time, a tag, no token, no headers, then bytes.
+        let mut p = Writer::default();
+        p.len(1);
+        p.u64(T0);
+        p.u8(tag);
+        p.u8(0);
+        p.len(0);
+        let mut body = packed_len.to_le_bytes().to_vec();
+        body.extend_from_slice(&tail);
+        p.bytes(&body);
+        p.buf.extend_from_slice(&tail);
+        let mut w = Writer::default();
+        w.buf.extend_from_slice(LOG_MAGIC);
+        w.u32(crc32fast::hash(&p.buf));
+        w.bytes(&p.buf);
+        let _ = read_record(&w.buf);
+    }
+}
+
+#[test]
+fn state_of_another_format_is_refused_with_a_message() {
+    let storage = Arc::new(MemoryStorage::default());
+    let (d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let mut meta = d.meta(0, 0);
+    meta[4..8].copy_from_slice(&7u32.to_le_bytes());
+    storage.set(META, meta).unwrap();
+    let err = Durable::open(storage, config(), T0).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 2); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
+    );
+}
