@@ -4,7 +4,9 @@
 //! (where the request was decoded, so its data is still in that core's
 //! cache) and queues it for the log **in the same critical section**, so
 //! the log's order is the order the engine saw. The caller is answered
-//! only once the op's group is on disk. The **log thread** takes every op
+//! only once the op's group is on disk ([`LogWriter::begin`] and
+//! [`Commit::durable`] are the two halves, for a caller that frees the
+//! request it read before it waits). The **log thread** takes every op
 //! queued while it was busy as the next group and writes it as one record
 //! (one storage transaction, one `fsync`); applying the next ops goes on
 //! meanwhile.
