@@ -265,6 +265,12 @@ struct Row {
     peak_rss: u64,
 }
 
+/// The slowest answer among the requests due in each second of a run, in
+/// ms: when in the run a p99 outlier came.
+fn slowest_ms(r: &loadgen::LoadResult) -> Vec<u64> {
+    r.per_second_max_us.iter().map(|us| us / 1000).collect()
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -362,8 +368,8 @@ async fn run(a: Args, dir: &std::path::Path) {
         println!("bench: {name} for {}s", secs.as_secs());
         let (result, cpu, peak_rss) = sampled(pid, loadgen::run(cfg, Arc::new(requests))).await;
         println!(
-            "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%, peak RSS {:.1} MiB, errors {:?}",
-            result.rps(), result.pps(), result.p50_us, result.p99_us, mib(peak_rss), result.errors
+            "bench:   {:.0} requests/s, {:.0} points/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%, peak RSS {:.1} MiB, errors {:?}; slowest by second (ms) {:?}",
+            result.rps(), result.pps(), result.p50_us, result.p99_us, mib(peak_rss), result.errors, slowest_ms(&result)
         );
         rows.push(Row {
             name,
@@ -385,10 +391,11 @@ async fn run(a: Args, dir: &std::path::Path) {
     println!("bench: {name} for {}s", secs.as_secs());
     let (result, cpu, peak_rss) = sampled(pid, loadgen::run(cfg, Arc::new(requests))).await;
     println!(
-        "bench:   {:.0} requests/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%",
+        "bench:   {:.0} requests/s, p50 {} us, p99 {} us, collector CPU {cpu:.0}%; slowest by second (ms) {:?}",
         result.rps(),
         result.p50_us,
-        result.p99_us
+        result.p99_us,
+        slowest_ms(&result)
     );
     rows.push(Row {
         name,
@@ -1008,7 +1015,7 @@ async fn durable_cost(bin: &PathBuf, dir: &std::path::Path, secs: Duration) -> V
                 r.p50_us,
                 r.p99_us,
                 r.errors,
-                r.per_second_max_us.iter().map(|us| us / 1000).collect::<Vec<_>>()
+                slowest_ms(&r)
             );
             if fleet && !half && *state == "memory" {
                 fleet_rate = r.rps();
