@@ -147,6 +147,10 @@ pub struct AggregationConfig {
     /// baselines survive restarts and crashes, and a request is answered
     /// only once its effect is durable. None: memory only.
     pub storage: Option<String>,
+    /// The engine's shards, by user (a request of one user locks one
+    /// shard); 0: one per core, up to 16. With `storage` the engine is one
+    /// shard (a sharded durable state is not built yet).
+    pub shards: usize,
 }
 
 impl Default for AggregationConfig {
@@ -169,6 +173,7 @@ impl Default for AggregationConfig {
             max_streams: 1_000_000,
             stream_ttl: Duration::from_secs(24 * 3600),
             storage: None,
+            shards: 0,
         }
     }
 }
@@ -189,6 +194,16 @@ impl AggregationConfig {
             .iter()
             .map(|s| Lookup::parse(s).map_err(|m| ConfigError::invalid("lookup", m)))
             .collect()
+    }
+
+    /// The engine's shards: `shards`, one per core when 0, and 1 with
+    /// `storage`.
+    pub fn shard_count(&self) -> usize {
+        match (&self.storage, self.shards) {
+            (Some(_), _) => 1,
+            (None, 0) => crate::shard::auto_shards(),
+            (None, n) => n,
+        }
     }
 
     /// Checks what serde cannot.
@@ -229,6 +244,18 @@ impl AggregationConfig {
             return Err(ConfigError::invalid(
                 "resource_attributes",
                 "use include or exclude, not both",
+            ));
+        }
+        if self.shards > crate::shard::MAX_SHARDS {
+            return Err(ConfigError::invalid(
+                "shards",
+                format!("must be at most {}", crate::shard::MAX_SHARDS),
+            ));
+        }
+        if self.storage.is_some() && self.shards > 1 {
+            return Err(ConfigError::invalid(
+                "shards",
+                "a durable (storage) engine is one shard in this release; leave shards unset or 1",
             ));
         }
         if let Some(s) = &self.storage {

@@ -88,10 +88,13 @@ impl Dropped {
 
 /// A request's bytes made ready for [`Engine::add_prepared`]: read in
 /// place ([`View`](crate::view)) or, outside that shape, decoded by prost.
-pub struct Prepared<'a>(Form<'a>);
+pub struct Prepared<'a>(pub(crate) Form<'a>);
 
-enum Form<'a> {
+/// What [`Prepared`] holds.
+pub(crate) enum Form<'a> {
+    /// Read in place.
     View(View<'a>),
+    /// Decoded by prost.
     Tree(Metrics),
 }
 
@@ -99,6 +102,41 @@ impl Prepared<'_> {
     /// Whether the bytes were read in place (else decoded by prost).
     pub fn in_place(&self) -> bool {
         matches!(self.0, Form::View(_))
+    }
+}
+
+/// A request as the engine takes it: read from its bytes ([`Prepared`]) or
+/// already decoded.
+#[derive(Clone, Copy)]
+pub(crate) enum Input<'r, 'b> {
+    /// Read from its bytes.
+    Prepared(&'r Prepared<'b>),
+    /// Decoded by an earlier stage.
+    Tree(&'r Metrics),
+}
+
+/// The points of a request that one shard of a sharded engine takes (see
+/// [`crate::shard`]); every point when there is no part.
+pub(crate) struct Part<'r> {
+    /// The shard.
+    pub shard: u8,
+    /// Per point, in the order the engine walks them: its shard.
+    pub points: &'r [u8],
+    /// Per resource: the shards its points go to (bit `i`: shard `i`), and
+    /// the index of its first point in `points`.
+    pub resources: &'r [(u64, u32)],
+}
+
+impl Part<'_> {
+    /// Whether resource `r` has points for this shard, and its first point.
+    fn resource(&self, r: usize) -> Option<usize> {
+        let (mask, first) = *self.resources.get(r)?;
+        (mask & (1u64 << self.shard) != 0).then_some(first as usize)
+    }
+
+    /// Whether point `i` is this shard's.
+    fn takes(&self, i: usize) -> bool {
+        self.points.get(i) == Some(&self.shard)
     }
 }
 
@@ -751,28 +789,119 @@ impl Engine {
         context: &RequestContext,
         now: u64,
     ) -> Result<AddOutcome, AddError> {
+        self.check_room(request, context, now, None, 0)?;
+        Ok(self.apply_from(request, context, now, None))
+    }
+
+    /// Refuses a request (the `part` of it this engine takes) that would
+    /// open more series than `max_series` leaves room for, when `elsewhere`
+    /// are held by the other shards.
+    fn check_room<S: Source>(
+        &mut self,
+        request: &S,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+        elsewhere: usize,
+    ) -> Result<(), AddError> {
         let max = self.rules.config.max_series;
-        let used = self.open_series();
+        let used = self.open_series().saturating_add(elsewhere);
         let free = max.saturating_sub(used);
         if request.points() > free {
-            let needed = self.new_series_needed(request, context, now);
-            self.state.last_user = None;
+            let needed = self.new_series_needed(request, context, now, part);
             if needed > free {
                 return Err(AddError::SeriesLimit { needed, free, max });
             }
         }
+        Ok(())
+    }
+
+    /// Adds the points of `request` (those of `part`, when given) with no
+    /// `max_series` check.
+    fn apply_from<S: Source>(
+        &mut self,
+        request: &S,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+    ) -> AddOutcome {
         let mut out = AddOutcome::default();
         let (rules, st) = (&self.rules, &mut self.state);
         st.request_floor = context
             .header(otelcol_core::consumer::ROUTED_SINCE_HEADER)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        out.dropped.summary += request.walk(rules, st, context, |rules, st, origin, shape, p| {
+        let summary = request.walk(rules, st, context, part, |rules, st, origin, shape, p| {
             add_point(rules, st, origin, shape, p, context, now, &mut out)
         });
+        // A sharded request's summaries are counted by its router, once.
+        if part.is_none() {
+            out.dropped.summary += summary;
+        }
         st.request_floor = 0;
         st.last_user = None;
-        Ok(out)
+        out
+    }
+
+    /// [`Engine::add`] for a shard of a sharded engine: adds the `part` of
+    /// `input` this engine takes (all of it without one), refused whole
+    /// when it needs more series than `max_series` leaves with `elsewhere`
+    /// held by the other shards.
+    pub(crate) fn add_part(
+        &mut self,
+        input: Input<'_, '_>,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+        elsewhere: usize,
+    ) -> Result<AddOutcome, AddError> {
+        macro_rules! each {
+            ($s:expr) => {{
+                self.check_room($s, context, now, part, elsewhere)?;
+                Ok(self.apply_from($s, context, now, part))
+            }};
+        }
+        match input {
+            Input::Prepared(Prepared(Form::View(v))) => each!(v),
+            Input::Prepared(Prepared(Form::Tree(t))) | Input::Tree(t) => each!(t),
+        }
+    }
+
+    /// New series the `part` of `input` would open here (an upper bound);
+    /// for a request spread over several shards, checked against
+    /// `max_series` as a whole before any shard applies its part.
+    pub(crate) fn series_needed(
+        &mut self,
+        input: Input<'_, '_>,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+    ) -> usize {
+        match input {
+            Input::Prepared(Prepared(Form::View(v))) => {
+                self.new_series_needed(v, context, now, part)
+            }
+            Input::Prepared(Prepared(Form::Tree(t))) | Input::Tree(t) => {
+                self.new_series_needed(t, context, now, part)
+            }
+        }
+    }
+
+    /// Adds the `part` of `input` with no `max_series` check (the caller
+    /// made it, with [`Engine::series_needed`]).
+    pub(crate) fn apply_part(
+        &mut self,
+        input: Input<'_, '_>,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+    ) -> AddOutcome {
+        match input {
+            Input::Prepared(Prepared(Form::View(v))) => self.apply_from(v, context, now, part),
+            Input::Prepared(Prepared(Form::Tree(t))) | Input::Tree(t) => {
+                self.apply_from(t, context, now, part)
+            }
+        }
     }
 
     /// How many series not open now `request` would open (an upper bound:
@@ -782,10 +911,11 @@ impl Engine {
         request: &S,
         ctx: &RequestContext,
         now: u64,
+        part: Option<&Part<'_>>,
     ) -> usize {
         let mut new: HashSet<SeriesKey, ahash::RandomState> = HashSet::default();
         let (rules, st) = (&self.rules, &mut self.state);
-        request.walk(rules, st, ctx, |rules, st, origin, shape, p| {
+        request.walk(rules, st, ctx, part, |rules, st, origin, shape, p| {
             if p.value.is_none() {
                 return;
             }
@@ -808,6 +938,7 @@ impl Engine {
             );
             st.last_user = Some(user);
         });
+        st.last_user = None;
         new.len()
     }
 
@@ -951,10 +1082,17 @@ trait Source {
     type Attr: Attribute;
     /// Data points in the request.
     fn points(&self) -> usize;
-    /// Calls `f` for every point with its [`Origin`] and [`Shape`];
-    /// returns the summary points (which cannot be merged and are only
+    /// Calls `f` for every point (of `part`, when given) with its
+    /// [`Origin`] and [`Shape`]; returns the summary points (which cannot be merged and are only
     /// counted).
-    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, f: F) -> u64
+    fn walk<F>(
+        &self,
+        rules: &Rules,
+        st: &mut State,
+        ctx: &RequestContext,
+        part: Option<&Part<'_>>,
+        f: F,
+    ) -> u64
     where
         F: FnMut(&Rules, &mut State, &Origin<'_, Self::Attr>, Shape, Point<'_, Self::Attr>);
 }
@@ -992,13 +1130,28 @@ impl Source for Metrics {
         self.item_count()
     }
 
-    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, mut f: F) -> u64
+    fn walk<F>(
+        &self,
+        rules: &Rules,
+        st: &mut State,
+        ctx: &RequestContext,
+        part: Option<&Part<'_>>,
+        mut f: F,
+    ) -> u64
     where
         F: FnMut(&Rules, &mut State, &Origin<'_, KeyValue>, Shape, Point<'_, KeyValue>),
     {
         let token = ctx.bearer_token().map(|t| st.strs.get(t.expose()));
         let mut summary = 0;
-        for rm in &self.resource_metrics {
+        // The next point's index (for `part`).
+        let mut next = 0;
+        for (r, rm) in self.resource_metrics.iter().enumerate() {
+            if let Some(part) = part {
+                match part.resource(r) {
+                    Some(first) => next = first,
+                    None => continue,
+                }
+            }
             let resource: &[KeyValue] = rm.resource.as_ref().map_or(&[], |r| &r.attributes);
             let (resource_id, out_resource) = resource_origin(rules, st, resource);
             for sm in &rm.scope_metrics {
@@ -1018,6 +1171,10 @@ impl Source for Metrics {
                         head,
                     );
                     summary += each_point(m.data.as_ref(), |shape, p| {
+                        next += 1;
+                        if part.is_some_and(|part| !part.takes(next - 1)) {
+                            return;
+                        }
                         rules.layout(&mut st.layout, p.attrs);
                         f(rules, st, &origin, shape, p)
                     });
@@ -1036,12 +1193,27 @@ impl<'v> Source for View<'v> {
         self.points.len()
     }
 
-    fn walk<F>(&self, rules: &Rules, st: &mut State, ctx: &RequestContext, mut f: F) -> u64
+    fn walk<F>(
+        &self,
+        rules: &Rules,
+        st: &mut State,
+        ctx: &RequestContext,
+        part: Option<&Part<'_>>,
+        mut f: F,
+    ) -> u64
     where
         F: FnMut(&Rules, &mut State, &Origin<'_, KvRef<'v>>, Shape, Point<'_, KvRef<'v>>),
     {
         let token = ctx.bearer_token().map(|t| st.strs.get(t.expose()));
-        for r in &self.resources {
+        // The next point's index (for `part`).
+        let mut next = 0;
+        for (i, r) in self.resources.iter().enumerate() {
+            if let Some(part) = part {
+                match part.resource(i) {
+                    Some(first) => next = first,
+                    None => continue,
+                }
+            }
             let resource = &self.kvs[r.attrs.clone()];
             let (resource_id, out_resource) = resource_origin(rules, st, resource);
             for scope in &self.scopes[r.scopes.clone()] {
@@ -1073,6 +1245,10 @@ impl<'v> Source for View<'v> {
                         head,
                     );
                     for p in &self.points[m.points.clone()] {
+                        next += 1;
+                        if part.is_some_and(|part| !part.takes(next - 1)) {
+                            continue;
+                        }
                         let recorded = p.flags & FLAG_NO_RECORDED_VALUE == 0;
                         let value = match &p.hist {
                             Some(h) => Hist::from_parts(

@@ -118,6 +118,7 @@ mod output;
 mod packed;
 mod processor;
 mod series;
+mod shard;
 mod snapshot;
 mod stream;
 pub mod value;
@@ -132,6 +133,7 @@ pub use processor::{
     redact, AggregationProcessor, AggregationProcessorFactory, FLOW_WINDOW_POINTS,
 };
 pub use series::Closed;
+pub use shard::{auto_shards, ShardedEngine, MAX_SHARDS};
 pub use snapshot::{RestoreError, TakenSnapshot, SNAPSHOT_VERSION};
 pub use view::reads_in_place;
 

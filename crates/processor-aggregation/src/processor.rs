@@ -26,9 +26,10 @@ use crate::config::AggregationConfig;
 use crate::config::Lookup;
 use crate::durable::{Applied, Durable, Op, Request};
 use crate::emission::Piece;
-use crate::engine::{AddError, AddOutcome, Dropped, Engine, Prepared};
+use crate::engine::{AddError, AddOutcome, Dropped, Engine, Input};
 use crate::log_thread::LogWriter;
 use crate::packed::Packed;
+use crate::shard::ShardedEngine;
 
 /// How often the missing-key warning may repeat for one metric.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -209,7 +210,8 @@ struct Shared {
     id: String,
     /// The first user key, for logs.
     key: String,
-    engine: Arc<Mutex<Engine>>,
+    /// The engine, in shards by user (one with storage).
+    shards: ShardedEngine,
     /// Where totals go: the branches of a fan-out, or the one consumer.
     targets: Vec<Arc<dyn Consumer<Metrics>>>,
     /// Per branch, the room for emitted totals in memory downstream
@@ -269,8 +271,7 @@ impl AggregationProcessor {
             .chain([otelcol_core::consumer::ROUTED_SINCE_HEADER.to_string()])
             .collect();
         let storage = config.storage.clone();
-        let mut engine = Engine::new(config, collector_start)?;
-        engine.set_tracing(debug);
+        let shards = ShardedEngine::new(&config, config.shard_count(), collector_start, debug)?;
         let id = settings.id.to_string();
         let targets = next.branches().unwrap_or_else(|| vec![next]);
         let windows = targets
@@ -282,7 +283,7 @@ impl AggregationProcessor {
                 counters: Counters::new(&settings.metrics, &id),
                 id,
                 key,
-                engine: Arc::new(Mutex::new(engine)),
+                shards,
                 targets,
                 windows,
                 debug,
@@ -317,10 +318,6 @@ impl AggregationProcessor {
 }
 
 impl Shared {
-    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn warn_missing(&self, metrics: &[String]) {
         let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -392,24 +389,22 @@ impl Shared {
         }
     }
 
-    /// Applies `op`: through the log when durable (answered once written),
-    /// else directly.
+    /// Applies a close or a delivered piece to shard `shard`: through the
+    /// log when durable (answered once written; one shard), else directly.
     /// `now` overrides the clock without storage (tests drive time).
-    async fn apply(
-        &self,
-        op: Op,
-        packed: Packed,
-        now: Option<u64>,
-        prepared: Option<&Prepared<'_>>,
-    ) -> Result<Applied, ConsumerError> {
+    async fn apply(&self, shard: usize, op: Op, now: Option<u64>) -> Result<(), ConsumerError> {
         match self.log.get() {
             Some(log) => log
-                .submit(op, packed, prepared)
+                .submit(op, Packed::default(), None)
                 .await
+                .map(drop)
                 .map_err(|e| self.unwritten(e)),
             None => {
                 let now = now.unwrap_or_else(now_nanos);
-                Ok(op.apply_prepared(&mut self.engine(), now, prepared))
+                let mut e = self.shards.lock(shard);
+                op.apply(&mut e, now);
+                self.shards.publish(shard, &e);
+                Ok(())
             }
         }
     }
@@ -424,12 +419,17 @@ impl Shared {
 
     /// The idempotency key of batch `j` of a piece: the same after a
     /// restart (durable state), so a resend can be dropped downstream.
-    fn batch_key(&self, p: &Piece, j: usize) -> Arc<str> {
+    /// Shard 0's keys are those of an engine in one piece.
+    fn batch_key(&self, shard: usize, p: &Piece, j: usize) -> Arc<str> {
         let instance = *self.instance.lock().unwrap_or_else(PoisonError::into_inner);
-        format!("agg-{instance:016x}-{}-{}-{j}", p.emission, p.index).into()
+        match shard {
+            0 => format!("agg-{instance:016x}-{}-{}-{j}", p.emission, p.index).into(),
+            s => format!("agg-{instance:016x}-s{s}-{}-{}-{j}", p.emission, p.index).into(),
+        }
     }
 
-    /// Closes windows (`op`: [`Op::Close`] or [`Op::CloseAll`]), then offers
+    /// Closes windows in every shard (`close`: [`Op::Close`] or
+    /// [`Op::CloseAll`]), then offers
     /// every piece not yet taken (this emission's and any refused before)
     /// to the branches that have not taken it. A retryable refusal keeps
     /// the piece for the next tick; on the `last_chance` (shutdown) without
@@ -439,18 +439,31 @@ impl Shared {
     /// Each piece is built only once every branch still to take it has room
     /// for it ([`FLOW_WINDOW_POINTS`]); a branch that makes no room within
     /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
-    async fn emit(&self, op: Op, last_chance: bool, now: Option<u64>) {
+    async fn emit(&self, close: fn(u32) -> Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
-        if let Err(e) = self.apply(op, Packed::default(), now, None).await {
-            tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
+        for shard in 0..self.shards.len() {
+            if let Err(e) = self
+                .apply(shard, close(self.targets.len() as u32), now)
+                .await
+            {
+                tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
+            }
         }
         let durable = self.log.get().is_some();
-        let pieces = self.engine().pieces();
+        let pieces: Vec<(usize, Piece)> = (0..self.shards.len())
+            .flat_map(|i| {
+                self.shards
+                    .lock(i)
+                    .pieces()
+                    .into_iter()
+                    .map(move |p| (i, p))
+            })
+            .collect();
         let mut stalled = vec![false; self.targets.len()];
         // Branches the shutdown flush stopped waiting for.
         let mut handing_over = vec![false; self.targets.len()];
-        for p in pieces {
-            let points = self.engine().piece_len(p.emission, p.index) as u32;
+        for (shard, p) in pieces {
+            let points = self.shards.lock(shard).piece_len(p.emission, p.index) as u32;
             let mut room: Vec<Option<FlowPermit>> = vec![None; self.targets.len()];
             for (t, window) in self.windows.iter().enumerate() {
                 if p.missing & (1u64 << t.min(63)) == 0 || stalled[t] {
@@ -472,7 +485,7 @@ impl Shared {
                 continue;
             }
             let batches = {
-                let closed = self.engine().piece(p.emission, p.index);
+                let closed = self.shards.lock(shard).piece(p.emission, p.index);
                 closed.build()
             };
             let points = u64::from(points);
@@ -484,7 +497,7 @@ impl Shared {
                 let mut outcome = Ok(());
                 for (j, b) in batches.iter().enumerate() {
                     let mut b = b.clone();
-                    b.context.idempotency_key = Some(self.batch_key(&p, j));
+                    b.context.idempotency_key = Some(self.batch_key(shard, &p, j));
                     b.context.flow = flow.clone();
                     if self.debug {
                         self.log_emission(&b);
@@ -516,7 +529,7 @@ impl Shared {
                         index: p.index,
                         target: t as u32,
                     };
-                    if let Err(e) = self.apply(op, Packed::default(), None, None).await {
+                    if let Err(e) = self.apply(shard, op, None).await {
                         tracing::warn!(processor = %self.id, error = %e, "cannot record a delivered piece; it is offered again (same idempotency key)");
                     }
                 }
@@ -529,7 +542,7 @@ impl Shared {
         }
         self.counters
             .series_open
-            .set(self.engine().open_series() as i64);
+            .set(self.shards.open_series() as i64);
     }
 
     /// Waits for room for `points` emitted totals in one branch's window:
@@ -556,16 +569,15 @@ impl Shared {
     /// Emits the windows closed at `now` (the clock when `None`, and
     /// always with storage) and offers again what was refused.
     async fn emit_closed(&self, now: Option<u64>) {
-        let targets = self.targets.len() as u32;
-        self.emit(Op::Close { targets }, false, now).await;
+        self.emit(|targets| Op::Close { targets }, false, now).await;
     }
 
     /// Emits every open window, the current one included.
     async fn flush_all(&self) {
-        let before = self.engine().open_series();
-        let targets = self.targets.len() as u32;
-        self.emit(Op::CloseAll { targets }, true, None).await;
-        let left = self.engine().open_series();
+        let before = self.shards.open_series();
+        self.emit(|targets| Op::CloseAll { targets }, true, None)
+            .await;
+        let left = self.shards.open_series();
         tracing::info!(processor = %self.id, series = before, left, "flushed every open window, the current one included");
     }
 }
@@ -664,16 +676,21 @@ impl Consumer<Metrics> for AggregationProcessor {
                 None => return Ok(()),
             }
         } else {
-            let now = now_nanos();
-            let mut e = s.engine();
-            let outcome = match (&prepared, &request) {
-                (Some(p), _) => e.add_prepared(p, &context, now),
-                (None, Request::Decoded(m)) => e.add(m, &context, now),
-                (None, Request::Encoded(b)) => e.add_encoded(b, &context, now),
+            let input = match (&prepared, &request) {
+                (Some(p), _) => Input::Prepared(p),
+                (None, Request::Decoded(m)) => Input::Tree(m),
+                // Not reached: encoded bytes are prepared above.
+                (None, Request::Encoded(_)) => {
+                    return Err(ConsumerError::Permanent {
+                        message: "aggregation: a request's bytes were not read".into(),
+                        kind: PermanentKind::InvalidData,
+                    })
+                }
             };
-            let open = e.open_series();
-            drop(e);
-            (outcome.map_err(|e| (e, items())), open)
+            match s.shards.add_input(input, &context, now_nanos()) {
+                Ok((outcome, open)) => (Ok(outcome), open),
+                Err(e) => (Err((e, items())), 0),
+            }
         };
         let outcome = match outcome {
             Ok(o) => o,
@@ -759,7 +776,7 @@ impl AggregationProcessor {
         let client = ext
             .client(Kind::Processor, &pid, "state")
             .map_err(|e| fail(e.to_string()))?;
-        let config = s.engine().config().clone();
+        let config = s.shards.lock(0).config().clone();
         let began = Instant::now();
         let (mut durable, mut engine, rec) =
             tokio::task::spawn_blocking(move || Durable::open(client, config, now_nanos()))
@@ -771,14 +788,20 @@ impl AggregationProcessor {
         let series = engine.open_series();
         let streams = engine.open_streams();
         *s.instance.lock().unwrap_or_else(PoisonError::into_inner) = durable.instance;
-        *s.engine() = engine;
+        *s.shards.lock(0) = engine;
         if rec.found {
             tracing::info!(processor = %s.id, storage = %name, series, streams, records = rec.records, torn = rec.torn, snapshot_bytes = rec.snapshot_bytes, millis = began.elapsed().as_millis() as u64, "aggregation state recovered");
         } else {
             tracing::info!(processor = %s.id, storage = %name, "aggregation state: starting empty (first start on this storage)");
         }
-        let log = LogWriter::start(durable, s.engine.clone(), now_nanos, s.id.clone(), s.debug)
-            .map_err(|e| fail(e.to_string()))?;
+        let log = LogWriter::start(
+            durable,
+            s.shards.handle(0),
+            now_nanos,
+            s.id.clone(),
+            s.debug,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let _ = s.log.set(log);
         s.counters.series_open.set(series as i64);
         Ok(())

@@ -26,7 +26,7 @@ use otelcol_core::pdata::proto::metrics::v1::{
 };
 use otelcol_core::pdata::proto::resource::v1::Resource;
 use otelcol_core::pdata::{string_attribute, Metrics};
-use otelcol_processor_aggregation::Engine;
+use otelcol_processor_aggregation::{Engine, ShardedEngine};
 use proptest::prelude::*;
 use prost::Message;
 
@@ -684,9 +684,16 @@ fn context(token: u8, header: Option<u8>) -> RequestContext {
     }
 }
 
+/// The engine under test: one piece, or in shards.
+enum Under {
+    One(Box<Engine>),
+    Sharded(ShardedEngine),
+}
+
 /// Runs `events` through an engine, handing it each request decoded or,
-/// when `encoded`, as its protobuf bytes ([`Engine::add_encoded`]).
-fn run(events: &[Ev], encoded: bool) -> Result<(), TestCaseError> {
+/// when `encoded`, as its protobuf bytes ([`Engine::add_encoded`]); in
+/// `shards` shards when above 1 (as the processor runs without storage).
+fn run(events: &[Ev], encoded: bool, shards: usize) -> Result<(), TestCaseError> {
     let config = otelcol_processor_aggregation::AggregationConfig {
         aggregation_interval: Duration::from_secs(INTERVAL),
         grace: Duration::from_secs(GRACE),
@@ -699,7 +706,12 @@ fn run(events: &[Ev], encoded: bool) -> Result<(), TestCaseError> {
         ],
         ..Default::default()
     };
-    let mut e = Engine::new(config.clone(), at(COLLECTOR_START)).unwrap();
+    let mut e = match shards {
+        1 => Under::One(Box::new(
+            Engine::new(config.clone(), at(COLLECTOR_START)).unwrap(),
+        )),
+        n => Under::Sharded(ShardedEngine::new(&config, n, at(COLLECTOR_START), false).unwrap()),
+    };
     let mut model = Model::default();
     let mut senders = Senders {
         last: HashMap::new(),
@@ -727,32 +739,44 @@ fn run(events: &[Ev], encoded: bool) -> Result<(), TestCaseError> {
                     .map(|p| senders.concrete(p, tok, *header, now))
                     .collect();
                 let request = to_request(&outs);
-                if encoded {
-                    e.add_encoded(&request.encode_to_vec(), &ctx, now).unwrap();
-                } else {
-                    e.add(&request, &ctx, now).unwrap();
+                match (&mut e, encoded) {
+                    (Under::One(e), true) => e.add_encoded(&request.encode_to_vec(), &ctx, now),
+                    (Under::One(e), false) => e.add(&request, &ctx, now),
+                    (Under::Sharded(e), true) => e.add_encoded(&request.encode_to_vec(), &ctx, now),
+                    (Under::Sharded(e), false) => e.add(&request, &ctx, now),
                 }
+                .unwrap();
                 model
                     .arrivals
                     .extend(outs.into_iter().map(|o| (idx, now, o)));
             }
             Ev::Advance(secs) => now += secs * NS,
             Ev::Tick => {
-                batches.extend(e.take_closed(now));
+                batches.extend(match &mut e {
+                    Under::One(e) => e.take_closed(now),
+                    Under::Sharded(e) => e.take_closed(now),
+                });
                 model.ticks.push((idx, now));
             }
+            // A sharded engine keeps no state on disk (the model's
+            // restarts change nothing).
             Ev::Restart => {
-                let bytes = e.snapshot();
-                e = Engine::restore(config.clone(), &bytes).unwrap();
-                prop_assert_eq!(
-                    e.snapshot().len(),
-                    bytes.len(),
-                    "a restored engine writes the same state"
-                );
+                if let Under::One(one) = &mut e {
+                    let bytes = one.snapshot();
+                    **one = Engine::restore(config.clone(), &bytes).unwrap();
+                    prop_assert_eq!(
+                        one.snapshot().len(),
+                        bytes.len(),
+                        "a restored engine writes the same state"
+                    );
+                }
             }
         }
     }
-    batches.extend(e.take_all());
+    batches.extend(match &mut e {
+        Under::One(e) => e.take_all(),
+        Under::Sharded(e) => e.take_all(),
+    });
     let (got, got_exp) = engine_totals(&batches);
     let (want, want_exp) = model.totals();
     let nonzero = |m: BTreeMap<Key, Tot>| -> BTreeMap<Key, Tot> {
@@ -789,13 +813,21 @@ proptest! {
 
     #[test]
     fn the_engine_gives_the_reference_models_totals(events in events()) {
-        run(&events, false)?;
+        run(&events, false, 1)?;
     }
 
     /// The same through the bytes: sums and gauges are read in place,
     /// histograms decoded first (`view.rs` checks which path each takes).
     #[test]
     fn the_engine_reading_request_bytes_gives_the_reference_models_totals(events in events()) {
-        run(&events, true)?;
+        run(&events, true, 1)?;
+    }
+
+    /// The same in three shards (the two users on shards 0 and 2; a
+    /// request of both is split between them): decoded and as bytes.
+    #[test]
+    fn a_sharded_engine_gives_the_reference_models_totals(events in events()) {
+        run(&events, false, 3)?;
+        run(&events, true, 3)?;
     }
 }
