@@ -8,9 +8,10 @@
 //! one cumulative stream (its identity holds the user), always land on one
 //! shard. A request whose points all go to one shard (an AI tool's: one
 //! user each) locks that shard only. A request spread over several (a
-//! gateway's) locks them in ascending order, is checked against
-//! `max_series` as a whole, and each shard walks only its resources and
-//! points ([`Part`]).
+//! gateway's) goes through its shards one lock at a time while there is
+//! room for all its points; near `max_series` it locks them all in
+//! ascending order and is checked as a whole, so that it is refused whole.
+//! Each shard walks only its resources and points ([`Part`]).
 //!
 //! `max_series` is for all shards together: each shard publishes its open
 //! count after every change, and a request counts the others' with its
@@ -438,12 +439,27 @@ impl ShardedEngine {
             let open = elsewhere + e.open_series();
             return out.map(|o| (o, open));
         }
-        // Spread over several shards: all of them locked, in ascending
-        // order, so that it is refused or applied whole.
-        let mut locked: Vec<(u8, MutexGuard<'_, Engine>)> = (0..self.len())
-            .filter(|i| route.touched & (1u64 << i) != 0)
-            .map(|i| (i as u8, self.lock(i)))
-            .collect();
+        let touched = || (0..self.len()).filter(|i| route.touched & (1u64 << i) != 0);
+        let mut out = AddOutcome::default();
+        out.dropped.summary = route.summaries;
+        // Spread over several shards, with room for every point to open a
+        // series: each shard in turn, one lock at a time (so that requests
+        // spread alike go through the shards one behind the other).
+        if route.points.len() <= self.max_series.saturating_sub(self.open_series()) {
+            for s in touched() {
+                let mut e = self.lock(s);
+                absorb(
+                    &mut out,
+                    e.apply_part(input, context, now, Some(&route.part(s as u8))),
+                );
+                self.publish(s, &e);
+            }
+            return Ok((out, self.open_series()));
+        }
+        // Near the bound: all of them locked, in ascending order, so that
+        // it is refused or applied whole.
+        let mut locked: Vec<(u8, MutexGuard<'_, Engine>)> =
+            touched().map(|i| (i as u8, self.lock(i))).collect();
         let elsewhere = self.elsewhere(route.touched);
         let used = elsewhere + locked.iter().map(|(_, e)| e.open_series()).sum::<usize>();
         let free = self.max_series.saturating_sub(used);
@@ -460,8 +476,6 @@ impl ShardedEngine {
                 });
             }
         }
-        let mut out = AddOutcome::default();
-        out.dropped.summary = route.summaries;
         let mut open = elsewhere;
         for (s, e) in &mut locked {
             absorb(
