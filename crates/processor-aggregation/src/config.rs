@@ -148,8 +148,8 @@ pub struct AggregationConfig {
     /// only once its effect is durable. None: memory only.
     pub storage: Option<String>,
     /// The engine's shards, by user (a request of one user locks one
-    /// shard); 0: one per core, up to 16. With `storage` the engine is one
-    /// shard (a sharded durable state is not built yet).
+    /// shard); 0: one per core, up to 16. A durable state (`storage`)
+    /// keeps the count it was created with.
     pub shards: usize,
 }
 
@@ -196,13 +196,11 @@ impl AggregationConfig {
             .collect()
     }
 
-    /// The engine's shards: `shards`, one per core when 0, and 1 with
-    /// `storage`.
+    /// The engine's shards: `shards`, or one per core when 0.
     pub fn shard_count(&self) -> usize {
-        match (&self.storage, self.shards) {
-            (Some(_), _) => 1,
-            (None, 0) => crate::shard::auto_shards(),
-            (None, n) => n,
+        match self.shards {
+            0 => crate::shard::auto_shards(),
+            n => n,
         }
     }
 
@@ -250,12 +248,6 @@ impl AggregationConfig {
             return Err(ConfigError::invalid(
                 "shards",
                 format!("must be at most {}", crate::shard::MAX_SHARDS),
-            ));
-        }
-        if self.storage.is_some() && self.shards > 1 {
-            return Err(ConfigError::invalid(
-                "shards",
-                "a durable (storage) engine is one shard in this release; leave shards unset or 1",
             ));
         }
         if let Some(s) = &self.storage {

@@ -41,19 +41,24 @@ use crate::codec::{Corrupt, Reader, Writer};
 use crate::config::AggregationConfig;
 use crate::engine::{AddError, AddOutcome, Engine, Prepared, Seeds};
 use crate::packed::Packed;
+use crate::shard::ShardedEngine;
 use crate::snapshot::RestoreError;
 
 const META: &str = "meta";
+/// A snapshot of several shards (one shard's is the engine's own).
+const SHARDS_MAGIC: &[u8; 4] = b"AGSS";
 const META_MAGIC: &[u8; 4] = b"AGGM";
 /// Log records: each op with its own time.
 const LOG_MAGIC: &[u8; 4] = b"AGL2";
 /// Log records of the first layout (one time per record), still read.
 const LOG_MAGIC_V1: &[u8; 4] = b"AGL1";
-/// The storage layout this build writes: 2, requests packed in the log
-/// ([`Packed`]). It reads 1 too (requests as they came), and marks such a
-/// state 2 at its first start, before it writes a packed request, so an
-/// older build refuses the state rather than misread its log.
-pub const FORMAT_VERSION: u32 = 2;
+/// The storage layout this build writes: 3, the engine in shards (their
+/// count in the metadata, a delivered piece naming its shard, a snapshot
+/// of every shard). It reads 2 (requests packed in the log, [`Packed`])
+/// and 1 (requests as they came) too, both one shard, and marks such a
+/// state 3 at its first start, before it writes anything, so an older
+/// build refuses the state rather than misread it.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest storage layout this build reads.
 const OLDEST_FORMAT: u32 = 1;
 /// Bytes of one stored snapshot part.
@@ -63,6 +68,7 @@ const PART: usize = 4 << 20;
 pub(crate) const SNAPSHOT_AFTER: u64 = 64 << 20;
 
 /// One change of the engine, as logged and replayed.
+#[derive(Clone)]
 pub(crate) enum Op {
     /// A request, with what of its context the engine reads.
     Add {
@@ -74,8 +80,10 @@ pub(crate) enum Op {
     Close { targets: u32 },
     /// Every window closed (shutdown).
     CloseAll { targets: u32 },
-    /// A branch took (or refused for good) a piece of an emission.
+    /// A branch took (or refused for good) a piece of an emission of
+    /// shard `shard`.
     Done {
+        shard: u32,
         emission: u64,
         index: u32,
         target: u32,
@@ -83,6 +91,7 @@ pub(crate) enum Op {
 }
 
 /// A request as an op holds it.
+#[derive(Clone)]
 pub(crate) enum Request {
     /// Decoded by the receiver (or built by an embedding program).
     Decoded(Metrics),
@@ -118,7 +127,8 @@ impl Op {
         }
     }
 
-    /// Applies the op to `engine` at `now` (the time of its record).
+    /// Applies the op to `engine`, one shard, at `now` (the time of its
+    /// record); a `Done` whatever shard it names.
     pub fn apply(&self, engine: &mut Engine, now: u64) -> Applied {
         self.apply_prepared(engine, now, None)
     }
@@ -160,6 +170,7 @@ impl Op {
                 emission,
                 index,
                 target,
+                ..
             } => {
                 engine.piece_done(*emission, *index, *target);
                 Applied::Done
@@ -196,12 +207,26 @@ impl Op {
                 w.u8(2);
                 w.u32(*targets);
             }
+            // Shard 0's as formats 1 and 2 wrote it.
             Op::Done {
+                shard: 0,
                 emission,
                 index,
                 target,
             } => {
                 w.u8(3);
+                w.u64(*emission);
+                w.u32(*index);
+                w.u32(*target);
+            }
+            Op::Done {
+                shard,
+                emission,
+                index,
+                target,
+            } => {
+                w.u8(5);
+                w.u32(*shard);
                 w.u64(*emission);
                 w.u32(*index);
                 w.u32(*target);
@@ -240,6 +265,13 @@ impl Op {
             1 => Op::Close { targets: r.u32()? },
             2 => Op::CloseAll { targets: r.u32()? },
             3 => Op::Done {
+                shard: 0,
+                emission: r.u64()?,
+                index: r.u32()?,
+                target: r.u32()?,
+            },
+            5 => Op::Done {
+                shard: r.u32()?,
                 emission: r.u64()?,
                 index: r.u32()?,
                 target: r.u32()?,
@@ -350,6 +382,45 @@ pub(crate) fn read_record(bytes: &[u8]) -> Result<Vec<(u64, Op)>, Corrupt> {
         .collect()
 }
 
+/// One snapshot of every shard, from each shard's
+/// ([`Engine::snapshot`]): one shard's as it is (as formats 1 and 2 wrote
+/// it); several, each after its length.
+pub(crate) fn shards_snapshot(mut shards: Vec<Vec<u8>>) -> Vec<u8> {
+    if shards.len() == 1 {
+        return shards.pop().unwrap_or_default();
+    }
+    let mut w = Writer::default();
+    w.buf.extend_from_slice(SHARDS_MAGIC);
+    w.len(shards.len());
+    for s in &shards {
+        w.bytes(s);
+    }
+    w.buf
+}
+
+/// The `count` shards' engines (each with `config`, a shard's) from a
+/// [`shards_snapshot`].
+fn restore_shards(
+    config: &AggregationConfig,
+    count: usize,
+    bytes: &[u8],
+) -> Result<Vec<Engine>, DurableError> {
+    if count == 1 {
+        return Ok(vec![Engine::restore(config.clone(), bytes)?]);
+    }
+    let mut r = Reader::new(bytes);
+    if r.take(4)? != SHARDS_MAGIC {
+        return Err(Corrupt("the snapshot is not of several shards".into()).into());
+    }
+    let n = r.count(8)?;
+    if n != count {
+        return Err(Corrupt(format!("the snapshot holds {n} shards, the state {count}")).into());
+    }
+    (0..n)
+        .map(|_| Ok(Engine::restore(config.clone(), r.bytes()?)?))
+        .collect()
+}
+
 fn snap_key(seq: u64, part: u32) -> String {
     format!("snap/{seq:016x}/{part:08x}")
 }
@@ -404,6 +475,8 @@ pub(crate) struct Durable {
     pub instance: u64,
     collector_start: u64,
     seeds: Seeds,
+    /// The engine's shards (kept for the life of the state).
+    pub shards: u32,
     next_seq: u64,
     snapshot_seq: u64,
     snapshot_parts: u32,
@@ -430,30 +503,45 @@ impl Durable {
         self.seeds.0.iter().for_each(|k| w.u64(*k));
         w.u64(snapshot_seq);
         w.u32(snapshot_parts);
+        w.u32(self.shards);
         w.buf
     }
 
-    /// Opens (or creates) the state in `client`: the snapshot, then every
-    /// later record replayed. `now` is this start's time (for a fresh state,
-    /// the time its cumulative streams are vouched for from).
+    /// Opens (or creates, in `shards` shards) the state in `client`: the
+    /// snapshot, then every later record replayed. A state keeps the
+    /// shard count it was created with. `now` is this start's time (for a
+    /// fresh state, the time its cumulative streams are vouched for from).
     pub fn open(
         client: Arc<dyn StorageClient>,
         config: AggregationConfig,
+        shards: usize,
         now: u64,
-    ) -> Result<(Durable, Engine, Recovery), DurableError> {
+    ) -> Result<(Durable, ShardedEngine, Recovery), DurableError> {
         let records = match client.record_log()? {
             Some(log) => log,
             None => Arc::new(KvRecordLog::new(client.clone())),
         };
-        Self::open_with(client, records, config, now)
+        Self::open_with(client, records, config, shards, now)
     }
 
     fn open_with(
         client: Arc<dyn StorageClient>,
         records: Arc<dyn RecordLog>,
         config: AggregationConfig,
+        shards: usize,
         now: u64,
-    ) -> Result<(Durable, Engine, Recovery), DurableError> {
+    ) -> Result<(Durable, ShardedEngine, Recovery), DurableError> {
+        let shards = shards.clamp(1, crate::shard::MAX_SHARDS);
+        // Every shard with the same seeds: a shard's stream ids need only
+        // be its own, and one set in the metadata serves them all.
+        let fresh = |count: usize, start: u64, seeds: Seeds| {
+            (0..count)
+                .map(|_| {
+                    Engine::with_seeds(ShardedEngine::shard_config(&config, count), start, seeds)
+                        .map_err(|e| DurableError::from(Corrupt(format!("config: {e}"))))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let mut recovery = Recovery::default();
         let Some(meta) = client.get(META)? else {
             // Records without state (its file removed by hand) are not
@@ -473,9 +561,10 @@ impl Durable {
                 log_bytes: 0,
                 snapshot_bytes: 0,
                 snapshot_after: SNAPSHOT_AFTER,
+                shards: shards as u32,
             };
             d.client.set(META, d.meta(0, 0))?;
-            let engine = Engine::with_seeds(config, now, seeds)
+            let engine = ShardedEngine::from_engines(&config, fresh(shards, now, seeds)?)
                 .map_err(|e| Corrupt(format!("config: {e}")))?;
             return Ok((d, engine, recovery));
         };
@@ -495,7 +584,19 @@ impl Durable {
             *k = r.u64()?;
         }
         let (snapshot_seq, snapshot_parts) = (r.u64()?, r.u32()?);
-        let mut engine = if snapshot_parts > 0 {
+        // Formats 1 and 2: one shard.
+        let count = if found >= 3 { r.u32()? as usize } else { 1 };
+        if !(1..=crate::shard::MAX_SHARDS).contains(&count) {
+            return Err(Corrupt(format!("{count} shards")).into());
+        }
+        if count != shards {
+            tracing::info!(
+                state = count,
+                configured = shards,
+                "aggregation state: keeping the shard count it was created with"
+            );
+        }
+        let engines = if snapshot_parts > 0 {
             let mut bytes = vec![];
             for p in 0..snapshot_parts {
                 let key = snap_key(snapshot_seq, p);
@@ -505,11 +606,12 @@ impl Durable {
                 bytes.extend_from_slice(&part);
             }
             recovery.snapshot_bytes = bytes.len() as u64;
-            Engine::restore(config, &bytes)?
+            restore_shards(&ShardedEngine::shard_config(&config, count), count, &bytes)?
         } else {
-            Engine::with_seeds(config, collector_start, Seeds(seeds))
-                .map_err(|e| Corrupt(format!("config: {e}")))?
+            fresh(count, collector_start, Seeds(seeds))?
         };
+        let engine = ShardedEngine::from_engines(&config, engines)
+            .map_err(|e| Corrupt(format!("config: {e}")))?;
         // Parts of older snapshots whose deletion a crash interrupted.
         let current = format!("snap/{snapshot_seq:016x}/");
         let mut stale = vec![];
@@ -534,11 +636,11 @@ impl Durable {
             }
             match read_record(value) {
                 Ok(ops) if torn.is_empty() => {
-                    for (at, op) in &ops {
-                        op.apply(&mut engine, *at);
+                    let weight = replay_bytes(value.len(), &ops);
+                    for (at, op) in ops {
+                        engine.apply_op(op, at, None, drop);
                     }
                     recovery.records += 1;
-                    let weight = replay_bytes(value.len(), &ops);
                     log_bytes += weight;
                     log.push_back((seq, weight));
                     next_seq = seq + 1;
@@ -573,6 +675,7 @@ impl Durable {
             log_bytes,
             snapshot_bytes: recovery.snapshot_bytes,
             snapshot_after: SNAPSHOT_AFTER,
+            shards: count as u32,
         };
         if found < FORMAT_VERSION {
             // Before the first record of this format is written.
@@ -592,9 +695,14 @@ impl Durable {
         &self,
         config: AggregationConfig,
         now: u64,
-    ) -> Result<(Durable, Engine, Recovery), DurableError> {
-        let (mut d, engine, recovery) =
-            Durable::open_with(self.client.clone(), self.records.clone(), config, now)?;
+    ) -> Result<(Durable, ShardedEngine, Recovery), DurableError> {
+        let (mut d, engine, recovery) = Durable::open_with(
+            self.client.clone(),
+            self.records.clone(),
+            config,
+            self.shards as usize,
+            now,
+        )?;
         d.snapshot_after = self.snapshot_after;
         Ok((d, engine, recovery))
     }

@@ -33,16 +33,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use otelcol_core::storage::StorageError;
 use tokio::sync::oneshot;
 
 use crate::config::AggregationConfig;
-use crate::durable::{record, Applied, Durable, Op, SnapshotDone, SnapshotWrite};
+use crate::durable::{record, shards_snapshot, Applied, Durable, Op, SnapshotDone, SnapshotWrite};
 use crate::engine::{Engine, Prepared};
 use crate::packed::Packed;
+use crate::shard::ShardedEngine;
 use crate::snapshot::TakenSnapshot;
 
 /// A group holds at most this many bytes of ops (a larger op goes alone).
@@ -74,26 +75,21 @@ struct Queued {
 
 enum Msg {
     Op(Queued),
-    /// The engine after every op queued before this message, and how long
-    /// it held the engine lock.
-    Snapshot(Box<TakenSnapshot>, Duration),
+    /// Every shard after every op queued before this message, and how
+    /// long it held their locks.
+    Snapshot(Vec<TakenSnapshot>, Duration),
     Stop(oneshot::Sender<()>),
 }
 
 /// What the submitters and the log thread share.
 struct Shared {
-    engine: Arc<Mutex<Engine>>,
-    /// Taken (locked) only while the engine lock is held.
+    shards: Arc<ShardedEngine>,
+    /// Taken (locked) only while the locks of the shards an op changes
+    /// are held.
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     /// The engine could not be rebuilt after a failed write: refuse.
     broken: AtomicBool,
     now: fn() -> u64,
-}
-
-impl Shared {
-    fn engine(&self) -> MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// The handle of the log thread.
@@ -103,24 +99,21 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the log thread, which owns `durable`; ops apply to `engine`
-    /// at the times `now` gives. `debug` is the engine's tracing flag (a
-    /// rebuilt engine gets it too).
+    /// Starts the log thread, which owns `durable`; ops apply to `shards`
+    /// (those `durable` was opened with, for `config`) at the times `now`
+    /// gives. `debug` is the engine's tracing flag (a rebuilt engine gets
+    /// it too).
     pub fn start(
         durable: Durable,
-        engine: Arc<Mutex<Engine>>,
+        shards: Arc<ShardedEngine>,
+        config: AggregationConfig,
         now: fn() -> u64,
         id: String,
         debug: bool,
     ) -> Result<Self, std::io::Error> {
         let (tx, rx) = mpsc::channel();
-        let config = engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .config()
-            .clone();
         let shared = Arc::new(Shared {
-            engine,
+            shards,
             tx: Mutex::new(Some(tx.clone())),
             broken: AtomicBool::new(false),
             now,
@@ -168,59 +161,56 @@ impl LogWriter {
     /// memory for each request.
     pub fn begin(
         &self,
-        mut op: Op,
+        op: Op,
         packed: Packed,
         prepared: Option<&Prepared<'_>>,
     ) -> Result<(Applied, Commit), StorageError> {
         let (reply, rx) = oneshot::channel();
-        // The decoded request, freed here once applied (the log keeps its
-        // bytes), after the engine lock is released.
-        let decoded;
-        let applied = {
-            let mut engine = self.shared.engine();
-            if self.shared.broken.load(Ordering::Acquire) {
-                return Err(StorageError::Closed);
-            }
-            let tx = self
-                .shared
-                .tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let Some(tx) = tx.as_ref() else {
-                return Err(StorageError::Closed);
-            };
-            let at = (self.shared.now)();
-            let applied = op.apply_prepared(&mut engine, at, prepared);
-            decoded = op.take_request();
-            let queued = Queued {
-                at,
-                op,
-                packed,
-                reply,
-            };
-            if tx.send(Msg::Op(queued)).is_err() {
-                // The log thread is gone (it panicked): the engine is ahead
-                // of the disk for good; nothing more is acknowledged.
-                self.shared.broken.store(true, Ordering::Release);
-                return Err(StorageError::Closed);
-            }
-            applied
-        };
+        if self.shared.broken.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        let at = (self.shared.now)();
+        // Queued while the shards it changed are still locked, so the
+        // log's order is each shard's. The decoded request is freed once
+        // applied (the log keeps its bytes), after the locks are released.
+        let (applied, (queued, decoded)) =
+            self.shared.shards.apply_op(op, at, prepared, |mut op| {
+                let decoded = op.take_request();
+                let tx = self
+                    .shared
+                    .tx
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let queued = Queued {
+                    at,
+                    op,
+                    packed,
+                    reply,
+                };
+                let sent = tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(Msg::Op(queued)).is_ok());
+                (sent, decoded)
+            });
         drop(decoded);
+        if !queued {
+            // Stopped, or the log thread is gone (it panicked): the engine
+            // is ahead of the disk for good; nothing more is acknowledged.
+            self.shared.broken.store(true, Ordering::Release);
+            return Err(StorageError::Closed);
+        }
         Ok((applied, Commit(rx)))
     }
 
     /// Writes what was queued, then a last snapshot (a fast next start),
     /// and stops the thread.
     pub async fn stop(&self) {
-        let tx = {
-            let _engine = self.shared.engine();
-            self.shared
-                .tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-        };
+        let tx = self
+            .shared
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(tx) = tx {
             let (done, rx) = oneshot::channel();
             if tx.send(Msg::Stop(done)).is_ok() {
@@ -394,7 +384,8 @@ impl Log {
         let mut stop = None;
         // Its storage writes must not race reading the state back.
         self.settle_snapshot(true);
-        let mut engine = self.shared.engine();
+        let shards = self.shared.shards.clone();
+        let mut locked = shards.lock_all();
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Op(q) => refused.push(q),
@@ -403,9 +394,10 @@ impl Log {
             }
         }
         match self.d.reopen(self.config.clone(), (self.shared.now)()) {
-            Ok((d, mut rebuilt, recovery)) => {
-                rebuilt.set_tracing(self.debug);
-                *engine = rebuilt;
+            Ok((d, rebuilt, recovery)) => {
+                let mut engines = rebuilt.into_engines();
+                engines.iter_mut().for_each(|e| e.set_tracing(self.debug));
+                shards.install(&mut locked, engines);
                 self.d = d;
                 self.snapshot_asked = false;
                 if self.shared.broken.swap(false, Ordering::AcqRel) {
@@ -415,15 +407,19 @@ impl Log {
             Err(err) => {
                 // The engine holds effects that are not durable: it must
                 // not emit them. Empty until the state reads back.
-                if let Ok(empty) = Engine::new(self.config.clone(), 0) {
-                    *engine = empty;
+                let each = ShardedEngine::shard_config(&self.config, locked.len());
+                let empty: Result<Vec<Engine>, _> = (0..locked.len())
+                    .map(|_| Engine::new(each.clone(), 0))
+                    .collect();
+                if let Ok(empty) = empty {
+                    shards.install(&mut locked, empty);
                 }
                 if !self.shared.broken.swap(true, Ordering::AcqRel) {
                     tracing::error!(processor = %self.id, error = %err, "aggregation state cannot be read back after a failed write: refusing every request (retryable) until it can; what was acknowledged stays on storage for the next start");
                 }
             }
         }
-        drop(engine);
+        drop(locked);
         for q in refused {
             let _ = q.reply.send((Err(error.clone()), q.op, q.packed));
         }
@@ -435,27 +431,24 @@ impl Log {
     /// lock; laying it out as bytes, on the log thread, does not.
     fn queue_snapshot(&mut self) {
         let started = Instant::now();
-        let engine = self.shared.engine();
-        let taken = engine.take_snapshot();
-        let locked = started.elapsed();
-        // Queued before the lock is released: an op applied after the
+        // Queued before the locks are released: an op applied after the
         // read must be queued after it, or the snapshot would claim a
         // record holding an op it does not reflect.
-        if self
-            .self_tx
-            .send(Msg::Snapshot(Box::new(taken), locked))
-            .is_ok()
-        {
+        let tx = &self.self_tx;
+        let sent = self
+            .shared
+            .shards
+            .take_snapshots(|taken| tx.send(Msg::Snapshot(taken, started.elapsed())).is_ok());
+        if sent {
             self.snapshot_asked = true;
         }
-        drop(engine);
     }
 
     /// Starts writing `snap`, the engine after every record written so
     /// far (it held the engine lock for `taken`), on a thread of its own.
-    fn write_snapshot(&mut self, snap: Box<TakenSnapshot>, taken: Duration) {
+    fn write_snapshot(&mut self, snap: Vec<TakenSnapshot>, taken: Duration) {
         self.settle_snapshot(true);
-        let snap = snap.into_bytes();
+        let snap = shards_snapshot(snap.into_iter().map(TakenSnapshot::into_bytes).collect());
         let seq = self.d.last_seq();
         if seq == 0 {
             self.snapshot_asked = false;
@@ -522,7 +515,7 @@ impl Log {
             return;
         }
         if self.d.has_log() {
-            let snap = self.shared.engine().snapshot();
+            let snap = self.shared.shards.snapshot();
             let seq = self.d.last_seq();
             if let Err(err) = self.d.snapshot(seq, snap) {
                 tracing::warn!(processor = %self.id, error = %err, "aggregation state: last snapshot failed; the next start replays the log");

@@ -210,8 +210,13 @@ struct Shared {
     id: String,
     /// The first user key, for logs.
     key: String,
-    /// The engine, in shards by user (one with storage).
-    shards: ShardedEngine,
+    /// The engine, in shards by user (see [`Shared::shards`]).
+    memory: ShardedEngine,
+    /// With `storage`: the engine read back from it at start, in the
+    /// state's shards.
+    recovered: OnceLock<Arc<ShardedEngine>>,
+    /// The configuration.
+    config: AggregationConfig,
     /// Where totals go: the branches of a fan-out, or the one consumer.
     targets: Vec<Arc<dyn Consumer<Metrics>>>,
     /// Per branch, the room for emitted totals in memory downstream
@@ -271,7 +276,13 @@ impl AggregationProcessor {
             .chain([otelcol_core::consumer::ROUTED_SINCE_HEADER.to_string()])
             .collect();
         let storage = config.storage.clone();
-        let shards = ShardedEngine::new(&config, config.shard_count(), collector_start, debug)?;
+        // With storage, the engine is the one read back at start.
+        let memory_shards = if storage.is_some() {
+            1
+        } else {
+            config.shard_count()
+        };
+        let memory = ShardedEngine::new(&config, memory_shards, collector_start, debug)?;
         let id = settings.id.to_string();
         let targets = next.branches().unwrap_or_else(|| vec![next]);
         let windows = targets
@@ -283,7 +294,9 @@ impl AggregationProcessor {
                 counters: Counters::new(&settings.metrics, &id),
                 id,
                 key,
-                shards,
+                memory,
+                recovered: OnceLock::new(),
+                config: config.clone(),
                 targets,
                 windows,
                 debug,
@@ -318,6 +331,12 @@ impl AggregationProcessor {
 }
 
 impl Shared {
+    /// The engine: read back from storage once started with `storage`,
+    /// else in memory.
+    fn shards(&self) -> &ShardedEngine {
+        self.recovered.get().map_or(&self.memory, |r| r)
+    }
+
     fn warn_missing(&self, metrics: &[String]) {
         let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -401,9 +420,9 @@ impl Shared {
                 .map_err(|e| self.unwritten(e)),
             None => {
                 let now = now.unwrap_or_else(now_nanos);
-                let mut e = self.shards.lock(shard);
+                let mut e = self.shards().lock(shard);
                 op.apply(&mut e, now);
-                self.shards.publish(shard, &e);
+                self.shards().publish(shard, &e);
                 Ok(())
             }
         }
@@ -441,7 +460,10 @@ impl Shared {
     /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
     async fn emit(&self, close: fn(u32) -> Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
-        for shard in 0..self.shards.len() {
+        let durable = self.log.get().is_some();
+        // Logged once for every shard; in memory, shard by shard.
+        let closing = if durable { 1 } else { self.shards().len() };
+        for shard in 0..closing {
             if let Err(e) = self
                 .apply(shard, close(self.targets.len() as u32), now)
                 .await
@@ -449,10 +471,9 @@ impl Shared {
                 tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
             }
         }
-        let durable = self.log.get().is_some();
-        let pieces: Vec<(usize, Piece)> = (0..self.shards.len())
+        let pieces: Vec<(usize, Piece)> = (0..self.shards().len())
             .flat_map(|i| {
-                self.shards
+                self.shards()
                     .lock(i)
                     .pieces()
                     .into_iter()
@@ -463,7 +484,7 @@ impl Shared {
         // Branches the shutdown flush stopped waiting for.
         let mut handing_over = vec![false; self.targets.len()];
         for (shard, p) in pieces {
-            let points = self.shards.lock(shard).piece_len(p.emission, p.index) as u32;
+            let points = self.shards().lock(shard).piece_len(p.emission, p.index) as u32;
             let mut room: Vec<Option<FlowPermit>> = vec![None; self.targets.len()];
             for (t, window) in self.windows.iter().enumerate() {
                 if p.missing & (1u64 << t.min(63)) == 0 || stalled[t] {
@@ -485,7 +506,7 @@ impl Shared {
                 continue;
             }
             let batches = {
-                let closed = self.shards.lock(shard).piece(p.emission, p.index);
+                let closed = self.shards().lock(shard).piece(p.emission, p.index);
                 closed.build()
             };
             let points = u64::from(points);
@@ -525,6 +546,7 @@ impl Shared {
                 };
                 if done {
                     let op = Op::Done {
+                        shard: shard as u32,
                         emission: p.emission,
                         index: p.index,
                         target: t as u32,
@@ -542,7 +564,7 @@ impl Shared {
         }
         self.counters
             .series_open
-            .set(self.shards.open_series() as i64);
+            .set(self.shards().open_series() as i64);
     }
 
     /// Waits for room for `points` emitted totals in one branch's window:
@@ -574,10 +596,10 @@ impl Shared {
 
     /// Emits every open window, the current one included.
     async fn flush_all(&self) {
-        let before = self.shards.open_series();
+        let before = self.shards().open_series();
         self.emit(|targets| Op::CloseAll { targets }, true, None)
             .await;
-        let left = self.shards.open_series();
+        let left = self.shards().open_series();
         tracing::info!(processor = %self.id, series = before, left, "flushed every open window, the current one included");
     }
 }
@@ -687,7 +709,7 @@ impl Consumer<Metrics> for AggregationProcessor {
                     })
                 }
             };
-            match s.shards.add_input(input, &context, now_nanos()) {
+            match s.shards().add_input(input, &context, now_nanos()) {
                 Ok((outcome, open)) => (Ok(outcome), open),
                 Err(e) => (Err((e, items())), 0),
             }
@@ -776,10 +798,11 @@ impl AggregationProcessor {
         let client = ext
             .client(Kind::Processor, &pid, "state")
             .map_err(|e| fail(e.to_string()))?;
-        let config = s.shards.lock(0).config().clone();
+        let config = s.config.clone();
+        let count = config.shard_count();
         let began = Instant::now();
-        let (mut durable, mut engine, rec) =
-            tokio::task::spawn_blocking(move || Durable::open(client, config, now_nanos()))
+        let (mut durable, engine, rec) =
+            tokio::task::spawn_blocking(move || Durable::open(client, config, count, now_nanos()))
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|e| fail(e.to_string()))?;
@@ -787,16 +810,21 @@ impl AggregationProcessor {
         durable.snapshot_after = self.snapshot_after;
         let series = engine.open_series();
         let streams = engine.open_streams();
+        let shards = durable.shards;
         *s.instance.lock().unwrap_or_else(PoisonError::into_inner) = durable.instance;
-        *s.shards.lock(0) = engine;
+        let engine = Arc::new(engine);
+        if s.recovered.set(engine.clone()).is_err() {
+            return Err(fail("started twice".into()));
+        }
         if rec.found {
-            tracing::info!(processor = %s.id, storage = %name, series, streams, records = rec.records, torn = rec.torn, snapshot_bytes = rec.snapshot_bytes, millis = began.elapsed().as_millis() as u64, "aggregation state recovered");
+            tracing::info!(processor = %s.id, storage = %name, series, streams, shards, records = rec.records, torn = rec.torn, snapshot_bytes = rec.snapshot_bytes, millis = began.elapsed().as_millis() as u64, "aggregation state recovered");
         } else {
-            tracing::info!(processor = %s.id, storage = %name, "aggregation state: starting empty (first start on this storage)");
+            tracing::info!(processor = %s.id, storage = %name, shards, "aggregation state: starting empty (first start on this storage)");
         }
         let log = LogWriter::start(
             durable,
-            s.shards.handle(0),
+            engine,
+            s.config.clone(),
             now_nanos,
             s.id.clone(),
             s.debug,

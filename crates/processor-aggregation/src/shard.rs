@@ -30,7 +30,9 @@ use otelcol_core::pdata::proto::metrics::v1::metric;
 use otelcol_core::pdata::Metrics;
 
 use crate::config::{AggregationConfig, Lookup, MissingKey};
+use crate::durable::{Applied, Op, Request};
 use crate::engine::{AddError, AddOutcome, Attribute, Engine, Form, Input, Part, Prepared};
+use crate::snapshot::TakenSnapshot;
 use crate::view::{DataKind, View};
 
 /// Shards at most (a request's shards are a 64-bit mask).
@@ -315,21 +317,172 @@ impl ShardedEngine {
         tracing: bool,
     ) -> Result<Self, otelcol_core::config::ConfigError> {
         let count = count.clamp(1, MAX_SHARDS);
-        let mut each = config.clone();
-        each.max_streams = config.max_streams.div_ceil(count);
+        let each = Self::shard_config(config, count);
         let engines = (0..count)
             .map(|_| {
                 let mut e = Engine::new(each.clone(), collector_start)?;
                 e.set_tracing(tracing);
-                Ok(Arc::new(Mutex::new(e)))
+                Ok(e)
             })
             .collect::<Result<Vec<_>, otelcol_core::config::ConfigError>>()?;
-        Ok(Self {
+        Self::from_engines(config, engines)
+    }
+
+    /// A shard's configuration when `config` is split in `count` shards:
+    /// `max_streams` split evenly.
+    pub(crate) fn shard_config(config: &AggregationConfig, count: usize) -> AggregationConfig {
+        AggregationConfig {
+            max_streams: config.max_streams.div_ceil(count.max(1)),
+            ..config.clone()
+        }
+    }
+
+    /// The shards `engines` (1 to [`MAX_SHARDS`], each made with
+    /// [`ShardedEngine::shard_config`]) of an engine for `config`.
+    pub(crate) fn from_engines(
+        config: &AggregationConfig,
+        engines: Vec<Engine>,
+    ) -> Result<Self, otelcol_core::config::ConfigError> {
+        let count = engines.len().clamp(1, MAX_SHARDS);
+        let e = Self {
             open: (0..count).map(|_| AtomicUsize::new(0)).collect(),
             router: Router::new(config, count as u8)?,
             max_series: config.max_series,
-            engines,
-        })
+            engines: engines
+                .into_iter()
+                .take(count)
+                .map(|e| Arc::new(Mutex::new(e)))
+                .collect(),
+        };
+        for i in 0..e.len() {
+            let shard = e.lock(i);
+            e.publish(i, &shard);
+        }
+        Ok(e)
+    }
+
+    /// Turns [`Engine::set_tracing`] on or off in every shard.
+    pub fn set_tracing(&self, on: bool) {
+        for i in 0..self.len() {
+            self.lock(i).set_tracing(on);
+        }
+    }
+
+    /// Cumulative streams remembered by all shards.
+    pub fn open_streams(&self) -> usize {
+        (0..self.len()).map(|i| self.lock(i).open_streams()).sum()
+    }
+
+    /// The engines of shards no one else holds (a state just read back),
+    /// to be [installed](ShardedEngine::install) in the running ones.
+    pub(crate) fn into_engines(self) -> Vec<Engine> {
+        self.engines
+            .into_iter()
+            .filter_map(|e| Arc::try_unwrap(e).ok())
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .collect()
+    }
+
+    /// Every shard, locked in ascending order.
+    pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, Engine>> {
+        (0..self.len()).map(|i| self.lock(i)).collect()
+    }
+
+    /// Puts `engines` in place of the shards `locked` holds (every one,
+    /// from [`ShardedEngine::lock_all`]).
+    pub(crate) fn install(&self, locked: &mut [MutexGuard<'_, Engine>], engines: Vec<Engine>) {
+        for (i, (slot, engine)) in locked.iter_mut().zip(engines).enumerate() {
+            **slot = engine;
+            self.publish(i, slot);
+        }
+    }
+
+    /// Applies a logged `op` at `at` (an `Add` read from `prepared` when
+    /// given) to the shards it touches, and calls `then` with it while
+    /// they are still locked: the durable log queues it there, so that
+    /// the log's order is each shard's order. An `Add` spread over
+    /// several shards holds all of them, and a close holds every shard.
+    pub(crate) fn apply_op<R>(
+        &self,
+        op: Op,
+        at: u64,
+        prepared: Option<&Prepared<'_>>,
+        then: impl FnOnce(Op) -> R,
+    ) -> (Applied, R) {
+        let (applied, held) = match &op {
+            Op::Add {
+                token,
+                headers,
+                request,
+            } => {
+                let context = Op::context(token, headers);
+                let read;
+                let input = match (prepared, request) {
+                    (Some(p), _) => Ok(Input::Prepared(p)),
+                    (None, Request::Decoded(m)) => Ok(Input::Tree(m)),
+                    (None, Request::Encoded(b)) => {
+                        read = Engine::prepare(b);
+                        read.as_ref().map(Input::Prepared).map_err(Clone::clone)
+                    }
+                };
+                let (outcome, held) = match input {
+                    Ok(input) => self.add_held(input, &context, at, false),
+                    Err(e) => (Err(e), vec![]),
+                };
+                let open_series = match &outcome {
+                    Ok((_, open)) => *open,
+                    Err(_) => self.open_series(),
+                };
+                let outcome = outcome.map(|(o, _)| o);
+                (
+                    Applied::Added {
+                        outcome,
+                        open_series,
+                    },
+                    held,
+                )
+            }
+            Op::Close { .. } | Op::CloseAll { .. } => {
+                let mut all = self.lock_all();
+                for (i, e) in all.iter_mut().enumerate() {
+                    op.apply(e, at);
+                    self.publish(i, e);
+                }
+                (Applied::Closed, all)
+            }
+            Op::Done { shard, .. } => match self.engines.get(*shard as usize) {
+                Some(_) => {
+                    let i = *shard as usize;
+                    let mut e = self.lock(i);
+                    let applied = op.apply(&mut e, at);
+                    self.publish(i, &e);
+                    (applied, vec![e])
+                }
+                // Not a shard of this state: nothing to take.
+                None => (Applied::Done, vec![]),
+            },
+        };
+        let r = then(op);
+        drop(held);
+        (applied, r)
+    }
+
+    /// The snapshot of every shard, in one piece (as the durable state
+    /// keeps it).
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        crate::durable::shards_snapshot(
+            self.take_snapshots(|t| t.into_iter().map(TakenSnapshot::into_bytes).collect()),
+        )
+    }
+
+    /// Every shard's snapshot, read under all their locks (one moment of
+    /// the whole engine); `then` runs before they are released.
+    pub(crate) fn take_snapshots<R>(&self, then: impl FnOnce(Vec<TakenSnapshot>) -> R) -> R {
+        let all = self.lock_all();
+        let taken = all.iter().map(|e| e.take_snapshot()).collect();
+        let r = then(taken);
+        drop(all);
+        r
     }
 
     /// How many shards.
@@ -388,11 +541,6 @@ impl ShardedEngine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Shard `i`'s lock itself (the durable log's, with one shard).
-    pub(crate) fn handle(&self, i: usize) -> Arc<Mutex<Engine>> {
-        self.engines[i].clone()
-    }
-
     /// Publishes shard `i`'s open series (call under its lock).
     pub(crate) fn publish(&self, i: usize, engine: &Engine) {
         self.open[i].store(engine.open_series(), Ordering::Relaxed);
@@ -423,11 +571,31 @@ impl ShardedEngine {
         context: &RequestContext,
         now: u64,
     ) -> Result<(AddOutcome, usize), AddError> {
+        self.add_held(input, context, now, true).0
+    }
+
+    /// [`ShardedEngine::add_input`], returning the locks of the shards it
+    /// changed still held, unless `one_at_a_time`: a request spread over
+    /// several shards then goes through them in turn while there is room
+    /// for all its points (not for a logged request: the log's order must
+    /// be each shard's).
+    #[allow(clippy::type_complexity)]
+    fn add_held(
+        &self,
+        input: Input<'_, '_>,
+        context: &RequestContext,
+        now: u64,
+        one_at_a_time: bool,
+    ) -> (
+        Result<(AddOutcome, usize), AddError>,
+        Vec<MutexGuard<'_, Engine>>,
+    ) {
         if self.len() == 1 {
             let mut e = self.lock(0);
             let out = e.add_part(input, context, now, None, 0);
             self.publish(0, &e);
-            return out.map(|o| (o, e.open_series()));
+            let open = e.open_series();
+            return (out.map(|o| (o, open)), vec![e]);
         }
         let route = self.router.route(input, context);
         if let Some(s) = route.only() {
@@ -437,7 +605,7 @@ impl ShardedEngine {
             let out = e.add_part(input, context, now, None, elsewhere);
             self.publish(s, &e);
             let open = elsewhere + e.open_series();
-            return out.map(|o| (o, open));
+            return (out.map(|o| (o, open)), vec![e]);
         }
         let touched = || (0..self.len()).filter(|i| route.touched & (1u64 << i) != 0);
         let mut out = AddOutcome::default();
@@ -445,7 +613,8 @@ impl ShardedEngine {
         // Spread over several shards, with room for every point to open a
         // series: each shard in turn, one lock at a time (so that requests
         // spread alike go through the shards one behind the other).
-        if route.points.len() <= self.max_series.saturating_sub(self.open_series()) {
+        if one_at_a_time && route.points.len() <= self.max_series.saturating_sub(self.open_series())
+        {
             for s in touched() {
                 let mut e = self.lock(s);
                 absorb(
@@ -454,7 +623,7 @@ impl ShardedEngine {
                 );
                 self.publish(s, &e);
             }
-            return Ok((out, self.open_series()));
+            return (Ok((out, self.open_series())), vec![]);
         }
         // Near the bound: all of them locked, in ascending order, so that
         // it is refused or applied whole.
@@ -469,11 +638,12 @@ impl ShardedEngine {
                 .map(|(s, e)| e.series_needed(input, context, now, Some(&route.part(*s))))
                 .sum();
             if needed > free {
-                return Err(AddError::SeriesLimit {
+                let refused = AddError::SeriesLimit {
                     needed,
                     free,
                     max: self.max_series,
-                });
+                };
+                return (Err(refused), locked.into_iter().map(|(_, e)| e).collect());
             }
         }
         let mut open = elsewhere;
@@ -485,7 +655,10 @@ impl ShardedEngine {
             self.publish(usize::from(*s), e);
             open += e.open_series();
         }
-        Ok((out, open))
+        (
+            Ok((out, open)),
+            locked.into_iter().map(|(_, e)| e).collect(),
+        )
     }
 }
 

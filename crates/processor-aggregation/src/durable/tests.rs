@@ -33,6 +33,18 @@ fn add(user: &str, value: f64, time: u64, start: Option<u64>, token: Option<&str
     }
 }
 
+/// [`Durable::open`] of a state of one shard, its engine.
+fn open1(
+    client: Arc<MemoryStorage>,
+    config: AggregationConfig,
+    now: u64,
+) -> Result<(Durable, Engine, Recovery), DurableError> {
+    let (d, e, rec) = Durable::open(client, config, 1, now)?;
+    let mut engines = e.into_engines();
+    assert_eq!(engines.len(), 1);
+    Ok((d, engines.remove(0), rec))
+}
+
 fn raw(op: &Op) -> Vec<u8> {
     match op {
         Op::Add {
@@ -89,9 +101,10 @@ fn drain(e: &mut Engine) -> std::collections::BTreeMap<(Option<String>, String, 
     out
 }
 
-/// Ops of a random run: delta and cumulative points of three users
-/// under two tokens, closings, and pieces taken (some never).
-fn script(seed: u64) -> Vec<(u64, Op)> {
+/// Ops of a random run: delta and cumulative points of three users (on
+/// shards 1, 0 and 2 of three) under two tokens, one request in ten of all
+/// three, closings, and pieces of `shards` shards taken (some never).
+fn script(seed: u64, shards: u32) -> Vec<(u64, Op)> {
     let mut x = seed | 1;
     let mut next = move |n: u64| {
         x ^= x << 13;
@@ -105,7 +118,7 @@ fn script(seed: u64) -> Vec<(u64, Op)> {
     for _ in 0..300 {
         now += next(20) * NS;
         let user = next(3) as usize;
-        let name = ["ana", "bo", "cy"][user];
+        let name = ["ana", "dee", "fay"][user];
         let token = [None, Some("t1")][next(2) as usize];
         match next(10) {
             0 => ops.push((now, Op::Close { targets: 1 })),
@@ -114,6 +127,7 @@ fn script(seed: u64) -> Vec<(u64, Op)> {
                 ops.push((
                     now,
                     Op::Done {
+                        shard: next(u64::from(shards)) as u32,
                         emission: 1 + next(4),
                         index: 0,
                         target: 0,
@@ -124,6 +138,7 @@ fn script(seed: u64) -> Vec<(u64, Op)> {
                 cumulative[user] += next(7) as f64;
                 ops.push((now, add(name, cumulative[user], now, Some(T0 + NS), None)));
             }
+            6 => ops.push((now, add_all(next(9) as f64, now - next(90) * NS, token))),
             _ => ops.push((
                 now,
                 add(name, next(9) as f64, now - next(90) * NS, None, token),
@@ -133,18 +148,62 @@ fn script(seed: u64) -> Vec<(u64, Op)> {
     ops
 }
 
-#[test]
-fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
+/// A request of one delta point for each of the three users (on the
+/// point: the shards split it).
+fn add_all(value: f64, time: u64, token: Option<&str>) -> Op {
+    let points: Vec<String> = ["ana", "dee", "fay"]
+        .iter()
+        .map(|u| {
+            format!(
+                r#"{{"attributes":[{{"key":"user.email","value":{{"stringValue":"{u}"}}}}],
+                "timeUnixNano":"{time}","asDouble":{value}}}"#
+            )
+        })
+        .collect();
+    let json = format!(
+        r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","sum":{{
+        "aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{}]}}}}]}}]}}]}}"#,
+        points.join(",")
+    );
+    Op::Add {
+        token: token.map(str::to_string),
+        headers: vec![],
+        request: Request::Decoded(serde_json::from_str(&json).unwrap()),
+    }
+}
+
+/// Shards of [`config`] with the same seeds (so that stream ids compare).
+fn sharded(shards: usize, seeds: Seeds) -> ShardedEngine {
+    let each = ShardedEngine::shard_config(&config(), shards);
+    let engines = (0..shards)
+        .map(|_| Engine::with_seeds(each.clone(), T0, seeds).unwrap())
+        .collect();
+    ShardedEngine::from_engines(&config(), engines).unwrap()
+}
+
+/// [`drain`] of every shard.
+fn drain_all(e: ShardedEngine) -> std::collections::BTreeMap<(Option<String>, String, u64), f64> {
+    let mut all = std::collections::BTreeMap::new();
+    for mut shard in e.into_engines() {
+        for (k, v) in drain(&mut shard) {
+            *all.entry(k).or_insert(0.0) += v;
+        }
+    }
+    all
+}
+
+fn replay_after_crashes(shards: usize) {
     for seed in 1..=40u64 {
-        let ops = script(seed);
-        let mut plain = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
+        let ops = script(seed, shards as u32);
+        let plain = sharded(shards, Seeds([seed; 12]));
         for (now, op) in &ops {
-            op.apply(&mut plain, *now);
+            plain.apply_op(op.clone(), *now, None, drop);
         }
         let storage = Arc::new(MemoryStorage::default());
-        let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+        let (mut d, _, _) = Durable::open(storage.clone(), config(), shards, T0).unwrap();
+        assert_eq!(d.shards, shards as u32);
         // The same seeds as the plain engine, so ids compare.
-        let mut e = Engine::with_seeds(config(), T0, Seeds([seed; 12])).unwrap();
+        let mut e = sharded(shards, Seeds([seed; 12]));
         d.seeds = Seeds([seed; 12]);
         d.client.set(META, d.meta(0, 0)).unwrap();
         let mut crashes = 0;
@@ -154,7 +213,7 @@ fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
         let mut lagging: Option<(u64, Vec<u8>)> = None;
         for (i, (now, op)) in ops.iter().enumerate() {
             let seq = d.append(record(&[(*now, op, &encoded(op))])).unwrap();
-            op.apply(&mut e, *now);
+            e.apply_op(op.clone(), *now, None, drop);
             if (i as u64 * 7 + seed) % 23 == 0 {
                 d.snapshot(seq, e.snapshot()).unwrap();
             }
@@ -167,9 +226,11 @@ fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
                 lagging = Some((seq, e.snapshot()));
             }
             if (i as u64 * 13 + seed) % 37 == 0 {
-                // kill -9: everything in memory is gone.
-                let (d2, e2, rec) = Durable::open(storage.clone(), config(), now + NS).unwrap();
+                // kill -9: everything in memory is gone. The state keeps
+                // its shard count whatever the configuration says now.
+                let (d2, e2, rec) = Durable::open(storage.clone(), config(), 5, now + NS).unwrap();
                 assert!(rec.found);
+                assert_eq!(e2.len(), shards);
                 (d, e) = (d2, e2);
                 lagging = None;
                 crashes += 1;
@@ -177,14 +238,26 @@ fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
         }
         assert!(crashes > 3, "seed {seed}: {crashes} crashes");
         assert_eq!(e.open_streams(), plain.open_streams(), "seed {seed}");
-        assert_eq!(drain(&mut e), drain(&mut plain), "seed {seed}");
+        assert_eq!(drain_all(e), drain_all(plain), "seed {seed}");
     }
+}
+
+#[test]
+fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
+    replay_after_crashes(1);
+}
+
+/// The same in three shards: requests of one user and of all three (split
+/// between shards), pieces taken from every shard, snapshots of all.
+#[test]
+fn a_sharded_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
+    replay_after_crashes(3);
 }
 
 #[test]
 fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
     let storage = Arc::new(MemoryStorage::default());
-    let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (mut d, mut e, _) = open1(storage.clone(), config(), T0).unwrap();
     let append = |d: &mut Durable, e: &mut Engine, v: f64| {
         let op = add("ana", v, T0, None, None);
         let seq = d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
@@ -199,7 +272,7 @@ fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
     d.snapshot(last, e.snapshot()).unwrap();
     assert_eq!(logs(&storage), 150, "the snapshot itself deletes nothing");
     // A crash now: the covered records are ignored, not replayed.
-    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (_, mut back, rec) = open1(storage.clone(), config(), T0).unwrap();
     assert_eq!(rec.records, 0);
     assert_eq!(drain(&mut back).values().sum::<f64>(), 150.0);
     append(&mut d, &mut e, 1.0);
@@ -215,7 +288,7 @@ fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
         1,
         "one snapshot part left"
     );
-    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (_, mut back, rec) = open1(storage.clone(), config(), T0).unwrap();
     assert_eq!(rec.records, 0);
     assert_eq!(drain(&mut back).values().sum::<f64>(), 153.0);
 }
@@ -223,7 +296,7 @@ fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
 #[test]
 fn a_torn_last_record_is_dropped_and_a_torn_middle_one_refuses_to_start() {
     let storage = Arc::new(MemoryStorage::default());
-    let (mut d, mut e, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (mut d, mut e, _) = open1(storage.clone(), config(), T0).unwrap();
     for (i, v) in [1.0, 2.0, 4.0].into_iter().enumerate() {
         let op = add("ana", v, T0 + i as u64 * NS, None, None);
         d.append(record(&[(T0, &op, &encoded(&op))])).unwrap();
@@ -234,7 +307,7 @@ fn a_torn_last_record_is_dropped_and_a_torn_middle_one_refuses_to_start() {
     storage
         .set(&record_key(3), third[..third.len() / 2].to_vec())
         .unwrap();
-    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + NS).unwrap();
+    let (_, mut back, rec) = open1(storage.clone(), config(), T0 + NS).unwrap();
     assert_eq!((rec.records, rec.torn), (2, 1));
     assert_eq!(
         storage.get(&record_key(3)).unwrap(),
@@ -253,9 +326,7 @@ fn a_torn_last_record_is_dropped_and_a_torn_middle_one_refuses_to_start() {
     storage
         .set(&record_key(2), b"AGL1garbage".to_vec())
         .unwrap();
-    let err = Durable::open(storage.clone(), config(), T0 + NS)
-        .err()
-        .unwrap();
+    let err = open1(storage.clone(), config(), T0 + NS).err().unwrap();
     assert!(
         err.to_string()
             .contains("log/0000000000000002 is corrupted"),
@@ -295,7 +366,7 @@ fn record_v1(now: u64, ops: &[&Op]) -> Record {
 #[test]
 fn records_of_the_first_layout_are_replayed_at_their_record_time() {
     let storage = Arc::new(MemoryStorage::default());
-    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (mut d, _, _) = open1(storage.clone(), config(), T0).unwrap();
     let (a, b) = (
         add("ana", 2.0, T0, None, None),
         add("bo", 3.0, T0 + NS, None, Some("t1")),
@@ -304,7 +375,7 @@ fn records_of_the_first_layout_are_replayed_at_their_record_time() {
     let c = add("ana", 5.0, T0 + 3 * NS, None, None);
     d.append(record(&[(T0 + 3 * NS, &c, &encoded(&c))]))
         .unwrap();
-    let (_, mut back, rec) = Durable::open(storage, config(), T0 + 4 * NS).unwrap();
+    let (_, mut back, rec) = open1(storage, config(), T0 + 4 * NS).unwrap();
     assert_eq!(rec.records, 2);
     let totals = drain(&mut back);
     let window = T0 - T0 % (60 * NS);
@@ -320,13 +391,14 @@ fn records_of_the_first_layout_are_replayed_at_their_record_time() {
 }
 
 #[test]
-fn a_state_of_format_1_is_read_then_marked_2_before_a_packed_record_is_written() {
+fn a_state_of_format_1_is_read_then_marked_3_before_a_packed_record_is_written() {
     let storage = Arc::new(MemoryStorage::default());
-    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
-    // As format 1 left it: its version in the metadata, its requests
-    // unpacked (tag 0) in records of per-op times.
+    let (mut d, _, _) = open1(storage.clone(), config(), T0).unwrap();
+    // As format 1 left it: its version in the metadata (and no shard
+    // count), its requests unpacked (tag 0) in records of per-op times.
     let mut meta = d.meta(0, 0);
     meta[4..8].copy_from_slice(&1u32.to_le_bytes());
+    meta.truncate(meta.len() - 4);
     storage.set(META, meta).unwrap();
     let (a, b) = (
         add("ana", 2.0, T0, None, None),
@@ -348,17 +420,17 @@ fn a_state_of_format_1_is_read_then_marked_2_before_a_packed_record_is_written()
     })
     .unwrap();
 
-    let (mut d, _, rec) = Durable::open(storage.clone(), config(), T0 + 2 * NS).unwrap();
+    let (mut d, _, rec) = open1(storage.clone(), config(), T0 + 2 * NS).unwrap();
     assert_eq!(rec.records, 1);
     let version = |s: &MemoryStorage| {
         let m = s.get(META).unwrap().unwrap();
         u32::from_le_bytes(m[4..8].try_into().unwrap())
     };
-    assert_eq!(version(&storage), 2, "marked before anything is written");
+    assert_eq!(version(&storage), 3, "marked before anything is written");
     let c = add("ana", 5.0, T0 + 2 * NS, None, None);
     d.append(record(&[(T0 + 2 * NS, &c, &encoded(&c))]))
         .unwrap();
-    let (_, mut back, rec) = Durable::open(storage.clone(), config(), T0 + 3 * NS).unwrap();
+    let (_, mut back, rec) = open1(storage.clone(), config(), T0 + 3 * NS).unwrap();
     assert_eq!(rec.records, 2);
     let window = T0 - T0 % (60 * NS);
     assert_eq!(
@@ -397,7 +469,7 @@ fn wide_add(points: usize) -> Op {
 #[test]
 fn requests_are_packed_and_a_snapshot_is_due_by_their_unpacked_bytes() {
     let storage = Arc::new(MemoryStorage::default());
-    let (mut d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (mut d, _, _) = open1(storage.clone(), config(), T0).unwrap();
     let op = wide_add(2000);
     let raw_len = raw(&op).len() as u64;
     let rec = record(&[(T0, &op, &encoded(&op))]);
@@ -416,7 +488,7 @@ fn requests_are_packed_and_a_snapshot_is_due_by_their_unpacked_bytes() {
         "due by what a replay reads, not by what is on disk"
     );
     // Read back, the record weighs the same.
-    let (back_d, mut back, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (back_d, mut back, _) = open1(storage.clone(), config(), T0).unwrap();
     assert_eq!(back_d.log_bytes, written + raw_len);
     assert_eq!(drain(&mut back).values().sum::<f64>(), 2000.0);
 }
@@ -452,13 +524,13 @@ proptest::proptest! {
 #[test]
 fn state_of_another_format_is_refused_with_a_message() {
     let storage = Arc::new(MemoryStorage::default());
-    let (d, _, _) = Durable::open(storage.clone(), config(), T0).unwrap();
+    let (d, _, _) = open1(storage.clone(), config(), T0).unwrap();
     let mut meta = d.meta(0, 0);
     meta[4..8].copy_from_slice(&7u32.to_le_bytes());
     storage.set(META, meta).unwrap();
-    let err = Durable::open(storage, config(), T0).err().unwrap();
+    let err = open1(storage, config(), T0).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 2); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
+        "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 3); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
     );
 }
