@@ -2,8 +2,9 @@
 //!
 //! [`LogWriter::submit`] applies an op to the engine on the caller's thread
 //! (where the request was decoded, so its data is still in that core's
-//! cache) and queues it for the log **in the same critical section**, so
-//! the log's order is the order the engine saw. The caller is answered
+//! cache) and queues it for the log **in the same critical section** (the
+//! locks of the shards it changes, [`ShardedEngine::apply_op`]), so the
+//! log's order is the order each shard saw. The caller is answered
 //! only once the op's group is on disk ([`LogWriter::begin`] and
 //! [`Commit::durable`] are the two halves, for a caller that frees the
 //! request it read before it waits). The **log thread** takes every op
@@ -15,7 +16,7 @@
 //! nothing leaves before it is durable: a request is acknowledged, and an
 //! emission's pieces are read, only after the op that made them is
 //! written (the processor reads pieces after its `Close` op is answered).
-//! If a write fails, the log thread takes the engine lock (no op can be
+//! If a write fails, the log thread takes every shard's lock (no op can be
 //! applied meanwhile), refuses the failed group and every op queued after
 //! it (all applied to this engine), and **rebuilds the engine from
 //! storage** (snapshot and records, as at a start) before it answers: what

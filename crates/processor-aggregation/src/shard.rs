@@ -19,6 +19,11 @@
 //! the room the other also counted, so the bound can be overshot by what
 //! they open together (at most one request's series per shard).
 //! `max_streams` is split evenly across the shards.
+//!
+//! With `storage` there is one log for every shard
+//! ([`ShardedEngine::apply_op`]): an op is queued while the shards it
+//! changed are locked, so the log's order is each shard's, and a replay
+//! routes every request again by the same fixed hash.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
