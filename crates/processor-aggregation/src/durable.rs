@@ -76,10 +76,11 @@ pub(crate) enum Op {
         headers: Vec<(String, String)>,
         request: Request,
     },
-    /// Windows closed at the record's time, for `targets` branches.
-    Close { targets: u32 },
-    /// Every window closed (shutdown).
-    CloseAll { targets: u32 },
+    /// Shard `shard`'s windows closed at the record's time, for `targets`
+    /// branches.
+    Close { shard: u32, targets: u32 },
+    /// Every window of shard `shard` closed (shutdown).
+    CloseAll { shard: u32, targets: u32 },
     /// A branch took (or refused for good) a piece of an emission of
     /// shard `shard`.
     Done {
@@ -158,11 +159,11 @@ impl Op {
                     open_series: engine.open_series(),
                 }
             }
-            Op::Close { targets } => {
+            Op::Close { targets, .. } => {
                 engine.close(now, *targets);
                 Applied::Closed
             }
-            Op::CloseAll { targets } => {
+            Op::CloseAll { targets, .. } => {
                 engine.close_all(*targets);
                 Applied::Closed
             }
@@ -199,12 +200,26 @@ impl Op {
                 write_context(w, token, headers);
                 w.bytes(packed.as_bytes());
             }
-            Op::Close { targets } => {
-                w.u8(1);
+            // Shard 0's as formats 1 and 2 wrote them; another shard's
+            // after its number.
+            Op::Close { shard, targets } => {
+                match shard {
+                    0 => w.u8(1),
+                    s => {
+                        w.u8(6);
+                        w.u32(*s);
+                    }
+                }
                 w.u32(*targets);
             }
-            Op::CloseAll { targets } => {
-                w.u8(2);
+            Op::CloseAll { shard, targets } => {
+                match shard {
+                    0 => w.u8(2),
+                    s => {
+                        w.u8(7);
+                        w.u32(*s);
+                    }
+                }
                 w.u32(*targets);
             }
             // Shard 0's as formats 1 and 2 wrote it.
@@ -262,8 +277,22 @@ impl Op {
                     request,
                 }
             }
-            1 => Op::Close { targets: r.u32()? },
-            2 => Op::CloseAll { targets: r.u32()? },
+            1 => Op::Close {
+                shard: 0,
+                targets: r.u32()?,
+            },
+            2 => Op::CloseAll {
+                shard: 0,
+                targets: r.u32()?,
+            },
+            6 => Op::Close {
+                shard: r.u32()?,
+                targets: r.u32()?,
+            },
+            7 => Op::CloseAll {
+                shard: r.u32()?,
+                targets: r.u32()?,
+            },
             3 => Op::Done {
                 shard: 0,
                 emission: r.u64()?,

@@ -458,14 +458,13 @@ impl Shared {
     /// Each piece is built only once every branch still to take it has room
     /// for it ([`FLOW_WINDOW_POINTS`]); a branch that makes no room within
     /// [`ROOM_WAIT`] is skipped until the next tick, as if it had refused.
-    async fn emit(&self, close: fn(u32) -> Op, last_chance: bool, now: Option<u64>) {
+    async fn emit(&self, close: fn(u32, u32) -> Op, last_chance: bool, now: Option<u64>) {
         let _one = self.emitting.lock().await;
         let durable = self.log.get().is_some();
-        // Logged once for every shard; in memory, shard by shard.
-        let closing = if durable { 1 } else { self.shards().len() };
-        for shard in 0..closing {
+        // Shard by shard: each holds only its own lock while it closes.
+        for shard in 0..self.shards().len() {
             if let Err(e) = self
-                .apply(shard, close(self.targets.len() as u32), now)
+                .apply(shard, close(shard as u32, self.targets.len() as u32), now)
                 .await
             {
                 tracing::warn!(processor = %self.id, error = %e, "cannot close windows now; trying again at the next tick");
@@ -591,13 +590,14 @@ impl Shared {
     /// Emits the windows closed at `now` (the clock when `None`, and
     /// always with storage) and offers again what was refused.
     async fn emit_closed(&self, now: Option<u64>) {
-        self.emit(|targets| Op::Close { targets }, false, now).await;
+        self.emit(|shard, targets| Op::Close { shard, targets }, false, now)
+            .await;
     }
 
     /// Emits every open window, the current one included.
     async fn flush_all(&self) {
         let before = self.shards().open_series();
-        self.emit(|targets| Op::CloseAll { targets }, true, None)
+        self.emit(|shard, targets| Op::CloseAll { shard, targets }, true, None)
             .await;
         let left = self.shards().open_series();
         tracing::info!(processor = %self.id, series = before, left, "flushed every open window, the current one included");

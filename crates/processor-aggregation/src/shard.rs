@@ -406,7 +406,8 @@ impl ShardedEngine {
     /// given) to the shards it touches, and calls `then` with it while
     /// they are still locked: the durable log queues it there, so that
     /// the log's order is each shard's order. An `Add` spread over
-    /// several shards holds all of them, and a close holds every shard.
+    /// several shards holds all of them; a close or a delivered piece is
+    /// one shard's.
     pub(crate) fn apply_op<R>(
         &self,
         op: Op,
@@ -447,25 +448,20 @@ impl ShardedEngine {
                     held,
                 )
             }
-            Op::Close { .. } | Op::CloseAll { .. } => {
-                let mut all = self.lock_all();
-                for (i, e) in all.iter_mut().enumerate() {
-                    op.apply(e, at);
-                    self.publish(i, e);
+            // One shard's: the others go on meanwhile.
+            Op::Close { shard, .. } | Op::CloseAll { shard, .. } | Op::Done { shard, .. } => {
+                match self.engines.get(*shard as usize) {
+                    Some(_) => {
+                        let i = *shard as usize;
+                        let mut e = self.lock(i);
+                        let applied = op.apply(&mut e, at);
+                        self.publish(i, &e);
+                        (applied, vec![e])
+                    }
+                    // Not a shard of this state: nothing to do.
+                    None => (Applied::Done, vec![]),
                 }
-                (Applied::Closed, all)
             }
-            Op::Done { shard, .. } => match self.engines.get(*shard as usize) {
-                Some(_) => {
-                    let i = *shard as usize;
-                    let mut e = self.lock(i);
-                    let applied = op.apply(&mut e, at);
-                    self.publish(i, &e);
-                    (applied, vec![e])
-                }
-                // Not a shard of this state: nothing to take.
-                None => (Applied::Done, vec![]),
-            },
         };
         let r = then(op);
         drop(held);

@@ -121,7 +121,13 @@ fn script(seed: u64, shards: u32) -> Vec<(u64, Op)> {
         let name = ["ana", "dee", "fay"][user];
         let token = [None, Some("t1")][next(2) as usize];
         match next(10) {
-            0 => ops.push((now, Op::Close { targets: 1 })),
+            0 => ops.push((
+                now,
+                Op::Close {
+                    shard: next(u64::from(shards)) as u32,
+                    targets: 1,
+                },
+            )),
             1 => {
                 // Take some piece, as a branch would.
                 ops.push((
