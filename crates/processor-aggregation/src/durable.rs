@@ -48,17 +48,24 @@ const META: &str = "meta";
 /// A snapshot of several shards (one shard's is the engine's own).
 const SHARDS_MAGIC: &[u8; 4] = b"AGSS";
 const META_MAGIC: &[u8; 4] = b"AGGM";
-/// Log records: each op with its own time.
-const LOG_MAGIC: &[u8; 4] = b"AGL2";
+/// Log records: each op with its own time; a request refused when it was
+/// applied is not logged, so a replay applies every request it reads with
+/// no `max_series` check (each shard's state follows from its own ops).
+const LOG_MAGIC: &[u8; 4] = b"AGL3";
+/// Log records of formats 2 and 3 (refused requests logged too, so a
+/// replay checks `max_series` again), still read.
+const LOG_MAGIC_V2: &[u8; 4] = b"AGL2";
 /// Log records of the first layout (one time per record), still read.
 const LOG_MAGIC_V1: &[u8; 4] = b"AGL1";
-/// The storage layout this build writes: 3, the engine in shards (their
-/// count in the metadata, a delivered piece naming its shard, a snapshot
-/// of every shard). It reads 2 (requests packed in the log, [`Packed`])
-/// and 1 (requests as they came) too, both one shard, and marks such a
-/// state 3 at its first start, before it writes anything, so an older
-/// build refuses the state rather than misread it.
-pub const FORMAT_VERSION: u32 = 3;
+/// The storage layout this build writes: 4, each shard's snapshot at its
+/// own log record (named in the metadata) and refused requests not logged.
+/// It reads 3 (the engine in shards: their count in the metadata, a
+/// delivered piece naming its shard, one snapshot of every shard at one
+/// record), 2 (requests packed in the log, [`Packed`]) and 1 (requests as
+/// they came), the last two one shard, and marks such a state 4 at its
+/// first start, before it writes anything, so an older build refuses the
+/// state rather than misread it.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest storage layout this build reads.
 const OLDEST_FORMAT: u32 = 1;
 /// Bytes of one stored snapshot part.
@@ -384,15 +391,26 @@ fn replay_bytes(len: usize, ops: &[(u64, Op)]) -> u64 {
     (len + requests) as u64
 }
 
-/// Reads a record: each op with the time it applies at; `Err` when it
-/// does not check. Reads records of this build and of the first layout
-/// (`AGL1`: one time for the whole record).
-pub(crate) fn read_record(bytes: &[u8]) -> Result<Vec<(u64, Op)>, Corrupt> {
+/// A log record read back ([`read_record`]).
+pub(crate) struct Logged {
+    /// Each op with the time it applies at.
+    pub ops: Vec<(u64, Op)>,
+    /// Whether its requests are checked against `max_series` again when
+    /// replayed: records of formats 1 to 3 hold refused requests too.
+    pub checked: bool,
+}
+
+/// Reads a record; `Err` when it does not check. Reads records of this
+/// build, of formats 2 and 3 (`AGL2`: refused requests logged too) and of
+/// the first layout (`AGL1`: one time for the whole record, refused
+/// requests logged).
+pub(crate) fn read_record(bytes: &[u8]) -> Result<Logged, Corrupt> {
     let mut r = Reader::new(bytes);
     let magic = r.take(4)?;
-    let per_op = match magic {
-        m if m == LOG_MAGIC => true,
-        m if m == LOG_MAGIC_V1 => false,
+    let (per_op, checked) = match magic {
+        m if m == LOG_MAGIC => (true, false),
+        m if m == LOG_MAGIC_V2 => (true, true),
+        m if m == LOG_MAGIC_V1 => (false, true),
         _ => return Err(Corrupt("not a log record".into())),
     };
     let crc = r.u32()?;
@@ -403,12 +421,13 @@ pub(crate) fn read_record(bytes: &[u8]) -> Result<Vec<(u64, Op)>, Corrupt> {
     let mut r = Reader::new(payload);
     let record_time = if per_op { 0 } else { r.u64()? };
     let n = r.count(1)?;
-    (0..n)
+    let ops = (0..n)
         .map(|_| {
             let at = if per_op { r.u64()? } else { record_time };
             Ok((at, Op::read(&mut r)?))
         })
-        .collect()
+        .collect::<Result<_, Corrupt>>()?;
+    Ok(Logged { ops, checked })
 }
 
 /// One snapshot of every shard, from each shard's
@@ -495,6 +514,30 @@ pub struct Recovery {
     pub snapshot_bytes: u64,
 }
 
+/// The metadata record: the state's identity and seeds, then its snapshot
+/// (the oldest record it covers for every shard, its parts), the shard
+/// count and the last record each shard's snapshot covers.
+fn meta_bytes(
+    instance: u64,
+    collector_start: u64,
+    seeds: &Seeds,
+    shards: u32,
+    shard_seqs: &[u64],
+    snapshot_parts: u32,
+) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.buf.extend_from_slice(META_MAGIC);
+    w.u32(FORMAT_VERSION);
+    w.u64(instance);
+    w.u64(collector_start);
+    seeds.0.iter().for_each(|k| w.u64(*k));
+    w.u64(shard_seqs.iter().copied().min().unwrap_or(0));
+    w.u32(snapshot_parts);
+    w.u32(shards);
+    shard_seqs.iter().for_each(|s| w.u64(*s));
+    w.buf
+}
+
 /// The durable side of one processor: where the next record goes.
 pub(crate) struct Durable {
     client: Arc<dyn StorageClient>,
@@ -507,8 +550,13 @@ pub(crate) struct Durable {
     /// The engine's shards (kept for the life of the state).
     pub shards: u32,
     next_seq: u64,
+    /// The oldest record the snapshot covers for every shard: the log is
+    /// replayed from the record after it.
     snapshot_seq: u64,
     snapshot_parts: u32,
+    /// The last record each shard's snapshot covers (`snapshot_seq` is
+    /// their least).
+    shard_seqs: Vec<u64>,
     /// `(seq, replay bytes)` of every record after the snapshot, oldest
     /// first ([`Record::replay_bytes`]).
     log: VecDeque<(u64, u64)>,
@@ -521,19 +569,16 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
-    /// The metadata record, naming the snapshot at `snapshot_seq` in
-    /// `snapshot_parts` parts.
-    fn meta(&self, snapshot_seq: u64, snapshot_parts: u32) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.buf.extend_from_slice(META_MAGIC);
-        w.u32(FORMAT_VERSION);
-        w.u64(self.instance);
-        w.u64(self.collector_start);
-        self.seeds.0.iter().for_each(|k| w.u64(*k));
-        w.u64(snapshot_seq);
-        w.u32(snapshot_parts);
-        w.u32(self.shards);
-        w.buf
+    /// The metadata record ([`meta_bytes`]) of this state.
+    fn meta(&self, shard_seqs: &[u64], snapshot_parts: u32) -> Vec<u8> {
+        meta_bytes(
+            self.instance,
+            self.collector_start,
+            &self.seeds,
+            self.shards,
+            shard_seqs,
+            snapshot_parts,
+        )
     }
 
     /// Opens (or creates, in `shards` shards) the state in `client`: the
@@ -586,13 +631,14 @@ impl Durable {
                 next_seq: 1,
                 snapshot_seq: 0,
                 snapshot_parts: 0,
+                shard_seqs: vec![0; shards],
                 log: VecDeque::new(),
                 log_bytes: 0,
                 snapshot_bytes: 0,
                 snapshot_after: SNAPSHOT_AFTER,
                 shards: shards as u32,
             };
-            d.client.set(META, d.meta(0, 0))?;
+            d.client.set(META, d.meta(&d.shard_seqs, 0))?;
             let engine = ShardedEngine::from_engines(&config, fresh(shards, now, seeds)?)
                 .map_err(|e| Corrupt(format!("config: {e}")))?;
             return Ok((d, engine, recovery));
@@ -617,6 +663,19 @@ impl Durable {
         let count = if found >= 3 { r.u32()? as usize } else { 1 };
         if !(1..=crate::shard::MAX_SHARDS).contains(&count) {
             return Err(Corrupt(format!("{count} shards")).into());
+        }
+        // Format 4: the record each shard's snapshot covers; before, one
+        // for all.
+        let shard_seqs = if found >= 4 {
+            (0..count).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![snapshot_seq; count]
+        };
+        if shard_seqs.iter().copied().min() != Some(snapshot_seq) {
+            return Err(Corrupt(format!(
+                "the shards' snapshots cover records {shard_seqs:?}, the metadata names {snapshot_seq}"
+            ))
+            .into());
         }
         if count != shards {
             tracing::info!(
@@ -664,10 +723,16 @@ impl Durable {
                 return;
             }
             match read_record(value) {
-                Ok(ops) if torn.is_empty() => {
-                    let weight = replay_bytes(value.len(), &ops);
-                    for (at, op) in ops {
-                        engine.apply_op(op, at, None, drop);
+                Ok(logged) if torn.is_empty() => {
+                    let weight = replay_bytes(value.len(), &logged.ops);
+                    // The shards whose snapshot this record follows.
+                    let mask = shard_seqs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| **s < seq)
+                        .fold(0u64, |m, (i, _)| m | (1u64 << i));
+                    for (at, op) in logged.ops {
+                        engine.replay_op(op, at, mask, logged.checked);
                     }
                     recovery.records += 1;
                     log_bytes += weight;
@@ -700,6 +765,7 @@ impl Durable {
             next_seq,
             snapshot_seq,
             snapshot_parts,
+            shard_seqs,
             log,
             log_bytes,
             snapshot_bytes: recovery.snapshot_bytes,
@@ -708,7 +774,7 @@ impl Durable {
         };
         if found < FORMAT_VERSION {
             // Before the first record of this format is written.
-            d.client.set(META, d.meta(snapshot_seq, snapshot_parts))?;
+            d.client.set(META, d.meta(&d.shard_seqs, snapshot_parts))?;
             tracing::info!(
                 from = found,
                 to = FORMAT_VERSION,
@@ -768,12 +834,13 @@ impl Durable {
         self.next_seq - 1
     }
 
-    /// Writes `snapshot`, the engine after every record up to `seq` (and
-    /// none after), and deletes the records and the snapshot it replaces,
-    /// in one transaction. Records after `seq` stay: recovery replays them
-    /// on top of it.
-    pub fn snapshot(&mut self, seq: u64, snapshot: Vec<u8>) -> Result<(), StorageError> {
-        let write = self.prepare_snapshot(seq, snapshot)?;
+    /// Writes a snapshot: `shards`, each shard's ([`Engine::snapshot`]),
+    /// shard `k`'s after every record up to `seqs[k]` and none after. It
+    /// deletes the snapshot it replaces in the same transaction. Records
+    /// after the least of `seqs` stay: recovery replays each on top of the
+    /// shards whose snapshot it follows.
+    pub fn snapshot(&mut self, seqs: Vec<u64>, shards: Vec<Vec<u8>>) -> Result<(), StorageError> {
+        let write = self.prepare_snapshot(seqs, shards)?;
         let done = write.run();
         self.snapshot_finished(done)
     }
@@ -785,99 +852,157 @@ impl Durable {
     /// would write stale metadata.
     pub fn prepare_snapshot(
         &self,
-        seq: u64,
-        snapshot: Vec<u8>,
+        seqs: Vec<u64>,
+        shards: Vec<Vec<u8>>,
     ) -> Result<SnapshotWrite, StorageError> {
-        if seq < self.snapshot_seq || seq > self.last_seq() {
-            return Err(StorageError::BadValue {
-                key: snap_key(seq, 0),
-                message: format!(
-                    "a snapshot at record {seq} is outside the records {}..={} (not written)",
-                    self.snapshot_seq,
-                    self.last_seq()
-                ),
-            });
+        let (seq, last) = (
+            seqs.iter().copied().min().unwrap_or(0),
+            seqs.iter().copied().max().unwrap_or(0),
+        );
+        let bad = |message: String| StorageError::BadValue {
+            key: snap_key(seq, 0),
+            message,
+        };
+        if seqs.len() != self.shards as usize || shards.len() != seqs.len() {
+            return Err(bad(format!(
+                "a snapshot of {} shards at {} records for a state of {} (not written)",
+                shards.len(),
+                seqs.len(),
+                self.shards
+            )));
         }
-        let parts = snapshot.chunks(PART).count() as u32;
-        let mut ops: Vec<StorageOp> = snapshot
-            .chunks(PART)
-            .enumerate()
-            .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
-            .collect();
-        let (old_seq, old_parts) = (self.snapshot_seq, self.snapshot_parts);
-        ops.push(StorageOp::Set(META.into(), self.meta(seq, parts)));
-        // The replaced snapshot's parts (a snapshot at the same record
-        // overwrote them; any beyond its own count are left, never read).
-        if seq != old_seq {
-            ops.extend((0..old_parts).map(|p| StorageOp::Delete(snap_key(old_seq, p))));
+        if seq < self.snapshot_seq || last > self.last_seq() {
+            return Err(bad(format!(
+                "a snapshot at records {seq}..={last} is outside the records {}..={} (not written)",
+                self.snapshot_seq,
+                self.last_seq()
+            )));
         }
         Ok(SnapshotWrite {
             client: self.client.clone(),
             records: self.records.clone(),
-            ops,
+            shards,
+            meta: self.meta_fields(),
+            old: (self.snapshot_seq, self.snapshot_parts),
             done: SnapshotDone {
-                seq,
-                parts,
-                bytes: snapshot.len() as u64,
+                seqs,
+                parts: 0,
+                bytes: 0,
                 result: Ok(()),
                 took: std::time::Duration::ZERO,
             },
         })
     }
 
+    /// What [`Durable::meta`] needs, for a snapshot written elsewhere.
+    fn meta_fields(&self) -> MetaFields {
+        MetaFields {
+            instance: self.instance,
+            collector_start: self.collector_start,
+            seeds: self.seeds,
+            shards: self.shards,
+        }
+    }
+
     /// Takes note of a snapshot written (or not) by [`SnapshotWrite::run`]:
     /// the records it covers no longer count towards the next one.
     pub fn snapshot_finished(&mut self, done: SnapshotDone) -> Result<(), StorageError> {
         done.result.clone()?;
-        self.snapshot_seq = done.seq;
+        self.snapshot_seq = done.seq();
         self.snapshot_parts = done.parts;
-        let covered = self.log.iter().take_while(|(s, _)| *s <= done.seq).count();
+        let covered = self
+            .log
+            .iter()
+            .take_while(|(s, _)| *s <= done.seq())
+            .count();
         for (_, len) in self.log.drain(..covered) {
             self.log_bytes -= len;
         }
         self.snapshot_bytes = done.bytes;
+        self.shard_seqs = done.seqs;
         Ok(())
     }
+}
+
+/// The fields of the metadata a snapshot's transaction writes anew.
+struct MetaFields {
+    instance: u64,
+    collector_start: u64,
+    seeds: Seeds,
+    shards: u32,
 }
 
 /// The storage writes of one snapshot ([`Durable::prepare_snapshot`]).
 pub(crate) struct SnapshotWrite {
     client: Arc<dyn StorageClient>,
     records: Arc<dyn RecordLog>,
-    ops: Vec<StorageOp>,
+    /// Each shard's snapshot.
+    shards: Vec<Vec<u8>>,
+    meta: MetaFields,
+    /// The snapshot it replaces: its record and parts.
+    old: (u64, u32),
     done: SnapshotDone,
 }
 
 /// What a [`SnapshotWrite`] did.
 pub(crate) struct SnapshotDone {
-    seq: u64,
+    /// The last record each shard's snapshot covers.
+    seqs: Vec<u64>,
     parts: u32,
     /// Bytes of the snapshot.
     pub bytes: u64,
     /// Whether it is on storage.
     pub result: Result<(), StorageError>,
-    /// How long the writes took.
+    /// How long laying it out and writing it took.
     pub took: std::time::Duration,
 }
 
 impl SnapshotDone {
-    /// The last record the snapshot covers.
+    /// The last record the snapshot covers for every shard.
     pub fn seq(&self) -> u64 {
-        self.seq
+        self.seqs.iter().copied().min().unwrap_or(0)
     }
 }
 
 impl SnapshotWrite {
-    /// Writes the snapshot and its metadata in one transaction, then lets
-    /// the record log reuse what it covers (recovery skips those records
-    /// meanwhile).
+    /// Lays the shards out as one snapshot and writes it with its
+    /// metadata in one transaction, then lets the record log reuse what it
+    /// covers for every shard (recovery skips those records meanwhile).
     pub fn run(self) -> SnapshotDone {
         let started = std::time::Instant::now();
         let mut done = self.done;
-        done.result = self.client.batch(self.ops);
+        let seq = done.seq();
+        let snapshot = shards_snapshot(self.shards);
+        let mut ops: Vec<StorageOp> = snapshot
+            .chunks(PART)
+            .enumerate()
+            .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
+            .collect();
+        done.parts = ops.len() as u32;
+        done.bytes = snapshot.len() as u64;
+        drop(snapshot);
+        let m = &self.meta;
+        ops.push(StorageOp::Set(
+            META.into(),
+            meta_bytes(
+                m.instance,
+                m.collector_start,
+                &m.seeds,
+                m.shards,
+                &done.seqs,
+                done.parts,
+            ),
+        ));
+        // The replaced snapshot's parts (a snapshot at the same record
+        // overwrote them; any beyond its own count are left, never read).
+        let (old_seq, old_parts) = self.old;
+        if seq != old_seq {
+            ops.extend((0..old_parts).map(|p| StorageOp::Delete(snap_key(old_seq, p))));
+        }
+        done.result = self.client.batch(ops);
         done.took = started.elapsed();
         if done.result.is_ok() {
-            if let Err(e) = self.records.forget_through(done.seq) {
+            if let Err(e) = self.records.forget_through(seq) {
                 tracing::warn!(error = %e, "aggregation state: log records a snapshot covers not released (recovery skips them)");
             }
         }

@@ -402,18 +402,18 @@ impl ShardedEngine {
         }
     }
 
-    /// Applies a logged `op` at `at` (an `Add` read from `prepared` when
-    /// given) to the shards it touches, and calls `then` with it while
-    /// they are still locked: the durable log queues it there, so that
-    /// the log's order is each shard's order. An `Add` spread over
-    /// several shards holds all of them; a close or a delivered piece is
-    /// one shard's.
+    /// Applies `op` at `at` (an `Add` read from `prepared` when given) to
+    /// the shards it touches, and calls `then` with it and what it did
+    /// while they are still locked: the durable log queues it there (unless
+    /// it was refused), so that the log's order is each shard's order. An
+    /// `Add` spread over several shards holds all of them; a close or a
+    /// delivered piece is one shard's.
     pub(crate) fn apply_op<R>(
         &self,
         op: Op,
         at: u64,
         prepared: Option<&Prepared<'_>>,
-        then: impl FnOnce(Op) -> R,
+        then: impl FnOnce(Op, &Applied) -> R,
     ) -> (Applied, R) {
         let (applied, held) = match &op {
             Op::Add {
@@ -463,27 +463,97 @@ impl ShardedEngine {
                 }
             }
         };
-        let r = then(op);
+        let r = then(op, &applied);
         drop(held);
         (applied, r)
     }
 
-    /// The snapshot of every shard, in one piece (as the durable state
-    /// keeps it).
-    pub(crate) fn snapshot(&self) -> Vec<u8> {
-        crate::durable::shards_snapshot(
-            self.take_snapshots(|t| t.into_iter().map(TakenSnapshot::into_bytes).collect()),
-        )
+    /// Replays a logged `op` at `at` on the shards in `mask` (those whose
+    /// snapshot the op's record follows). A request is applied with no
+    /// `max_series` check (it was logged because it passed one) unless
+    /// `checked` (a record of formats 1 to 3, which logged refused requests
+    /// too; their snapshots cover every shard at one record, so `mask` is
+    /// all of them).
+    pub(crate) fn replay_op(&self, op: Op, at: u64, mask: u64, checked: bool) {
+        let all = u64::MAX >> (64 - self.len());
+        match &op {
+            Op::Add { .. } if checked && mask & all == all => {
+                self.apply_op(op, at, None, |_, _| ());
+            }
+            Op::Add {
+                token,
+                headers,
+                request,
+            } => {
+                let context = Op::context(token, headers);
+                let read;
+                let input = match request {
+                    Request::Decoded(m) => Input::Tree(m),
+                    Request::Encoded(b) => match Engine::prepare(b) {
+                        Ok(p) => {
+                            read = p;
+                            Input::Prepared(&read)
+                        }
+                        // Refused when it was applied: nothing to do.
+                        Err(_) => return,
+                    },
+                };
+                self.apply_unchecked(input, &context, at, mask);
+            }
+            Op::Close { shard, .. } | Op::CloseAll { shard, .. } | Op::Done { shard, .. } => {
+                let i = *shard as usize;
+                if i < self.len() && mask & (1u64 << i) != 0 {
+                    let mut e = self.lock(i);
+                    op.apply(&mut e, at);
+                    self.publish(i, &e);
+                }
+            }
+        }
     }
 
-    /// Every shard's snapshot, read under all their locks (one moment of
-    /// the whole engine); `then` runs before they are released.
-    pub(crate) fn take_snapshots<R>(&self, then: impl FnOnce(Vec<TakenSnapshot>) -> R) -> R {
+    /// Adds the parts of a request that go to the shards in `mask`, with no
+    /// `max_series` check.
+    fn apply_unchecked(&self, input: Input<'_, '_>, context: &RequestContext, now: u64, mask: u64) {
+        let apply = |s: usize, part: Option<&Part<'_>>| {
+            if mask & (1u64 << s) != 0 {
+                let mut e = self.lock(s);
+                e.apply_part(input, context, now, part);
+                self.publish(s, &e);
+            }
+        };
+        if self.len() == 1 {
+            return apply(0, None);
+        }
+        let route = self.router.route(input, context);
+        if let Some(s) = route.only() {
+            return apply(usize::from(s), None);
+        }
+        for s in (0..self.len()).filter(|i| route.touched & (1u64 << i) != 0) {
+            apply(s, Some(&route.part(s as u8)));
+        }
+    }
+
+    /// Every shard's snapshot ([`Engine::snapshot`]), read under all their
+    /// locks: one moment of the whole engine.
+    pub(crate) fn snapshot(&self) -> Vec<Vec<u8>> {
         let all = self.lock_all();
-        let taken = all.iter().map(|e| e.take_snapshot()).collect();
-        let r = then(taken);
+        let taken: Vec<TakenSnapshot> = all.iter().map(|e| e.take_snapshot()).collect();
         drop(all);
-        r
+        taken.into_iter().map(TakenSnapshot::into_bytes).collect()
+    }
+
+    /// Shard `shard`'s snapshot, read under its lock alone; `then` runs
+    /// before it is released (the durable log queues its place there).
+    pub(crate) fn take_snapshot_of<R>(
+        &self,
+        shard: usize,
+        then: impl FnOnce() -> R,
+    ) -> (TakenSnapshot, R) {
+        let e = self.lock(shard);
+        let taken = e.take_snapshot();
+        let r = then();
+        drop(e);
+        (taken, r)
     }
 
     /// How many shards.

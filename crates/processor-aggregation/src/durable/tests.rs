@@ -178,13 +178,28 @@ fn add_all(value: f64, time: u64, token: Option<&str>) -> Op {
     }
 }
 
-/// Shards of [`config`] with the same seeds (so that stream ids compare).
-fn sharded(shards: usize, seeds: Seeds) -> ShardedEngine {
-    let each = ShardedEngine::shard_config(&config(), shards);
+/// Shards of `config` with the same seeds (so that stream ids compare).
+fn sharded(config: &AggregationConfig, shards: usize, seeds: Seeds) -> ShardedEngine {
+    let each = ShardedEngine::shard_config(config, shards);
     let engines = (0..shards)
         .map(|_| Engine::with_seeds(each.clone(), T0, seeds).unwrap())
         .collect();
-    ShardedEngine::from_engines(&config(), engines).unwrap()
+    ShardedEngine::from_engines(config, engines).unwrap()
+}
+
+/// Applies `op` as the log writer does: logged unless refused. Returns
+/// whether it was refused.
+fn apply_logged(e: &ShardedEngine, op: &Op, now: u64) -> bool {
+    e.apply_op(op.clone(), now, None, |_, applied| {
+        matches!(
+            applied,
+            Applied::Added {
+                outcome: Err(_),
+                ..
+            }
+        )
+    })
+    .1
 }
 
 /// [`drain`] of every shard.
@@ -198,66 +213,108 @@ fn drain_all(e: ShardedEngine) -> std::collections::BTreeMap<(Option<String>, St
     all
 }
 
-fn replay_after_crashes(shards: usize) {
+/// A run of [`script`] against `shards` shards, logged as the log writer
+/// logs (refused requests not at all), with snapshots of every shard at
+/// one record, snapshots written late, and rounds whose shards are read
+/// at different records (as the log thread reads them), killed at random
+/// moments; in the end the totals equal a run without a crash.
+/// `max_series` (when bounded) refuses some requests.
+fn replay_after_crashes(shards: usize, max_series: usize) {
+    let config = AggregationConfig {
+        max_series,
+        ..config()
+    };
+    let (mut refusals, mut rounds) = (0, 0);
     for seed in 1..=40u64 {
         let ops = script(seed, shards as u32);
-        let plain = sharded(shards, Seeds([seed; 12]));
+        let plain = sharded(&config, shards, Seeds([seed; 12]));
         for (now, op) in &ops {
-            plain.apply_op(op.clone(), *now, None, drop);
+            refusals += apply_logged(&plain, op, *now) as usize;
         }
         let storage = Arc::new(MemoryStorage::default());
-        let (mut d, _, _) = Durable::open(storage.clone(), config(), shards, T0).unwrap();
+        let (mut d, _, _) = Durable::open(storage.clone(), config.clone(), shards, T0).unwrap();
         assert_eq!(d.shards, shards as u32);
         // The same seeds as the plain engine, so ids compare.
-        let mut e = sharded(shards, Seeds([seed; 12]));
+        let mut e = sharded(&config, shards, Seeds([seed; 12]));
         d.seeds = Seeds([seed; 12]);
-        d.client.set(META, d.meta(0, 0)).unwrap();
+        d.client.set(META, d.meta(&vec![0; shards], 0)).unwrap();
         let mut crashes = 0;
         // A snapshot taken a few records ago and written only now, as
-        // the log thread writes the applier's snapshots while later
-        // records are already on disk.
-        let mut lagging: Option<(u64, Vec<u8>)> = None;
+        // the log thread writes a round while later records are already
+        // on disk.
+        let mut lagging: Option<(Vec<u64>, Vec<Vec<u8>>)> = None;
+        // A round read one shard at a time: each shard's record and bytes.
+        let mut round: Vec<(u64, Vec<u8>)> = vec![];
         for (i, (now, op)) in ops.iter().enumerate() {
-            let seq = d.append(record(&[(*now, op, &encoded(op))])).unwrap();
-            e.apply_op(op.clone(), *now, None, drop);
-            if (i as u64 * 7 + seed) % 23 == 0 {
-                d.snapshot(seq, e.snapshot()).unwrap();
+            if !apply_logged(&e, op, *now) {
+                d.append(record(&[(*now, op, &encoded(op))])).unwrap();
+            }
+            let seq = d.last_seq();
+            if (i as u64 * 7 + seed) % 23 == 0 && seq > 0 {
+                d.snapshot(vec![seq; shards], e.snapshot()).unwrap();
             }
             if (i as u64 * 5 + seed) % 17 == 0 {
                 if let Some((at, snap)) = lagging.take() {
                     // One already covered by a newer snapshot is refused.
-                    let allowed = at >= d.snapshot_seq;
+                    let allowed = at[0] >= d.snapshot_seq;
                     assert_eq!(d.snapshot(at, snap).is_ok(), allowed, "seed {seed}");
                 }
-                lagging = Some((seq, e.snapshot()));
+                lagging = Some((vec![seq; shards], e.snapshot()));
+            }
+            if (i as u64 * 11 + seed) % 4 == 0 {
+                let k = round.len();
+                let (taken, ()) = e.take_snapshot_of(k, || ());
+                round.push((seq, taken.into_bytes()));
+                if round.len() == shards {
+                    let (seqs, snap): (Vec<u64>, Vec<Vec<u8>>) = round.drain(..).unzip();
+                    let allowed = seqs[0] >= d.snapshot_seq;
+                    assert_eq!(d.snapshot(seqs, snap).is_ok(), allowed, "seed {seed}");
+                    rounds += allowed as usize;
+                }
             }
             if (i as u64 * 13 + seed) % 37 == 0 {
                 // kill -9: everything in memory is gone. The state keeps
                 // its shard count whatever the configuration says now.
-                let (d2, e2, rec) = Durable::open(storage.clone(), config(), 5, now + NS).unwrap();
+                let (d2, e2, rec) =
+                    Durable::open(storage.clone(), config.clone(), 5, now + NS).unwrap();
                 assert!(rec.found);
                 assert_eq!(e2.len(), shards);
                 (d, e) = (d2, e2);
                 lagging = None;
+                round.clear();
                 crashes += 1;
             }
         }
         assert!(crashes > 3, "seed {seed}: {crashes} crashes");
+        assert_eq!(e.open_series(), plain.open_series(), "seed {seed}");
         assert_eq!(e.open_streams(), plain.open_streams(), "seed {seed}");
         assert_eq!(drain_all(e), drain_all(plain), "seed {seed}");
+    }
+    assert!(rounds > 40, "{rounds} rounds written");
+    if max_series < usize::MAX {
+        assert!(refusals > 40, "{refusals} requests refused");
     }
 }
 
 #[test]
 fn a_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
-    replay_after_crashes(1);
+    replay_after_crashes(1, usize::MAX);
 }
 
 /// The same in three shards: requests of one user and of all three (split
 /// between shards), pieces taken from every shard, snapshots of all.
 #[test]
 fn a_sharded_replay_after_any_crash_gives_the_state_of_a_run_without_one() {
-    replay_after_crashes(3);
+    replay_after_crashes(3, usize::MAX);
+}
+
+/// And with requests refused by `max_series`: a replay must not refuse
+/// what was taken (a shard's snapshot can be later than its neighbours',
+/// so the other shards' counts differ from when it was applied).
+#[test]
+fn a_replay_near_max_series_gives_the_state_of_a_run_without_one() {
+    replay_after_crashes(1, 30);
+    replay_after_crashes(3, 30);
 }
 
 #[test]
@@ -275,7 +332,7 @@ fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
         last = append(&mut d, &mut e, 1.0);
     }
     let logs = |s: &MemoryStorage| s.scan("log/").unwrap().len();
-    d.snapshot(last, e.snapshot()).unwrap();
+    d.snapshot(vec![last], vec![e.snapshot()]).unwrap();
     assert_eq!(logs(&storage), 150, "the snapshot itself deletes nothing");
     // A crash now: the covered records are ignored, not replayed.
     let (_, mut back, rec) = open1(storage.clone(), config(), T0).unwrap();
@@ -286,7 +343,7 @@ fn what_a_snapshot_covers_is_deleted_by_the_next_appends_not_at_once() {
     append(&mut d, &mut e, 1.0);
     append(&mut d, &mut e, 1.0);
     assert_eq!(logs(&storage), 3, "150 deleted in 64s over three appends");
-    d.snapshot(last + 3, e.snapshot()).unwrap();
+    d.snapshot(vec![last + 3], vec![e.snapshot()]).unwrap();
     d.compact().unwrap();
     assert_eq!(logs(&storage), 0);
     assert_eq!(
@@ -397,14 +454,15 @@ fn records_of_the_first_layout_are_replayed_at_their_record_time() {
 }
 
 #[test]
-fn a_state_of_format_1_is_read_then_marked_3_before_a_packed_record_is_written() {
+fn a_state_of_format_1_is_read_then_marked_4_before_a_packed_record_is_written() {
     let storage = Arc::new(MemoryStorage::default());
     let (mut d, _, _) = open1(storage.clone(), config(), T0).unwrap();
     // As format 1 left it: its version in the metadata (and no shard
-    // count), its requests unpacked (tag 0) in records of per-op times.
-    let mut meta = d.meta(0, 0);
+    // count or records of shards), its requests unpacked (tag 0) in
+    // records of per-op times.
+    let mut meta = d.meta(&[0], 0);
     meta[4..8].copy_from_slice(&1u32.to_le_bytes());
-    meta.truncate(meta.len() - 4);
+    meta.truncate(meta.len() - 12);
     storage.set(META, meta).unwrap();
     let (a, b) = (
         add("ana", 2.0, T0, None, None),
@@ -417,7 +475,7 @@ fn a_state_of_format_1_is_read_then_marked_3_before_a_packed_record_is_written()
         write_v1(&mut p, op);
     }
     let mut w = Writer::default();
-    w.buf.extend_from_slice(LOG_MAGIC);
+    w.buf.extend_from_slice(LOG_MAGIC_V2);
     w.u32(crc32fast::hash(&p.buf));
     w.bytes(&p.buf);
     d.append(Record {
@@ -432,7 +490,7 @@ fn a_state_of_format_1_is_read_then_marked_3_before_a_packed_record_is_written()
         let m = s.get(META).unwrap().unwrap();
         u32::from_le_bytes(m[4..8].try_into().unwrap())
     };
-    assert_eq!(version(&storage), 3, "marked before anything is written");
+    assert_eq!(version(&storage), 4, "marked before anything is written");
     let c = add("ana", 5.0, T0 + 2 * NS, None, None);
     d.append(record(&[(T0 + 2 * NS, &c, &encoded(&c))]))
         .unwrap();
@@ -531,12 +589,60 @@ proptest::proptest! {
 fn state_of_another_format_is_refused_with_a_message() {
     let storage = Arc::new(MemoryStorage::default());
     let (d, _, _) = open1(storage.clone(), config(), T0).unwrap();
-    let mut meta = d.meta(0, 0);
+    let mut meta = d.meta(&[0], 0);
     meta[4..8].copy_from_slice(&7u32.to_le_bytes());
     storage.set(META, meta).unwrap();
     let err = open1(storage, config(), T0).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 3); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
+        "aggregation state was written by an incompatible version (storage format 7, this build reads formats 1 to 4); stop this collector, move the storage directory away (its totals are not readable by this version) or run the version that wrote it"
+    );
+}
+
+/// A state of format 3 (one snapshot record for every shard, refused
+/// requests logged too) replays its records checking `max_series` again,
+/// so what was refused stays refused; its later records are of format 4.
+#[test]
+fn records_of_format_3_replay_their_refusals() {
+    let config = AggregationConfig {
+        max_series: 1,
+        ..config()
+    };
+    let storage = Arc::new(MemoryStorage::default());
+    let (mut d, _, _) = Durable::open(storage.clone(), config.clone(), 3, T0).unwrap();
+    // As format 3 left it: no records of shards in the metadata.
+    let mut meta = d.meta(&[0, 0, 0], 0);
+    meta[4..8].copy_from_slice(&3u32.to_le_bytes());
+    meta.truncate(meta.len() - 24);
+    storage.set(META, meta).unwrap();
+    let (a, b) = (
+        add("ana", 2.0, T0, None, None),
+        add("dee", 3.0, T0 + NS, None, None),
+    );
+    // "dee" was refused (no room), and logged: format 3 logged refusals.
+    let mut rec = record(&[(T0, &a, &encoded(&a)), (T0 + NS, &b, &encoded(&b))]);
+    rec.bytes[..4].copy_from_slice(LOG_MAGIC_V2);
+    d.append(rec).unwrap();
+
+    let (mut d, e, rec) = Durable::open(storage.clone(), config.clone(), 3, T0 + 2 * NS).unwrap();
+    assert_eq!((rec.records, e.open_series()), (1, 1));
+    let version = u32::from_le_bytes(
+        storage.get(META).unwrap().unwrap()[4..8]
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(version, 4);
+    let c = add("ana", 5.0, T0 + 2 * NS, None, None);
+    assert!(!apply_logged(&e, &c, T0 + 2 * NS));
+    d.append(record(&[(T0 + 2 * NS, &c, &encoded(&c))]))
+        .unwrap();
+    let (_, back, rec) = Durable::open(storage, config, 3, T0 + 3 * NS).unwrap();
+    assert_eq!(rec.records, 2);
+    let window = T0 - T0 % (60 * NS);
+    assert_eq!(
+        drain_all(back),
+        [((None, "ana".to_string(), window), 7.0)]
+            .into_iter()
+            .collect()
     );
 }
