@@ -316,8 +316,9 @@ impl AggregationProcessor {
     }
 
     /// With `storage`: takes a snapshot once the log since the last one
-    /// holds `bytes`, its requests counted unpacked (64 MiB by default; more means fewer snapshots and a
-    /// longer replay at start). For tests that want many snapshots.
+    /// holds `bytes` (and four times the last snapshot), its requests
+    /// counted unpacked (128 MiB by default; more means fewer snapshots and
+    /// a longer replay at start). For tests that want many snapshots.
     #[doc(hidden)]
     pub fn set_snapshot_after(&mut self, bytes: u64) {
         self.snapshot_after = bytes;
