@@ -414,8 +414,10 @@ impl Log {
         error: StorageError,
     ) -> Option<oneshot::Sender<()>> {
         let mut stop = None;
-        // Its storage writes must not race reading the state back; a
-        // round being read is dropped (it may hold ops refused here).
+        // Its storage writes must not race reading the state back. A
+        // round being read is waited for and dropped: it reads the engines
+        // this replaces. (A shard's read is safe either way: its mark is
+        // noted only once every op before it is durable.)
         self.end_round();
         self.settle_snapshot(true);
         self.snapshot_asked = false;

@@ -256,3 +256,88 @@ fn totals_peek(e: &ShardedEngine) -> BTreeMap<String, f64> {
         .collect();
     totals(&ShardedEngine::from_engines(&config(usize::MAX), engines).unwrap())
 }
+
+/// Writes that fail for a few milliseconds (a disk filling and freed)
+/// while requests of three shards come from several tasks and snapshot
+/// rounds are read after every group: each failed write refuses its group
+/// and those behind it and rebuilds the engine while a round may be being
+/// read. Then a `kill -9` soon after the last failure.
+/// What was answered Ok is in the state read back, exactly; what was
+/// refused is in no total.
+#[test]
+fn failed_writes_during_rounds_refuse_exactly_what_they_answer() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let users = ["ana@example.com", "dee", "fay"];
+    let config = config(usize::MAX);
+    let mut refusals = 0;
+    for round in 0..12u64 {
+        let storage = Arc::new(Freezable::default());
+        let (mut d, engine, _) = Durable::open(storage.clone(), config.clone(), 3, T0).unwrap();
+        d.snapshot_after = 1;
+        let engine = Arc::new(engine);
+        let log = Arc::new(
+            LogWriter::start(d, engine.clone(), config.clone(), now, "t".into(), false).unwrap(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = vec![];
+        for t in 0..6usize {
+            let (log, stop) = (log.clone(), stop.clone());
+            let users = users.map(str::to_string);
+            tasks.push(rt.spawn(async move {
+                let mut answered: BTreeMap<String, f64> = BTreeMap::new();
+                let mut refused = 0;
+                let mut i = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let names: Vec<&str> = match (t + i) % 4 {
+                        3 => users.iter().map(String::as_str).collect(),
+                        k => vec![users[k].as_str()],
+                    };
+                    let op = add(&names, (1 + i % 5) as f64);
+                    let sums = points(&op, &names);
+                    let p = packed(&op);
+                    match log.submit(op, p, None).await {
+                        Ok(_) => {
+                            for (u, v) in sums {
+                                *answered.entry(u).or_insert(0.0) += v;
+                            }
+                        }
+                        Err(_) => refused += 1,
+                    }
+                    i += 1;
+                }
+                (answered, refused)
+            }));
+        }
+        let (mut expected, mut refused) = (BTreeMap::new(), 0);
+        rt.block_on(async {
+            // Failures of 1-3 ms, the last one right before the kill.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(6)).await;
+                storage.frozen.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1 + round % 3)).await;
+                storage.frozen.store(false, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_micros(500 * (round % 4))).await;
+            // kill -9: nothing written from here on counts.
+            storage.frozen.store(true, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+            for t in tasks {
+                let (answered, r) = t.await.unwrap();
+                for (u, v) in answered {
+                    *expected.entry(u).or_insert(0.0) += v;
+                }
+                refused += r;
+            }
+        });
+        refusals += refused;
+        rt.block_on(log.stop());
+        storage.frozen.store(false, Ordering::SeqCst);
+        let (_, back, _) = Durable::open(storage.clone(), config.clone(), 3, T0).unwrap();
+        assert_eq!(totals(&back), expected, "read back, round {round}");
+    }
+    assert!(refusals > 0, "no write failed while requests came");
+}
