@@ -7,23 +7,27 @@
 //!   to the engine and queued for the log in one step (so log order is
 //!   apply order), then written in a group (one storage transaction, one
 //!   `fsync`, for every op queued while the previous group was written);
-//!   a request is answered only once its group is durable. The engine is
-//!   deterministic given its ops and their times, so replaying the log
-//!   from the last snapshot gives back the very state, emissions in flight
-//!   included. A write that fails refuses its group and everything queued
-//!   after it, and the engine is rebuilt from storage (see `log_thread`).
+//!   a request is answered only once its group is durable. Each shard of
+//!   the engine is deterministic given its own ops and their times (a
+//!   request refused by `max_series`, the one rule that reads the other
+//!   shards, changed nothing and is not logged; a replayed request is not
+//!   checked again), so replaying the log from the last snapshot gives
+//!   back the very state, emissions in flight included. A write that
+//!   fails refuses its group and everything queued after it, and the
+//!   engine is rebuilt from storage (see `log_thread`).
 //! - A request is logged packed ([`Packed`], LZ4): a tenth or less of its
 //!   bytes for OTLP, which repeats every attribute on every point.
 //! - Each log record carries a CRC-32 of its content; a record that does
 //!   not check is the torn tail of a crash (never applied, never
 //!   acknowledged) and is dropped on recovery. A bad record followed by
 //!   good ones is corruption, and recovery refuses to go on.
-//! - A snapshot (the whole engine, [`Engine::snapshot`]) is written when
-//!   the log since the last one outgrows both 128 MiB (its requests
-//!   counted unpacked: what a replay reads) and four times the last
-//!   snapshot,
-//!   and at shutdown; the records it covers are deleted in the
-//!   same transaction.
+//! - A snapshot (every shard's [`Engine::snapshot`], each read at its own
+//!   log record, named in the metadata) is written when the log since the
+//!   last one outgrows both 128 MiB (its requests counted unpacked: what a
+//!   replay reads) and four times the last snapshot, and at shutdown. A
+//!   replay starts after the oldest shard's record and applies each record
+//!   to the shards whose snapshot it follows. The records every shard's
+//!   snapshot covers are released in the same transaction.
 //!
 //! Keys: `meta`, `log/<seq>`, `snap/<seq>/<part>` (sequence numbers in
 //! fixed-width hex, so key order is log order).
@@ -62,7 +66,7 @@ const LOG_MAGIC_V1: &[u8; 4] = b"AGL1";
 /// own log record (named in the metadata) and refused requests not logged.
 /// It reads 3 (the engine in shards: their count in the metadata, a
 /// delivered piece naming its shard, one snapshot of every shard at one
-/// record), 2 (requests packed in the log, [`Packed`]) and 1 (requests as
+/// record), 2 (requests packed in the log, LZ4) and 1 (requests as
 /// they came), the last two one shard, and marks such a state 4 at its
 /// first start, before it writes anything, so an older build refuses the
 /// state rather than misread it.

@@ -23,7 +23,9 @@
 //! With `storage` there is one log for every shard
 //! ([`ShardedEngine::apply_op`]): an op is queued while the shards it
 //! changed are locked, so the log's order is each shard's, and a replay
-//! routes every request again by the same fixed hash.
+//! routes every request again by the same fixed hash
+//! ([`ShardedEngine::replay_op`]: to the shards whose snapshot its record
+//! follows, with no `max_series` check).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
