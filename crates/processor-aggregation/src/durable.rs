@@ -442,24 +442,48 @@ pub(crate) fn read_record(bytes: &[u8]) -> Result<Logged, Corrupt> {
     Ok(Logged { ops, checked })
 }
 
-/// One snapshot of every shard, from each shard's
-/// ([`Engine::snapshot`]): one shard's as it is (as formats 1 and 2 wrote
-/// it); several, each after its length.
-pub(crate) fn shards_snapshot(mut shards: Vec<Vec<u8>>) -> Vec<u8> {
+/// One snapshot of every shard, from each shard's ([`Engine::snapshot`]):
+/// one shard's as it is (as formats 1 and 2 wrote it); several after
+/// [`SHARDS_MAGIC`] and their count, each after its length. Laid out
+/// straight into the parts of at most `part` bytes it is stored in (no
+/// copy of the whole); returns them and its length.
+pub(crate) fn snapshot_parts(shards: &[Vec<u8>], part: usize) -> (Vec<Vec<u8>>, u64) {
+    let part = part.max(1);
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    let count = len32(shards.len());
+    let lens: Vec<[u8; 4]> = shards.iter().map(|s| len32(s.len())).collect();
+    let mut pieces: Vec<&[u8]> = vec![];
     if shards.len() == 1 {
-        return shards.pop().unwrap_or_default();
+        pieces.push(&shards[0]);
+    } else {
+        pieces.push(SHARDS_MAGIC);
+        pieces.push(&count);
+        for (s, len) in shards.iter().zip(&lens) {
+            pieces.push(len);
+            pieces.push(s);
+        }
     }
-    let mut w = Writer::default();
-    w.buf.extend_from_slice(SHARDS_MAGIC);
-    w.len(shards.len());
-    for s in &shards {
-        w.bytes(s);
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut parts: Vec<Vec<u8>> = vec![];
+    let mut left = total;
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            match parts.last_mut() {
+                Some(p) if p.len() < part => {
+                    let n = (part - p.len()).min(piece.len());
+                    p.extend_from_slice(&piece[..n]);
+                    piece = &piece[n..];
+                    left -= n;
+                }
+                _ => parts.push(Vec::with_capacity(part.min(left))),
+            }
+        }
     }
-    w.buf
+    (parts, total as u64)
 }
 
 /// The `count` shards' engines (each with `config`, a shard's) from a
-/// [`shards_snapshot`].
+/// snapshot of [`snapshot_parts`], its parts read back in order.
 fn restore_shards(
     config: &AggregationConfig,
     count: usize,
@@ -987,15 +1011,15 @@ impl SnapshotWrite {
         let started = std::time::Instant::now();
         let mut done = self.done;
         let seq = done.seq();
-        let snapshot = shards_snapshot(self.shards);
-        let mut ops: Vec<StorageOp> = snapshot
-            .chunks(PART)
+        let (parts, bytes) = snapshot_parts(&self.shards, PART);
+        drop(self.shards);
+        let mut ops: Vec<StorageOp> = parts
+            .into_iter()
             .enumerate()
-            .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p.to_vec()))
+            .map(|(i, p)| StorageOp::Set(snap_key(seq, i as u32), p))
             .collect();
         done.parts = ops.len() as u32;
-        done.bytes = snapshot.len() as u64;
-        drop(snapshot);
+        done.bytes = bytes;
         let m = &self.meta;
         ops.push(StorageOp::Set(
             META.into(),

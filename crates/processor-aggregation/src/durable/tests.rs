@@ -646,3 +646,43 @@ fn records_of_format_3_replay_their_refusals() {
             .collect()
     );
 }
+
+/// A snapshot is laid out straight into its parts: joined, they are the
+/// snapshot's layout (one shard's bytes as they are; several after the
+/// magic and their count, each after its length), whatever the part size.
+#[test]
+fn a_snapshot_is_laid_out_in_parts_of_its_layout() {
+    let shards: Vec<Vec<u8>> = vec![
+        (0..23u8).collect(),
+        vec![],
+        (100..105u8).collect(),
+        vec![7; 9],
+    ];
+    let mut layout = Writer::default();
+    layout.buf.extend_from_slice(SHARDS_MAGIC);
+    layout.len(shards.len());
+    shards.iter().for_each(|s| layout.bytes(s));
+    for part in [1, 3, 7, 16, 57, 1000] {
+        let (parts, total) = snapshot_parts(&shards, part);
+        assert_eq!(total, layout.buf.len() as u64, "part {part}");
+        assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= part));
+        assert_eq!(parts.len(), layout.buf.len().div_ceil(part), "part {part}");
+        assert_eq!(parts.concat(), layout.buf, "part {part}");
+        let (one, total) = snapshot_parts(&shards[..1], part);
+        assert_eq!((one.concat(), total), (shards[0].clone(), 23));
+    }
+    // And read back: three shards' engines, through parts of 64 bytes.
+    let e = sharded(&config(), 3, Seeds([5; 12]));
+    for op in [
+        add("ana", 2.0, T0, None, None),
+        add_all(1.0, T0, Some("t1")),
+    ] {
+        e.apply_op(op, T0, None, |_, _| ());
+    }
+    let (parts, _) = snapshot_parts(&e.snapshot(), 64);
+    assert!(parts.len() > 3);
+    let each = ShardedEngine::shard_config(&config(), 3);
+    let back = restore_shards(&each, 3, &parts.concat()).unwrap();
+    let back = ShardedEngine::from_engines(&config(), back).unwrap();
+    assert_eq!(drain_all(back), drain_all(e));
+}
