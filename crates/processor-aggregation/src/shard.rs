@@ -302,6 +302,21 @@ fn absorb(out: &mut AddOutcome, more: AddOutcome) {
     out.traces.extend(more.traces);
 }
 
+/// Calls `f` with a logged request as the engine reads it: `prepared` (the
+/// same request, read before) when given, else its tree or its bytes read
+/// in place; `Err` when its bytes do not read.
+fn with_input<T>(
+    request: &Request,
+    prepared: Option<&Prepared<'_>>,
+    f: impl FnOnce(Input<'_, '_>) -> T,
+) -> Result<T, AddError> {
+    Ok(match (prepared, request) {
+        (Some(p), _) => f(Input::Prepared(p)),
+        (None, Request::Decoded(m)) => f(Input::Tree(m)),
+        (None, Request::Encoded(b)) => f(Input::Prepared(&Engine::prepare(b)?)),
+    })
+}
+
 /// An [`Engine`] in shards by user, for concurrent callers: what the
 /// processor runs without `storage` (see the module docs). Each method
 /// takes `&self`; a request locks only the shards its points go to.
@@ -424,17 +439,10 @@ impl ShardedEngine {
                 request,
             } => {
                 let context = Op::context(token, headers);
-                let read;
-                let input = match (prepared, request) {
-                    (Some(p), _) => Ok(Input::Prepared(p)),
-                    (None, Request::Decoded(m)) => Ok(Input::Tree(m)),
-                    (None, Request::Encoded(b)) => {
-                        read = Engine::prepare(b);
-                        read.as_ref().map(Input::Prepared).map_err(Clone::clone)
-                    }
-                };
-                let (outcome, held) = match input {
-                    Ok(input) => self.add_held(input, &context, at, false),
+                let (outcome, held) = match with_input(request, prepared, |input| {
+                    self.add_held(input, &context, at, false)
+                }) {
+                    Ok(added) => added,
                     Err(e) => (Err(e), vec![]),
                 };
                 let open_series = match &outcome {
@@ -488,19 +496,11 @@ impl ShardedEngine {
                 request,
             } => {
                 let context = Op::context(token, headers);
-                let read;
-                let input = match request {
-                    Request::Decoded(m) => Input::Tree(m),
-                    Request::Encoded(b) => match Engine::prepare(b) {
-                        Ok(p) => {
-                            read = p;
-                            Input::Prepared(&read)
-                        }
-                        // Refused when it was applied: nothing to do.
-                        Err(_) => return,
-                    },
-                };
-                self.apply_unchecked(input, &context, at, mask);
+                // Bytes that do not read were refused when applied: nothing
+                // to do.
+                let _ = with_input(request, None, |input| {
+                    self.apply_unchecked(input, &context, at, mask)
+                });
             }
             Op::Close { shard, .. } | Op::CloseAll { shard, .. } | Op::Done { shard, .. } => {
                 let i = *shard as usize;
