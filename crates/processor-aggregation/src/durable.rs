@@ -3,11 +3,13 @@
 //! client.
 //!
 //! - Every change of the engine is an [`Op`]: a request added, windows
-//!   closed, a piece of an emission taken downstream. Each op is applied
-//!   to the engine and queued for the log in one step (so log order is
-//!   apply order), then written in a group (one storage transaction, one
-//!   `fsync`, for every op queued while the previous group was written);
-//!   a request is answered only once its group is durable. Each shard of
+//!   closed, a piece of an emission taken downstream. Each op is queued
+//!   for the log and applied to the engine in one step, under the locks
+//!   of the shards it changes (so log order is apply order; a request is
+//!   queued before it is applied, so its write overlaps its apply), then
+//!   written in a group (one storage transaction, one `fsync`, for every
+//!   op queued while the previous group was written); a request is
+//!   answered only once it is applied and its group is durable. Each shard of
 //!   the engine is deterministic given its own ops and their times (a
 //!   request refused by `max_series`, the one rule that reads the other
 //!   shards, changed nothing and is not logged; a replayed request is not

@@ -847,6 +847,7 @@ impl Engine {
     /// `input` this engine takes (all of it without one), refused whole
     /// when it needs more series than `max_series` leaves with `elsewhere`
     /// held by the other shards.
+    #[cfg(test)]
     pub(crate) fn add_part(
         &mut self,
         input: Input<'_, '_>,
@@ -855,15 +856,28 @@ impl Engine {
         part: Option<&Part<'_>>,
         elsewhere: usize,
     ) -> Result<AddOutcome, AddError> {
-        macro_rules! each {
-            ($s:expr) => {{
-                self.check_room($s, context, now, part, elsewhere)?;
-                Ok(self.apply_from($s, context, now, part))
-            }};
-        }
+        self.check_part(input, context, now, part, elsewhere)?;
+        Ok(self.apply_part(input, context, now, part))
+    }
+
+    /// The check of [`Engine::add_part`] alone: whether the `part` of
+    /// `input` fits in what `max_series` leaves with `elsewhere` held by
+    /// the other shards. Changes nothing.
+    pub(crate) fn check_part(
+        &mut self,
+        input: Input<'_, '_>,
+        context: &RequestContext,
+        now: u64,
+        part: Option<&Part<'_>>,
+        elsewhere: usize,
+    ) -> Result<(), AddError> {
         match input {
-            Input::Prepared(Prepared(Form::View(v))) => each!(v),
-            Input::Prepared(Prepared(Form::Tree(t))) | Input::Tree(t) => each!(t),
+            Input::Prepared(Prepared(Form::View(v))) => {
+                self.check_room(v, context, now, part, elsewhere)
+            }
+            Input::Prepared(Prepared(Form::Tree(t))) | Input::Tree(t) => {
+                self.check_room(t, context, now, part, elsewhere)
+            }
         }
     }
 

@@ -1,18 +1,24 @@
-//! The durable log: apply first, answer once durable, group commit.
+//! The durable log: queue, apply, answer once durable; group commit.
 //!
 //! [`LogWriter::submit`] applies an op to the engine on the caller's thread
 //! (where the request was decoded, so its data is still in that core's
 //! cache) and queues it for the log **in the same critical section** (the
 //! locks of the shards it changes, [`ShardedEngine::apply_op`]), so the
-//! log's order is the order each shard saw. The caller is answered
-//! only once the op's group is on disk ([`LogWriter::begin`] and
-//! [`Commit::durable`] are the two halves, for a caller that frees the
-//! request it read before it waits). The **log thread** takes every op
-//! queued while it was busy as the next group and writes it as one record
-//! (one storage transaction, one `fsync`); applying the next ops goes on
-//! meanwhile.
+//! log's order is the order each shard saw. A request is queued once its
+//! `max_series` check has passed and **before** it is applied: the log
+//! thread can write its group while it is applied, so the `fsync` and the
+//! apply overlap (a refused request changes nothing and is not queued).
+//! The caller is answered only once the op is applied and its group is on
+//! disk ([`LogWriter::begin`] and [`Commit::durable`] are the two halves,
+//! for a caller that frees the request it read before it waits). The
+//! **log thread** takes every op queued while it was busy as the next
+//! group and writes it as one record (one storage transaction, one
+//! `fsync`); applying the next ops goes on meanwhile.
 //!
-//! The engine is thus ahead of the disk by the ops not yet written, and
+//! The engine and the disk thus differ by the ops queued and not yet
+//! written (the engine ahead) and by at most one op per shard being
+//! applied (the disk ahead; nobody reads it before its locks are
+//! released, and a rebuild takes them first), and
 //! nothing leaves before it is durable: a request is acknowledged, and an
 //! emission's pieces are read, only after the op that made them is
 //! written (the processor reads pieces after its `Close` op is answered).
@@ -180,47 +186,38 @@ impl LogWriter {
             return Err(StorageError::Closed);
         }
         let at = (self.shared.now)();
-        // Queued while the shards it changed are still locked, so the
-        // log's order is each shard's. The decoded request is freed once
-        // applied (the log keeps its bytes), after the locks are released.
-        let (applied, (queued, decoded)) =
-            self.shared
-                .shards
-                .apply_op(op, at, prepared, |mut op, applied| {
-                    let decoded = op.take_request();
-                    if let Applied::Added {
-                        outcome: Err(_), ..
-                    } = applied
-                    {
-                        // Refused whole: nothing changed, nothing to log (so a
-                        // replay applies every request it reads unchecked).
-                        let _ = reply.send((Ok(()), op, packed));
-                        return (true, decoded);
-                    }
-                    let tx = self
-                        .shared
-                        .tx
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let queued = Queued {
-                        at,
-                        op,
-                        packed,
-                        reply,
-                    };
-                    let sent = tx
-                        .as_ref()
-                        .is_some_and(|tx| tx.send(Msg::Op(queued)).is_ok());
-                    (sent, decoded)
-                });
-        drop(decoded);
-        if !queued {
-            // Stopped, or the log thread is gone (it panicked): the engine
-            // is ahead of the disk for good; nothing more is acknowledged.
-            self.shared.broken.store(true, Ordering::Release);
-            return Err(StorageError::Closed);
+        // Queued while the shards it changes are locked, so the log's order
+        // is each shard's; a request before it is applied, so that its
+        // group can be written while it is.
+        let (applied, queued) = self.shared.shards.apply_op(op, at, prepared, |op| {
+            let tx = self
+                .shared
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let queued = Queued {
+                at,
+                op,
+                packed,
+                reply,
+            };
+            tx.as_ref()
+                .is_some_and(|tx| tx.send(Msg::Op(queued)).is_ok())
+        });
+        match queued {
+            // Refused whole: nothing changed, nothing to log (so a replay
+            // applies every request it reads unchecked), nothing to wait for.
+            None => return Ok((applied, Commit(None))),
+            Some(true) => {}
+            Some(false) => {
+                // Stopped, or the log thread is gone (it panicked): the
+                // engine is ahead of the disk for good; nothing more is
+                // acknowledged.
+                self.shared.broken.store(true, Ordering::Release);
+                return Err(StorageError::Closed);
+            }
         }
-        Ok((applied, Commit(rx)))
+        Ok((applied, Commit(Some(rx))))
     }
 
     /// Writes what was queued, then a last snapshot (a fast next start),
@@ -252,13 +249,17 @@ impl LogWriter {
 /// An op applied and queued for the log ([`LogWriter::begin`]): what is
 /// left is waiting until its group is on disk.
 #[must_use = "an op is acknowledged only once its commit is durable"]
-pub(crate) struct Commit(oneshot::Receiver<Answer>);
+pub(crate) struct Commit(Option<oneshot::Receiver<Answer>>);
 
 impl Commit {
     /// Waits until the op's group is on disk; an error means it never will
     /// be (the op was refused and is in no total).
     pub async fn durable(self) -> Result<(), StorageError> {
-        match self.0.await {
+        // A refused request: nothing was queued.
+        let Some(rx) = self.0 else {
+            return Ok(());
+        };
+        match rx.await {
             // The op and its bytes are dropped here, on this thread.
             Ok((result, _op, _bytes)) => result,
             Err(_) => Err(StorageError::Closed),

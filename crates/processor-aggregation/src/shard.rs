@@ -22,7 +22,8 @@
 //!
 //! With `storage` there is one log for every shard
 //! ([`ShardedEngine::apply_op`]): an op is queued while the shards it
-//! changed are locked, so the log's order is each shard's, and a replay
+//! changes are locked (a request after its `max_series` check and before
+//! it is applied), so the log's order is each shard's, and a replay
 //! routes every request again by the same fixed hash
 //! ([`ShardedEngine::replay_op`]: to the shards whose snapshot its record
 //! follows, with no `max_series` check).
@@ -420,62 +421,68 @@ impl ShardedEngine {
     }
 
     /// Applies `op` at `at` (an `Add` read from `prepared` when given) to
-    /// the shards it touches, and calls `then` with it and what it did
-    /// while they are still locked: the durable log queues it there (unless
-    /// it was refused), so that the log's order is each shard's order. An
-    /// `Add` spread over several shards holds all of them; a close or a
-    /// delivered piece is one shard's.
+    /// the shards it touches, and hands it to `log` while they are locked,
+    /// so that the log's order is each shard's order. A request is handed
+    /// over once it is known to be taken (`max_series` checked) and
+    /// **before** it is applied: the log writes it while it is applied, so
+    /// its commit overlaps its apply. A request that is refused is not
+    /// handed over (`None`). A close or a delivered piece
+    /// (one shard's, never refused) is handed over after it is applied. An
+    /// `Add` spread over several shards holds all of them.
     pub(crate) fn apply_op<R>(
         &self,
-        op: Op,
+        mut op: Op,
         at: u64,
         prepared: Option<&Prepared<'_>>,
-        then: impl FnOnce(Op, &Applied) -> R,
-    ) -> (Applied, R) {
-        let (applied, held) = match &op {
-            Op::Add {
-                token,
-                headers,
-                request,
-            } => {
-                let context = Op::context(token, headers);
-                let (outcome, held) = match with_input(request, prepared, |input| {
-                    self.add_held(input, &context, at, false)
-                }) {
-                    Ok(added) => added,
-                    Err(e) => (Err(e), vec![]),
-                };
-                let open_series = match &outcome {
-                    Ok((_, open)) => *open,
-                    Err(_) => self.open_series(),
-                };
-                let outcome = outcome.map(|(o, _)| o);
-                (
-                    Applied::Added {
-                        outcome,
-                        open_series,
-                    },
-                    held,
-                )
-            }
+        log: impl FnOnce(Op) -> R,
+    ) -> (Applied, Option<R>) {
+        let context = match &op {
+            Op::Add { token, headers, .. } => Op::context(token, headers),
             // One shard's: the others go on meanwhile.
             Op::Close { shard, .. } | Op::CloseAll { shard, .. } | Op::Done { shard, .. } => {
-                match self.engines.get(*shard as usize) {
-                    Some(_) => {
-                        let i = *shard as usize;
-                        let mut e = self.lock(i);
-                        let applied = op.apply(&mut e, at);
-                        self.publish(i, &e);
-                        (applied, vec![e])
-                    }
+                let i = *shard as usize;
+                if i >= self.len() {
                     // Not a shard of this state: nothing to do.
-                    None => (Applied::Done, vec![]),
+                    return (Applied::Done, Some(log(op)));
                 }
+                let mut e = self.lock(i);
+                let applied = op.apply(&mut e, at);
+                self.publish(i, &e);
+                let logged = log(op);
+                drop(e);
+                return (applied, Some(logged));
             }
         };
-        let r = then(op, &applied);
+        // The log writes the request's bytes (packed by the caller), not
+        // the request: it stays here to be applied.
+        let request = op
+            .take_request()
+            .unwrap_or(Request::Encoded(Default::default()));
+        let mut waiting = Some((op, log));
+        let mut logged = None;
+        let mut hand_over = || {
+            if let Some((op, log)) = waiting.take() {
+                logged = Some(log(op));
+            }
+        };
+        let added = with_input(&request, prepared, |input| {
+            self.add_held(input, &context, at, Some(&mut hand_over))
+        });
+        let (outcome, held) = added.unwrap_or_else(|e| (Err(e), vec![]));
+        let open_series = match &outcome {
+            Ok((_, open)) => *open,
+            Err(_) => self.open_series(),
+        };
         drop(held);
-        (applied, r)
+        // Freed after the locks.
+        drop(request);
+        let applied = Applied::Added {
+            outcome: outcome.map(|(o, _)| o),
+            open_series,
+        };
+        // A refused request's op (and what `log` held) is dropped here.
+        drop(waiting);
+        (applied, logged)
     }
 
     /// Replays a logged `op` at `at` on the shards in `mask` (those whose
@@ -488,7 +495,7 @@ impl ShardedEngine {
         let all = u64::MAX >> (64 - self.len());
         match &op {
             Op::Add { .. } if checked && mask & all == all => {
-                self.apply_op(op, at, None, |_, _| ());
+                self.apply_op(op, at, None, |_| ());
             }
             Op::Add {
                 token,
@@ -644,28 +651,39 @@ impl ShardedEngine {
         context: &RequestContext,
         now: u64,
     ) -> Result<(AddOutcome, usize), AddError> {
-        self.add_held(input, context, now, true).0
+        self.add_held(input, context, now, None).0
     }
 
     /// [`ShardedEngine::add_input`], returning the locks of the shards it
-    /// changed still held, unless `one_at_a_time`: a request spread over
-    /// several shards then goes through them in turn while there is room
-    /// for all its points (not for a logged request: the log's order must
-    /// be each shard's).
+    /// changed still held. With `log` (a logged request), `log` is called
+    /// once the request is known to be taken and before it is applied,
+    /// with every shard it changes locked. Without, a request spread over
+    /// several shards goes through them in turn while there is room for
+    /// all its points (not a logged one: the log's order must be each
+    /// shard's).
     #[allow(clippy::type_complexity)]
     fn add_held(
         &self,
         input: Input<'_, '_>,
         context: &RequestContext,
         now: u64,
-        one_at_a_time: bool,
+        mut log: Option<&mut dyn FnMut()>,
     ) -> (
         Result<(AddOutcome, usize), AddError>,
         Vec<MutexGuard<'_, Engine>>,
     ) {
+        let logged = log.is_some();
+        let mut taken = || {
+            if let Some(log) = log.as_mut() {
+                log();
+            }
+        };
         if self.len() == 1 {
             let mut e = self.lock(0);
-            let out = e.add_part(input, context, now, None, 0);
+            let out = e.check_part(input, context, now, None, 0).map(|()| {
+                taken();
+                e.apply_part(input, context, now, None)
+            });
             self.publish(0, &e);
             let open = e.open_series();
             return (out.map(|o| (o, open)), vec![e]);
@@ -675,7 +693,12 @@ impl ShardedEngine {
             let s = usize::from(s);
             let elsewhere = self.elsewhere(1u64 << s);
             let mut e = self.lock(s);
-            let out = e.add_part(input, context, now, None, elsewhere);
+            let out = e
+                .check_part(input, context, now, None, elsewhere)
+                .map(|()| {
+                    taken();
+                    e.apply_part(input, context, now, None)
+                });
             self.publish(s, &e);
             let open = elsewhere + e.open_series();
             return (out.map(|o| (o, open)), vec![e]);
@@ -686,8 +709,7 @@ impl ShardedEngine {
         // Spread over several shards, with room for every point to open a
         // series: each shard in turn, one lock at a time (so that requests
         // spread alike go through the shards one behind the other).
-        if one_at_a_time && route.points.len() <= self.max_series.saturating_sub(self.open_series())
-        {
+        if !logged && route.points.len() <= self.max_series.saturating_sub(self.open_series()) {
             for s in touched() {
                 let mut e = self.lock(s);
                 absorb(
@@ -698,8 +720,8 @@ impl ShardedEngine {
             }
             return (Ok((out, self.open_series())), vec![]);
         }
-        // Near the bound: all of them locked, in ascending order, so that
-        // it is refused or applied whole.
+        // Logged, or near the bound: all of them locked, in ascending
+        // order, so that it is refused or applied whole.
         let mut locked: Vec<(u8, MutexGuard<'_, Engine>)> =
             touched().map(|i| (i as u8, self.lock(i))).collect();
         let elsewhere = self.elsewhere(route.touched);
@@ -719,6 +741,7 @@ impl ShardedEngine {
                 return (Err(refused), locked.into_iter().map(|(_, e)| e).collect());
             }
         }
+        taken();
         let mut open = elsewhere;
         for (s, e) in &mut locked {
             absorb(

@@ -190,16 +190,20 @@ fn sharded(config: &AggregationConfig, shards: usize, seeds: Seeds) -> ShardedEn
 /// Applies `op` as the log writer does: logged unless refused. Returns
 /// whether it was refused.
 fn apply_logged(e: &ShardedEngine, op: &Op, now: u64) -> bool {
-    e.apply_op(op.clone(), now, None, |_, applied| {
-        matches!(
-            applied,
-            Applied::Added {
-                outcome: Err(_),
-                ..
-            }
-        )
-    })
-    .1
+    let (applied, logged) = e.apply_op(op.clone(), now, None, |_| ());
+    let refused = matches!(
+        applied,
+        Applied::Added {
+            outcome: Err(_),
+            ..
+        }
+    );
+    assert_eq!(
+        logged.is_none(),
+        refused,
+        "handed to the log unless refused"
+    );
+    refused
 }
 
 /// [`drain`] of every shard.
@@ -677,7 +681,7 @@ fn a_snapshot_is_laid_out_in_parts_of_its_layout() {
         add("ana", 2.0, T0, None, None),
         add_all(1.0, T0, Some("t1")),
     ] {
-        e.apply_op(op, T0, None, |_, _| ());
+        e.apply_op(op, T0, None, |_| ());
     }
     let (parts, _) = snapshot_parts(&e.snapshot(), 64);
     assert!(parts.len() > 3);
@@ -685,4 +689,55 @@ fn a_snapshot_is_laid_out_in_parts_of_its_layout() {
     let back = restore_shards(&each, 3, &parts.concat()).unwrap();
     let back = ShardedEngine::from_engines(&config(), back).unwrap();
     assert_eq!(drain_all(back), drain_all(e));
+}
+
+/// A request is handed to the log while its shards are locked, once it is
+/// known to be taken and **before** it is applied (the log writes it while
+/// it is applied); a refused one never.
+#[test]
+fn a_request_is_handed_to_the_log_before_it_is_applied() {
+    for shards in [1, 3] {
+        let limited = AggregationConfig {
+            max_series: 3,
+            ..config()
+        };
+        let e = sharded(&limited, shards, Seeds([7; 12]));
+        // The open series published when the log has it: none of its own
+        // yet, for one user and for a request spread over every shard.
+        let (applied, seen) = e.apply_op(add("ana", 1.0, T0, None, None), T0, None, |_| {
+            e.open_series()
+        });
+        assert_eq!(seen, Some(0), "{shards} shards: handed over before applied");
+        assert!(matches!(
+            applied,
+            Applied::Added {
+                outcome: Ok(_),
+                open_series: 1
+            }
+        ));
+        let (applied, seen) = e.apply_op(add_all(1.0, T0, None), T0, None, |_| e.open_series());
+        assert_eq!(seen, Some(1), "{shards} shards: a spread request too");
+        assert!(matches!(
+            applied,
+            Applied::Added {
+                outcome: Ok(_),
+                open_series: 3
+            }
+        ));
+        // The next window's three series do not fit: refused whole, never
+        // handed over.
+        let next = T0 + 60_000_000_000;
+        let (applied, seen) = e.apply_op(add_all(1.0, next, None), next, None, |_| ());
+        assert_eq!(
+            seen, None,
+            "{shards} shards: a refused request is not logged"
+        );
+        assert!(matches!(
+            applied,
+            Applied::Added {
+                outcome: Err(AddError::SeriesLimit { needed: 3, .. }),
+                open_series: 3
+            }
+        ));
+    }
 }
