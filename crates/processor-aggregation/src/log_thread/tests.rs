@@ -164,6 +164,9 @@ fn rounds_read_a_shard_at_a_time_lose_and_double_nothing() {
     // Users on shards 1, 0 and 2 of three.
     let users = ["ana@example.com", "dee", "fay"];
     let config = config(usize::MAX);
+    let large: Vec<&str> = users.repeat(500);
+    let unpacked = Packed::unpacked_len(packed(&add(&large, 0.5)).as_bytes());
+    assert!(unpacked >= COMMIT_NOW_BYTES, "{unpacked} bytes");
     for _ in 0..3 {
         let storage = Arc::new(Freezable::default());
         let (mut d, engine, _) = Durable::open(storage.clone(), config.clone(), 3, T0).unwrap();
@@ -177,8 +180,10 @@ fn rounds_read_a_shard_at_a_time_lose_and_double_nothing() {
         let mut tasks = vec![];
         for t in 0..6usize {
             let log = log.clone();
+            // Some large enough to start their group at once.
             let ops: Vec<Op> = (0..150)
                 .map(|i| match (t + i) % 4 {
+                    _ if i % 25 == 0 => add(&large, 0.5),
                     3 => add(&users, 1.0),
                     k => add(&[users[k]], (i % 5) as f64),
                 })
