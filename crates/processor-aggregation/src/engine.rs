@@ -843,26 +843,10 @@ impl Engine {
         out
     }
 
-    /// [`Engine::add`] for a shard of a sharded engine: adds the `part` of
-    /// `input` this engine takes (all of it without one), refused whole
-    /// when it needs more series than `max_series` leaves with `elsewhere`
-    /// held by the other shards.
-    #[cfg(test)]
-    pub(crate) fn add_part(
-        &mut self,
-        input: Input<'_, '_>,
-        context: &RequestContext,
-        now: u64,
-        part: Option<&Part<'_>>,
-        elsewhere: usize,
-    ) -> Result<AddOutcome, AddError> {
-        self.check_part(input, context, now, part, elsewhere)?;
-        Ok(self.apply_part(input, context, now, part))
-    }
-
-    /// The check of [`Engine::add_part`] alone: whether the `part` of
-    /// `input` fits in what `max_series` leaves with `elsewhere` held by
-    /// the other shards. Changes nothing.
+    /// For a shard of a sharded engine: whether the `part` of `input` (all
+    /// of it without one) fits in what `max_series` leaves with
+    /// `elsewhere` held by the other shards; refused whole when it needs
+    /// more. Changes no total ([`Engine::apply_part`] adds it).
     pub(crate) fn check_part(
         &mut self,
         input: Input<'_, '_>,

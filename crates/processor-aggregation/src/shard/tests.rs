@@ -194,7 +194,8 @@ fn the_router_finds_the_user_the_engine_finds() {
                     let route = router.route(input, &ctx);
                     let mut e = Engine::new(config.clone(), 0).unwrap();
                     e.set_tracing(true);
-                    let out = e.add_part(input, &ctx, NOW, None, 0).unwrap();
+                    e.check_part(input, &ctx, NOW, None, 0).unwrap();
+                    let out = e.apply_part(input, &ctx, NOW, None);
                     assert_eq!(out.traces.len(), route.points.len());
                     assert_eq!(route.summaries, out.dropped.summary);
                     for (t, shard) in out.traces.iter().zip(&route.points) {
